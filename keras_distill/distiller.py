@@ -1,0 +1,406 @@
+"""The `Distiller` model: train a student from a frozen teacher with `fit()`."""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_distill import losses as kd_losses
+
+# Keys a batch may carry, in a trailing dict, to supply precomputed teacher
+# outputs instead of running the teacher (see `keras_distill.cache`).
+TEACHER_LOGITS_KEY = "teacher_logits"
+
+
+def _as_float(value, name):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"`{name}` must be a number. Received: {name}={value!r}")
+
+
+def check_alpha(value):
+    """Returns `value` as a float if it is in [0, 1], else raises ValueError."""
+    alpha = _as_float(value, "alpha")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(
+            f"`alpha` must be in [0, 1] (the weight of the hard-label loss). "
+            f"Received: alpha={value!r}"
+        )
+    return alpha
+
+
+def check_temperature(value):
+    """Returns `value` as a float if it is finite and > 0, else raises."""
+    temperature = _as_float(value, "temperature")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(
+            f"`temperature` must be a finite number > 0. "
+            f"Received: temperature={value!r}"
+        )
+    return temperature
+
+
+def _num_classes(model):
+    """The size of the model's last output axis, or None when unknown."""
+    try:
+        shape = model.output_shape
+    except (AttributeError, ValueError, RuntimeError):
+        return None
+    if isinstance(shape, list | tuple) and shape and isinstance(shape[0], tuple):
+        return None  # Several outputs: checked at the first batch instead.
+    return shape[-1] if shape else None
+
+
+def _inference_view(teacher):
+    """An uncompiled functional view of `teacher` that shares its layers.
+
+    A compiled teacher carries its own optimizer, which Keras would otherwise
+    save inside the distiller's file. Functional and Sequential teachers are
+    re-wrapped without it; subclassed teachers are returned as they are.
+    """
+    if getattr(teacher, "optimizer", None) is None:
+        return teacher
+    is_graph = isinstance(teacher, keras.Sequential) or (
+        type(teacher).__name__ == "Functional"
+    )
+    try:
+        inputs, outputs = teacher.inputs, teacher.outputs
+    except (AttributeError, ValueError):
+        return teacher
+    if not (is_graph and inputs and outputs):
+        return teacher
+    inputs = inputs[0] if len(inputs) == 1 else inputs
+    outputs = outputs[0] if len(outputs) == 1 else outputs
+    return keras.Model(inputs, outputs, name=teacher.name)
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class Distiller(keras.Model):
+    """Trains a student model to match a frozen teacher, with `fit()`.
+
+    The loss on a labelled batch is
+
+    `alpha * hard_loss(y, student) + (1 - alpha) * T^2 * KL(p_teacher^T || p_student^T)`
+
+    where `p^T = softmax(logits / T)`, computed in log space and in float32.
+    `hard_loss` is the loss given to `compile()` (sparse categorical
+    cross-entropy by default). A batch without labels trains on the KD term
+    alone (Hinton's "transfer set"). Sample weights apply to both terms.
+
+    The teacher is frozen (`trainable = False`) and always runs with
+    `training=False`. `alpha` and `temperature` are non-trainable
+    `keras.Variable`s: assigning `distiller.temperature = 2.0` during `fit()`,
+    e.g. from a callback, takes effect at the next step without retracing.
+    `call()`, `predict()` and `evaluate()` metrics use the student.
+
+    Reference: Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural
+    Network", 2015 (https://arxiv.org/abs/1503.02531).
+
+    Args:
+        student: The `keras.Model` to train.
+        teacher: A trained `keras.Model` with the same number of classes.
+        alpha: Weight of the hard-label loss, in [0, 1]; the KD term gets
+            `1 - alpha`. Defaults to `0.1`.
+        temperature: Softmax temperature `T > 0` of the KD term. Defaults to
+            `4.0`.
+        teacher_outputs: `"logits"` or `"probabilities"`: what the teacher's
+            last layer returns. Defaults to `"logits"`.
+        student_outputs: `"logits"` or `"probabilities"`: what the student's
+            last layer returns. Defaults to `"logits"`.
+        **kwargs: Passed to `keras.Model` (e.g. `name`).
+
+    Example:
+
+    ```python
+    distiller = kd.Distiller(student=student, teacher=teacher,
+                             alpha=0.1, temperature=4.0)
+    distiller.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    distiller.fit(train_ds, validation_data=val_ds, epochs=10)
+    distiller.save("distiller.keras")
+    ```
+    """
+
+    def __init__(
+        self,
+        student,
+        teacher,
+        alpha=0.1,
+        temperature=4.0,
+        teacher_outputs="logits",
+        student_outputs="logits",
+        **kwargs,
+    ):
+        for name, model in (("student", student), ("teacher", teacher)):
+            if not isinstance(model, keras.Model):
+                raise TypeError(
+                    f"`{name}` must be a `keras.Model`. Received: {name}={model!r} "
+                    f"of type {type(model).__name__}"
+                )
+        if student is teacher:
+            raise ValueError("`student` and `teacher` must be different models.")
+        kd_losses.check_output_kind(teacher_outputs, "teacher_outputs")
+        kd_losses.check_output_kind(student_outputs, "student_outputs")
+        alpha = check_alpha(alpha)
+        temperature = check_temperature(temperature)
+        student_classes, teacher_classes = _num_classes(student), _num_classes(teacher)
+        if (
+            student_classes is not None
+            and teacher_classes is not None
+            and student_classes != teacher_classes
+        ):
+            raise ValueError(
+                f"Teacher and student must predict the same number of classes. "
+                f"Received: teacher output shape {teacher.output_shape} "
+                f"({teacher_classes} classes), student output shape "
+                f"{student.output_shape} ({student_classes} classes)."
+            )
+        super().__init__(**kwargs)
+        self.student = student
+        teacher.trainable = False
+        self.teacher = _inference_view(teacher)
+        self.teacher_outputs = teacher_outputs
+        self.student_outputs = student_outputs
+        self._alpha = keras.Variable(
+            alpha, dtype="float32", trainable=False, name="alpha"
+        )
+        self._temperature = keras.Variable(
+            temperature, dtype="float32", trainable=False, name="temperature"
+        )
+        self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
+        self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
+        self._default_student_loss = keras.losses.SparseCategoricalCrossentropy(
+            from_logits=student_outputs == "logits"
+        )
+        if student.built and teacher.built:
+            self.built = True
+
+    # -- Scheduled parameters -------------------------------------------------
+
+    @property
+    def alpha(self):
+        """Weight of the hard-label loss (a non-trainable `keras.Variable`)."""
+        return self._alpha
+
+    @alpha.setter
+    def alpha(self, value):
+        self._alpha.assign(check_alpha(value))
+
+    @property
+    def temperature(self):
+        """Softmax temperature of the KD term (a non-trainable `keras.Variable`)."""
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value):
+        self._temperature.assign(check_temperature(value))
+
+    # -- Model ----------------------------------------------------------------
+
+    def build(self, input_shape):
+        for model in (self.student, self.teacher):
+            if not model.built:
+                model.build(input_shape)
+        self.built = True
+
+    def call(self, inputs, training=None):
+        return self.student(inputs, training=training)
+
+    # -- Training -------------------------------------------------------------
+
+    @staticmethod
+    def unpack_batch(data):
+        """Splits a batch into `(x, y, sample_weight, teacher_targets)`.
+
+        Accepts `x`, `(x,)`, `(x, y)`, `(x, y, sample_weight)`, each optionally
+        followed by a dict of precomputed teacher outputs
+        (`{"teacher_logits": ...}`).
+        """
+        teacher_targets = None
+        if isinstance(data, tuple | list) and data and isinstance(data[-1], dict):
+            if TEACHER_LOGITS_KEY in data[-1]:
+                teacher_targets = data[-1]
+                data = tuple(data[:-1])
+                if len(data) == 1:
+                    data = data[0]
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        return x, y, sample_weight, teacher_targets
+
+    def teacher_logits(self, x, teacher_targets=None):
+        """Teacher logits for `x` (float32), from the batch or the teacher."""
+        if teacher_targets is not None:
+            return ops.cast(teacher_targets[TEACHER_LOGITS_KEY], "float32")
+        outputs = self.teacher(x, training=False)
+        return ops.stop_gradient(kd_losses.to_logits(outputs, self.teacher_outputs))
+
+    def compute_distillation_loss(
+        self, x, y, y_pred, sample_weight=None, teacher_targets=None, training=True
+    ):
+        """Returns `(total_loss, student_loss, distillation_loss)` for a batch.
+
+        `student_loss` is `None` for unlabeled batches, whose total loss is the
+        KD term alone.
+        """
+        teacher_logits = self.teacher_logits(x, teacher_targets)
+        student_logits = kd_losses.to_logits(y_pred, self.student_outputs)
+        self._check_class_counts(teacher_logits, student_logits)
+        per_example = kd_losses.kd_loss(
+            teacher_logits, student_logits, self._temperature
+        )
+        distillation_loss = kd_losses.reduce_per_example(per_example, sample_weight)
+        extra = self._regularization_loss()
+        if y is None:
+            return distillation_loss + extra, None, distillation_loss
+        if self._compile_loss is not None:
+            student_loss = self._compile_loss(y, y_pred, sample_weight)
+        else:
+            student_loss = self._default_student_loss(y, y_pred, sample_weight)
+        student_loss = ops.cast(student_loss, "float32")
+        alpha = ops.cast(self._alpha, "float32")
+        total = alpha * student_loss + (1.0 - alpha) * distillation_loss + extra
+        return total, student_loss, distillation_loss
+
+    def _regularization_loss(self):
+        student_losses = self.student.losses
+        if not student_losses:
+            return 0.0
+        return ops.sum([ops.cast(ops.sum(loss), "float32") for loss in student_losses])
+
+    @staticmethod
+    def _check_class_counts(teacher_logits, student_logits):
+        t_shape, s_shape = teacher_logits.shape, student_logits.shape
+        if t_shape[-1] is not None and s_shape[-1] is not None:
+            if t_shape[-1] != s_shape[-1]:
+                raise ValueError(
+                    "Teacher and student must predict the same number of "
+                    f"classes. Received: teacher outputs of shape {t_shape}, "
+                    f"student outputs of shape {s_shape}."
+                )
+
+    def _update_loss_trackers(self, x, total, student_loss, distillation_loss):
+        from keras.src.losses import loss as loss_module
+
+        batch_size = ops.shape(next(t for t in keras.tree.flatten(x) if t is not None))[
+            0
+        ]
+        self._loss_tracker.update_state(
+            loss_module.unscale_loss_for_distribution(total), sample_weight=batch_size
+        )
+        if student_loss is not None:
+            self.student_loss_tracker.update_state(
+                loss_module.unscale_loss_for_distribution(student_loss),
+                sample_weight=batch_size,
+            )
+        self.distillation_loss_tracker.update_state(
+            loss_module.unscale_loss_for_distribution(distillation_loss),
+            sample_weight=batch_size,
+        )
+
+    def _metrics_result(self, x, y, y_pred, sample_weight):
+        if y is None:
+            return self.get_metrics_result()
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        x, y, sample_weight, teacher_targets = self.unpack_batch(data)
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            total, student_loss, distillation_loss = self.compute_distillation_loss(
+                x, y, y_pred, sample_weight, teacher_targets, training=True
+            )
+            self._update_loss_trackers(x, total, student_loss, distillation_loss)
+            scaled = self.optimizer.scale_loss(total) if self.optimizer else total
+        trainable = self.student.trainable_weights
+        gradients = tape.gradient(scaled, trainable)
+        self.optimizer.apply_gradients(zip(gradients, trainable))
+        return self._metrics_result(x, y, y_pred, sample_weight)
+
+    def test_step(self, data):
+        x, y, sample_weight, teacher_targets = self.unpack_batch(data)
+        y_pred = self(x, training=False)
+        total, student_loss, distillation_loss = self.compute_distillation_loss(
+            x, y, y_pred, sample_weight, teacher_targets, training=False
+        )
+        self._update_loss_trackers(x, total, student_loss, distillation_loss)
+        return self._metrics_result(x, y, y_pred, sample_weight)
+
+    # -- Input checks before training -----------------------------------------
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        self._check_labels(x, y, "training data")
+        validation_data = kwargs.get("validation_data")
+        if validation_data is not None:
+            if isinstance(validation_data, tuple | list):
+                self._check_labels(validation_data[0], validation_data[1], "validation_data")
+            else:
+                self._check_labels(validation_data, None, "validation_data")
+        return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        self._check_labels(x, y, "evaluation data")
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def _check_labels(self, x, y, where):
+        """Raises a ValueError naming the first out-of-range sparse label."""
+        num_classes = _num_classes(self.student)
+        if num_classes is None:
+            return
+        labels = y
+        if labels is None:
+            labels = _first_batch_labels(x)
+        if labels is None:
+            return
+        labels = np.asarray(labels)
+        is_sparse = labels.ndim <= 1 or (labels.ndim == 2 and labels.shape[-1] == 1)
+        if not is_sparse or labels.size == 0 or labels.dtype.kind not in "iuf":
+            return
+        bad = (labels < 0) | (labels >= num_classes) | (labels != np.round(labels))
+        if np.any(bad):
+            value = labels.reshape(-1)[np.argmax(bad.reshape(-1))]
+            raise ValueError(
+                f"Labels in the {where} must be integers in [0, {num_classes}) for a "
+                f"student with {num_classes} classes. Received a label value of "
+                f"{value!r} (labels range from {labels.min()!r} to {labels.max()!r})."
+            )
+
+    # -- Serialization --------------------------------------------------------
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "student": keras.saving.serialize_keras_object(self.student),
+                "teacher": keras.saving.serialize_keras_object(self.teacher),
+                "alpha": float(ops.convert_to_numpy(self._alpha)),
+                "temperature": float(ops.convert_to_numpy(self._temperature)),
+                "teacher_outputs": self.teacher_outputs,
+                "student_outputs": self.student_outputs,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["student"] = keras.saving.deserialize_keras_object(config["student"])
+        config["teacher"] = keras.saving.deserialize_keras_object(config["teacher"])
+        return cls(**config)
+
+
+def _first_batch_labels(data):
+    """Labels of the first batch of a `tf.data.Dataset`, else None."""
+    import tensorflow as tf
+
+    if not isinstance(data, tf.data.Dataset):
+        return None
+    for batch in data.take(1):
+        _, y, _, _ = Distiller.unpack_batch(batch)
+        return None if y is None else ops.convert_to_numpy(y)
+    return None

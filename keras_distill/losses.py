@@ -1,0 +1,146 @@
+"""Distillation losses.
+
+Each loss is a pure function of tensors (computed in log space and in float32,
+returning one value per example) plus, where it must be saved, a thin
+serializable `keras.losses.Loss` class around it.
+"""
+
+import keras
+from keras import ops
+
+OUTPUT_KINDS = ("logits", "probabilities")
+
+# Smallest probability used when turning probabilities into log-probabilities.
+_PROB_EPSILON = 1e-7
+
+
+def check_output_kind(value, argument: str) -> str:
+    """Returns `value` if it is one of `OUTPUT_KINDS`, else raises ValueError."""
+    if value not in OUTPUT_KINDS:
+        raise ValueError(
+            f"`{argument}` must be one of {OUTPUT_KINDS}. Received: "
+            f"{argument}={value!r}"
+        )
+    return value
+
+
+def to_logits(outputs, kind: str = "logits"):
+    """Returns float32 values whose softmax is the model's distribution.
+
+    Logits are returned as they are; probabilities are turned into
+    log-probabilities (clipped away from zero), which are valid logits.
+
+    Args:
+        outputs: Model outputs of shape `(batch, num_classes)`.
+        kind: `"logits"` or `"probabilities"`. Defaults to `"logits"`.
+    """
+    outputs = ops.cast(outputs, "float32")
+    if kind == "probabilities":
+        return ops.log(ops.clip(outputs, _PROB_EPSILON, 1.0))
+    return outputs
+
+
+def kd_loss(teacher_logits, student_logits, temperature=1.0):
+    """Hinton's knowledge-distillation term, one value per example.
+
+    Computes `T^2 * KL(softmax(teacher / T) || softmax(student / T))` in log
+    space and in float32. The `T^2` factor keeps the gradient magnitude of the
+    soft term comparable to the hard-label term as `T` changes.
+
+    Reference: Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural
+    Network", 2015 (https://arxiv.org/abs/1503.02531).
+
+    Args:
+        teacher_logits: Teacher logits, shape `(batch, num_classes)`.
+        student_logits: Student logits, shape `(batch, num_classes)`.
+        temperature: Softmax temperature `T > 0`, a float or scalar tensor.
+            Defaults to `1.0`.
+
+    Returns:
+        A float32 tensor of shape `(batch,)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> t = np.array([[2.0, 0.0, -1.0]])
+    >>> float(kd_loss(t, t, temperature=4.0)[0])
+    0.0
+    """
+    temperature = ops.cast(temperature, "float32")
+    teacher_log_p = ops.log_softmax(
+        ops.cast(teacher_logits, "float32") / temperature, axis=-1
+    )
+    student_log_p = ops.log_softmax(
+        ops.cast(student_logits, "float32") / temperature, axis=-1
+    )
+    kl = ops.sum(ops.exp(teacher_log_p) * (teacher_log_p - student_log_p), axis=-1)
+    return ops.square(temperature) * kl
+
+
+def reduce_per_example(values, sample_weight=None):
+    """Averages per-example loss values the way Keras losses do.
+
+    Matches Keras's `"sum_over_batch_size"` reduction, `sum(w * l) / batch`,
+    including its division by the number of replicas under `tf.distribute`,
+    so that a distillation term and a compiled Keras loss can be added.
+
+    Args:
+        values: Per-example losses, shape `(batch,)`.
+        sample_weight: Optional weights broadcastable to `(batch,)`.
+    """
+    values = ops.cast(values, "float32")
+    batch = ops.cast(ops.shape(values)[0], "float32")
+    if sample_weight is not None:
+        sample_weight = ops.cast(sample_weight, "float32")
+        sample_weight = ops.reshape(sample_weight, ops.shape(values))
+        values = values * sample_weight
+    loss = ops.divide_no_nan(ops.sum(values), batch)
+    return loss / ops.cast(_num_replicas(), "float32")
+
+
+def _num_replicas() -> int:
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.distribute.get_strategy().num_replicas_in_sync
+    return 1
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class KnowledgeDistillation(keras.losses.Loss):
+    """Hinton's KD loss as a `keras.losses.Loss`: `y_true` are teacher logits.
+
+    Args:
+        temperature: Softmax temperature `T > 0`. Defaults to `1.0`.
+        reduction: Keras loss reduction. Defaults to `"sum_over_batch_size"`.
+        name: Loss name. Defaults to `"knowledge_distillation"`.
+
+    Example:
+
+    ```python
+    loss = kd.losses.KnowledgeDistillation(temperature=4.0)
+    value = loss(teacher_logits, student_logits)
+    ```
+    """
+
+    def __init__(
+        self,
+        temperature=1.0,
+        reduction="sum_over_batch_size",
+        name="knowledge_distillation",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        if not float(temperature) > 0:
+            raise ValueError(
+                f"`temperature` must be > 0. Received: temperature={temperature!r}"
+            )
+        self.temperature = float(temperature)
+
+    def call(self, y_true, y_pred):
+        return kd_loss(y_true, y_pred, self.temperature)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"temperature": self.temperature})
+        return config
