@@ -1,6 +1,5 @@
 """Data sources: the bundled scikit-learn digits (and, later, tfds names)."""
 
-
 DIGITS_SHAPE = (8, 8, 1)
 NUM_DIGIT_CLASSES = 10
 
@@ -32,7 +31,10 @@ def load_digits(seed: int = 0, val_fraction: float = 0.15, test_fraction: float 
     from sklearn.datasets import load_digits as sk_load_digits
     from sklearn.model_selection import train_test_split
 
-    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+    for name, value in (
+        ("val_fraction", val_fraction),
+        ("test_fraction", test_fraction),
+    ):
         if not 0.0 < value < 1.0:
             raise ValueError(f"`{name}` must be in (0, 1). Received: {name}={value!r}")
     if val_fraction + test_fraction >= 1.0:

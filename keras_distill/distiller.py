@@ -303,8 +303,23 @@ class Distiller(keras.Model):
 
     def _metrics_result(self, x, y, y_pred, sample_weight):
         if y is None:
+            # Compiled metrics (e.g. accuracy) need labels: leave them as they are.
             return self.get_metrics_result()
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def get_metrics_result(self):
+        # Compiled metrics are built by their first labelled batch; until then
+        # (unlabeled data only) they have no result to report.
+        results = {}
+        for metric in self.metrics:
+            if metric is self._compile_metrics and not metric.built:
+                continue
+            result = metric.result()
+            if isinstance(result, dict):
+                results.update(result)
+            else:
+                results[metric.name] = result
+        return results
 
     def train_step(self, data):
         import tensorflow as tf
@@ -338,7 +353,9 @@ class Distiller(keras.Model):
         validation_data = kwargs.get("validation_data")
         if validation_data is not None:
             if isinstance(validation_data, tuple | list):
-                self._check_labels(validation_data[0], validation_data[1], "validation_data")
+                self._check_labels(
+                    validation_data[0], validation_data[1], "validation_data"
+                )
             else:
                 self._check_labels(validation_data, None, "validation_data")
         return super().fit(x, y, *args, **kwargs)
@@ -363,11 +380,12 @@ class Distiller(keras.Model):
             return
         bad = (labels < 0) | (labels >= num_classes) | (labels != np.round(labels))
         if np.any(bad):
-            value = labels.reshape(-1)[np.argmax(bad.reshape(-1))]
+            value = labels.reshape(-1)[np.argmax(bad.reshape(-1))].item()
             raise ValueError(
                 f"Labels in the {where} must be integers in [0, {num_classes}) for a "
                 f"student with {num_classes} classes. Received a label value of "
-                f"{value!r} (labels range from {labels.min()!r} to {labels.max()!r})."
+                f"{value!r} (labels range from {labels.min().item()!r} to "
+                f"{labels.max().item()!r})."
             )
 
     # -- Serialization --------------------------------------------------------

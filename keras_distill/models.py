@@ -5,7 +5,9 @@ import keras
 from keras_distill.data import DIGITS_SHAPE, NUM_DIGIT_CLASSES
 
 
-def teacher_cnn(input_shape=DIGITS_SHAPE, num_classes=NUM_DIGIT_CLASSES, name="teacher"):
+def teacher_cnn(
+    input_shape=DIGITS_SHAPE, num_classes=NUM_DIGIT_CLASSES, name="teacher"
+):
     """A small CNN teacher (about 38k parameters) that outputs logits.
 
     Example:

@@ -8,7 +8,7 @@ import numpy as np
 from keras_distill import data, models
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def digits():
     """The fixed digits split (cached: the tests only read it)."""
     return data.load_digits(seed=0)
@@ -24,7 +24,7 @@ def random_logits(batch=8, classes=5, seed=0, scale=3.0):
     return (rng.normal(size=(batch, classes)) * scale).astype("float32")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _trained_teacher_weights(epochs):
     keras.utils.set_random_seed(0)
     teacher = models.teacher_cnn()

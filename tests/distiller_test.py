@@ -1,0 +1,373 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from test_case import (
+    digits_subset,
+    random_logits,
+    tiny_student,
+    trained_teacher,
+    weights_equal,
+)
+
+import keras_distill as kd
+from keras_distill import losses
+
+
+def numpy_kd(teacher_logits, student_logits, temperature):
+    """Independent reference: T^2 * KL(softmax(t/T) || softmax(s/T))."""
+
+    def softmax(z):
+        z = z - z.max(axis=-1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=-1, keepdims=True)
+
+    p = softmax(teacher_logits.astype("float64") / temperature)
+    q = softmax(student_logits.astype("float64") / temperature)
+    return temperature**2 * np.sum(p * (np.log(p) - np.log(q)), axis=-1)
+
+
+class FixedLogits(keras.Model):
+    """A model that ignores its input values and returns fixed logits."""
+
+    def __init__(self, logits, **kwargs):
+        super().__init__(**kwargs)
+        self.logits = tf.constant(logits)
+        self.scale = self.add_weight(shape=(), initializer="ones", name="scale")
+
+    def call(self, x, training=None):
+        return self.logits * self.scale
+
+
+def fixed_distiller(teacher_logits, student_logits, **kwargs):
+    teacher = FixedLogits(teacher_logits)
+    student = FixedLogits(student_logits)
+    distiller = kd.Distiller(student=student, teacher=teacher, **kwargs)
+    distiller.compile(optimizer="sgd")
+    return distiller
+
+
+def losses_on(distiller, x, y=None, sample_weight=None):
+    y_pred = distiller(x, training=False)
+    total, student, kd_term = distiller.compute_distillation_loss(
+        x, y, y_pred, sample_weight
+    )
+    return (
+        float(total),
+        None if student is None else float(student),
+        float(kd_term),
+    )
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 4.0, 10.0])
+def test_kd_term_matches_numpy(temperature):
+    t, s = random_logits(seed=1), random_logits(seed=2)
+    expected = numpy_kd(t, s, temperature)
+    np.testing.assert_allclose(
+        np.asarray(losses.kd_loss(t, s, temperature)), expected, rtol=1e-5, atol=1e-6
+    )
+    distiller = fixed_distiller(t, s, alpha=0.0, temperature=temperature)
+    _, _, kd_term = losses_on(distiller, np.zeros((8, 1), "float32"))
+    np.testing.assert_allclose(kd_term, expected.mean(), rtol=1e-5)
+
+
+def test_alpha_one_is_plain_student_loss_and_alpha_zero_is_kd_term():
+    t, s = random_logits(seed=3), random_logits(seed=4)
+    y = np.array([0, 1, 2, 3, 4, 0, 1, 2])
+    x = np.zeros((8, 1), "float32")
+    plain = float(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, s))
+    total, student, _ = losses_on(fixed_distiller(t, s, alpha=1.0), x, y)
+    assert total == student
+    np.testing.assert_allclose(total, plain, rtol=1e-6)
+    total, _, kd_term = losses_on(fixed_distiller(t, s, alpha=0.0), x, y)
+    assert total == kd_term
+    np.testing.assert_allclose(total, numpy_kd(t, s, 4.0).mean(), rtol=1e-5)
+
+
+def test_total_mixes_terms_with_alpha():
+    t, s = random_logits(seed=5), random_logits(seed=6)
+    y = np.arange(8) % 5
+    total, student, kd_term = losses_on(
+        fixed_distiller(t, s, alpha=0.3, temperature=2.0),
+        np.zeros((8, 1), "float32"),
+        y,
+    )
+    np.testing.assert_allclose(total, 0.3 * student + 0.7 * kd_term, rtol=1e-6)
+
+
+def test_sample_weight_applies_to_both_terms():
+    t, s = random_logits(seed=7), random_logits(seed=8)
+    y = np.arange(8) % 5
+    x = np.zeros((8, 1), "float32")
+    weights = np.array([1, 1, 1, 0, 0, 0, 0, 0], "float32")
+    distiller = fixed_distiller(t, s, alpha=0.5, temperature=3.0)
+    _, student, kd_term = losses_on(distiller, x, y, weights)
+    # Keras's "sum_over_batch_size": weighted sum divided by the batch size.
+    expected_kd = numpy_kd(t, s, 3.0)[:3].sum() / 8
+    expected_ce = (
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)(
+            y, s
+        )
+        .numpy()[:3]
+        .sum()
+        / 8
+    )
+    np.testing.assert_allclose(kd_term, expected_kd, rtol=1e-5)
+    np.testing.assert_allclose(student, expected_ce, rtol=1e-5)
+
+
+def test_teacher_probabilities_give_same_loss_as_logits():
+    t, s = random_logits(seed=9), random_logits(seed=10)
+    x = np.zeros((8, 1), "float32")
+    probs = tf.nn.softmax(t).numpy()
+    from_logits = losses_on(fixed_distiller(t, s, alpha=0.0, temperature=2.0), x)
+    from_probs = losses_on(
+        fixed_distiller(
+            probs, s, alpha=0.0, temperature=2.0, teacher_outputs="probabilities"
+        ),
+        x,
+    )
+    np.testing.assert_allclose(from_probs[2], from_logits[2], rtol=1e-4)
+
+
+def test_student_probabilities_use_probability_hard_loss():
+    t, s = random_logits(seed=11), random_logits(seed=12)
+    y = np.arange(8) % 5
+    x = np.zeros((8, 1), "float32")
+    ref = losses_on(fixed_distiller(t, s, alpha=0.5), x, y)
+    probs = losses_on(
+        fixed_distiller(
+            t, tf.nn.softmax(s).numpy(), alpha=0.5, student_outputs="probabilities"
+        ),
+        x,
+        y,
+    )
+    np.testing.assert_allclose(probs, ref, rtol=1e-4)
+
+
+def test_fit_freezes_teacher_and_trains_student():
+    x, y = digits_subset(n=256)
+    teacher = trained_teacher()
+    student = tiny_student()
+    teacher_before = [w.copy() for w in teacher.get_weights()]
+    student_before = [w.copy() for w in student.get_weights()]
+    distiller = kd.Distiller(student=student, teacher=teacher)
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    history = distiller.fit(x, y, epochs=2, batch_size=64, verbose=0)
+    assert weights_equal(teacher.get_weights(), teacher_before)
+    assert not weights_equal(student.get_weights(), student_before)
+    for key in ("loss", "student_loss", "distillation_loss", "accuracy"):
+        assert key in history.history, history.history.keys()
+    assert history.history["loss"][1] < history.history["loss"][0]
+    assert distiller.trainable_weights == student.trainable_weights
+
+
+def test_teacher_runs_in_inference_mode():
+    """A teacher with heavy dropout still gives deterministic targets."""
+    keras.utils.set_random_seed(0)
+    teacher = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dropout(0.9), keras.layers.Dense(3)]
+    )
+    student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    distiller = kd.Distiller(student=student, teacher=teacher, alpha=0.0)
+    distiller.compile(optimizer="sgd")
+    x = np.ones((16, 4), "float32")
+    seen = []
+    for _ in range(3):
+        seen.append(np.asarray(distiller.teacher_logits(x)))
+    np.testing.assert_array_equal(seen[0], seen[1])
+    np.testing.assert_array_equal(seen[0], teacher(x, training=False))
+
+
+def test_unlabeled_batches_train_on_kd_term_alone():
+    x, _ = digits_subset(n=128)
+    teacher = trained_teacher()
+    student = tiny_student()
+    before = [w.copy() for w in student.get_weights()]
+    distiller = kd.Distiller(student=student, teacher=teacher, alpha=0.5)
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    ds = tf.data.Dataset.from_tensor_slices(x).batch(32)
+    history = distiller.fit(ds, epochs=1, verbose=0)
+    assert not weights_equal(student.get_weights(), before)
+    np.testing.assert_allclose(
+        history.history["loss"][0], history.history["distillation_loss"][0], rtol=1e-6
+    )
+
+
+def test_precomputed_teacher_logits_skip_the_teacher():
+    x, y = digits_subset(n=64)
+    teacher = trained_teacher()
+    distiller = kd.Distiller(student=tiny_student(), teacher=teacher, alpha=0.2)
+    distiller.compile(optimizer="sgd")
+    online = distiller.evaluate(x, y, batch_size=64, verbose=0, return_dict=True)
+    logits = teacher.predict(x, verbose=0)
+    calls = []
+    distiller.teacher.call = lambda *a, **k: calls.append(1)
+    ds = tf.data.Dataset.from_tensor_slices((x, y, {"teacher_logits": logits}))
+    cached = distiller.evaluate(ds.batch(64), verbose=0, return_dict=True)
+    assert calls == []
+    np.testing.assert_allclose(cached["loss"], online["loss"], rtol=1e-5)
+
+
+class ScaleTemperature(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.temperature = [1.0, 8.0, 1.0][epoch]
+
+
+def test_temperature_assigned_by_callback_changes_logged_kd_loss():
+    x, y = digits_subset(n=128)
+    teacher = trained_teacher()
+    distiller = kd.Distiller(student=tiny_student(), teacher=teacher, alpha=0.0)
+    distiller.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0))
+    history = distiller.fit(
+        x, y, epochs=3, batch_size=64, verbose=0, callbacks=[ScaleTemperature()]
+    )
+    kd_losses = history.history["distillation_loss"]
+    # Learning rate 0: only the temperature changes between epochs.
+    np.testing.assert_allclose(kd_losses[0], kd_losses[2], rtol=1e-5)
+    assert abs(kd_losses[1] - kd_losses[0]) > 1e-3 * abs(kd_losses[0])
+    logits = teacher.predict(x, verbose=0)
+    student_logits = distiller.predict(x, verbose=0)
+    np.testing.assert_allclose(
+        kd_losses[1], numpy_kd(logits, student_logits, 8.0).mean(), rtol=1e-4
+    )
+
+
+def test_save_load_round_trip_and_resume(tmp_path):
+    x, y = digits_subset(n=192)
+    distiller = kd.Distiller(
+        student=tiny_student(), teacher=trained_teacher(), alpha=0.3, temperature=2.5
+    )
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    distiller.fit(x, y, epochs=1, batch_size=64, verbose=0)
+    distiller.temperature = 3.5
+    path = tmp_path / "d.keras"
+    distiller.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded, kd.Distiller)
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), distiller.predict(x, verbose=0), atol=1e-6
+    )
+    assert float(loaded.alpha) == pytest.approx(0.3)
+    assert float(loaded.temperature) == pytest.approx(3.5)
+    assert int(loaded.optimizer.iterations) == 3
+    for a, b in zip(loaded.optimizer.variables, distiller.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # Resuming continues from the restored state, identically to the original.
+    distiller.fit(x, y, epochs=1, batch_size=64, verbose=0, shuffle=False)
+    loaded.fit(x, y, epochs=1, batch_size=64, verbose=0, shuffle=False)
+    assert int(loaded.optimizer.iterations) == 6
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), distiller.predict(x, verbose=0), atol=1e-5
+    )
+
+
+def test_saved_file_has_no_teacher_optimizer(tmp_path):
+    import zipfile
+
+    import h5py
+
+    teacher = trained_teacher()
+    assert teacher.optimizer is not None and teacher.optimizer.variables
+    distiller = kd.Distiller(student=tiny_student(), teacher=teacher)
+    distiller.compile(optimizer="adam")
+    x, y = digits_subset(n=32)
+    distiller.fit(x, y, epochs=1, verbose=0)
+    path = tmp_path / "d.keras"
+    distiller.save(path)
+    names = []
+    with zipfile.ZipFile(path) as archive:
+        with h5py.File(archive.open("model.weights.h5"), "r") as f:
+            f.visit(names.append)
+    assert not [n for n in names if "teacher" in n and "optimizer" in n]
+    student_opt = [n for n in names if n.startswith("optimizer/vars/")]
+    # Adam on the student: iterations + learning rate + 2 slots per variable.
+    assert len(student_opt) == 2 + 2 * len(distiller.student.trainable_weights)
+
+
+# -- Bad input ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def models():
+    return trained_teacher(), tiny_student()
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.5, float("nan"), "high"])
+def test_bad_alpha(models, alpha):
+    teacher, student = models
+    with pytest.raises(ValueError, match=r"alpha.*Received: alpha="):
+        kd.Distiller(student=student, teacher=teacher, alpha=alpha)
+
+
+@pytest.mark.parametrize("temperature", [0.0, -2.0, float("inf"), float("nan")])
+def test_bad_temperature(models, temperature):
+    teacher, student = models
+    with pytest.raises(ValueError, match=r"temperature.*Received: temperature="):
+        kd.Distiller(student=student, teacher=teacher, temperature=temperature)
+
+
+def test_bad_temperature_assignment(models):
+    teacher, student = models
+    distiller = kd.Distiller(student=student, teacher=teacher)
+    with pytest.raises(ValueError, match="temperature=0"):
+        distiller.temperature = 0
+    assert float(distiller.temperature) == 4.0
+
+
+def test_class_count_mismatch_at_construction(models):
+    teacher, _ = models
+    student = tiny_student(num_classes=7)
+    with pytest.raises(ValueError, match=r"\(None, 10\).*\(None, 7\)"):
+        kd.Distiller(student=student, teacher=teacher)
+
+
+class Subclassed(keras.Model):
+    def __init__(self, classes, **kwargs):
+        super().__init__(**kwargs)
+        self.flatten = keras.layers.Flatten()
+        self.dense = keras.layers.Dense(classes)
+
+    def call(self, x):
+        return self.dense(self.flatten(x))
+
+
+def test_class_count_mismatch_at_first_batch(models):
+    teacher, _ = models
+    x, y = digits_subset(n=32)
+    distiller = kd.Distiller(student=Subclassed(7), teacher=teacher)
+    distiller.compile(optimizer="sgd")
+    with pytest.raises(ValueError, match=r"teacher outputs of shape.*10.*student.*7"):
+        distiller.fit(x, y, epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("name", ["student", "teacher"])
+def test_not_a_keras_model(models, name):
+    teacher, student = models
+    kwargs = {"student": student, "teacher": teacher, name: "resnet"}
+    with pytest.raises(TypeError, match=f"`{name}` must be a `keras.Model`.*'resnet'"):
+        kd.Distiller(**kwargs)
+
+
+def test_bad_output_kind(models):
+    teacher, student = models
+    with pytest.raises(ValueError, match=r"teacher_outputs='softmax'"):
+        kd.Distiller(student=student, teacher=teacher, teacher_outputs="softmax")
+
+
+def test_labels_out_of_range_before_training(models):
+    teacher, student = models
+    x, y = digits_subset(n=32)
+    distiller = kd.Distiller(student=student, teacher=teacher)
+    distiller.compile(optimizer="sgd")
+    before = [w.copy() for w in student.get_weights()]
+    bad = y.copy()
+    bad[5] = 12
+    with pytest.raises(ValueError, match=r"\[0, 10\).*label value of 12"):
+        distiller.fit(x, bad, epochs=1, verbose=0)
+    ds = tf.data.Dataset.from_tensor_slices((x, bad)).batch(32)
+    with pytest.raises(ValueError, match="label value of 12"):
+        distiller.fit(ds, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="validation_data.*label value of -1"):
+        distiller.fit(x, y, validation_data=(x, y * 0 - 1), epochs=1, verbose=0)
+    assert weights_equal(student.get_weights(), before)
