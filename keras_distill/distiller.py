@@ -17,7 +17,9 @@ def _as_float(value, name):
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must be a number. Received: {name}={value!r}")
+        raise ValueError(
+            f"`{name}` must be a number. Received: {name}={value!r}"
+        ) from None
 
 
 def check_alpha(value):

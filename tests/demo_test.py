@@ -1,0 +1,23 @@
+import json
+
+import pytest
+
+from keras_distill import cli
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_and_distilled_student_beats_chance(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--quick", "--output-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| student (distilled) |" in printed
+    results = json.loads((out / "results.json").read_text())
+    rows = {row["model"]: row for row in results["rows"]}
+    assert set(rows) == {"teacher", "student (scratch)", "student (distilled)"}
+    chance = 0.1
+    assert rows["student (distilled)"]["test_accuracy"] > 3 * chance
+    assert (
+        rows["teacher"]["parameters"] > 10 * rows["student (distilled)"]["parameters"]
+    )
+    assert (out / "curves.png").stat().st_size > 10_000
+    assert (out / "results.md").read_text().count("|") > 20
