@@ -205,9 +205,11 @@ class Distiller(keras.Model):
     # -- Model ----------------------------------------------------------------
 
     def build(self, input_shape):
+        # Calling on a symbolic input builds subclassed models too (their
+        # layers create weights on first call), also when loading a file.
         for model in (self.student, self.teacher):
             if not model.built:
-                model.build(input_shape)
+                model(keras.KerasTensor(input_shape))
         self.built = True
 
     def call(self, inputs, training=None):

@@ -371,3 +371,32 @@ def test_labels_out_of_range_before_training(models):
     with pytest.raises(ValueError, match="validation_data.*label value of -1"):
         distiller.fit(x, y, validation_data=(x, y * 0 - 1), epochs=1, verbose=0)
     assert weights_equal(student.get_weights(), before)
+
+
+@keras.saving.register_keras_serializable(package="keras_distill_tests")
+class SubclassedStudent(keras.Model):
+    def __init__(self, classes=10, **kwargs):
+        super().__init__(**kwargs)
+        self.classes = classes
+        self.flatten = keras.layers.Flatten()
+        self.dense = keras.layers.Dense(classes)
+
+    def call(self, x):
+        return self.dense(self.flatten(x))
+
+    def get_config(self):
+        return {**super().get_config(), "classes": self.classes}
+
+
+def test_subclassed_student_trains_saves_and_loads(models, tmp_path):
+    teacher, _ = models
+    x, y = digits_subset(n=64)
+    distiller = kd.Distiller(student=SubclassedStudent(), teacher=teacher)
+    distiller.compile(optimizer="adam")
+    distiller.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    distiller.save(tmp_path / "sub.keras")
+    loaded = keras.models.load_model(tmp_path / "sub.keras")
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), distiller.predict(x, verbose=0), atol=1e-6
+    )
+    assert int(loaded.optimizer.iterations) == 2
