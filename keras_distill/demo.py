@@ -163,6 +163,9 @@ def plot_curves(histories, path):
 def main(output_dir="distill_runs/demo", quick=False, verbose=2):
     """Runs the demo and writes `results.md`, `results.json`, `curves.png`.
 
+    The distilled student is exported for TF Serving to
+    `output_dir/serving/digits/<version>/` (a new version every run).
+
     Args:
         output_dir: Folder for the outputs. Defaults to `"distill_runs/demo"`.
         quick: Few epochs (a smoke run). Defaults to `False`.
@@ -174,7 +177,7 @@ def main(output_dir="distill_runs/demo", quick=False, verbose=2):
     settings = Settings.quick() if quick else Settings()
     os.makedirs(output_dir, exist_ok=True)
     start = time.perf_counter()
-    rows, histories, _ = run(settings, verbose=verbose)
+    rows, histories, distiller = run(settings, verbose=verbose)
     table = format_table(rows)
     chance = 1.0 / data.NUM_DIGIT_CLASSES
     seconds = time.perf_counter() - start
@@ -189,4 +192,7 @@ def main(output_dir="distill_runs/demo", quick=False, verbose=2):
         )
     plot_curves(histories, os.path.join(output_dir, "curves.png"))
     print(f"Wrote {output_dir}/results.md, results.json and curves.png")
+    from keras_distill.export import export_student
+
+    export_student(distiller, os.path.join(output_dir, "serving", "digits"))
     return rows

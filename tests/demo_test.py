@@ -21,3 +21,4 @@ def test_demo_runs_end_to_end_and_distilled_student_beats_chance(tmp_path, capsy
     )
     assert (out / "curves.png").stat().st_size > 10_000
     assert (out / "results.md").read_text().count("|") > 20
+    assert (out / "serving" / "digits" / "1" / "saved_model.pb").is_file()
