@@ -11,6 +11,11 @@ from keras_distill import losses as kd_losses
 # Keys a batch may carry, in a trailing dict, to supply precomputed teacher
 # outputs instead of running the teacher (see `keras_distill.cache`).
 TEACHER_LOGITS_KEY = "teacher_logits"
+# Top-k form: the k largest logits, their class ids, and the log-sum-exp of
+# the other logits (see `keras_distill.losses.topk_kd_loss`).
+TOPK_LOGITS_KEY = "teacher_topk_logits"
+TOPK_INDICES_KEY = "teacher_topk_indices"
+TOPK_REST_KEY = "teacher_rest_logsumexp"
 
 
 def _as_float(value, name):
@@ -223,11 +228,11 @@ class Distiller(keras.Model):
 
         Accepts `x`, `(x,)`, `(x, y)`, `(x, y, sample_weight)`, each optionally
         followed by a dict of precomputed teacher outputs
-        (`{"teacher_logits": ...}`).
+        (`{"teacher_logits": ...}`, or the top-k form of `keras_distill.cache`).
         """
         teacher_targets = None
         if isinstance(data, tuple | list) and data and isinstance(data[-1], dict):
-            if TEACHER_LOGITS_KEY in data[-1]:
+            if TEACHER_LOGITS_KEY in data[-1] or TOPK_LOGITS_KEY in data[-1]:
                 teacher_targets = data[-1]
                 data = tuple(data[:-1])
                 if len(data) == 1:
@@ -250,12 +255,21 @@ class Distiller(keras.Model):
         `student_loss` is `None` for unlabeled batches, whose total loss is the
         KD term alone.
         """
-        teacher_logits = self.teacher_logits(x, teacher_targets)
         student_logits = kd_losses.to_logits(y_pred, self.student_outputs)
-        self._check_class_counts(teacher_logits, student_logits)
-        per_example = kd_losses.kd_loss(
-            teacher_logits, student_logits, self._temperature
-        )
+        if teacher_targets is not None and TOPK_LOGITS_KEY in teacher_targets:
+            per_example = kd_losses.topk_kd_loss(
+                teacher_targets[TOPK_LOGITS_KEY],
+                teacher_targets[TOPK_INDICES_KEY],
+                teacher_targets[TOPK_REST_KEY],
+                student_logits,
+                self._temperature,
+            )
+        else:
+            teacher_logits = self.teacher_logits(x, teacher_targets)
+            self._check_class_counts(teacher_logits, student_logits)
+            per_example = kd_losses.kd_loss(
+                teacher_logits, student_logits, self._temperature
+            )
         distillation_loss = kd_losses.reduce_per_example(per_example, sample_weight)
         extra = self._regularization_loss()
         if y is None:

@@ -10,6 +10,8 @@ from keras import ops
 
 OUTPUT_KINDS = ("logits", "probabilities")
 
+# A large finite negative logit: probability 0 without infinities in gradients.
+_NEG_LARGE = -1e9
 # Smallest probability used when turning probabilities into log-probabilities.
 _PROB_EPSILON = 1e-7
 
@@ -144,3 +146,61 @@ class KnowledgeDistillation(keras.losses.Loss):
         config = super().get_config()
         config.update({"temperature": self.temperature})
         return config
+
+
+def topk_kd_loss(
+    teacher_topk_logits,
+    teacher_topk_indices,
+    teacher_rest_logsumexp,
+    student_logits,
+    temperature=1.0,
+):
+    """The KD term from a teacher's top-k logits, one value per example.
+
+    Both distributions are taken over k + 1 buckets: the teacher's k largest
+    classes, and "the rest". The teacher's rest bucket comes from the stored
+    log-sum-exp of its other logits, `L`, assuming those logits are equal
+    (`m = L - log(C - k)`, so at temperature T the bucket's logit is
+    `m / T + log(C - k)`); the student's rest bucket is exact. With
+    `k = C` there is no rest bucket and the value equals `kd_loss` exactly;
+    for smaller k it stays close when the teacher is peaked.
+
+    Args:
+        teacher_topk_logits: `(batch, k)` largest teacher logits.
+        teacher_topk_indices: `(batch, k)` their class ids.
+        teacher_rest_logsumexp: `(batch,)` log-sum-exp of the other logits.
+        student_logits: `(batch, C)` student logits.
+        temperature: Softmax temperature `T > 0`. Defaults to `1.0`.
+
+    Returns:
+        A float32 tensor of shape `(batch,)`.
+    """
+    temperature = ops.cast(temperature, "float32")
+    student = ops.cast(student_logits, "float32") / temperature
+    values = ops.cast(teacher_topk_logits, "float32") / temperature
+    indices = ops.cast(teacher_topk_indices, "int32")
+    # Shapes may be dynamic (Keras retraces with relaxed shapes), so the
+    # empty rest bucket of k = C is handled with values, not Python branches:
+    # its logits become a large finite negative (probability 0, finite
+    # gradients).
+    k = ops.cast(ops.shape(values)[-1], "float32")
+    num_classes = ops.cast(ops.shape(student)[-1], "float32")
+    rest_count = num_classes - k
+    log_rest_count = ops.log(ops.maximum(rest_count, 1.0))
+    rest = ops.cast(ops.reshape(teacher_rest_logsumexp, (-1, 1)), "float32")
+    rest_logit = (rest - log_rest_count) / temperature + log_rest_count
+    rest_logit = ops.where(
+        (rest_count > 0) & ops.isfinite(rest_logit), rest_logit, _NEG_LARGE
+    )
+    teacher_log_p = ops.log_softmax(ops.concatenate([values, rest_logit], -1), -1)
+    in_top = ops.sum(ops.one_hot(indices, ops.shape(student)[-1]), axis=1) > 0
+    student_log_norm = ops.logsumexp(student, axis=-1, keepdims=True)
+    student_top = ops.take_along_axis(student, indices, axis=-1)
+    student_rest = ops.logsumexp(
+        ops.where(in_top, ops.full_like(student, _NEG_LARGE), student),
+        axis=-1,
+        keepdims=True,
+    )
+    student_log_p = ops.concatenate([student_top, student_rest], -1) - student_log_norm
+    kl = ops.sum(ops.exp(teacher_log_p) * (teacher_log_p - student_log_p), axis=-1)
+    return ops.square(temperature) * kl

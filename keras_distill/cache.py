@@ -1,0 +1,475 @@
+"""Teacher-output cache: run the teacher once, distill from disk afterwards.
+
+When the training data is not augmented, the teacher's outputs are the same
+every epoch. `TeacherCache.build` runs the teacher once over the data, in
+batches with a progress bar, and streams its outputs to disk in shards (raw
+row-major files plus a JSON manifest). `TeacherCache.dataset` reads them back
+with TensorFlow's own `FixedLengthRecordDataset` (no Python generator, a few
+batches in memory) paired with the examples in the same order, shuffled
+together. The `Distiller` then trains without calling the teacher.
+
+Two forms:
+- dense: all logits, float16 or float32;
+- top-k: the k largest logits, their class ids, and the log-sum-exp of the
+  other logits; the KD term on it equals the full one when k equals the
+  number of classes and degrades gracefully for smaller k
+  (`keras_distill.losses.topk_kd_loss`).
+"""
+
+import hashlib
+import json
+import os
+import shutil
+
+import keras
+import numpy as np
+
+from keras_distill import losses as kd_losses
+from keras_distill.distiller import (
+    TEACHER_LOGITS_KEY,
+    TOPK_INDICES_KEY,
+    TOPK_LOGITS_KEY,
+    TOPK_REST_KEY,
+)
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+class CacheMismatchError(ValueError):
+    """The cache was built from another teacher or another dataset."""
+
+
+class CacheCorruptError(IOError):
+    """A cache shard is truncated or does not match its checksum."""
+
+
+def teacher_fingerprint(teacher):
+    """A sha256 of the teacher's architecture and weights."""
+    digest = hashlib.sha256()
+    try:
+        config = json.dumps(teacher.get_config(), sort_keys=True, default=str)
+    except NotImplementedError:
+        config = type(teacher).__name__
+    digest.update(config.encode())
+    for weight in teacher.weights:
+        value = np.ascontiguousarray(keras.ops.convert_to_numpy(weight))
+        digest.update(str(value.shape).encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def _batches(x, batch_size):
+    """Yields input batches (NumPy) from arrays or a tf.data.Dataset."""
+    import tensorflow as tf
+
+    if isinstance(x, tf.data.Dataset):
+        for batch in x:
+            if isinstance(batch, tuple | list):
+                batch = batch[0]
+            yield keras.ops.convert_to_numpy(batch)
+    else:
+        x = np.asarray(x)
+        for start in range(0, len(x), batch_size):
+            yield x[start : start + batch_size]
+
+
+def _file_sha256(path, chunk=1 << 20):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _ShardWriter:
+    """Appends rows to `<prefix>-<n>.<suffix>` files of at most `rows` rows."""
+
+    def __init__(self, directory, suffix, rows_per_shard):
+        self.directory, self.suffix, self.rows_per_shard = (
+            directory,
+            suffix,
+            rows_per_shard,
+        )
+        self.shards, self._file, self._rows = [], None, 0
+
+    def write(self, array):
+        while len(array):
+            if self._file is None or self._rows == self.rows_per_shard:
+                self._close_current()
+                name = f"shard-{len(self.shards):05d}.{self.suffix}"
+                self._file = open(os.path.join(self.directory, name), "wb")
+                self.shards.append({"file": name, "rows": 0})
+                self._rows = 0
+            take = min(len(array), self.rows_per_shard - self._rows)
+            self._file.write(np.ascontiguousarray(array[:take]).tobytes())
+            self._rows += take
+            self.shards[-1]["rows"] = self._rows
+            array = array[take:]
+
+    def _close_current(self):
+        if self._file is not None:
+            self._file.close()
+            shard = self.shards[-1]
+            shard["sha256"] = _file_sha256(os.path.join(self.directory, shard["file"]))
+            self._file = None
+
+    def close(self):
+        self._close_current()
+        return self.shards
+
+
+class TeacherCache:
+    """Teacher outputs stored on disk, verified, and streamed with `tf.data`.
+
+    Build it once with `TeacherCache.build(...)`; open it later with
+    `TeacherCache(directory)`; get training batches with `.dataset(...)`.
+
+    Args:
+        directory: The cache folder (holds `manifest.json` and the shards).
+        teacher: Optional teacher to check the cache against. Defaults to
+            `None` (no check).
+        x: Optional inputs to check the cache against (their count and
+            fingerprint). Defaults to `None`.
+        verify: Check every shard's size and checksum on opening.
+            Defaults to `True`.
+
+    Example:
+
+    ```python
+    cache = kd.cache.TeacherCache.build(teacher, x_train, "cache/train", k=5)
+    train_ds = cache.dataset(x_train, y_train, batch_size=64, shuffle=True)
+    distiller.fit(train_ds, epochs=10)   # the teacher is not called
+    ```
+    """
+
+    def __init__(self, directory, teacher=None, x=None, verify=True):
+        self.directory = os.fspath(directory)
+        path = os.path.join(self.directory, MANIFEST)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"No teacher cache at {self.directory!r}: {path!r} is missing."
+            )
+        with open(path) as f:
+            self.manifest = json.load(f)
+        if verify:
+            self.verify()
+        if teacher is not None:
+            self.check_teacher(teacher)
+        if x is not None:
+            self.check_data(x)
+
+    # -- Properties ------------------------------------------------------------
+
+    @property
+    def num_examples(self):
+        return self.manifest["num_examples"]
+
+    @property
+    def num_classes(self):
+        return self.manifest["num_classes"]
+
+    @property
+    def k(self):
+        """Cached top-k size, or `None` for a dense cache."""
+        return self.manifest["k"]
+
+    @property
+    def size_bytes(self):
+        return sum(
+            os.path.getsize(os.path.join(self.directory, s["file"]))
+            for part in self.manifest["parts"].values()
+            for s in part["shards"]
+        )
+
+    # -- Building --------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls,
+        teacher,
+        x,
+        directory,
+        k=None,
+        dtype="float16",
+        batch_size=256,
+        teacher_outputs="logits",
+        rows_per_shard=65536,
+        overwrite=False,
+        verbose="auto",
+    ):
+        """Runs `teacher` once over `x` and writes its outputs to `directory`.
+
+        Args:
+            teacher: The trained teacher (`keras.Model`), run with
+                `training=False`.
+            x: Inputs: a NumPy array, or a `tf.data.Dataset` of batches (`x`
+                or `(x, y, ...)`), in a fixed order (not shuffled).
+            directory: Folder to write; must not hold another cache unless
+                `overwrite=True`.
+            k: Keep the `k` largest logits per example (top-k form). Defaults
+                to `None`: all logits (dense).
+            dtype: `"float16"` or `"float32"` for stored logits. Defaults to
+                `"float16"`.
+            batch_size: Batch size for arrays. Defaults to `256`.
+            teacher_outputs: `"logits"` or `"probabilities"`. Defaults to
+                `"logits"`.
+            rows_per_shard: Examples per shard file. Defaults to `65536`.
+            overwrite: Replace an existing cache. Defaults to `False`.
+            verbose: Progress bar (`"auto"`, 0 or 1). Defaults to `"auto"`.
+
+        Returns:
+            The opened `TeacherCache`.
+        """
+        import tensorflow as tf
+
+        kd_losses.check_output_kind(teacher_outputs, "teacher_outputs")
+        if dtype not in ("float16", "float32"):
+            raise ValueError(
+                f"`dtype` must be 'float16' or 'float32'. Received: dtype={dtype!r}"
+            )
+        num_classes = (
+            teacher.output_shape[-1] if hasattr(teacher, "output_shape") else None
+        )
+        if k is not None:
+            if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+                raise ValueError(f"`k` must be an integer >= 1. Received: k={k!r}")
+            if num_classes is not None and k > num_classes:
+                raise ValueError(
+                    f"`k` must be at most the number of classes ({num_classes}). "
+                    f"Received: k={k!r}"
+                )
+        directory = os.fspath(directory)
+        if os.path.exists(os.path.join(directory, MANIFEST)):
+            if not overwrite:
+                raise FileExistsError(
+                    f"{directory!r} already holds a teacher cache; open it with "
+                    "`TeacherCache(directory)` or pass `overwrite=True`."
+                )
+            shutil.rmtree(directory)
+        tmp = directory.rstrip("/") + ".partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+
+        @tf.function(reduce_retracing=True)
+        def run_teacher(batch):
+            logits = kd_losses.to_logits(
+                teacher(batch, training=False), teacher_outputs
+            )
+            if k is None:
+                return {"logits": logits}
+            values, indices = tf.math.top_k(logits, k=k)
+            num = tf.shape(logits)[-1]
+            mask = tf.reduce_any(
+                tf.equal(indices[..., None], tf.range(num)[None, None, :]), axis=1
+            )
+            rest = tf.where(mask, tf.constant(-np.inf, logits.dtype), logits)
+            rest_lse = tf.reduce_logsumexp(rest, axis=-1, keepdims=True)
+            return {"values": tf.concat([values, rest_lse], -1), "indices": indices}
+
+        total = len(x) if not isinstance(x, tf.data.Dataset) else None
+        if total is None:
+            cardinality = int(x.cardinality())
+            steps = cardinality if cardinality > 0 else None
+        else:
+            steps = -(-total // batch_size)
+        bar = keras.utils.Progbar(
+            steps, verbose=1 if verbose == "auto" else verbose, unit_name="batch"
+        )
+        writers = {}
+        data_digest = hashlib.sha256()
+        count = 0
+        try:
+            for step, batch in enumerate(_batches(x, batch_size)):
+                data_digest.update(np.ascontiguousarray(batch).tobytes())
+                outputs = {
+                    n: v.numpy() for n, v in run_teacher(tf.constant(batch)).items()
+                }
+                for name, value in outputs.items():
+                    if name == "indices":
+                        value = value.astype("int32")
+                    else:
+                        value = value.astype(dtype)
+                        if not np.all(np.isfinite(value[:, : (k or value.shape[1])])):
+                            raise ValueError(
+                                f"The teacher produced non-finite outputs (in {dtype}) "
+                                f"in batch {step}; use dtype='float32'."
+                            )
+                    if name not in writers:
+                        writers[name] = (_ShardWriter(tmp, name, rows_per_shard), value)
+                    writers[name][0].write(value)
+                count += len(batch)
+                num_classes = (
+                    num_classes
+                    or outputs.get("logits", outputs.get("values")).shape[-1]
+                )
+                bar.update(step + 1)
+            if count == 0:
+                raise ValueError("Cannot build a teacher cache from empty data.")
+            parts = {}
+            for name, (writer, sample) in writers.items():
+                parts[name] = {
+                    "dtype": str(sample.dtype),
+                    "width": int(sample.shape[1]),
+                    "shards": writer.close(),
+                }
+            manifest = {
+                "format_version": FORMAT_VERSION,
+                "teacher_fingerprint": teacher_fingerprint(teacher),
+                "teacher_name": teacher.name,
+                "data_fingerprint": data_digest.hexdigest(),
+                "num_examples": count,
+                "num_classes": int(num_classes),
+                "k": k,
+                "dtype": dtype,
+                "parts": parts,
+            }
+            with open(os.path.join(tmp, MANIFEST), "w") as f:
+                json.dump(manifest, f, indent=1)
+            os.rename(tmp, directory)
+        except BaseException:
+            for writer, _ in writers.values():
+                writer.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return cls(directory)
+
+    # -- Checks ----------------------------------------------------------------
+
+    def verify(self):
+        """Raises `CacheCorruptError` naming a missing, truncated or altered shard."""
+        for part in self.manifest["parts"].values():
+            row_bytes = part["width"] * np.dtype(part["dtype"]).itemsize
+            for shard in part["shards"]:
+                path = os.path.join(self.directory, shard["file"])
+                if not os.path.isfile(path):
+                    raise CacheCorruptError(f"Teacher cache shard {path!r} is missing.")
+                size, expected = os.path.getsize(path), shard["rows"] * row_bytes
+                if size != expected:
+                    raise CacheCorruptError(
+                        f"Teacher cache shard {path!r} is truncated or corrupt: "
+                        f"{size} bytes, expected {expected} ({shard['rows']} rows). "
+                        "Rebuild the cache with `overwrite=True`."
+                    )
+                if _file_sha256(path) != shard["sha256"]:
+                    raise CacheCorruptError(
+                        f"Teacher cache shard {path!r} does not match its checksum "
+                        "(corrupt). Rebuild the cache with `overwrite=True`."
+                    )
+
+    def check_teacher(self, teacher):
+        """Raises `CacheMismatchError` unless `teacher` built this cache."""
+        if teacher_fingerprint(teacher) != self.manifest["teacher_fingerprint"]:
+            raise CacheMismatchError(
+                f"The teacher cache at {self.directory!r} was built from another "
+                f"teacher ('{self.manifest['teacher_name']}', different weights or "
+                f"architecture) than '{teacher.name}'. Rebuild it with "
+                "`TeacherCache.build(..., overwrite=True)`."
+            )
+
+    def check_data(self, x):
+        """Raises `CacheMismatchError` unless `x` is the data of this cache."""
+        digest, count = hashlib.sha256(), 0
+        for batch in _batches(x, 4096):
+            digest.update(np.ascontiguousarray(batch).tobytes())
+            count += len(batch)
+        if (
+            count != self.num_examples
+            or digest.hexdigest() != self.manifest["data_fingerprint"]
+        ):
+            raise CacheMismatchError(
+                f"The teacher cache at {self.directory!r} was built from another "
+                f"dataset ({self.num_examples} examples, fingerprint "
+                f"{self.manifest['data_fingerprint'][:12]}) than the one given "
+                f"({count} examples, fingerprint {digest.hexdigest()[:12]}). Rebuild "
+                "it with `TeacherCache.build(..., overwrite=True)`."
+            )
+
+    # -- Reading ---------------------------------------------------------------
+
+    def _part_dataset(self, name):
+        import tensorflow as tf
+
+        part = self.manifest["parts"][name]
+        dtype = tf.as_dtype(part["dtype"])
+        row_bytes = part["width"] * dtype.size
+        files = [os.path.join(self.directory, s["file"]) for s in part["shards"]]
+        records = tf.data.FixedLengthRecordDataset(files, record_bytes=row_bytes)
+        return records.map(
+            lambda r: tf.reshape(tf.io.decode_raw(r, dtype), [part["width"]]),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+
+    def targets_dataset(self):
+        """Per-example teacher targets as a `tf.data.Dataset` of dicts, in order."""
+        import tensorflow as tf
+
+        k = self.k
+        if k is None:
+            return self._part_dataset("logits").map(
+                lambda v: {TEACHER_LOGITS_KEY: tf.cast(v, tf.float32)}
+            )
+        return tf.data.Dataset.zip(
+            (self._part_dataset("values"), self._part_dataset("indices"))
+        ).map(
+            lambda v, i: {
+                TOPK_LOGITS_KEY: tf.cast(v[:k], tf.float32),
+                TOPK_INDICES_KEY: i,
+                TOPK_REST_KEY: tf.cast(v[k], tf.float32),
+            }
+        )
+
+    def dataset(
+        self,
+        x,
+        y=None,
+        sample_weight=None,
+        batch_size=32,
+        shuffle=False,
+        shuffle_buffer=None,
+        seed=None,
+        check_data=False,
+    ):
+        """Batches `(x, y[, sample_weight], teacher_targets)` for `Distiller.fit`.
+
+        Examples and cached targets are paired before shuffling, so shuffling
+        keeps them aligned.
+
+        Args:
+            x: The inputs the cache was built from (same order): a NumPy array
+                or an unbatched `tf.data.Dataset` of inputs.
+            y: Labels (array), or `None` for unlabeled data (KD term only).
+            sample_weight: Optional per-example weights (array).
+            batch_size: Batch size. Defaults to `32`.
+            shuffle: Shuffle examples (with their targets) every epoch.
+                Defaults to `False`.
+            shuffle_buffer: Shuffle buffer size. Defaults to `None`: the whole
+                dataset.
+            seed: Shuffle seed. Defaults to `None`.
+            check_data: Fingerprint `x` against the manifest first.
+                Defaults to `False` (the example count is always checked).
+        """
+        import tensorflow as tf
+
+        if check_data:
+            self.check_data(x)
+        if isinstance(x, tf.data.Dataset):
+            examples = x
+            count = int(x.cardinality())
+        else:
+            count = len(x)
+            parts = tuple(p for p in (x, y, sample_weight) if p is not None)
+            examples = tf.data.Dataset.from_tensor_slices(
+                parts if len(parts) > 1 else x
+            )
+        if count >= 0 and count != self.num_examples:
+            raise CacheMismatchError(
+                f"The teacher cache at {self.directory!r} holds {self.num_examples} "
+                f"examples but the data given has {count}."
+            )
+        ds = tf.data.Dataset.zip((examples, self.targets_dataset()))
+        ds = ds.map(lambda e, t: (*e, t) if isinstance(e, tuple) else (e, t))
+        if shuffle:
+            ds = ds.shuffle(shuffle_buffer or self.num_examples, seed=seed)
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
