@@ -54,7 +54,9 @@ def check_fraction(value, where: str = "fraction") -> float:
     try:
         fraction = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{where} must be a number in (0, 1]. Received: {value!r}")
+        raise ValueError(
+            f"{where} must be a number in (0, 1]. Received: {value!r}"
+        ) from None
     if not (math.isfinite(fraction) and 0.0 < fraction <= 1.0):
         raise ValueError(f"{where} must be in (0, 1]. Received: {value!r}")
     return fraction
@@ -335,7 +337,9 @@ class Curriculum:
 
         ids = tf.data.Dataset.range(1).flat_map(selected)
         if shuffle:
-            ids = ids.shuffle(self.num_examples, seed=seed, reshuffle_each_iteration=True)
+            ids = ids.shuffle(
+                self.num_examples, seed=seed, reshuffle_each_iteration=True
+            )
         return ids
 
     def dataset(

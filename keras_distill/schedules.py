@@ -37,7 +37,9 @@ def _number(value, name: str) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must be a number. Received: {name}={value!r}")
+        raise ValueError(
+            f"`{name}` must be a number. Received: {name}={value!r}"
+        ) from None
     if not math.isfinite(number):
         raise ValueError(f"`{name}` must be finite. Received: {name}={value!r}")
     return number
@@ -241,7 +243,7 @@ class Join(Schedule):
 
     def value(self, step):
         result = self.schedules[0].value(step)
-        for boundary, schedule in zip(self.boundaries, self.schedules[1:]):
+        for boundary, schedule in zip(self.boundaries, self.schedules[1:], strict=True):
             later = schedule.value(step - float(boundary))
             result = ops.where(step >= float(boundary), later, result)
         return result
