@@ -26,6 +26,7 @@ import warnings
 
 import keras
 import numpy as np
+from keras.src.utils import io_utils
 
 from keras_distill import curriculum as kd_curriculum
 from keras_distill import schedules
@@ -196,7 +197,7 @@ class ParameterScheduler(keras.callbacks.Callback):
         if value != self.value:
             self._variable.assign(value)
             if self.verbose:
-                io_print = keras.utils.io_utils.print_msg
+                io_print = io_utils.print_msg
                 io_print(f"{self._where(index)}: setting {self.name} to {value:.6g}.")
         self.value = value
 
@@ -297,9 +298,9 @@ class CurriculumScheduler(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         fraction = self._fraction(epoch)
-        self.examples = self.curriculum.set_fraction(fraction)
+        self.examples = self.curriculum.set_fraction(fraction, shuffle_key=epoch)
         if self.verbose and fraction != self.fraction:
-            keras.utils.io_utils.print_msg(
+            io_utils.print_msg(
                 f"epoch {epoch}: curriculum uses the easiest {fraction:.1%} "
                 f"({self.examples} examples)."
             )
@@ -644,7 +645,7 @@ class ProgressiveDistillation(keras.callbacks.Callback):
         index = self.stage_index(epoch)
         if self.verbose and index != self.stage:
             stage = self.stages[index]
-            keras.utils.io_utils.print_msg(
+            io_utils.print_msg(
                 f"epoch {epoch}: {stage.name} (stage {index + 1}/{len(self.stages)})"
             )
         self.stage = index

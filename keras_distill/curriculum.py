@@ -213,11 +213,23 @@ class Curriculum:
     """Training examples sorted from easy to hard, fed as a staged tf.data input.
 
     `dataset()` returns a `tf.data.Dataset` that, each time it is iterated
-    (Keras iterates it once per epoch), reads how many of the easiest examples
-    to use from a `tf.Variable`, shuffles those ids, and gathers their batches.
-    No Python generator and no copy of the data: changing the fraction between
-    epochs (`set_fraction`, or the `CurriculumScheduler` callback) takes effect
-    at the next epoch.
+    (Keras iterates it once per epoch), reads how many of the easiest
+    examples to use from a `tf.Variable` and draws that epoch from them. No
+    Python generator and no copy of the data: changing the fraction between
+    epochs (`set_fraction`, or the `CurriculumScheduler` callback) takes
+    effect at the next epoch.
+
+    Every epoch has the same length, `n` examples (`ceil(n / batch_size)`
+    batches, so Keras's progress bar and step counts stay fixed): at fraction
+    `f` the epoch cycles through the easiest `ceil(f * n)` examples, each at
+    least once, shuffled. As in Hacohen and Weinshall (2019), the pacing
+    decides which examples the next steps are drawn from, not how many steps
+    an epoch has.
+
+    Shuffles are stateless functions of `(seed, shuffle_key)`. The
+    `shuffle_key` variable goes up by one at each pass over the dataset, and
+    `CurriculumScheduler` sets it to the epoch index, so a resumed run draws
+    the same epochs as an uninterrupted one.
 
     The arrays are embedded in the input pipeline, so this suits data that
     fits in memory (up to about 2 GB).
@@ -229,6 +241,8 @@ class Curriculum:
         difficulty: One score per example, higher is harder (e.g. from
             `teacher_difficulty`).
         sample_weight: Optional per-example weights. Defaults to `None`.
+        seed: Seed of the shuffles. Defaults to `None` (drawn from NumPy's
+            global generator, which `keras.utils.set_random_seed` seeds).
 
     Example:
 
@@ -239,7 +253,7 @@ class Curriculum:
     ```
     """
 
-    def __init__(self, x, y=None, difficulty=None, sample_weight=None):
+    def __init__(self, x, y=None, difficulty=None, sample_weight=None, seed=None):
         import tensorflow as tf
 
         arrays = [a for a in (x, y, sample_weight) if a is not None]
@@ -268,10 +282,14 @@ class Curriculum:
             raise ValueError("A curriculum needs at least one example.")
         self.x, self.y, self.sample_weight = x, y, sample_weight
         self.difficulty = difficulty
+        self.seed = int(np.random.randint(2**31 - 1)) if seed is None else int(seed)
         # Stable sort: ties keep their original order, so runs are repeatable.
         self.order = np.argsort(difficulty, kind="stable").astype("int64")
         self.count = tf.Variable(
             self.num_examples, dtype=tf.int64, trainable=False, name="curriculum_count"
+        )
+        self.shuffle_key = tf.Variable(
+            0, dtype=tf.int64, trainable=False, name="curriculum_shuffle_key"
         )
 
     @classmethod
@@ -284,6 +302,7 @@ class Curriculum:
         batch_size: int = 256,
         teacher_outputs: str = "logits",
         verbose="auto",
+        seed=None,
     ):
         """Scores `x` with `teacher_difficulty()` and builds a `Curriculum`.
 
@@ -296,72 +315,85 @@ class Curriculum:
             teacher_outputs: `"logits"` or `"probabilities"`. Defaults to
                 `"logits"`.
             verbose: Passed to `predict()`. Defaults to `"auto"`.
+            seed: Seed of the shuffles. Defaults to `None`.
         """
         difficulty = teacher_difficulty(
             teacher, x, y, batch_size, teacher_outputs, verbose=verbose
         )
-        return cls(x, y, difficulty=difficulty, sample_weight=sample_weight)
+        return cls(x, y, difficulty, sample_weight, seed=seed)
 
     @property
     def fraction(self) -> float:
         """Fraction of the examples currently used."""
         return int(self.count.numpy()) / self.num_examples
 
-    def set_fraction(self, fraction: float) -> int:
+    def set_fraction(self, fraction: float, shuffle_key=None) -> int:
         """Uses the easiest `fraction` of the examples from the next epoch on.
 
-        Returns the number of examples used (at least 1).
+        Args:
+            fraction: In (0, 1].
+            shuffle_key: If given, the key of the next epoch's shuffle (e.g.
+                the epoch index). Defaults to `None` (keep counting).
+
+        Returns:
+            The number of examples used (at least 1).
         """
         fraction = check_fraction(fraction, "The curriculum fraction")
         count = count_for_fraction(fraction, self.num_examples)
         self.count.assign(count)
+        if shuffle_key is not None:
+            self.shuffle_key.assign(int(shuffle_key))
         return count
 
     def selected_ids(self) -> np.ndarray:
         """Ids (positions in `x`) of the examples currently used, easiest first."""
         return self.order[: int(self.count.numpy())]
 
-    def ids_dataset(self, shuffle: bool = True, seed=None):
-        """A dataset of the ids of the examples currently used.
+    def ids_dataset(self, shuffle: bool = True):
+        """A dataset of example ids: one epoch drawn from the current subset.
 
-        Each iteration re-reads the count variable, then (if `shuffle`)
-        shuffles the selected ids only.
+        Each pass reads the count variable, then yields `n` ids cycling over
+        the easiest `count` examples (each at least once), shuffled if
+        `shuffle`.
         """
         import tensorflow as tf
 
         order = tf.constant(self.order)
-        count = self.count
+        count, key = self.count, self.shuffle_key
+        size, seed = self.num_examples, self.seed
 
-        def selected(_):
-            return tf.data.Dataset.from_tensor_slices(order[: count.read_value()])
-
-        ids = tf.data.Dataset.range(1).flat_map(selected)
-        if shuffle:
-            ids = ids.shuffle(
-                self.num_examples, seed=seed, reshuffle_each_iteration=True
+        def epoch_ids(_):
+            shuffle_key = key.assign_add(1) - 1
+            selected = order[: count.read_value()]
+            ids = tf.gather(
+                selected, tf.range(size, dtype=tf.int64) % tf.size(selected, tf.int64)
             )
-        return ids
+            if shuffle:
+                ids = tf.random.experimental.stateless_shuffle(
+                    ids, seed=tf.stack([tf.constant(seed, tf.int64), shuffle_key])
+                )
+            return tf.data.Dataset.from_tensor_slices(ids)
+
+        ids = tf.data.Dataset.range(1).flat_map(epoch_ids)
+        return ids.apply(tf.data.experimental.assert_cardinality(size))
 
     def dataset(
         self,
         batch_size: int = 32,
         shuffle: bool = True,
-        seed=None,
         drop_remainder: bool = False,
     ):
-        """The staged input: batches of the easiest examples, shuffled.
+        """The staged input: batches drawn from the easiest examples.
 
         Args:
             batch_size: Examples per batch. Defaults to `32`.
-            shuffle: Whether to reshuffle the selected examples every epoch.
-                Defaults to `True`.
-            seed: Shuffle seed. Defaults to `None`.
+            shuffle: Whether to reshuffle every epoch. Defaults to `True`.
             drop_remainder: Whether to drop a last, smaller batch. Defaults
                 to `False`.
 
         Returns:
             A `tf.data.Dataset` of `x`, `(x, y)` or `(x, y, sample_weight)`
-            batches.
+            batches, `ceil(n / batch_size)` of them per epoch.
         """
         import tensorflow as tf
 
@@ -380,7 +412,7 @@ class Curriculum:
             )
             return batch[0] if len(batch) == 1 else batch
 
-        ids = self.ids_dataset(shuffle=shuffle, seed=seed)
+        ids = self.ids_dataset(shuffle=shuffle)
         ids = ids.batch(int(batch_size), drop_remainder=drop_remainder)
         return ids.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
             tf.data.AUTOTUNE
