@@ -102,21 +102,28 @@ def teacher_difficulty(
     if hasattr(teacher, "teacher") and hasattr(teacher, "teacher_outputs"):
         teacher, teacher_outputs = teacher.teacher, teacher.teacher_outputs
     kd_losses.check_output_kind(teacher_outputs, "teacher_outputs")
+    labels = None
+    if y is not None:
+        labels = np.asarray(y)
+        if labels.ndim == 2 and labels.shape[-1] > 1:
+            labels = labels.argmax(axis=-1)
+        labels = labels.reshape(-1).astype("int64")
+        if hasattr(x, "__len__") and len(keras.tree.flatten(x)[0]) != len(labels):
+            raise ValueError(
+                f"`x` and `y` must hold the same number of examples. Received: "
+                f"{len(keras.tree.flatten(x)[0])} inputs and {len(labels)} labels."
+            )
     outputs = teacher.predict(x, batch_size=batch_size, verbose=verbose)
     logits = kd_losses.to_logits(outputs, teacher_outputs)
     log_probs = ops.convert_to_numpy(ops.log_softmax(logits, axis=-1))
-    if y is None:
+    if labels is None:
         return (1.0 - np.exp(log_probs.max(axis=-1))).astype("float32")
-    labels = np.asarray(y)
-    if labels.ndim == 2 and labels.shape[-1] > 1:
-        labels = labels.argmax(axis=-1)
-    labels = labels.reshape(-1).astype("int64")
+    classes = log_probs.shape[-1]
     if labels.shape[0] != log_probs.shape[0]:
         raise ValueError(
             f"`x` and `y` must hold the same number of examples. Received: "
             f"{log_probs.shape[0]} teacher outputs and {labels.shape[0]} labels."
         )
-    classes = log_probs.shape[-1]
     if labels.size and (labels.min() < 0 or labels.max() >= classes):
         raise ValueError(
             f"Labels must be integers in [0, {classes}). Received labels from "
