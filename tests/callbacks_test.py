@@ -273,3 +273,62 @@ def test_progressive_rejects_lr_factor_with_a_learning_rate_schedule():
     )
     with pytest.raises(ValueError, match="learning_rate_factor.*LearningRateSchedule"):
         distiller.fit(x, y, epochs=2, verbose=0, callbacks=[progressive])
+
+
+class Interrupt(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError(f"interrupted at epoch {epoch}")
+
+
+RESUMED_KEYS = (
+    "alpha",
+    "temperature",
+    "curriculum_fraction",
+    "curriculum_examples",
+    "stage",
+    "learning_rate",
+    # Same weights, optimizer state and per-epoch shuffles: same training.
+    "loss",
+    "distillation_loss",
+)
+
+
+def run_progressive(backup_dir, interrupt_at=None):
+    """A fresh process's worth of objects, then fit with BackupAndRestore."""
+    x, y = test_case.digits_subset(n=96)
+    distiller = make_distiller(learning_rate=0.05)
+    data = kd.curriculum.Curriculum.from_teacher(
+        distiller.teacher, x, y, verbose=0, seed=0
+    )
+    stages = callbacks.progressive_stages(2, 3, 2, min_fraction=0.25)
+    progressive = callbacks.ProgressiveDistillation(stages, data)
+    extra = [] if interrupt_at is None else [Interrupt(interrupt_at)]
+    history = distiller.fit(
+        data.dataset(batch_size=32),
+        epochs=progressive.total_epochs,
+        verbose=0,
+        callbacks=[keras.callbacks.BackupAndRestore(backup_dir), progressive, *extra],
+    )
+    return history
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("interrupt_at", [3, 6])
+def test_resume_reproduces_the_uninterrupted_schedule(tmp_path, interrupt_at):
+    full = run_progressive(str(tmp_path / "full")).history
+    assert full["curriculum_examples"] == [24, 24, 48, 72, 96, 96, 96]
+    assert full["stage"] == [1, 1, 2, 2, 2, 3, 3]
+    backup = str(tmp_path / "interrupted")
+    with pytest.raises(RuntimeError, match=f"interrupted at epoch {interrupt_at}"):
+        run_progressive(backup, interrupt_at=interrupt_at)
+    resumed = run_progressive(backup)
+    assert resumed.epoch == list(range(interrupt_at, 7))
+    for key in RESUMED_KEYS:
+        np.testing.assert_allclose(
+            resumed.history[key], full[key][interrupt_at:], rtol=1e-5, err_msg=key
+        )
