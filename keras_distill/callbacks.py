@@ -666,12 +666,94 @@ class ProgressiveDistillation(keras.callbacks.Callback):
                 )
 
 
+def fit_progressive(
+    distiller,
+    x,
+    y,
+    epochs: int,
+    validation_data=None,
+    batch_size: int = 64,
+    min_fraction: float = 0.5,
+    finetune_learning_rate_factor: float = 0.1,
+    seed: int = 0,
+    callbacks=None,
+    verbose=0,
+):
+    """Trains a compiled `Distiller` with the progressive recipe, in one call.
+
+    Scores `x` with the distiller's teacher (`Curriculum.from_teacher`),
+    splits `epochs` into distill (40%), curriculum (40%) and fine-tune (20%)
+    stages (`progressive_stages`, each at least one epoch), and runs `fit()`
+    with `ProgressiveDistillation`. The distiller's current `alpha` and
+    `temperature` are the stage-1 values.
+
+    Args:
+        distiller: A compiled `keras_distill.Distiller`.
+        x: Training inputs (arrays).
+        y: Integer training labels.
+        epochs: Total epochs, >= 3.
+        validation_data: Passed to `fit()`. Defaults to `None`.
+        batch_size: Defaults to `64`.
+        min_fraction: Data fraction of the distill stage. Defaults to `0.5`.
+        finetune_learning_rate_factor: Learning-rate factor of the fine-tune
+            stage. Defaults to `0.1`.
+        seed: Seed of the curriculum's shuffles. Defaults to `0`.
+        callbacks: More callbacks for `fit()`. Defaults to `None`.
+        verbose: Passed to `fit()` and the scoring pass. Defaults to `0`.
+
+    Returns:
+        The `History` of `fit()`.
+
+    Example:
+
+    ```python
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-2), metrics=["accuracy"])
+    kd.callbacks.fit_progressive(distiller, x_train, y_train, epochs=30,
+                                 validation_data=(x_val, y_val))
+    ```
+    """
+    epochs = schedules._steps(epochs, "epochs")
+    if epochs < 3:
+        raise ValueError(
+            f"The progressive recipe needs `epochs` >= 3 (one per stage). "
+            f"Received: epochs={epochs!r}"
+        )
+    distill_epochs = max(1, round(0.4 * epochs))
+    finetune_epochs = max(1, round(0.2 * epochs))
+    curriculum_epochs = epochs - distill_epochs - finetune_epochs
+    if curriculum_epochs < 1:
+        distill_epochs, curriculum_epochs = distill_epochs - 1, 1
+    temperature = float(keras.ops.convert_to_numpy(distiller.temperature))
+    stages = progressive_stages(
+        distill_epochs,
+        curriculum_epochs,
+        finetune_epochs,
+        alpha=float(keras.ops.convert_to_numpy(distiller.alpha)),
+        temperature=temperature,
+        min_fraction=min_fraction,
+        finetune_learning_rate_factor=finetune_learning_rate_factor,
+        end_temperature=min(2.0, temperature),
+    )
+    data = kd_curriculum.Curriculum.from_teacher(
+        distiller, x, y, verbose=verbose, seed=seed
+    )
+    progressive = ProgressiveDistillation(stages, data, verbose=verbose)
+    return distiller.fit(
+        data.dataset(batch_size),
+        epochs=progressive.total_epochs,
+        validation_data=validation_data,
+        callbacks=[progressive, *(callbacks or [])],
+        verbose=verbose,
+    )
+
+
 __all__ = [
     "CurriculumScheduler",
     "ParameterScheduler",
     "ProgressiveDistillation",
     "Stage",
     "check_parameter_value",
+    "fit_progressive",
     "progressive_stages",
     "scalar_variables",
     "total_epochs",
