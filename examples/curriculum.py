@@ -59,7 +59,7 @@ def accuracy(model, x, y):
     return float(np.mean(np.argmax(model.predict(x, verbose=0), axis=-1) == y))
 
 
-def plain(teacher, seed, train, val):
+def plain(teacher, seed, train, val, callbacks=()):
     distiller = new_distiller(teacher, seed)
     distiller.fit(
         *train,
@@ -67,18 +67,17 @@ def plain(teacher, seed, train, val):
         epochs=STUDENT_EPOCHS,
         validation_data=val,
         verbose=0,
+        callbacks=list(callbacks),
     )
     return distiller
 
 
 def scheduled(teacher, seed, train, val):
-    distiller = new_distiller(teacher, seed)
-    distiller.fit(
-        *train,
-        batch_size=BATCH_SIZE,
-        epochs=STUDENT_EPOCHS,
-        validation_data=val,
-        verbose=0,
+    return plain(
+        teacher,
+        seed,
+        train,
+        val,
         callbacks=[
             kd.callbacks.ParameterScheduler(
                 "temperature", kd.schedules.linear(8.0, 2.0, STUDENT_EPOCHS - 1)
@@ -88,7 +87,6 @@ def scheduled(teacher, seed, train, val):
             ),
         ],
     )
-    return distiller
 
 
 def curriculum_only(teacher, seed, train, val):

@@ -91,6 +91,20 @@ def check_parameter_value(name: str, value, where: str) -> float:
     return number
 
 
+def _as_callable(value, name: str, check=None):
+    """A number becomes a constant schedule (checked by `check`); else callable."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if check is not None:
+            check(value)
+        return schedules.constant(value)
+    if not callable(value):
+        raise TypeError(
+            f"`{name}` must be a `keras_distill.schedules.Schedule`, a number or "
+            f"a callable of the epoch. Received: {name}={value!r}"
+        )
+    return value
+
+
 def _epoch_values(schedule, epochs):
     return [float(schedule(epoch)) for epoch in range(int(epochs or 0))]
 
@@ -147,15 +161,8 @@ class ParameterScheduler(keras.callbacks.Callback):
             )
         if unit not in UNITS:
             raise ValueError(f"`unit` must be one of {UNITS}. Received: unit={unit!r}")
-        if isinstance(schedule, int | float) and not isinstance(schedule, bool):
-            schedule = schedules.constant(schedule)
-        if not callable(schedule):
-            raise TypeError(
-                "`schedule` must be a `keras_distill.schedules.Schedule`, a "
-                f"number or a callable. Received: schedule={schedule!r}"
-            )
         self.name = name
-        self.schedule = schedule
+        self.schedule = _as_callable(schedule, "schedule")
         self.unit = unit
         self.verbose = verbose
         self.value = None
@@ -274,15 +281,10 @@ class CurriculumScheduler(keras.callbacks.Callback):
                 "`curriculum` must be a `keras_distill.curriculum.Curriculum`. "
                 f"Received: {curriculum!r} of type {type(curriculum).__name__}"
             )
-        if isinstance(pacing, int | float) and not isinstance(pacing, bool):
-            kd_curriculum.check_fraction(pacing, "`pacing`")
-            pacing = schedules.constant(pacing)
-        if not callable(pacing):
-            raise TypeError(
-                f"`pacing` must be a schedule or a number. Received: {pacing!r}"
-            )
         self.curriculum = curriculum
-        self.pacing = pacing
+        self.pacing = _as_callable(
+            pacing, "pacing", lambda v: kd_curriculum.check_fraction(v, "`pacing`")
+        )
         self.verbose = verbose
         self.fraction = None
         self.examples = None

@@ -67,6 +67,18 @@ def _boundaries(values, name: str = "boundaries") -> list:
     return boundaries
 
 
+def _pieces(count: int, boundaries, what: str) -> list:
+    """Checks that `count` pieces fit `boundaries`; returns the boundaries."""
+    checked = _boundaries(boundaries)
+    if count != len(checked) + 1:
+        raise ValueError(
+            f"{what} needs one more entry than `boundaries`. Received: "
+            f"{count} entries and boundaries={list(boundaries)!r} "
+            f"({len(checked)} entries)"
+        )
+    return checked
+
+
 def _is_tensor(value) -> bool:
     return ops.is_tensor(value) or isinstance(value, keras.Variable)
 
@@ -204,14 +216,8 @@ class PiecewiseConstant(Schedule):
     """Constant pieces changing at boundaries. See `step`."""
 
     def __init__(self, boundaries, values):
-        self.boundaries = _boundaries(boundaries)
         self.values = [_number(v, f"values[{i}]") for i, v in enumerate(values)]
-        if len(self.values) != len(self.boundaries) + 1:
-            raise ValueError(
-                "`values` must have one more entry than `boundaries`. Received: "
-                f"boundaries={list(boundaries)!r} ({len(self.boundaries)} entries), "
-                f"values={list(values)!r} ({len(self.values)} entries)"
-            )
+        self.boundaries = _pieces(len(self.values), boundaries, "`values`")
 
     def value(self, step):
         values = ops.convert_to_tensor(np.asarray(self.values), dtype=step.dtype)
@@ -233,13 +239,7 @@ class Join(Schedule):
         self.schedules = [
             as_schedule(s, f"schedules[{i}]") for i, s in enumerate(schedules)
         ]
-        self.boundaries = _boundaries(boundaries)
-        if len(self.schedules) != len(self.boundaries) + 1:
-            raise ValueError(
-                "`join` needs one more schedule than boundaries. Received: "
-                f"{len(self.schedules)} schedules and boundaries="
-                f"{list(boundaries)!r} ({len(self.boundaries)} entries)"
-            )
+        self.boundaries = _pieces(len(self.schedules), boundaries, "`schedules`")
 
     def value(self, step):
         result = self.schedules[0].value(step)

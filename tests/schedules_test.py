@@ -104,9 +104,15 @@ def test_serialization_round_trip(schedule):
         (lambda: schedules.linear(float("nan"), 2.0, 2), "init_value.*nan"),
         (lambda: schedules.constant("a"), "number.*'a'"),
         (lambda: schedules.exponential(1.0, 0.0, 3), "same sign.*end_value=0.0"),
-        (lambda: schedules.step([1, 2], [1.0, 2.0]), "one more entry"),
+        (
+            lambda: schedules.step([1, 2], [1.0, 2.0]),
+            "values.*one more entry.*2 entries",
+        ),
         (lambda: schedules.step([3, 1], [1.0, 2.0, 3.0]), r"non-decreasing.*\[3, 1\]"),
-        (lambda: schedules.join([1.0, 2.0], []), "one more schedule"),
+        (
+            lambda: schedules.join([1.0, 2.0], []),
+            "schedules.*one more entry.*2 entries",
+        ),
     ],
 )
 def test_bad_arguments(build, match):
