@@ -332,3 +332,48 @@ def test_resume_reproduces_the_uninterrupted_schedule(tmp_path, interrupt_at):
         np.testing.assert_allclose(
             resumed.history[key], full[key][interrupt_at:], rtol=1e-5, err_msg=key
         )
+
+
+def test_any_scalar_variable_of_the_model_can_be_scheduled():
+    class WithBeta(kd.Distiller):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.beta = keras.Variable(1.0, trainable=False, name="beta")
+
+    x, y = test_case.digits_subset(n=32)
+    distiller = WithBeta(
+        student=test_case.tiny_student(), teacher=test_case.trained_teacher()
+    )
+    distiller.compile(optimizer="sgd")
+    assert sorted(callbacks.scalar_variables(distiller)) == [
+        "alpha",
+        "beta",
+        "temperature",
+    ]
+    history = distiller.fit(
+        x,
+        y,
+        epochs=3,
+        verbose=0,
+        callbacks=[
+            callbacks.ParameterScheduler("beta", schedules.step([1, 2], [3, 2, 1]))
+        ],
+    )
+    assert history.history["beta"] == [3.0, 2.0, 1.0]
+    assert float(distiller.beta.numpy()) == 1.0
+
+
+def test_fit_progressive_runs_the_three_stages():
+    x, y = test_case.digits_subset(n=64)
+    distiller = make_distiller(learning_rate=0.1, temperature=5.0)
+    history = callbacks.fit_progressive(
+        distiller, x, y, epochs=5, batch_size=32, min_fraction=0.5
+    )
+    logs = history.history
+    assert logs["stage"] == [1, 1, 2, 2, 3]
+    assert logs["curriculum_examples"] == [32, 32, 48, 64, 64]
+    assert logs["alpha"] == pytest.approx([0.1, 0.1, 0.1, 0.1, 1.0])
+    assert logs["temperature"] == [5.0, 5.0, 5.0, 2.0, 2.0]
+    assert logs["learning_rate"] == pytest.approx([0.1, 0.1, 0.1, 0.1, 0.01])
+    with pytest.raises(ValueError, match="epochs` >= 3.*epochs=2"):
+        callbacks.fit_progressive(distiller, x, y, epochs=2)
