@@ -108,10 +108,11 @@ def teacher_difficulty(
         if labels.ndim == 2 and labels.shape[-1] > 1:
             labels = labels.argmax(axis=-1)
         labels = labels.reshape(-1).astype("int64")
-        if hasattr(x, "__len__") and len(keras.tree.flatten(x)[0]) != len(labels):
+        first = keras.tree.flatten(x)[0]
+        if isinstance(first, np.ndarray) and len(first) != len(labels):
             raise ValueError(
                 f"`x` and `y` must hold the same number of examples. Received: "
-                f"{len(keras.tree.flatten(x)[0])} inputs and {len(labels)} labels."
+                f"{len(first)} inputs and {len(labels)} labels."
             )
     outputs = teacher.predict(x, batch_size=batch_size, verbose=verbose)
     logits = kd_losses.to_logits(outputs, teacher_outputs)

@@ -377,3 +377,15 @@ def test_fit_progressive_runs_the_three_stages():
     assert logs["learning_rate"] == pytest.approx([0.1, 0.1, 0.1, 0.1, 0.01])
     with pytest.raises(ValueError, match="epochs` >= 3.*epochs=2"):
         callbacks.fit_progressive(distiller, x, y, epochs=2)
+
+
+def test_stage_config_round_trip():
+    stage = callbacks.Stage(
+        3, 0.2, schedules.cosine(6.0, 2.0, 2), schedules.linear(0.5, 1.0, 2), 0.5
+    )
+    config = keras.saving.serialize_keras_object(stage)
+    restored = keras.saving.deserialize_keras_object(config)
+    assert restored.epochs == 3 and restored.alpha(1) == 0.2
+    assert [restored.temperature(e) for e in range(3)] == pytest.approx([6, 4, 2])
+    assert [restored.data_fraction(e) for e in range(3)] == [0.5, 0.75, 1.0]
+    assert restored.learning_rate_factor(0) == 0.5
