@@ -98,6 +98,7 @@ def curriculum_only(teacher, seed, train, val):
         epochs=STUDENT_EPOCHS,
         validation_data=val,
         verbose=0,
+        shuffle=False,  # The curriculum shuffles within the selected examples.
         callbacks=[kd.callbacks.CurriculumScheduler(data, pacing)],
     )
     return distiller
