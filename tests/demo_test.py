@@ -13,9 +13,15 @@ def test_demo_runs_end_to_end_and_distilled_student_beats_chance(tmp_path, capsy
     assert "| student (distilled) |" in printed
     results = json.loads((out / "results.json").read_text())
     rows = {row["model"]: row for row in results["rows"]}
-    assert set(rows) == {"teacher", "student (scratch)", "student (distilled)"}
+    assert set(rows) == {
+        "teacher",
+        "student (scratch)",
+        "student (distilled)",
+        "student (progressive)",
+    }
     chance = 0.1
     assert rows["student (distilled)"]["test_accuracy"] > 3 * chance
+    assert rows["student (progressive)"]["test_accuracy"] > 3 * chance
     assert (
         rows["teacher"]["parameters"] > 10 * rows["student (distilled)"]["parameters"]
     )
