@@ -36,6 +36,12 @@ MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 
 
+def tf_zip(*datasets):
+    import tensorflow as tf
+
+    return tf.data.Dataset.zip(datasets)
+
+
 class CacheMismatchError(ValueError):
     """The cache was built from another teacher or another dataset."""
 
@@ -387,38 +393,41 @@ class TeacherCache:
 
     # -- Reading ---------------------------------------------------------------
 
-    def _part_dataset(self, name):
+    def _records(self, name):
+        """Raw per-example records (bytes) of one part, in order."""
         import tensorflow as tf
 
         part = self.manifest["parts"][name]
-        dtype = tf.as_dtype(part["dtype"])
-        row_bytes = part["width"] * dtype.size
+        row_bytes = part["width"] * np.dtype(part["dtype"]).itemsize
         files = [os.path.join(self.directory, s["file"]) for s in part["shards"]]
-        records = tf.data.FixedLengthRecordDataset(files, record_bytes=row_bytes)
-        return records.map(
-            lambda r: tf.reshape(tf.io.decode_raw(r, dtype), [part["width"]]),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
+        return tf.data.FixedLengthRecordDataset(files, record_bytes=row_bytes)
 
-    def targets_dataset(self):
-        """Per-example teacher targets as a `tf.data.Dataset` of dicts, in order."""
+    def _raw_records(self):
+        if self.k is None:
+            return self._records("logits")
+        return tf_zip(self._records("values"), self._records("indices"))
+
+    def _decode(self, raw):
+        """Turns a batch of raw records into the Distiller's target dict."""
         import tensorflow as tf
 
-        k = self.k
-        if k is None:
-            return self._part_dataset("logits").map(
-                lambda v: {TEACHER_LOGITS_KEY: tf.cast(v, tf.float32)}
-            )
-        return tf.data.Dataset.zip(
-            (self._part_dataset("values"), self._part_dataset("indices"))
-        ).map(
-            lambda v, i: {
-                TOPK_LOGITS_KEY: tf.cast(v[:k], tf.float32),
-                TOPK_INDICES_KEY: i,
-                TOPK_REST_KEY: tf.cast(v[k], tf.float32),
-            }
-        )
+        def decode(records, name):
+            part = self.manifest["parts"][name]
+            values = tf.io.decode_raw(records, tf.as_dtype(part["dtype"]))
+            return tf.reshape(values, [-1, part["width"]])
+
+        if self.k is None:
+            return {TEACHER_LOGITS_KEY: tf.cast(decode(raw, "logits"), tf.float32)}
+        values = tf.cast(decode(raw[0], "values"), tf.float32)
+        return {
+            TOPK_LOGITS_KEY: values[:, : self.k],
+            TOPK_INDICES_KEY: decode(raw[1], "indices"),
+            TOPK_REST_KEY: values[:, self.k],
+        }
+
+    def targets_dataset(self, batch_size=256):
+        """Teacher targets as a `tf.data.Dataset` of batched dicts, in order."""
+        return self._raw_records().batch(batch_size).map(self._decode)
 
     def dataset(
         self,
@@ -468,8 +477,17 @@ class TeacherCache:
                 f"The teacher cache at {self.directory!r} holds {self.num_examples} "
                 f"examples but the data given has {count}."
             )
-        ds = tf.data.Dataset.zip((examples, self.targets_dataset()))
-        ds = ds.map(lambda e, t: (*e, t) if isinstance(e, tuple) else (e, t))
+        # Pair raw target records with examples before shuffling (aligned),
+        # and decode them per batch (cheaper than per example).
+        ds = tf.data.Dataset.zip((examples, self._raw_records()))
         if shuffle:
             ds = ds.shuffle(shuffle_buffer or self.num_examples, seed=seed)
-        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        ds = ds.batch(batch_size)
+        decode = self._decode
+        ds = ds.map(
+            lambda e, raw: (
+                (*e, decode(raw)) if isinstance(e, tuple) else (e, decode(raw))
+            ),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        return ds.prefetch(tf.data.AUTOTUNE)

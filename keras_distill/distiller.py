@@ -49,6 +49,23 @@ def check_temperature(value):
     return temperature
 
 
+def _distillation_loss_spec(loss):
+    """`(kind, options)` for the soft term: "kd", "mse" or "dkd"."""
+    if isinstance(loss, str):
+        if loss in ("kd", "mse", "dkd"):
+            return loss, {}
+    elif isinstance(loss, kd_losses.DecoupledKD):
+        return "dkd", {"alpha": loss.alpha, "beta": loss.beta}
+    elif isinstance(loss, kd_losses.LogitMSE):
+        return "mse", {}
+    elif isinstance(loss, kd_losses.KnowledgeDistillation):
+        return "kd", {}
+    raise ValueError(
+        "`distillation_loss` must be 'kd', 'mse', 'dkd' or a KnowledgeDistillation, "
+        f"LogitMSE or DecoupledKD loss. Received: distillation_loss={loss!r}"
+    )
+
+
 def _num_classes(model):
     """The size of the model's last output axis, or None when unknown."""
     try:
@@ -116,6 +133,12 @@ class Distiller(keras.Model):
             last layer returns. Defaults to `"logits"`.
         student_outputs: `"logits"` or `"probabilities"`: what the student's
             last layer returns. Defaults to `"logits"`.
+        distillation_loss: The soft term: `"kd"` (Hinton's
+            `T^2 * KL`), `"mse"` (squared error between logits), `"dkd"`
+            (Decoupled KD; needs labels), or a `keras_distill.losses`
+            `KnowledgeDistillation`, `LogitMSE` or `DecoupledKD` instance
+            (for DKD's `alpha`/`beta`; the temperature is always the
+            distiller's). Defaults to `"kd"`.
         **kwargs: Passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -141,6 +164,7 @@ class Distiller(keras.Model):
         temperature=4.0,
         teacher_outputs="logits",
         student_outputs="logits",
+        distillation_loss="kd",
         **kwargs,
     ):
         for name, model in (("student", student), ("teacher", teacher)):
@@ -155,6 +179,7 @@ class Distiller(keras.Model):
         kd_losses.check_output_kind(student_outputs, "student_outputs")
         alpha = check_alpha(alpha)
         temperature = check_temperature(temperature)
+        self._kd_kind, self._kd_options = _distillation_loss_spec(distillation_loss)
         student_classes, teacher_classes = _num_classes(student), _num_classes(teacher)
         if (
             student_classes is not None
@@ -173,6 +198,7 @@ class Distiller(keras.Model):
         self.teacher = _inference_view(teacher)
         self.teacher_outputs = teacher_outputs
         self.student_outputs = student_outputs
+        self.distillation_loss = distillation_loss
         self._alpha = keras.Variable(
             alpha, dtype="float32", trainable=False, name="alpha"
         )
@@ -267,9 +293,7 @@ class Distiller(keras.Model):
         else:
             teacher_logits = self.teacher_logits(x, teacher_targets)
             self._check_class_counts(teacher_logits, student_logits)
-            per_example = kd_losses.kd_loss(
-                teacher_logits, student_logits, self._temperature
-            )
+            per_example = self._soft_term(teacher_logits, student_logits, y)
         distillation_loss = kd_losses.reduce_per_example(per_example, sample_weight)
         extra = self._regularization_loss()
         if y is None:
@@ -282,6 +306,24 @@ class Distiller(keras.Model):
         alpha = ops.cast(self._alpha, "float32")
         total = alpha * student_loss + (1.0 - alpha) * distillation_loss + extra
         return total, student_loss, distillation_loss
+
+    def _soft_term(self, teacher_logits, student_logits, y):
+        if self._kd_kind == "mse":
+            return kd_losses.logit_mse_loss(teacher_logits, student_logits)
+        if self._kd_kind == "dkd":
+            if y is None:
+                raise ValueError(
+                    "distillation_loss='dkd' needs labels (it separates the true "
+                    "class); received a batch without labels."
+                )
+            return kd_losses.dkd_loss(
+                teacher_logits,
+                student_logits,
+                y,
+                self._temperature,
+                **self._kd_options,
+            )
+        return kd_losses.kd_loss(teacher_logits, student_logits, self._temperature)
 
     def _regularization_loss(self):
         student_losses = self.student.losses
@@ -418,6 +460,11 @@ class Distiller(keras.Model):
                 "temperature": float(ops.convert_to_numpy(self._temperature)),
                 "teacher_outputs": self.teacher_outputs,
                 "student_outputs": self.student_outputs,
+                "distillation_loss": (
+                    self.distillation_loss
+                    if isinstance(self.distillation_loss, str)
+                    else keras.saving.serialize_keras_object(self.distillation_loss)
+                ),
             }
         )
         return config
@@ -427,6 +474,10 @@ class Distiller(keras.Model):
         config = dict(config)
         config["student"] = keras.saving.deserialize_keras_object(config["student"])
         config["teacher"] = keras.saving.deserialize_keras_object(config["teacher"])
+        if isinstance(config.get("distillation_loss"), dict):
+            config["distillation_loss"] = keras.saving.deserialize_keras_object(
+                config["distillation_loss"]
+            )
         return cls(**config)
 
 

@@ -204,3 +204,139 @@ def topk_kd_loss(
     student_log_p = ops.concatenate([student_top, student_rest], -1) - student_log_norm
     kl = ops.sum(ops.exp(teacher_log_p) * (teacher_log_p - student_log_p), axis=-1)
     return ops.square(temperature) * kl
+
+
+def logit_mse_loss(teacher_logits, student_logits):
+    """Mean squared error between logits, one value per example.
+
+    Matching logits directly is the high-temperature limit of the KD term
+    (Hinton et al. 2015, section 2.1; Ba & Caruana, "Do Deep Nets Really
+    Need to be Deep?", 2014).
+
+    Args:
+        teacher_logits: `(batch, num_classes)` teacher logits.
+        student_logits: `(batch, num_classes)` student logits.
+
+    Returns:
+        A float32 tensor of shape `(batch,)`.
+    """
+    diff = ops.cast(student_logits, "float32") - ops.cast(teacher_logits, "float32")
+    return ops.mean(ops.square(diff), axis=-1)
+
+
+def dkd_loss(
+    teacher_logits,
+    student_logits,
+    labels,
+    temperature=1.0,
+    alpha=1.0,
+    beta=8.0,
+):
+    """Decoupled Knowledge Distillation, one value per example.
+
+    Splits the KD term into target-class KD (TCKD: the binary distribution
+    "true class vs the rest") and non-target-class KD (NCKD: the distribution
+    over the other classes), weighted separately:
+    `T^2 * (alpha * TCKD + beta * NCKD)`.
+
+    Reference: Zhao, Cui, Song, Qiu and Liang, "Decoupled Knowledge
+    Distillation", CVPR 2022 (https://arxiv.org/abs/2203.08679). The paper's
+    warm-up of the KD weight is a schedule on the Distiller's `alpha` (see
+    `keras_distill.callbacks.ParameterScheduler`).
+
+    Args:
+        teacher_logits: `(batch, num_classes)` teacher logits.
+        student_logits: `(batch, num_classes)` student logits.
+        labels: `(batch,)` integer true classes.
+        temperature: Softmax temperature `T > 0`. Defaults to `1.0`.
+        alpha: Weight of TCKD. Defaults to `1.0`.
+        beta: Weight of NCKD. Defaults to `8.0` (the paper's CIFAR setting).
+
+    Returns:
+        A float32 tensor of shape `(batch,)`.
+    """
+    temperature = ops.cast(temperature, "float32")
+    t = ops.cast(teacher_logits, "float32") / temperature
+    s = ops.cast(student_logits, "float32") / temperature
+    labels = ops.reshape(ops.cast(labels, "int32"), (-1,))
+    mask = ops.cast(ops.one_hot(labels, ops.shape(t)[-1]), "bool")
+    t_log_p, s_log_p = ops.log_softmax(t, -1), ops.log_softmax(s, -1)
+
+    def binary(log_p):
+        log_target = ops.sum(ops.where(mask, log_p, 0.0), axis=-1)
+        log_other = ops.logsumexp(ops.where(mask, _NEG_LARGE, log_p), axis=-1)
+        return ops.stack([log_target, log_other], axis=-1)
+
+    t_bin, s_bin = binary(t_log_p), binary(s_log_p)
+    tckd = ops.sum(ops.exp(t_bin) * (t_bin - s_bin), axis=-1)
+    t_non = ops.log_softmax(ops.where(mask, _NEG_LARGE, t), -1)
+    s_non = ops.log_softmax(ops.where(mask, _NEG_LARGE, s), -1)
+    nckd = ops.sum(ops.where(mask, 0.0, ops.exp(t_non) * (t_non - s_non)), axis=-1)
+    return ops.square(temperature) * (alpha * tckd + beta * nckd)
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class LogitMSE(keras.losses.Loss):
+    """`logit_mse_loss` as a `keras.losses.Loss`: `y_true` are teacher logits.
+
+    Example:
+
+    ```python
+    value = kd.losses.LogitMSE()(teacher_logits, student_logits)
+    ```
+    """
+
+    def __init__(self, reduction="sum_over_batch_size", name="logit_mse", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+
+    def call(self, y_true, y_pred):
+        return logit_mse_loss(y_true, y_pred)
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class DecoupledKD(keras.losses.Loss):
+    """`dkd_loss` as a `keras.losses.Loss`.
+
+    `y_true` is a dict `{"teacher_logits": ..., "labels": ...}`.
+
+    Args:
+        temperature: Softmax temperature. Defaults to `1.0`.
+        alpha: TCKD weight. Defaults to `1.0`.
+        beta: NCKD weight. Defaults to `8.0`.
+
+    Example:
+
+    ```python
+    loss = kd.losses.DecoupledKD(temperature=4.0, beta=8.0)
+    value = loss({"teacher_logits": t, "labels": y}, student_logits)
+    ```
+    """
+
+    def __init__(
+        self,
+        temperature=1.0,
+        alpha=1.0,
+        beta=8.0,
+        reduction="sum_over_batch_size",
+        name="decoupled_kd",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.temperature, self.alpha, self.beta = float(temperature), alpha, beta
+
+    def call(self, y_true, y_pred):
+        return dkd_loss(
+            y_true["teacher_logits"],
+            y_pred,
+            y_true["labels"],
+            self.temperature,
+            self.alpha,
+            self.beta,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {"temperature": self.temperature, "alpha": self.alpha, "beta": self.beta}
+        )
+        return config

@@ -1,0 +1,258 @@
+"""Step cost of online vs cached distillation, measured side by side in one run.
+
+Prints, with the median over many interleaved steps (Keras's compiled steps):
+- online distill step / (student step + teacher forward)   goal <= 1.05
+- cached distill step / student step                       goal <= 1.10
+- cache build time / one teacher inference pass            goal <= 1.10
+- cache bytes per example, dense vs top-k
+- peak RSS while building and reading a cache for data much larger than a batch
+
+Run: `.venv/bin/python benchmarks/step_cost.py` (about 2 minutes on 2 CPU cores).
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import keras_distill as kd  # noqa: E402
+from keras_distill.cache import TeacherCache  # noqa: E402
+
+SHAPE = (28, 28, 1)
+CLASSES = 10
+BATCH = 64
+STEPS = int(os.environ.get("STEPS", 200))
+
+
+def teacher_model():
+    """About 1M parameters."""
+    return keras.Sequential(
+        [
+            keras.Input(SHAPE),
+            keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+            keras.layers.Conv2D(128, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Conv2D(128, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Flatten(),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(CLASSES),
+        ],
+        name="teacher",
+    )
+
+
+def student_model():
+    """About 47k parameters."""
+    return keras.Sequential(
+        [
+            keras.Input(SHAPE),
+            keras.layers.Flatten(),
+            keras.layers.Dense(59, activation="relu"),
+            keras.layers.Dense(CLASSES),
+        ],
+        name="student",
+    )
+
+
+def compiled(model):
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model
+
+
+def median_ms(times):
+    return 1000 * statistics.median(times)
+
+
+def _timer(model, dataset, fit=True):
+    """Returns a function timing one compiled step of `model` on `dataset`.
+
+    The step is Keras's own compiled train (or predict) function, the one
+    `fit()` runs; `fit()`'s per-epoch Python work (callbacks, progress bar,
+    the Distiller's label check) is left out since it does not scale with
+    the number of steps.
+    """
+    iterator = iter(dataset.repeat())
+    if fit:
+        model.fit(dataset.take(2), epochs=1, verbose=0)  # builds and traces
+        function = model.train_function
+    else:
+        forward = tf.function(lambda it: model(it.get_next(), training=False))
+        forward(iterator)  # traces
+
+        def function(it):
+            return forward(it)
+
+    def step():
+        start = time.perf_counter()
+        outputs = function(iterator)
+        if hasattr(outputs, "get_value"):  # a tf.experimental.Optional
+            outputs = outputs.get_value()
+        tf.nest.map_structure(lambda t: t.numpy(), outputs)
+        return time.perf_counter() - start
+
+    return step
+
+
+def step_costs(teacher, x, y, directory):
+    """Median milliseconds per step, the candidates interleaved step by step."""
+    cache = TeacherCache.build(teacher, x, os.path.join(directory, "steps"), verbose=0)
+    plain_ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
+    x_ds = tf.data.Dataset.from_tensor_slices(x).batch(BATCH)
+    cached_ds = cache.dataset(x, y, batch_size=BATCH)
+    timers = {
+        "student step": _timer(compiled(student_model()), plain_ds),
+        "teacher forward": _timer(teacher, x_ds, fit=False),
+        "online distill step": _timer(
+            compiled(kd.Distiller(student_model(), teacher)), plain_ds
+        ),
+        "cached distill step": _timer(
+            compiled(kd.Distiller(student_model(), teacher)), cached_ds
+        ),
+    }
+    times = {name: [] for name in timers}
+    for _ in range(STEPS):
+        for name, step in timers.items():
+            times[name].append(step())
+    return {name: median_ms(t) for name, t in times.items()}
+
+
+def build_vs_inference(teacher, x, directory):
+    build, infer = [], []
+    for rep in range(3):
+        start = time.perf_counter()
+        teacher.predict(x, batch_size=256, verbose=0)
+        infer.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        TeacherCache.build(
+            teacher, x, os.path.join(directory, f"b{rep}"), batch_size=256, verbose=0
+        )
+        build.append(time.perf_counter() - start)
+    sizes = {}
+    for k in (None, 5, 1):
+        cache = TeacherCache.build(
+            teacher, x, os.path.join(directory, f"k{k}"), k=k, verbose=0
+        )
+        sizes["dense float16" if k is None else f"top-{k}"] = cache.size_bytes / len(x)
+    cache = TeacherCache.build(
+        teacher, x, os.path.join(directory, "f32"), dtype="float32", verbose=0
+    )
+    sizes["dense float32"] = cache.size_bytes / len(x)
+    return statistics.median(build), statistics.median(infer), sizes
+
+
+_RSS_CHILD = r"""
+import os, resource, sys, json
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+import numpy as np, tensorflow as tf, keras
+sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[1])))
+from step_cost import teacher_model, SHAPE
+from keras_distill.cache import TeacherCache
+n, mode, directory = int(sys.argv[2]), sys.argv[3], sys.argv[4]
+teacher = teacher_model()
+def gen(i):
+    return tf.random.stateless_uniform((256,) + SHAPE, seed=(i, 0))
+data = tf.data.Dataset.range(n // 256).map(gen)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+if mode == "baseline":
+    for b in data:
+        teacher(b, training=False)
+else:
+    cache = TeacherCache.build(teacher, data, directory, verbose=0)
+    for _ in cache.targets_dataset(256):
+        pass
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"peak_mib": peak / 1024, "before_mib": base / 1024}))
+"""
+
+
+def peak_rss(n, directory):
+    results = {}
+    for mode in ("baseline", "cache"):
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _RSS_CHILD,
+                __file__,
+                str(n),
+                mode,
+                os.path.join(directory, "rss"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={
+                **os.environ,
+                "PYTHONPATH": os.path.dirname(os.path.dirname(__file__)),
+            },
+        )
+        results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+    return results
+
+
+def main():
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(4096, *SHAPE)).astype("float32")
+    y = rng.integers(0, CLASSES, size=4096)
+    teacher = teacher_model()
+    student = student_model()
+    print(
+        f"teacher {teacher.count_params():,} parameters, student "
+        f"{student.count_params():,}; batch {BATCH}; median of {STEPS} interleaved "
+        f"steps; {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}, "
+        f"Keras {keras.__version__}"
+    )
+    with tempfile.TemporaryDirectory() as directory:
+        ms = step_costs(teacher, x, y, directory)
+        for name, value in ms.items():
+            print(f"  {name:22s} {value:8.2f} ms")
+        build, infer, sizes = build_vs_inference(teacher, x, directory)
+        n_rss = 256 * 200
+        rss = peak_rss(n_rss, directory)
+    online_ratio = ms["online distill step"] / (
+        ms["student step"] + ms["teacher forward"]
+    )
+    cached_ratio = ms["cached distill step"] / ms["student step"]
+    build_ratio = build / infer
+    data_mib = n_rss * np.prod(SHAPE) * 4 / 2**20
+    print()
+    print("| measure | value | goal |")
+    print("|---|---:|---:|")
+    print(
+        f"| online distill step / (student step + teacher forward) | {online_ratio:.2f} | <= 1.05 |"
+    )
+    print(f"| cached distill step / student step | {cached_ratio:.2f} | <= 1.10 |")
+    print(
+        f"| online distill step / cached distill step | {ms['online distill step'] / ms['cached distill step']:.2f} | |"
+    )
+    print(
+        f"| cache build / one teacher inference pass ({len(x)} examples) | {build_ratio:.2f} | <= 1.10 |"
+    )
+    for name, value in sizes.items():
+        print(f"| cache bytes per example, {name} | {value:.0f} | |")
+    print(
+        f"| peak RSS building + reading a cache of {n_rss:,} examples "
+        f"({data_mib:.0f} MiB of inputs) | {rss['cache']['peak_mib']:.0f} MiB | |"
+    )
+    print(
+        f"| peak RSS of the same teacher pass without a cache | "
+        f"{rss['baseline']['peak_mib']:.0f} MiB | |"
+    )
+
+
+if __name__ == "__main__":
+    main()
