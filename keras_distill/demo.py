@@ -3,8 +3,8 @@
 On the bundled scikit-learn digits (fixed train/val/test split) it trains a
 teacher CNN, a student from scratch, the same student distilled from the
 teacher, and the same student with the progressive recipe (distill ->
-curriculum -> fine-tune), then prints and saves a table (parameters, test accuracy, test loss,
-training time) and a training-curve PNG.
+curriculum -> fine-tune), then prints and saves a table (parameters, test
+accuracy, test loss, training time) and a training-curve PNG.
 """
 
 import json

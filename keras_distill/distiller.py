@@ -66,6 +66,31 @@ def _distillation_loss_spec(loss):
     )
 
 
+def _check_teacher_weights(weights, count):
+    """Normalised non-negative weights, one per teacher."""
+    if weights is None:
+        return [1.0 / count] * count
+    weights = [float(w) for w in weights]
+    if len(weights) != count or any(not w >= 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(
+            f"`teacher_weights` must be {count} non-negative numbers (one per "
+            f"teacher) with a positive sum. Received: teacher_weights={weights!r}"
+        )
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+def _check_teacher_temperatures(temperatures, count):
+    if temperatures is None:
+        return [None] * count
+    if len(temperatures) != count:
+        raise ValueError(
+            f"`teacher_temperatures` must have one entry per teacher ({count}). "
+            f"Received: teacher_temperatures={temperatures!r}"
+        )
+    return [None if t is None else check_temperature(t) for t in temperatures]
+
+
 def _num_classes(model):
     """The size of the model's last output axis, or None when unknown."""
     try:
@@ -124,7 +149,9 @@ class Distiller(keras.Model):
 
     Args:
         student: The `keras.Model` to train.
-        teacher: A trained `keras.Model` with the same number of classes.
+        teacher: A trained `keras.Model` with the same number of classes, or
+            a list of them (an ensemble: their softened distributions are
+            averaged in probability space, Hinton et al. 2015, section 4).
         alpha: Weight of the hard-label loss, in [0, 1]; the KD term gets
             `1 - alpha`. Defaults to `0.1`.
         temperature: Softmax temperature `T > 0` of the KD term. Defaults to
@@ -139,6 +166,11 @@ class Distiller(keras.Model):
             `KnowledgeDistillation`, `LogitMSE` or `DecoupledKD` instance
             (for DKD's `alpha`/`beta`; the temperature is always the
             distiller's). Defaults to `"kd"`.
+        teacher_weights: For several teachers, their weights in the average
+            (normalised). Defaults to `None`: equal weights.
+        teacher_temperatures: For several teachers, a fixed temperature per
+            teacher (`None` entries use the distiller's `temperature`).
+            Defaults to `None`.
         **kwargs: Passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -165,37 +197,53 @@ class Distiller(keras.Model):
         teacher_outputs="logits",
         student_outputs="logits",
         distillation_loss="kd",
+        teacher_weights=None,
+        teacher_temperatures=None,
         **kwargs,
     ):
-        for name, model in (("student", student), ("teacher", teacher)):
+        teachers = list(teacher) if isinstance(teacher, list | tuple) else [teacher]
+        if not teachers:
+            raise ValueError("`teacher` must be a keras.Model or a non-empty list.")
+        named = [("student", student)] + [
+            ("teacher" if len(teachers) == 1 else f"teacher[{i}]", t)
+            for i, t in enumerate(teachers)
+        ]
+        for name, model in named:
             if not isinstance(model, keras.Model):
                 raise TypeError(
                     f"`{name}` must be a `keras.Model`. Received: {name}={model!r} "
                     f"of type {type(model).__name__}"
                 )
-        if student is teacher:
+        if any(student is t for t in teachers):
             raise ValueError("`student` and `teacher` must be different models.")
         kd_losses.check_output_kind(teacher_outputs, "teacher_outputs")
         kd_losses.check_output_kind(student_outputs, "student_outputs")
         alpha = check_alpha(alpha)
         temperature = check_temperature(temperature)
         self._kd_kind, self._kd_options = _distillation_loss_spec(distillation_loss)
-        student_classes, teacher_classes = _num_classes(student), _num_classes(teacher)
-        if (
-            student_classes is not None
-            and teacher_classes is not None
-            and student_classes != teacher_classes
-        ):
+        self._teacher_weights = _check_teacher_weights(teacher_weights, len(teachers))
+        self._teacher_temperatures = _check_teacher_temperatures(
+            teacher_temperatures, len(teachers)
+        )
+        classes = {name: _num_classes(model) for name, model in named}
+        known = {name: c for name, c in classes.items() if c is not None}
+        if len(set(known.values())) > 1:
+            shapes = ", ".join(
+                f"{name} {model.output_shape}"
+                for name, model in named
+                if classes[name] is not None
+            )
             raise ValueError(
-                f"Teacher and student must predict the same number of classes. "
-                f"Received: teacher output shape {teacher.output_shape} "
-                f"({teacher_classes} classes), student output shape "
-                f"{student.output_shape} ({student_classes} classes)."
+                "Teacher and student must predict the same number of classes. "
+                f"Received output shapes: {shapes}."
             )
         super().__init__(**kwargs)
         self.student = student
-        teacher.trainable = False
-        self.teacher = _inference_view(teacher)
+        for t in teachers:
+            t.trainable = False
+        self.teachers = [_inference_view(t) for t in teachers]
+        self.teacher_weights = teacher_weights
+        self.teacher_temperatures = teacher_temperatures
         self.teacher_outputs = teacher_outputs
         self.student_outputs = student_outputs
         self.distillation_loss = distillation_loss
@@ -210,7 +258,7 @@ class Distiller(keras.Model):
         self._default_student_loss = keras.losses.SparseCategoricalCrossentropy(
             from_logits=student_outputs == "logits"
         )
-        if student.built and teacher.built:
+        if student.built and all(t.built for t in teachers):
             self.built = True
 
     # -- Scheduled parameters -------------------------------------------------
@@ -238,7 +286,7 @@ class Distiller(keras.Model):
     def build(self, input_shape):
         # Calling on a symbolic input builds subclassed models too (their
         # layers create weights on first call), also when loading a file.
-        for model in (self.student, self.teacher):
+        for model in (self.student, *self.teachers):
             if not model.built:
                 model(keras.KerasTensor(input_shape))
         self.built = True
@@ -270,8 +318,29 @@ class Distiller(keras.Model):
         """Teacher logits for `x` (float32), from the batch or the teacher."""
         if teacher_targets is not None:
             return ops.cast(teacher_targets[TEACHER_LOGITS_KEY], "float32")
-        outputs = self.teacher(x, training=False)
-        return ops.stop_gradient(kd_losses.to_logits(outputs, self.teacher_outputs))
+        if len(self.teachers) == 1:
+            outputs = self.teacher(x, training=False)
+            return ops.stop_gradient(kd_losses.to_logits(outputs, self.teacher_outputs))
+        # Hinton's ensemble: average the teachers' softened distributions in
+        # probability space, returned as logits L with softmax(L / T) equal to
+        # the average (L = T * log(sum_i w_i softmax(z_i / T_i))).
+        temperature = ops.cast(self._temperature, "float32")
+        log_terms = []
+        for teacher, weight, t_i in zip(
+            self.teachers, self._teacher_weights, self._teacher_temperatures
+        ):
+            logits = kd_losses.to_logits(
+                teacher(x, training=False), self.teacher_outputs
+            )
+            t_i = temperature if t_i is None else t_i
+            log_terms.append(np.log(weight) + ops.log_softmax(logits / t_i, axis=-1))
+        mixture = ops.logsumexp(ops.stack(log_terms, axis=0), axis=0)
+        return ops.stop_gradient(temperature * mixture)
+
+    @property
+    def teacher(self):
+        """The teacher (the first one when there are several)."""
+        return self.teachers[0]
 
     def compute_distillation_loss(
         self, x, y, y_pred, sample_weight=None, teacher_targets=None, training=True
@@ -455,7 +524,13 @@ class Distiller(keras.Model):
         config.update(
             {
                 "student": keras.saving.serialize_keras_object(self.student),
-                "teacher": keras.saving.serialize_keras_object(self.teacher),
+                "teacher": (
+                    keras.saving.serialize_keras_object(self.teacher)
+                    if len(self.teachers) == 1
+                    else [keras.saving.serialize_keras_object(t) for t in self.teachers]
+                ),
+                "teacher_weights": self.teacher_weights,
+                "teacher_temperatures": self.teacher_temperatures,
                 "alpha": float(ops.convert_to_numpy(self._alpha)),
                 "temperature": float(ops.convert_to_numpy(self._temperature)),
                 "teacher_outputs": self.teacher_outputs,
@@ -473,7 +548,12 @@ class Distiller(keras.Model):
     def from_config(cls, config):
         config = dict(config)
         config["student"] = keras.saving.deserialize_keras_object(config["student"])
-        config["teacher"] = keras.saving.deserialize_keras_object(config["teacher"])
+        teacher = config["teacher"]
+        config["teacher"] = (
+            [keras.saving.deserialize_keras_object(t) for t in teacher]
+            if isinstance(teacher, list)
+            else keras.saving.deserialize_keras_object(teacher)
+        )
         if isinstance(config.get("distillation_loss"), dict):
             config["distillation_loss"] = keras.saving.deserialize_keras_object(
                 config["distillation_loss"]
