@@ -30,6 +30,7 @@ _LAZY_MODULES = (
     "export",
     "models",
     "schedules",
+    "transfer",
     "tuner",
 )
 _LAZY_NAMES = {

@@ -350,7 +350,9 @@ class Distiller(keras.Model):
         `student_loss` is `None` for unlabeled batches, whose total loss is the
         KD term alone.
         """
-        student_logits = kd_losses.to_logits(y_pred, self.student_outputs)
+        student_logits = kd_losses.to_logits(
+            self.soft_predictions(y_pred), self.student_outputs
+        )
         if teacher_targets is not None and TOPK_LOGITS_KEY in teacher_targets:
             per_example = kd_losses.topk_kd_loss(
                 teacher_targets[TOPK_LOGITS_KEY],
@@ -367,10 +369,11 @@ class Distiller(keras.Model):
         extra = self._regularization_loss()
         if y is None:
             return distillation_loss + extra, None, distillation_loss
+        hard = self.hard_predictions(y_pred)
         if self._compile_loss is not None:
-            student_loss = self._compile_loss(y, y_pred, sample_weight)
+            student_loss = self._compile_loss(y, hard, sample_weight)
         else:
-            student_loss = self._default_student_loss(y, y_pred, sample_weight)
+            student_loss = self._default_student_loss(y, hard, sample_weight)
         student_loss = ops.cast(student_loss, "float32")
         alpha = ops.cast(self._alpha, "float32")
         total = alpha * student_loss + (1.0 - alpha) * distillation_loss + extra
@@ -434,7 +437,17 @@ class Distiller(keras.Model):
         if y is None:
             # Compiled metrics (e.g. accuracy) need labels: leave them as they are.
             return self.get_metrics_result()
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        return self.compute_metrics(
+            x, y, self.hard_predictions(y_pred), sample_weight=sample_weight
+        )
+
+    def soft_predictions(self, y_pred):
+        """The student outputs that the KD term compares with the teacher."""
+        return y_pred
+
+    def hard_predictions(self, y_pred):
+        """The student outputs that the labels and compiled metrics apply to."""
+        return y_pred
 
     def get_metrics_result(self):
         # Compiled metrics are built by their first labelled batch; until then
