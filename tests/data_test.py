@@ -1,0 +1,90 @@
+import time
+
+import numpy as np
+import pytest
+
+from keras_distill import data
+
+
+def test_digits_split_is_fixed_and_stratified():
+    a, b = data.load_digits(seed=0), data.load_digits(seed=0)
+    assert {k: len(v[0]) for k, v in a.items()} == {
+        "train": 1167,
+        "val": 270,
+        "test": 360,
+    }
+    np.testing.assert_array_equal(a["test"][1], b["test"][1])
+    assert a["train"][0].min() >= 0 and a["train"][0].max() <= 1
+    assert set(np.unique(a["val"][1])) == set(range(10))
+
+
+def test_load_digits_by_name():
+    splits = data.load("digits", batch_size=50)
+    x, y = next(iter(splits.train))
+    assert x.shape == (50, 8, 8, 1) and splits.num_classes == 10
+    assert sum(int(b[1].shape[0]) for b in splits.test) == 360
+
+
+def test_tfds_with_mock_data_normalises_and_batches():
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=40):
+        splits = data.load("tfds:mnist", batch_size=8)
+        x, y = next(iter(splits.train))
+    assert splits.num_classes == 10 and splits.input_shape == (28, 28, 1)
+    assert x.shape == (8, 28, 28, 1) and x.dtype == "float32"
+    assert float(np.max(x)) <= 1.0 and y.dtype == "int32"
+
+
+def test_tfds_offline_not_prepared_fails_fast(tmp_path):
+    # No network here: tfds's own download would retry for minutes.
+    start = time.monotonic()
+    with pytest.raises((TimeoutError, RuntimeError), match="mnist"):
+        data.load("tfds:mnist", data_dir=str(tmp_path), download_timeout=8)
+    assert time.monotonic() - start < 30
+
+
+def test_tfds_without_download(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not prepared.*download=False"):
+        data.load("tfds:mnist", data_dir=str(tmp_path), download=False)
+
+
+def test_npz(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "d.npz"
+    np.savez(
+        path,
+        x_train=rng.integers(0, 255, (50, 6, 6), dtype="uint8"),
+        y_train=rng.integers(0, 3, 50),
+    )
+    splits = data.load(f"npz:{path}", batch_size=10)
+    assert splits.input_shape == (6, 6, 1) and splits.num_classes == 3
+    assert sum(int(b[0].shape[0]) for b in splits.val) == 5
+    x, _ = next(iter(splits.train))
+    assert float(np.max(x)) <= 1.0
+    np.savez(tmp_path / "bad.npz", x=np.zeros(3))
+    with pytest.raises(KeyError, match=r"\['x_train', 'y_train'\]"):
+        data.load(f"npz:{tmp_path / 'bad.npz'}")
+
+
+def test_image_folder(tmp_path):
+    import keras
+
+    rng = np.random.default_rng(0)
+    for label in ("cat", "dog"):
+        (tmp_path / label).mkdir()
+        for i in range(5):
+            keras.utils.save_img(
+                tmp_path / label / f"{i}.png", rng.integers(0, 255, (12, 12, 3))
+            )
+    splits = data.load(
+        f"images:{tmp_path}", batch_size=4, image_size=(10, 10), val_fraction=0.2
+    )
+    assert splits.num_classes == 2 and splits.input_shape == (10, 10, 3)
+    x, _ = next(iter(splits.train))
+    assert x.shape[1:] == (10, 10, 3) and float(np.max(x)) <= 1.0
+
+
+def test_bad_source():
+    with pytest.raises(ValueError, match="source='mnist'"):
+        data.load("mnist")
