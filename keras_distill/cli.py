@@ -25,6 +25,20 @@ def _export(args):
     return 0
 
 
+def _train(args):
+    from keras_distill import runs
+
+    runs.train(args.config, overwrite=args.overwrite, verbose=args.verbose)
+    return 0
+
+
+def _evaluate(args):
+    from keras_distill import runs
+
+    runs.evaluate(args.model, source=args.data, batch_size=args.batch_size)
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-distill",
@@ -40,6 +54,24 @@ def build_parser():
     )
     demo.set_defaults(func=_demo)
 
+    train = sub.add_parser(
+        "train", help="Run a YAML config: teacher, distillation, report, export."
+    )
+    train.add_argument("config", help="A YAML run configuration.")
+    train.add_argument(
+        "--overwrite", action="store_true", help="Replace an existing output folder."
+    )
+    train.add_argument(
+        "--verbose", default="auto", type=lambda v: v if v == "auto" else int(v)
+    )
+    train.set_defaults(func=_train)
+
+    evaluate = sub.add_parser("evaluate", help="Test accuracy of a saved model.")
+    evaluate.add_argument("model", help="A saved distiller or student (.keras).")
+    evaluate.add_argument("--data", default="digits")
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.set_defaults(func=_evaluate)
+
     export = sub.add_parser(
         "export",
         help="Export the student of a saved .keras model for TensorFlow Serving.",
@@ -54,5 +86,11 @@ def build_parser():
 
 
 def main(argv=None):
+    from keras_distill.config import ConfigError
+
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ConfigError, FileExistsError, FileNotFoundError) as error:
+        print(f"keras-distill {args.command}: error: {error}", file=sys.stderr)
+        return 2

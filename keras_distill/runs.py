@@ -1,0 +1,178 @@
+"""Config-driven runs behind `keras-distill train` and `keras-distill evaluate`."""
+
+import json
+import os
+import shutil
+import time
+
+import keras
+import numpy as np
+
+from keras_distill import config as kd_config
+from keras_distill import data, models, report
+from keras_distill.distiller import Distiller
+
+RUN_MARKER = "run.json"
+
+
+class LogParameters(keras.callbacks.Callback):
+    """Writes the distiller's `alpha` and `temperature` into the epoch logs."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            for name in ("alpha", "temperature"):
+                logs.setdefault(name, float(getattr(self.model, name).numpy()))
+
+
+def prepare_output(path, overwrite=False):
+    """Creates `path`; refuses a folder holding another run unless `overwrite`."""
+    if os.path.exists(path) and os.listdir(path):
+        if not overwrite:
+            raise FileExistsError(
+                f"The output folder {path!r} already holds files of another run; "
+                "choose another `output` or pass --overwrite."
+            )
+        shutil.rmtree(path)
+    os.makedirs(path, exist_ok=True)
+
+
+def _model(spec, role, splits):
+    name = spec["model"]
+    if name.endswith(".keras"):
+        if not os.path.isfile(name):
+            raise FileNotFoundError(f"{role}.model: no such file {name!r}.")
+        return keras.models.load_model(name, safe_mode=True), True
+    builders = {"teacher_cnn": models.teacher_cnn, "student_mlp": models.student_mlp}
+    if name not in builders:
+        raise ValueError(
+            f"{role}.model must be a .keras file or one of {sorted(builders)}. "
+            f"Received: {name!r}"
+        )
+    kwargs = {"input_shape": splits.input_shape, "num_classes": splits.num_classes}
+    if name == "student_mlp":
+        kwargs["hidden"] = spec.get("hidden", 16)
+    return builders[name](name=role, **kwargs), False
+
+
+def _compile(model, learning_rate, metrics=("accuracy",)):
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=list(metrics),
+    )
+
+
+def train(config_path, overwrite=False, verbose="auto"):
+    """Runs a config file: teacher, distillation, report, export. Returns a dict."""
+    cfg = kd_config.load(config_path)
+    out = cfg["output"]
+    prepare_output(out, overwrite=overwrite)
+    keras.utils.set_random_seed(cfg["seed"])
+    splits = data.load(cfg["data"], batch_size=cfg["batch_size"], seed=cfg["seed"])
+    teacher, loaded = _model(cfg["teacher"], "teacher", splits)
+    if not loaded:
+        _compile(teacher, cfg["teacher"]["learning_rate"])
+        print(f"== training the teacher ({cfg['teacher']['epochs']} epochs)")
+        teacher.fit(
+            splits.train,
+            validation_data=splits.val,
+            epochs=cfg["teacher"]["epochs"],
+            verbose=verbose,
+        )
+    elif teacher.optimizer is None:
+        _compile(teacher, cfg["teacher"]["learning_rate"])
+    teacher_val = teacher.evaluate(splits.val, verbose=0, return_dict=True)
+    student, _ = _model(cfg["student"], "student", splits)
+    distiller = Distiller(
+        student,
+        teacher,
+        alpha=cfg["distill"]["alpha"],
+        temperature=cfg["distill"]["temperature"],
+        teacher_outputs=cfg["teacher"]["outputs"],
+        distillation_loss=cfg["distill"]["loss"],
+    )
+    _compile(distiller, cfg["distill"]["learning_rate"])
+    from keras_distill.callbacks import ParameterScheduler
+
+    callbacks = [
+        ParameterScheduler(name, kd_config.build_schedule(spec))
+        for name, spec in cfg.get("schedules", {}).items()
+    ]
+    callbacks += [
+        LogParameters(),
+        keras.callbacks.TensorBoard(os.path.join(out, "tensorboard")),
+        keras.callbacks.BackupAndRestore(os.path.join(out, "backup")),
+    ]
+    print(f"== distilling the student ({cfg['distill']['epochs']} epochs)")
+    start = time.perf_counter()
+    history = distiller.fit(
+        splits.train,
+        validation_data=splits.val,
+        epochs=cfg["distill"]["epochs"],
+        callbacks=callbacks,
+        verbose=verbose,
+    ).history
+    seconds = time.perf_counter() - start
+    evaluation = splits.test if splits.test is not None else splits.val
+    rows = [
+        {
+            "model": "teacher",
+            "parameters": teacher.count_params(),
+            "accuracy": float(
+                teacher.evaluate(evaluation, verbose=0, return_dict=True)["accuracy"]
+            ),
+        },
+        {
+            "model": "student (distilled)",
+            "parameters": student.count_params(),
+            "accuracy": float(
+                distiller.evaluate(evaluation, verbose=0, return_dict=True)["accuracy"]
+            ),
+        },
+    ]
+    distiller.save(os.path.join(out, "distiller.keras"))
+    student.save(os.path.join(out, "student.keras"))
+    report.plot_run(
+        history,
+        os.path.join(out, "report.png"),
+        teacher_accuracy=teacher_val.get("accuracy"),
+        title=f"{cfg['data']}: student distilled from the teacher",
+    )
+    split_name = "test" if splits.test is not None else "val"
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write(report.summary_markdown(rows, title=f"Run {out} ({split_name} split)"))
+    with open(os.path.join(out, "history.json"), "w") as f:
+        json.dump({k: [float(v) for v in vs] for k, vs in history.items()}, f)
+    exported = None
+    if cfg["export"]:
+        from keras_distill.export import export_student
+
+        exported = export_student(distiller, os.path.join(out, "serving")).path
+    result = {"config": cfg, "rows": rows, "train_seconds": seconds, "export": exported}
+    with open(os.path.join(out, RUN_MARKER), "w") as f:
+        json.dump(result, f, indent=2)
+    print(report.summary_markdown(rows, title=f"Run {out}"))
+    return result
+
+
+def evaluate(model_path, source="digits", batch_size=64):
+    """Evaluates a saved distiller or student on `source`'s test split."""
+    model = keras.models.load_model(model_path, safe_mode=True)
+    student = model.student if isinstance(model, Distiller) else model
+    splits = data.load(source, batch_size=batch_size)
+    evaluation = splits.test if splits.test is not None else splits.val
+    correct = total = 0
+    for x, y in evaluation:
+        predictions = np.argmax(
+            keras.ops.convert_to_numpy(student(x, training=False)), -1
+        )
+        correct += int(np.sum(predictions == keras.ops.convert_to_numpy(y)))
+        total += len(predictions)
+    result = {
+        "model": model_path,
+        "data": source,
+        "examples": total,
+        "accuracy": correct / total,
+    }
+    print(report.summary_markdown([result], title="Evaluation"))
+    return result

@@ -1,0 +1,73 @@
+import json
+import os
+
+import pytest
+import tensorflow as tf
+
+from keras_distill import cli
+
+QUICK = """\
+data: digits
+output: {out}
+teacher: {{model: teacher_cnn, epochs: 1}}
+student: {{model: student_mlp, hidden: 8}}
+distill: {{epochs: 2}}
+schedules:
+  temperature: {{kind: linear, start: 8.0, end: 2.0, steps: 1}}
+"""
+
+
+def tensorboard_tags(folder):
+    tags = set()
+    for root, _, files in os.walk(folder):
+        for name in files:
+            if "tfevents" not in name:
+                continue
+            for record in tf.data.TFRecordDataset(os.path.join(root, name)):
+                event = tf.compat.v1.Event.FromString(record.numpy())
+                tags.update(v.tag for v in event.summary.value)
+    return tags
+
+
+@pytest.mark.slow
+def test_train_writes_a_complete_run_and_refuses_to_overwrite(tmp_path, capsys):
+    out = tmp_path / "run"
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(QUICK.format(out=out))
+    assert cli.main(["train", str(cfg), "--verbose", "0"]) == 0
+    for name in (
+        "distiller.keras",
+        "student.keras",
+        "report.png",
+        "summary.md",
+        "run.json",
+    ):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "report.png").stat().st_size > 20_000
+    assert os.listdir(out / "serving") == ["1"]
+    history = json.loads((out / "history.json").read_text())
+    assert history["temperature"] == [8.0, 2.0]
+    tags = tensorboard_tags(out / "tensorboard")
+    assert {"epoch_distillation_loss", "epoch_temperature", "epoch_alpha"} <= tags, tags
+    assert "| student (distilled) |" in (out / "summary.md").read_text()
+    capsys.readouterr()
+    # A second run into the same folder is refused unless --overwrite.
+    assert cli.main(["train", str(cfg), "--verbose", "0"]) == 2
+    assert "already holds files of another run" in capsys.readouterr().err
+    assert cli.main(["evaluate", str(out / "student.keras")]) == 0
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_train_config_error_is_reported(tmp_path, capsys):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("output: x\ndistill: {alpah: 0.3}\n")
+    assert cli.main(["train", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "line 2: unknown key 'alpah' in distill. Did you mean 'alpha'?" in err
+
+
+def test_missing_model_file(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"output: {tmp_path / 'o'}\nteacher: {{model: nothere.keras}}\n")
+    assert cli.main(["train", str(cfg)]) == 2
+    assert "no such file 'nothere.keras'" in capsys.readouterr().err
