@@ -1,0 +1,347 @@
+"""Keras Tuner search over temperature and alpha, paying for the teacher once.
+
+keras-tuner is an optional extra: `pip install keras-distill[tuner]`.
+
+The teacher's outputs on the training and validation data are computed once
+per search (per data array) and every trial trains from them, so a trial
+costs what training the student alone costs. Trial checkpoints hold the
+student's weights only.
+"""
+
+import warnings
+
+import keras
+import numpy as np
+
+from keras_distill.distiller import TEACHER_LOGITS_KEY, Distiller
+
+
+def _keras_tuner():
+    try:
+        import keras_tuner
+    except ImportError as error:
+        raise ImportError(
+            "The tuner needs keras-tuner: `pip install keras-distill[tuner]` "
+            "(keras-tuner also needs tensorboard)."
+        ) from error
+    return keras_tuner
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class TrialDistiller(Distiller):
+    """A Distiller whose weight files hold the student only (tuner trials)."""
+
+    def save_weights(self, filepath, overwrite=True, **kwargs):
+        self.student.save_weights(filepath, overwrite=overwrite, **kwargs)
+
+    def load_weights(self, filepath, **kwargs):
+        self.student.load_weights(filepath, **kwargs)
+
+
+def _check_range(values, name, low, high=None, low_inclusive=True):
+    try:
+        lo, hi = (float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`{name}` must be a (min, max) pair of numbers. "
+            f"Received: {name}={values!r}"
+        ) from None
+    below = lo < low if low_inclusive else lo <= low
+    if below or (high is not None and hi > high) or lo > hi:
+        bounds = f"[{low}, {high}]" if high is not None else f"> {low}"
+        raise ValueError(
+            f"`{name}` must satisfy min <= max within {bounds}. "
+            f"Received: {name}={values!r}"
+        )
+    return lo, hi
+
+
+def _hypermodel_class():
+    kt = _keras_tuner()
+
+    class DistillerHyperModel(kt.HyperModel):
+        """Builds a `Distiller` per trial; searches temperature and alpha.
+
+        Fixed things (teacher, student builder, ranges) are given here and
+        checked here; the search space is declared in `build(hp)`:
+        `temperature` (log sampling over `temperature_range`), `alpha`
+        (over `alpha_range`) and, when `learning_rate_range` is given, the
+        learning rate (log sampling). A user's own `HyperParameters` passed to
+        the tuner override any of them (e.g. fix `alpha`). The teacher's
+        outputs are computed once per data array and reused by every trial.
+
+        Reference: Hinton et al. 2015 for the loss; Keras Tuner (O'Malley et
+        al. 2019) for the search.
+
+        Args:
+            teacher: The trained teacher (never modified).
+            build_student: A callable `build_student(hp) -> keras.Model`, or a
+                `keras.Model` whose architecture is reused (cloned) per trial.
+            temperature_range: `(min, max)`, both > 0. Defaults to `(1, 20)`.
+            alpha_range: `(min, max)` within [0, 1]. Defaults to `(0, 1)`.
+            learning_rate_range: `(min, max)` or `None` for a fixed
+                `learning_rate`. Defaults to `None`.
+            learning_rate: Learning rate when not searched. Defaults to `1e-2`.
+            metrics: Compiled metrics. Defaults to `["accuracy"]`.
+
+        Example:
+
+        ```python
+        hypermodel = kd.DistillerHyperModel(teacher, build_student)
+        tuner = keras_tuner.RandomSearch(hypermodel, objective="val_accuracy",
+                                         max_trials=10, directory="tuning")
+        tuner.search(x_train, y_train, validation_data=(x_val, y_val), epochs=5)
+        ```
+        """
+
+        def __init__(
+            self,
+            teacher,
+            build_student,
+            temperature_range=(1.0, 20.0),
+            alpha_range=(0.0, 1.0),
+            learning_rate_range=None,
+            learning_rate=1e-2,
+            metrics=("accuracy",),
+            name="distiller",
+        ):
+            super().__init__(name=name)
+            if not isinstance(teacher, keras.Model):
+                raise TypeError(
+                    f"`teacher` must be a keras.Model. Received: {teacher!r}"
+                )
+            if not (callable(build_student) or isinstance(build_student, keras.Model)):
+                raise TypeError(
+                    "`build_student` must be a callable `build_student(hp)` or a "
+                    f"keras.Model. Received: {build_student!r}"
+                )
+            self.temperature_range = (
+                None
+                if temperature_range is None
+                else _check_range(
+                    temperature_range, "temperature_range", 0.0, low_inclusive=False
+                )
+            )
+            self.alpha_range = (
+                None
+                if alpha_range is None
+                else _check_range(alpha_range, "alpha_range", 0.0, 1.0)
+            )
+            self.learning_rate_range = (
+                None
+                if learning_rate_range is None
+                else _check_range(
+                    learning_rate_range, "learning_rate_range", 0.0, low_inclusive=False
+                )
+            )
+            searched = [
+                r
+                for r in (
+                    self.temperature_range,
+                    self.alpha_range,
+                    self.learning_rate_range,
+                )
+                if r is not None and r[0] != r[1]
+            ]
+            if not searched and isinstance(build_student, keras.Model):
+                raise ValueError(
+                    "The search space is empty: every range is None or a single "
+                    "value and the student is fixed. Give `temperature_range`, "
+                    "`alpha_range` or `learning_rate_range` a (min, max) with "
+                    "min < max."
+                )
+            self.teacher = teacher
+            self.build_student = build_student
+            self.learning_rate = learning_rate
+            self.metrics = list(metrics)
+            self.teacher_calls = 0
+            self._targets = {}
+
+        # -- The search space -------------------------------------------------
+
+        def build(self, hp):
+            def value(name, bounds, default, **kwargs):
+                if bounds is None:
+                    return default
+                lo, hi = bounds
+                if lo == hi:
+                    return hp.Fixed(name, lo)
+                return hp.Float(
+                    name, lo, hi, default=min(max(default, lo), hi), **kwargs
+                )
+
+            temperature = value(
+                "temperature", self.temperature_range, 4.0, sampling="log"
+            )
+            alpha = value("alpha", self.alpha_range, 0.1)
+            learning_rate = value(
+                "learning_rate",
+                self.learning_rate_range,
+                self.learning_rate,
+                sampling="log",
+            )
+            if isinstance(self.build_student, keras.Model):
+                student = keras.models.clone_model(self.build_student)
+            else:
+                student = self.build_student(hp)
+            distiller = TrialDistiller(
+                student, self.teacher, alpha=alpha, temperature=temperature
+            )
+            distiller.compile(
+                optimizer=keras.optimizers.Adam(learning_rate),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=self.metrics,
+            )
+            return distiller
+
+        # -- Training from the teacher's outputs, computed once ---------------
+
+        def teacher_logits(self, x):
+            """The teacher's logits for array `x`, computed once and memoised."""
+            key = (id(x), len(x))
+            if key not in self._targets:
+                self.teacher_calls += 1
+                logits = self.teacher.predict(x, batch_size=256, verbose=0)
+                self._targets[key] = (x, logits.astype("float32"))
+            return self._targets[key][1]
+
+        def dataset(self, x, y, batch_size=32, shuffle=True, seed=0):
+            """`(x, y, {"teacher_logits": ...})` batches for arrays `x`, `y`."""
+            import tensorflow as tf
+
+            logits = self.teacher_logits(x)
+            ds = tf.data.Dataset.from_tensor_slices(
+                (x, y, {TEACHER_LOGITS_KEY: logits})
+            )
+            if shuffle:
+                ds = ds.shuffle(len(x), seed=seed)
+            return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+        def fit(self, hp, model, x, y, validation_data=None, batch_size=32, **kwargs):
+            x, y = np.asarray(x), np.asarray(y)
+            train = self.dataset(x, y, batch_size=batch_size)
+            val = None
+            if validation_data is not None:
+                x_val, y_val = (np.asarray(a) for a in validation_data[:2])
+                val = self.dataset(x_val, y_val, batch_size=256, shuffle=False)
+                self._warn_if_untrained(x_val, y_val)
+            kwargs.pop("shuffle", None)
+            return model.fit(train, validation_data=val, **kwargs)
+
+        def _warn_if_untrained(self, x_val, y_val):
+            logits = self.teacher_logits(x_val)
+            accuracy = float(np.mean(np.argmax(logits, -1) == y_val.reshape(-1)))
+            chance = 1.0 / logits.shape[-1]
+            if accuracy <= 1.5 * chance:
+                warnings.warn(
+                    f"The teacher's validation accuracy is {accuracy:.3f}, about "
+                    f"chance ({chance:.3f}) for {logits.shape[-1]} classes: is it "
+                    "trained?",
+                    stacklevel=3,
+                )
+
+    return DistillerHyperModel
+
+
+def __getattr__(name):
+    if name == "DistillerHyperModel":
+        cls = _hypermodel_class()
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module 'keras_distill.tuner' has no attribute {name!r}")
+
+
+def trial_table(tuner, num_trials=None):
+    """The finished trials as a Markdown table, best first."""
+    trials = tuner.oracle.get_best_trials(num_trials or len(tuner.oracle.trials))
+    names = sorted({n for t in trials for n in t.hyperparameters.values})
+    lines = [
+        "| trial | " + " | ".join(names) + " | score |",
+        "|---|" + "---:|" * (len(names) + 1),
+    ]
+    for t in trials:
+        values = [t.hyperparameters.values.get(n) for n in names]
+        cells = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in values]
+        score = "-" if t.score is None else f"{t.score:.4f}"
+        lines.append(f"| {t.trial_id} | " + " | ".join(cells) + f" | {score} |")
+    return "\n".join(lines)
+
+
+def tune(
+    teacher,
+    build_student,
+    train,
+    val,
+    max_trials=10,
+    epochs=5,
+    tuner="random",
+    directory="distill_runs/tuning",
+    project_name="distiller",
+    overwrite=False,
+    batch_size=32,
+    seed=0,
+    verbose=0,
+    **hypermodel_kwargs,
+):
+    """Searches temperature and alpha (and more), then rebuilds the best distiller.
+
+    Args:
+        teacher: The trained teacher.
+        build_student: `build_student(hp) -> keras.Model`, or a model to clone.
+        train: `(x, y)` training arrays.
+        val: `(x, y)` validation arrays.
+        max_trials: Trials to run. Defaults to `10`.
+        epochs: Epochs per trial. Defaults to `5`.
+        tuner: `"random"`, `"bayesian"` or `"hyperband"`. Defaults to `"random"`.
+        directory: Tuner folder. Defaults to `"distill_runs/tuning"`.
+        project_name: Tuner project name. Defaults to `"distiller"`.
+        overwrite: Start afresh; when `False` a rerun resumes and skips
+            finished trials. Defaults to `False`.
+        batch_size: Defaults to `32`.
+        seed: Tuner seed. Defaults to `0`.
+        verbose: Keras verbosity of the trials. Defaults to `0`.
+        **hypermodel_kwargs: Passed to `DistillerHyperModel` (ranges, ...).
+
+    Returns:
+        `(best_hyperparameters, distiller, tuner)`: the distiller is rebuilt
+        from the best hyperparameters with the best trial's student weights.
+
+    Example:
+
+    ```python
+    best_hp, distiller, _ = kd.tune(teacher, build_student, (x, y), (x_val, y_val),
+                                    max_trials=8)
+    print(best_hp.values)
+    ```
+    """
+    kt = _keras_tuner()
+    hypermodel = _hypermodel_class()(teacher, build_student, **hypermodel_kwargs)
+    common = dict(
+        objective="val_accuracy",
+        directory=directory,
+        project_name=project_name,
+        overwrite=overwrite,
+        seed=seed,
+    )
+    if tuner == "random":
+        search = kt.RandomSearch(hypermodel, max_trials=max_trials, **common)
+    elif tuner == "bayesian":
+        search = kt.BayesianOptimization(hypermodel, max_trials=max_trials, **common)
+    elif tuner == "hyperband":
+        search = kt.Hyperband(hypermodel, max_epochs=epochs, **common)
+    else:
+        raise ValueError(
+            f"`tuner` must be 'random', 'bayesian' or 'hyperband'. Received: {tuner!r}"
+        )
+    search.search(
+        train[0],
+        train[1],
+        validation_data=val,
+        epochs=epochs,
+        batch_size=batch_size,
+        verbose=verbose,
+    )
+    print(trial_table(search))
+    best_hp = search.get_best_hyperparameters(1)[0]
+    distiller = search.load_model(search.oracle.get_best_trials(1)[0])
+    return best_hp, distiller, search

@@ -1,0 +1,179 @@
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from test_case import digits, trained_teacher, weights_equal
+
+import keras_distill as kd
+from keras_distill import models
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def splits():
+    (x, y), (xv, yv) = digits()["train"], digits()["val"]
+    return (x[:400], y[:400]), (xv[:150], yv[:150])
+
+
+def counting_teacher():
+    """An uncompiled teacher (used as is) that counts calls and predicted rows."""
+    teacher = models.teacher_cnn()
+    teacher.set_weights(trained_teacher().get_weights())
+    teacher.traced_calls, teacher.predicted = 0, 0
+    call, predict = teacher.call, teacher.predict
+
+    def counted_call(*args, **kwargs):
+        teacher.traced_calls += 1
+        return call(*args, **kwargs)
+
+    def counted_predict(x, *args, **kwargs):
+        teacher.predicted += len(x)
+        return predict(x, *args, **kwargs)
+
+    teacher.call, teacher.predict = counted_call, counted_predict
+    return teacher
+
+
+def build_student(hp):
+    return models.student_mlp(hidden=hp.Choice("hidden", [8, 16]))
+
+
+@pytest.mark.slow
+def test_search_runs_teacher_once_keeps_it_and_returns_a_working_distiller(
+    splits, tmp_path, capsys
+):
+    train, val = splits
+    teacher = counting_teacher()
+    before = [w.copy() for w in teacher.get_weights()]
+    best_hp, distiller, tuner = kd.tune(
+        teacher,
+        build_student,
+        train,
+        val,
+        max_trials=3,
+        epochs=2,
+        directory=tmp_path,
+        overwrite=True,
+    )
+    assert weights_equal(teacher.get_weights(), before)
+    # Once per example of the search: train and validation arrays, one pass each.
+    assert teacher.predicted == len(train[0]) + len(val[0])
+    traced_by_predict = teacher.traced_calls
+    assert traced_by_predict <= 4  # tracing of predict only; trials never call it
+    assert set(best_hp.values) >= {"temperature", "alpha", "hidden"}
+    assert 1.0 <= best_hp["temperature"] <= 20.0 and 0.0 <= best_hp["alpha"] <= 1.0
+    assert "| trial |" in capsys.readouterr().out
+    assert isinstance(distiller, kd.Distiller)
+    scores = [t.score for t in tuner.oracle.get_best_trials(3)]
+    got = distiller.evaluate(*val, verbose=0, return_dict=True)["accuracy"]
+    assert got == pytest.approx(scores[0], abs=1e-6)
+    history = distiller.fit(*train, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    # Trial checkpoints hold the student only.
+    for trial in tuner.oracle.trials:
+        path = os.path.join(tuner.get_trial_dir(trial), "checkpoint.weights.h5")
+        assert os.path.getsize(path) < 4 * 16 * 64 * 2 + 20_000
+        assert os.path.getsize(path) < 4 * teacher.count_params() / 4
+
+
+@pytest.mark.slow
+def test_rerun_resumes_without_repeating_trials(splits, tmp_path):
+    train, val = splits
+    teacher = trained_teacher()
+    built = []
+
+    def counted(hp):
+        built.append(1)
+        return build_student(hp)
+
+    kwargs = dict(epochs=1, directory=tmp_path, project_name="p")
+    _, _, first = kd.tune(
+        teacher, counted, train, val, max_trials=2, overwrite=True, **kwargs
+    )
+    scores = {t: first.oracle.trials[t].score for t in first.oracle.trials}
+    built.clear()
+    _, _, second = kd.tune(
+        teacher, counted, train, val, max_trials=3, overwrite=False, **kwargs
+    )
+    assert len(second.oracle.trials) == 3
+    for trial_id, score in scores.items():
+        assert second.oracle.trials[trial_id].score == score
+    # One new trial was built, plus one rebuild of the best for loading.
+    assert len(built) == 2
+
+
+def test_user_hyperparameters_override_the_search_space(splits):
+    import keras_tuner as kt
+
+    hm = kd.DistillerHyperModel(trained_teacher(), build_student)
+    hp = kt.HyperParameters()
+    hp.Fixed("alpha", 0.25)
+    distiller = hm.build(hp)
+    assert float(distiller.alpha) == pytest.approx(0.25)
+    assert 1.0 <= float(distiller.temperature) <= 20.0
+    assert hp.get("temperature") == 4.0  # the declared default
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (
+            {"alpha_range": (-0.1, 1.0)},
+            r"alpha_range.*\[0.0, 1.0\].*alpha_range=\(-0.1, 1.0\)",
+        ),
+        ({"alpha_range": (0.5, 1.5)}, "alpha_range=\\(0.5, 1.5\\)"),
+        ({"temperature_range": (0.0, 5.0)}, r"temperature_range.*> 0.0"),
+        ({"temperature_range": (5.0, 2.0)}, "min <= max"),
+        (
+            {"temperature_range": None, "alpha_range": (0.3, 0.3)},
+            "search space is empty",
+        ),
+    ],
+)
+def test_bad_search_space(kwargs, message):
+    student = models.student_mlp()
+    with pytest.raises(ValueError, match=message):
+        kd.DistillerHyperModel(trained_teacher(), student, **kwargs)
+
+
+def test_untrained_teacher_warns(splits):
+    import keras_tuner as kt
+
+    keras.utils.set_random_seed(5)
+    hm = kd.DistillerHyperModel(models.teacher_cnn(), build_student)
+    model = hm.build(kt.HyperParameters())
+    train, val = splits
+    with pytest.warns(UserWarning, match="about chance"):
+        hm.fit(
+            kt.HyperParameters(),
+            model,
+            *train,
+            validation_data=val,
+            epochs=1,
+            verbose=0,
+        )
+
+
+def test_import_without_keras_tuner_gives_install_hint():
+    code = (
+        "import sys; sys.modules['keras_tuner'] = None\n"
+        "import keras_distill as kd\n"
+        "try:\n"
+        "    kd.tune(None, None, None, None)\n"
+        "except ImportError as e:\n"
+        "    print('HINT', e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert "HINT" in out.stdout and "keras-distill[tuner]" in out.stdout, out.stderr[
+        -2000:
+    ]
