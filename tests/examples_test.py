@@ -1,0 +1,46 @@
+"""Every script in examples/ runs offline, in quick mode, and prints a result."""
+
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = sorted(glob.glob(os.path.join(ROOT, "examples", "*.py")))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", EXAMPLES, ids=os.path.basename)
+def test_example_runs(path, tmp_path):
+    env = {
+        **os.environ,
+        "KERAS_DISTILL_QUICK": "1",
+        "PYTHONPATH": ROOT,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "MPLBACKEND": "Agg",
+    }
+    out = subprocess.run(
+        [sys.executable, path],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip(), "the example printed nothing"
+
+
+def test_there_are_examples():
+    names = {os.path.basename(p) for p in EXAMPLES}
+    assert {
+        "quickstart.py",
+        "curriculum.py",
+        "tuning.py",
+        "export_and_serve.py",
+        "transfer.py",
+        "lifelong.py",
+        "multi_teacher.py",
+    } <= names
