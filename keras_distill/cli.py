@@ -32,6 +32,13 @@ def _train(args):
     return 0
 
 
+def _tune(args):
+    from keras_distill import runs
+
+    runs.tune(args.config, overwrite=args.overwrite)
+    return 0
+
+
 def _evaluate(args):
     from keras_distill import runs
 
@@ -66,6 +73,13 @@ def build_parser():
     )
     train.set_defaults(func=_train)
 
+    tune = sub.add_parser(
+        "tune", help="Keras Tuner search over temperature and alpha from a YAML config."
+    )
+    tune.add_argument("config", help="A YAML run configuration (uses its `tune` keys).")
+    tune.add_argument("--overwrite", action="store_true")
+    tune.set_defaults(func=_tune)
+
     evaluate = sub.add_parser("evaluate", help="Test accuracy of a saved model.")
     evaluate.add_argument("model", help="A saved distiller or student (.keras).")
     evaluate.add_argument("--data", default="digits")
@@ -91,6 +105,6 @@ def main(argv=None):
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
-    except (ConfigError, FileExistsError, FileNotFoundError) as error:
+    except (ConfigError, FileExistsError, FileNotFoundError, ValueError) as error:
         print(f"keras-distill {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -67,3 +67,41 @@ def summary_markdown(rows, title="Results"):
         cells = [f"{v:.4f}" if isinstance(v, float) else f"{v}" for v in row.values()]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def plot_tuning(trials, path, title="Tuning: validation accuracy"):
+    """Writes a PNG of each trial's score over temperature (log axis) and alpha.
+
+    Args:
+        trials: `(temperature, alpha, score)` tuples.
+        path: Where to write the PNG.
+        title: Figure title. Defaults to `"Tuning: validation accuracy"`.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    temperature, alpha, score = (np.asarray(v, dtype="float64") for v in zip(*trials))
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    points = ax.scatter(
+        temperature, alpha, c=score, cmap="viridis", s=90, edgecolors="k"
+    )
+    best = int(np.nanargmax(score))
+    ax.scatter(temperature[best], alpha[best], marker="*", s=350, c="red", label="best")
+    for t, a, s in zip(temperature, alpha, score):
+        ax.annotate(
+            f"{s:.3f}", (t, a), textcoords="offset points", xytext=(6, 6), fontsize=8
+        )
+    ax.set(
+        xscale="log",
+        xlabel="temperature",
+        ylabel="alpha (weight of the labels)",
+        title=title,
+    )
+    fig.colorbar(points, label="validation accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

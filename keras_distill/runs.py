@@ -155,6 +155,85 @@ def train(config_path, overwrite=False, verbose="auto"):
     return result
 
 
+def tune(config_path, overwrite=False, verbose=0):
+    """Runs a Keras Tuner search from a config file; writes a plot and a table."""
+    from keras_distill import tuner as kd_tuner
+
+    cfg = kd_config.load(config_path)
+    out = cfg["output"]
+    prepare_output(out, overwrite=overwrite)
+    keras.utils.set_random_seed(cfg["seed"])
+    if not cfg["data"] == "digits" and not cfg["data"].startswith("npz:"):
+        raise ValueError(
+            "`keras-distill tune` needs data that fits in memory: 'digits' or "
+            f"'npz:PATH'. Received: data={cfg['data']!r}"
+        )
+    arrays = _arrays(cfg)
+    splits = data.Splits(None, None, None, arrays["num_classes"], arrays["shape"], "")
+    teacher, loaded = _model(cfg["teacher"], "teacher", splits)
+    if not loaded:
+        _compile(teacher, cfg["teacher"]["learning_rate"])
+        print(f"== training the teacher ({cfg['teacher']['epochs']} epochs)")
+        teacher.fit(*arrays["train"], epochs=cfg["teacher"]["epochs"], verbose=verbose)
+    student_spec = dict(cfg["student"])
+
+    def build_student(hp):
+        if student_spec["model"] == "student_mlp":
+            student_spec["hidden"] = hp.Choice("hidden", [8, 16, 32])
+        return _model(student_spec, "student", splits)[0]
+
+    best_hp, distiller, search = kd_tuner.tune(
+        teacher,
+        build_student,
+        arrays["train"],
+        arrays["val"],
+        max_trials=cfg["tune"]["max_trials"],
+        epochs=cfg["tune"]["epochs"],
+        directory=os.path.join(out, "tuner"),
+        overwrite=True,
+        batch_size=cfg["batch_size"],
+        seed=cfg["seed"],
+    )
+    trials = [
+        (t.hyperparameters.get("temperature"), t.hyperparameters.get("alpha"), t.score)
+        for t in search.oracle.trials.values()
+        if t.score is not None
+    ]
+    report.plot_tuning(trials, os.path.join(out, "tuning.png"))
+    with open(os.path.join(out, "tuning.md"), "w") as f:
+        f.write(
+            "# Tuning trials (best first)\n\n" + kd_tuner.trial_table(search) + "\n"
+        )
+    distiller.save(os.path.join(out, "best_distiller.keras"))
+    result = {"best": best_hp.values, "trials": len(trials)}
+    with open(os.path.join(out, RUN_MARKER), "w") as f:
+        json.dump(result, f, indent=2)
+    print("best hyperparameters:", best_hp.values)
+    return result
+
+
+def _arrays(cfg):
+    if cfg["data"] == "digits":
+        d = data.load_digits(seed=cfg["seed"])
+        return {
+            "train": d["train"],
+            "val": d["val"],
+            "num_classes": data.NUM_DIGIT_CLASSES,
+            "shape": data.DIGITS_SHAPE,
+        }
+    with np.load(cfg["data"].partition(":")[2]) as archive:
+        arrays = dict(archive)
+    x = arrays["x_train"].astype("float32")
+    y = arrays["y_train"].astype("int32")
+    cut = int(0.9 * len(x))
+    return {
+        "train": (x[:cut], y[:cut]),
+        "val": (x[cut:], y[cut:]),
+        "num_classes": int(y.max() + 1),
+        "shape": tuple(x.shape[1:]),
+    }
+
+
 def evaluate(model_path, source="digits", batch_size=64):
     """Evaluates a saved distiller or student on `source`'s test split."""
     model = keras.models.load_model(model_path, safe_mode=True)

@@ -71,3 +71,19 @@ def test_missing_model_file(tmp_path, capsys):
     cfg.write_text(f"output: {tmp_path / 'o'}\nteacher: {{model: nothere.keras}}\n")
     assert cli.main(["train", str(cfg)]) == 2
     assert "no such file 'nothere.keras'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tune_writes_plot_table_and_best_model(tmp_path):
+    out = tmp_path / "tune"
+    cfg = tmp_path / "tune.yaml"
+    cfg.write_text(
+        f"data: digits\noutput: {out}\nteacher: {{epochs: 1}}\n"
+        "tune: {max_trials: 2, epochs: 1}\n"
+    )
+    assert cli.main(["tune", str(cfg)]) == 0
+    assert (out / "tuning.png").stat().st_size > 10_000
+    table = (out / "tuning.md").read_text()
+    assert table.count("\n| ") >= 3 and "temperature" in table
+    assert (out / "best_distiller.keras").stat().st_size > 0
+    assert json.loads((out / "run.json").read_text())["trials"] == 2

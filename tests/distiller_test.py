@@ -400,3 +400,16 @@ def test_subclassed_student_trains_saves_and_loads(models, tmp_path):
         loaded.predict(x, verbose=0), distiller.predict(x, verbose=0), atol=1e-6
     )
     assert int(loaded.optimizer.iterations) == 2
+
+
+def test_jit_compile_trains_and_matches_graph_mode(models):
+    teacher, _ = models
+    x, y = digits_subset(n=64)
+    results = []
+    for jit in (False, True):
+        keras.utils.set_random_seed(3)
+        d = kd.Distiller(student=tiny_student(seed=3), teacher=teacher)
+        d.compile(optimizer="sgd", jit_compile=jit)
+        history = d.fit(x, y, epochs=2, batch_size=32, shuffle=False, verbose=0)
+        results.append(history.history["loss"])
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-4)
