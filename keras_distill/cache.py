@@ -33,6 +33,8 @@ from keras_distill.distiller import (
 )
 
 MANIFEST = "manifest.json"
+# `TeacherCache.dataset(in_memory="auto")` holds targets up to this size in RAM.
+IN_MEMORY_LIMIT = 1 << 30
 FORMAT_VERSION = 1
 
 
@@ -342,8 +344,14 @@ class TeacherCache:
 
     # -- Checks ----------------------------------------------------------------
 
-    def verify(self):
-        """Raises `CacheCorruptError` naming a missing, truncated or altered shard."""
+    def verify(self, checksums=True):
+        """Raises `CacheCorruptError` naming a missing, truncated or altered shard.
+
+        Args:
+            checksums: Also compare each shard's SHA-256 with the manifest
+                (reads every byte). Defaults to `True`; `False` checks only
+                that the shards exist with the right sizes.
+        """
         for part in self.manifest["parts"].values():
             row_bytes = part["width"] * np.dtype(part["dtype"]).itemsize
             for shard in part["shards"]:
@@ -357,7 +365,7 @@ class TeacherCache:
                         f"{size} bytes, expected {expected} ({shard['rows']} rows). "
                         "Rebuild the cache with `overwrite=True`."
                     )
-                if _file_sha256(path) != shard["sha256"]:
+                if checksums and _file_sha256(path) != shard["sha256"]:
                     raise CacheCorruptError(
                         f"Teacher cache shard {path!r} does not match its checksum "
                         "(corrupt). Rebuild the cache with `overwrite=True`."
@@ -400,7 +408,11 @@ class TeacherCache:
         part = self.manifest["parts"][name]
         row_bytes = part["width"] * np.dtype(part["dtype"]).itemsize
         files = [os.path.join(self.directory, s["file"]) for s in part["shards"]]
-        return tf.data.FixedLengthRecordDataset(files, record_bytes=row_bytes)
+        # A shard cut short while reading ends the epoch with an error, never
+        # silently early.
+        return tf.data.FixedLengthRecordDataset(files, record_bytes=row_bytes).apply(
+            tf.data.experimental.assert_cardinality(self.num_examples)
+        )
 
     def _raw_records(self):
         if self.k is None:
@@ -425,6 +437,40 @@ class TeacherCache:
             TOPK_REST_KEY: values[:, self.k],
         }
 
+    def load(self):
+        """Reads all cached targets into memory, as the Distiller's target dict.
+
+        Returns NumPy arrays: `{"teacher_logits": (n, classes)}` for a dense
+        cache, or the top-k keys (values, class ids, rest log-sum-exp).
+        """
+
+        def read(name):
+            part = self.manifest["parts"][name]
+            rows = [
+                np.fromfile(
+                    os.path.join(self.directory, shard["file"]), dtype=part["dtype"]
+                )
+                for shard in part["shards"]
+            ]
+            values = np.concatenate(rows) if rows else np.zeros(0, part["dtype"])
+            if values.size != self.num_examples * part["width"]:
+                raise CacheCorruptError(
+                    f"Teacher cache at {self.directory!r} holds {values.size} "
+                    f"values for part {name!r}, expected "
+                    f"{self.num_examples * part['width']}. Rebuild it with "
+                    "`overwrite=True`."
+                )
+            return values.reshape(self.num_examples, part["width"])
+
+        if self.k is None:
+            return {TEACHER_LOGITS_KEY: read("logits")}
+        values = read("values")
+        return {
+            TOPK_LOGITS_KEY: values[:, : self.k],
+            TOPK_INDICES_KEY: read("indices"),
+            TOPK_REST_KEY: values[:, self.k],
+        }
+
     def targets_dataset(self, batch_size=256):
         """Teacher targets as a `tf.data.Dataset` of batched dicts, in order."""
         return self._raw_records().batch(batch_size).map(self._decode)
@@ -439,6 +485,7 @@ class TeacherCache:
         shuffle_buffer=None,
         seed=None,
         check_data=False,
+        in_memory="auto",
     ):
         """Batches `(x, y[, sample_weight], teacher_targets)` for `Distiller.fit`.
 
@@ -458,6 +505,12 @@ class TeacherCache:
             seed: Shuffle seed. Defaults to `None`.
             check_data: Fingerprint `x` against the manifest first.
                 Defaults to `False` (the example count is always checked).
+            in_memory: `True` to read the targets into memory once
+                (`load()`), `False` to stream them from the shards every
+                epoch, `"auto"` to read them into memory when `x` is an
+                in-memory array and the targets take at most
+                `IN_MEMORY_LIMIT` bytes (they are then much smaller than `x`),
+                which saves the per-step decoding. Defaults to `"auto"`.
         """
         import tensorflow as tf
 
@@ -477,6 +530,28 @@ class TeacherCache:
                 f"The teacher cache at {self.directory!r} holds {self.num_examples} "
                 f"examples but the data given has {count}."
             )
+        self.verify(checksums=False)  # a shard truncated since opening
+        if in_memory not in (True, False, "auto"):
+            raise ValueError(
+                "`in_memory` must be True, False or 'auto'. Received: "
+                f"in_memory={in_memory!r}"
+            )
+        if in_memory == "auto":
+            in_memory = (
+                not isinstance(x, tf.data.Dataset)
+                and self.size_bytes <= IN_MEMORY_LIMIT
+            )
+        if in_memory:
+            targets = self.load()
+            if isinstance(x, tf.data.Dataset):
+                ds = tf.data.Dataset.zip(
+                    (examples, tf.data.Dataset.from_tensor_slices(targets))
+                ).map(lambda e, t: (*e, t) if isinstance(e, tuple) else (e, t))
+            else:
+                ds = tf.data.Dataset.from_tensor_slices((*parts, targets))
+            if shuffle:
+                ds = ds.shuffle(shuffle_buffer or self.num_examples, seed=seed)
+            return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
         # Pair raw target records with examples before shuffling (aligned),
         # and decode them per batch (cheaper than per example).
         ds = tf.data.Dataset.zip((examples, self._raw_records()))

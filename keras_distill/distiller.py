@@ -366,9 +366,8 @@ class Distiller(keras.Model):
             self._check_class_counts(teacher_logits, student_logits)
             per_example = self._soft_term(teacher_logits, student_logits, y)
         distillation_loss = kd_losses.reduce_per_example(per_example, sample_weight)
-        extra = self._regularization_loss()
         if y is None:
-            return distillation_loss + extra, None, distillation_loss
+            return self._add_regularization(distillation_loss), None, distillation_loss
         hard = self.hard_predictions(y_pred)
         if self._compile_loss is not None:
             student_loss = self._compile_loss(y, hard, sample_weight)
@@ -376,8 +375,8 @@ class Distiller(keras.Model):
             student_loss = self._default_student_loss(y, hard, sample_weight)
         student_loss = ops.cast(student_loss, "float32")
         alpha = ops.cast(self._alpha, "float32")
-        total = alpha * student_loss + (1.0 - alpha) * distillation_loss + extra
-        return total, student_loss, distillation_loss
+        total = alpha * student_loss + (1.0 - alpha) * distillation_loss
+        return self._add_regularization(total), student_loss, distillation_loss
 
     def _soft_term(self, teacher_logits, student_logits, y):
         if self._kd_kind == "mse":
@@ -397,11 +396,14 @@ class Distiller(keras.Model):
             )
         return kd_losses.kd_loss(teacher_logits, student_logits, self._temperature)
 
-    def _regularization_loss(self):
+    def _add_regularization(self, loss):
+        """Adds the student's own losses (e.g. weight regularizers), if any."""
         student_losses = self.student.losses
         if not student_losses:
-            return 0.0
-        return ops.sum([ops.cast(ops.sum(loss), "float32") for loss in student_losses])
+            return loss
+        return loss + ops.sum(
+            [ops.cast(ops.sum(extra), "float32") for extra in student_losses]
+        )
 
     @staticmethod
     def _check_class_counts(teacher_logits, student_logits):

@@ -27,24 +27,29 @@ def build(teacher, x, path, **kwargs):
     return TeacherCache.build(teacher, x, path, verbose=0, **kwargs)
 
 
-def online_and_cached(teacher, x, y, cache):
+def online_and_cached(teacher, x, y, cache, in_memory="auto"):
     distiller = kd.Distiller(tiny_student(), teacher, alpha=0.2, temperature=3.0)
     distiller.compile(optimizer="sgd")
     online = distiller.evaluate(x, y, batch_size=100, verbose=0, return_dict=True)
     cached = distiller.evaluate(
-        cache.dataset(x, y, batch_size=100), verbose=0, return_dict=True
+        cache.dataset(x, y, batch_size=100, in_memory=in_memory),
+        verbose=0,
+        return_dict=True,
     )
     return online, cached
 
 
+@pytest.mark.parametrize("in_memory", [True, False])
 @pytest.mark.parametrize(
     "k, dtype, rtol",
     [(None, "float32", 1e-6), (None, "float16", 1e-3), (10, "float32", 1e-6)],
 )
-def test_cached_loss_equals_online_loss(teacher, data, tmp_path, k, dtype, rtol):
+def test_cached_loss_equals_online_loss(
+    teacher, data, tmp_path, k, dtype, rtol, in_memory
+):
     x, y = data
     cache = build(teacher, x, tmp_path / "c", k=k, dtype=dtype)
-    online, cached = online_and_cached(teacher, x, y, cache)
+    online, cached = online_and_cached(teacher, x, y, cache, in_memory)
     for key in ("loss", "student_loss", "distillation_loss"):
         np.testing.assert_allclose(cached[key], online[key], rtol=rtol)
 
@@ -126,12 +131,15 @@ def test_cached_training_never_calls_the_teacher(teacher, data, tmp_path):
     assert not all(np.array_equal(a, b) for a, b in zip(before, student.get_weights()))
 
 
-def test_shuffling_keeps_examples_and_targets_aligned(tmp_path):
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_shuffling_keeps_examples_and_targets_aligned(tmp_path, in_memory):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 4)).astype("float32")
     teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     cache = build(teacher, x, tmp_path / "c", dtype="float32", rows_per_shard=37)
-    ds = cache.dataset(x, np.arange(200), batch_size=16, shuffle=True, seed=1)
+    ds = cache.dataset(
+        x, np.arange(200), batch_size=16, shuffle=True, seed=1, in_memory=in_memory
+    )
     seen = []
     for xb, yb, targets in ds:
         np.testing.assert_allclose(
@@ -187,6 +195,35 @@ def test_truncated_and_corrupt_shards_are_named(teacher, data, tmp_path):
         f.write(content[:-2] + bytes([content[-2] ^ 0xFF, content[-1]]))
     with pytest.raises(CacheCorruptError, match=r"shard-00001\.logits.*checksum"):
         TeacherCache(tmp_path / "c")
+
+
+def test_shard_truncated_after_opening_is_caught(teacher, data, tmp_path):
+    x, y = data
+    cache = build(teacher, x, tmp_path / "c")
+    streamed = cache.dataset(x, y, batch_size=100, in_memory=False)
+    shard = os.path.join(
+        cache.directory, cache.manifest["parts"]["logits"]["shards"][0]["file"]
+    )
+    content = open(shard, "rb").read()
+    with open(shard, "wb") as f:
+        f.write(content[:-20])
+    with pytest.raises(tf.errors.OpError, match="expected to contain 300 elements"):
+        list(streamed)
+    with pytest.raises(CacheCorruptError, match=r"shard-00000\.logits.*truncated"):
+        cache.dataset(x, y)
+    with pytest.raises(CacheCorruptError, match="holds 2990 values.*expected 3000"):
+        cache.load()
+
+
+def test_in_memory_choice(teacher, data, tmp_path):
+    x, y = data
+    cache = build(teacher, x, tmp_path / "c", k=3)
+    targets = cache.load()
+    assert targets["teacher_topk_logits"].shape == (300, 3)
+    assert targets["teacher_topk_indices"].shape == (300, 3)
+    assert targets["teacher_rest_logsumexp"].shape == (300,)
+    with pytest.raises(ValueError, match="in_memory='yes'"):
+        cache.dataset(x, y, in_memory="yes")
 
 
 @pytest.mark.parametrize("k", [0, -1, 11, 2.5])
