@@ -17,6 +17,10 @@ distill:
   epochs: 30
 schedules:
   temperature: {kind: linear, start: 8.0, end: 2.0, steps: 30}
+curriculum:               # optional: easiest examples first, scored by the teacher
+  pacing: root            # linear, root, exponential or step
+  min_fraction: 0.25      # fraction of the data at the first epoch
+  epochs: 10              # epoch from which all the data is used
 export: true
 ```
 
@@ -78,6 +82,11 @@ SCHEMA = {
         "loss": ("str", "kd"),
     },
     "schedules": {"alpha": _SCHEDULE, "temperature": _SCHEDULE},
+    "curriculum": {
+        "pacing": ("str", "linear"),
+        "min_fraction": ("float", 0.25),
+        "epochs": ("int", 10),
+    },
     "tune": {
         "max_trials": ("int", 5),
         "epochs": ("int", 5),
@@ -85,6 +94,8 @@ SCHEMA = {
     "export": ("bool", True),
 }
 REQUIRED = (("output",),)
+# Sections that switch a feature on: absent unless the file has them.
+OPTIONAL_SECTIONS = ("curriculum",)
 
 
 def _line(node):
@@ -140,6 +151,8 @@ def _defaults(schema, given):
                 if key in given:
                     out[key] = given[key]
                 continue
+            if key in OPTIONAL_SECTIONS and key not in given:
+                continue
             out[key] = _defaults(spec, given.get(key, {}))
         elif key in given:
             out[key] = given[key]
@@ -185,6 +198,14 @@ def _check_values(config, source):
     for section in ("teacher", "distill"):
         if config[section]["epochs"] < 0:
             raise ConfigError(f"{source}: {section}.epochs must be >= 0.")
+    if "curriculum" in config:
+        from keras_distill import curriculum
+
+        spec = config["curriculum"]
+        try:
+            curriculum.pacing(spec["pacing"], spec["min_fraction"], spec["epochs"])
+        except ValueError as error:
+            raise ConfigError(f"{source}: curriculum: {error}") from None
     for name, spec in config.get("schedules", {}).items():
         if spec.get("kind") not in ("constant", "linear", "cosine", "exponential"):
             raise ConfigError(

@@ -78,6 +78,7 @@ def train(config_path, overwrite=False, verbose="auto"):
             validation_data=splits.val,
             epochs=cfg["teacher"]["epochs"],
             verbose=verbose,
+            shuffle=False,  # the input pipeline shuffles itself
         )
     elif teacher.optimizer is None:
         _compile(teacher, cfg["teacher"]["learning_rate"])
@@ -103,14 +104,19 @@ def train(config_path, overwrite=False, verbose="auto"):
         keras.callbacks.TensorBoard(os.path.join(out, "tensorboard")),
         keras.callbacks.BackupAndRestore(os.path.join(out, "backup")),
     ]
+    train_data = splits.train
+    if "curriculum" in cfg:
+        train_data, scheduler = _curriculum(cfg, teacher, splits.train)
+        callbacks.insert(0, scheduler)
     print(f"== distilling the student ({cfg['distill']['epochs']} epochs)")
     start = time.perf_counter()
     history = distiller.fit(
-        splits.train,
+        train_data,
         validation_data=splits.val,
         epochs=cfg["distill"]["epochs"],
         callbacks=callbacks,
         verbose=verbose,
+        shuffle=False,  # the input pipelines shuffle themselves
     ).history
     seconds = time.perf_counter() - start
     evaluation = splits.test if splits.test is not None else splits.val
@@ -153,6 +159,26 @@ def train(config_path, overwrite=False, verbose="auto"):
         json.dump(result, f, indent=2)
     print(report.summary_markdown(rows, title=f"Run {out}"))
     return result
+
+
+def _curriculum(cfg, teacher, train):
+    """The staged training data and its `CurriculumScheduler`, from the config."""
+    from keras_distill import curriculum
+    from keras_distill.callbacks import CurriculumScheduler
+
+    spec = cfg["curriculum"]
+    x, y = (np.concatenate(parts) for parts in zip(*train.as_numpy_iterator()))
+    print(f"== scoring {len(x)} training examples with the teacher (curriculum)")
+    staged = curriculum.Curriculum.from_teacher(
+        teacher,
+        x,
+        y,
+        teacher_outputs=cfg["teacher"]["outputs"],
+        verbose=0,
+        seed=cfg["seed"],
+    )
+    pacing = curriculum.pacing(spec["pacing"], spec["min_fraction"], spec["epochs"])
+    return staged.dataset(cfg["batch_size"]), CurriculumScheduler(staged, pacing)
 
 
 def tune(config_path, overwrite=False, verbose=0):

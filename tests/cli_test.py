@@ -58,6 +58,23 @@ def test_train_writes_a_complete_run_and_refuses_to_overwrite(tmp_path, capsys):
     assert "accuracy" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_train_with_a_curriculum_logs_and_plots_the_fraction(tmp_path):
+    out = tmp_path / "run"
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        QUICK.format(out=out).replace("epochs: 2}", "epochs: 3}")
+        + "curriculum: {pacing: linear, min_fraction: 0.5, epochs: 2}\nexport: false\n"
+    )
+    assert cli.main(["train", str(cfg), "--verbose", "0"]) == 0
+    history = json.loads((out / "history.json").read_text())
+    assert history["curriculum_fraction"] == [0.5, 0.75, 1.0]
+    examples = history["curriculum_examples"]
+    assert examples[0] < examples[1] < examples[2]
+    assert "epoch_curriculum_fraction" in tensorboard_tags(out / "tensorboard")
+    assert (out / "report.png").stat().st_size > 20_000
+
+
 def test_train_config_error_is_reported(tmp_path, capsys):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("output: x\ndistill: {alpah: 0.3}\n")

@@ -68,3 +68,15 @@ def test_required_and_empty():
 def test_safe_load_only():
     with pytest.raises(ConfigError, match=r"line 1: output: could not determine"):
         config.parse("output: !!python/object/apply:os.system ['echo hi']\n")
+
+
+def test_curriculum_section_is_optional_and_checked():
+    assert "curriculum" not in config.parse(GOOD)
+    cfg = config.parse(GOOD + "curriculum: {pacing: root}\n")
+    assert cfg["curriculum"] == {"pacing": "root", "min_fraction": 0.25, "epochs": 10}
+    with pytest.raises(ConfigError, match=r"curriculum: .*kind='wavy'"):
+        config.parse(GOOD + "curriculum: {pacing: wavy}\n")
+    with pytest.raises(ConfigError, match=r"curriculum: .*min_fraction"):
+        config.parse(GOOD + "curriculum: {min_fraction: 1.5}\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'pace'.*'pacing'"):
+        config.parse(GOOD + "curriculum: {pace: root}\n")
