@@ -440,8 +440,10 @@ class TeacherCache:
     def load(self):
         """Reads all cached targets into memory, as the Distiller's target dict.
 
-        Returns NumPy arrays: `{"teacher_logits": (n, classes)}` for a dense
-        cache, or the top-k keys (values, class ids, rest log-sum-exp).
+        Returns NumPy arrays, as the streamed batches hold them (float32
+        values): `{"teacher_logits": (n, classes)}` for a dense cache, or the
+        top-k keys (values, class ids, rest log-sum-exp). Casting here, once,
+        keeps the cast out of every training step.
         """
 
         def read(name):
@@ -463,8 +465,8 @@ class TeacherCache:
             return values.reshape(self.num_examples, part["width"])
 
         if self.k is None:
-            return {TEACHER_LOGITS_KEY: read("logits")}
-        values = read("values")
+            return {TEACHER_LOGITS_KEY: read("logits").astype("float32")}
+        values = read("values").astype("float32")
         return {
             TOPK_LOGITS_KEY: values[:, : self.k],
             TOPK_INDICES_KEY: read("indices"),
