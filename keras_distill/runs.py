@@ -185,6 +185,13 @@ def tune(config_path, overwrite=False, verbose=0):
     """Runs a Keras Tuner search from a config file; writes a plot and a table."""
     from keras_distill import tuner as kd_tuner
 
+    if kd_tuner.distributed_role() is not None:
+        # Each process would train its own teacher, and workers have no results.
+        raise ValueError(
+            "`keras-distill tune` runs in one process, but KERASTUNER_ORACLE_IP is "
+            "set (Keras Tuner's distributed mode). For a distributed search, call "
+            "`kd.tune` from a script (docs/tuning.md), or unset the variable."
+        )
     cfg = kd_config.load(config_path)
     out = cfg["output"]
     prepare_output(out, overwrite=overwrite)

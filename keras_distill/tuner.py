@@ -8,6 +8,7 @@ costs what training the student alone costs. Trial checkpoints hold the
 student's weights only.
 """
 
+import os
 import warnings
 
 import keras
@@ -225,8 +226,8 @@ def _hypermodel_class():
                 x_val, y_val = (np.asarray(a) for a in validation_data[:2])
                 val = self.dataset(x_val, y_val, batch_size=256, shuffle=False)
                 self._warn_if_untrained(x_val, y_val)
-            kwargs.pop("shuffle", None)
-            return model.fit(train, validation_data=val, **kwargs)
+            kwargs.pop("shuffle", None)  # `train` is shuffled already
+            return model.fit(train, validation_data=val, shuffle=False, **kwargs)
 
         def _warn_if_untrained(self, x_val, y_val):
             logits = self.teacher_logits(x_val)
@@ -251,8 +252,53 @@ def __getattr__(name):
     raise AttributeError(f"module 'keras_distill.tuner' has no attribute {name!r}")
 
 
+def distributed_role():
+    """This process's part in a distributed search: `"chief"`, `"worker"` or `None`.
+
+    Read from Keras Tuner's environment, as Keras Tuner reads it: the search is
+    distributed when `KERASTUNER_ORACLE_IP` is set, and this process is the
+    chief (the oracle's server) when `KERASTUNER_TUNER_ID` contains `"chief"`.
+    """
+    if "KERASTUNER_ORACLE_IP" not in os.environ:
+        return None
+    return "chief" if "chief" in os.environ.get("KERASTUNER_TUNER_ID", "") else "worker"
+
+
+def _tuner_class(kt, kind):
+    bases = {
+        "random": kt.RandomSearch,
+        "bayesian": kt.BayesianOptimization,
+        "hyperband": kt.Hyperband,
+    }
+    if kind not in bases:
+        raise ValueError(
+            f"`tuner` must be 'random', 'bayesian' or 'hyperband'. Received: {kind!r}"
+        )
+
+    class DistillTuner(bases[kind]):
+        """Also records the ids of the trials this process ran (`trials_run`)."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.trials_run = []
+
+        def on_trial_begin(self, trial):
+            self.trials_run.append(trial.trial_id)
+            super().on_trial_begin(trial)
+
+    return DistillTuner
+
+
 def trial_table(tuner, num_trials=None):
-    """The finished trials as a Markdown table, best first."""
+    """The finished trials as a Markdown table, best first.
+
+    In a distributed search only the chief has the trials.
+    """
+    if not hasattr(tuner.oracle, "trials"):
+        raise ValueError(
+            "This tuner is a worker of a distributed search: the trials are on "
+            "the chief (KERASTUNER_TUNER_ID=chief). Make the table there."
+        )
     trials = tuner.oracle.get_best_trials(num_trials or len(tuner.oracle.trials))
     names = sorted({n for t in trials for n in t.hyperparameters.values})
     lines = [
@@ -285,6 +331,13 @@ def tune(
 ):
     """Searches temperature and alpha (and more), then rebuilds the best distiller.
 
+    Runs in Keras Tuner's distributed mode too (the `KERASTUNER_*` environment
+    variables, see `docs/tuning.md`), with the same script in every process:
+    the chief serves the oracle and, once every trial is done, prints the
+    table and rebuilds the best distiller; a worker runs the trials it is
+    handed, computing the teacher's outputs once for itself, and returns
+    `(None, None, tuner)`.
+
     Args:
         teacher: The trained teacher.
         build_student: `build_student(hp) -> keras.Model`, or a model to clone.
@@ -293,10 +346,14 @@ def tune(
         max_trials: Trials to run. Defaults to `10`.
         epochs: Epochs per trial. Defaults to `5`.
         tuner: `"random"`, `"bayesian"` or `"hyperband"`. Defaults to `"random"`.
-        directory: Tuner folder. Defaults to `"distill_runs/tuning"`.
+        directory: Tuner folder; in a distributed search, a folder every
+            process sees (the chief loads the best trial's student weights
+            from it). Defaults to `"distill_runs/tuning"`.
         project_name: Tuner project name. Defaults to `"distiller"`.
         overwrite: Start afresh; when `False` a rerun resumes and skips
-            finished trials. Defaults to `False`.
+            finished trials. In a distributed search only the chief deletes
+            the folder: workers never do, as they start while others run
+            trials. Defaults to `False`.
         batch_size: Defaults to `32`.
         seed: Tuner seed. Defaults to `0`.
         verbose: Keras verbosity of the trials. Defaults to `0`.
@@ -305,6 +362,8 @@ def tune(
     Returns:
         `(best_hyperparameters, distiller, tuner)`: the distiller is rebuilt
         from the best hyperparameters with the best trial's student weights.
+        On a worker of a distributed search, `(None, None, tuner)`;
+        `tuner.trials_run` lists the ids of the trials this process ran.
 
     Example:
 
@@ -315,24 +374,22 @@ def tune(
     ```
     """
     kt = _keras_tuner()
+    tuner_class = _tuner_class(kt, tuner)
+    role = distributed_role()
     hypermodel = _hypermodel_class()(teacher, build_student, **hypermodel_kwargs)
     common = dict(
         objective="val_accuracy",
         directory=directory,
         project_name=project_name,
-        overwrite=overwrite,
+        overwrite=overwrite and role != "worker",
         seed=seed,
     )
-    if tuner == "random":
-        search = kt.RandomSearch(hypermodel, max_trials=max_trials, **common)
-    elif tuner == "bayesian":
-        search = kt.BayesianOptimization(hypermodel, max_trials=max_trials, **common)
-    elif tuner == "hyperband":
-        search = kt.Hyperband(hypermodel, max_epochs=epochs, **common)
+    if tuner == "hyperband":
+        search = tuner_class(hypermodel, max_epochs=epochs, **common)
     else:
-        raise ValueError(
-            f"`tuner` must be 'random', 'bayesian' or 'hyperband'. Received: {tuner!r}"
-        )
+        search = tuner_class(hypermodel, max_trials=max_trials, **common)
+    # On the chief this serves the oracle until every trial is done; the
+    # trials (and the teacher's outputs) are computed on the workers only.
     search.search(
         train[0],
         train[1],
@@ -341,7 +398,23 @@ def tune(
         batch_size=batch_size,
         verbose=verbose,
     )
+    if role == "worker":
+        # The chief stops serving once the last worker is done: ask it nothing.
+        ran = ", ".join(search.trials_run) or "none"
+        print(f"{search.tuner_id} ran trials: {ran}; the results are on the chief.")
+        return None, None, search
     print(trial_table(search))
     best_hp = search.get_best_hyperparameters(1)[0]
-    distiller = search.load_model(search.oracle.get_best_trials(1)[0])
-    return best_hp, distiller, search
+    best = search.oracle.get_best_trials(1)[0]
+    checkpoint = search._get_checkpoint_fname(best.trial_id)
+    import tensorflow as tf
+
+    if role == "chief" and not tf.io.gfile.exists(checkpoint):
+        warnings.warn(
+            f"The best trial's checkpoint {checkpoint} is not there: the workers "
+            "do not share `directory` with the chief, so the best distiller is "
+            "not rebuilt (None). Use a folder every process sees.",
+            stacklevel=2,
+        )
+        return best_hp, None, search
+    return best_hp, search.load_model(best), search

@@ -90,6 +90,17 @@ def test_missing_model_file(tmp_path, capsys):
     assert "no such file 'nothere.keras'" in capsys.readouterr().err
 
 
+def test_tune_refuses_keras_tuner_distributed_mode(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "8000")
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner0")
+    cfg = tmp_path / "tune.yaml"
+    cfg.write_text(f"data: digits\noutput: {tmp_path / 'o'}\n")
+    assert cli.main(["tune", str(cfg)]) == 2
+    assert "call `kd.tune` from a script" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.slow
 def test_tune_writes_plot_table_and_best_model(tmp_path):
     out = tmp_path / "tune"

@@ -158,6 +158,26 @@ def test_untrained_teacher_warns(splits):
         )
 
 
+@pytest.mark.parametrize(
+    "env, role",
+    [
+        ({}, None),
+        ({"KERASTUNER_TUNER_ID": "chief"}, None),
+        ({"KERASTUNER_ORACLE_IP": "10.0.0.1", "KERASTUNER_TUNER_ID": "chief"}, "chief"),
+        (
+            {"KERASTUNER_ORACLE_IP": "10.0.0.1", "KERASTUNER_TUNER_ID": "tuner1"},
+            "worker",
+        ),
+    ],
+)
+def test_distributed_role_reads_keras_tuner_environment(env, role, monkeypatch):
+    for name in ("KERASTUNER_ORACLE_IP", "KERASTUNER_TUNER_ID"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert kd.tuner.distributed_role() == role
+
+
 def test_import_without_keras_tuner_gives_install_hint():
     code = (
         "import sys; sys.modules['keras_tuner'] = None\n"
