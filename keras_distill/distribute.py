@@ -213,7 +213,7 @@ def _keras_fit(distiller, dataset, checkpoint_dir, strategy, callbacks, **kwargs
             keras.callbacks.BackupAndRestore(checkpoint_dir, delete_checkpoint=False)
         )
     with strategy.scope():
-        return distiller.fit(dataset, callbacks=callbacks, **kwargs)
+        return distiller.fit(dataset, callbacks=callbacks, shuffle=False, **kwargs)
 
 
 class _MultiWorkerLoop:

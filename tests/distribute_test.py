@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,3 +90,258 @@ def test_mirrored_strategy_matches_single_device(tmp_path):
     assert result["eval_mirrored"]["loss"] < 2 * result["single"]["loss"][0]
     assert result["weights_diff"] < 1e-4
     assert result["load_diff"] < 1e-5
+
+
+# -- Several workers: kd.distribute.fit under MultiWorkerMirroredStrategy ------
+
+_WORKER_PRELUDE = textwrap.dedent(
+    """
+    import hashlib, json, os, sys
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    import numpy as np, tensorflow as tf
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    import keras
+    import keras_distill as kd
+    from keras_distill import data, models
+    x, y = data.load_digits()["train"]
+    x, y = x[:256], y[:256]
+    train_ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
+    task = strategy.cluster_resolver.task_id
+
+    def make():
+        keras.utils.set_random_seed(0)
+        teacher, student = models.teacher_cnn(), models.student_mlp()
+        d = kd.Distiller(student, teacher, alpha=0.3, temperature=3.0)
+        d.compile(optimizer=keras.optimizers.SGD(0.05), metrics=["accuracy"])
+        return d
+
+    def report(distiller, **extra):
+        weights = distiller.student.get_weights()
+        np.savez(f"weights_{task}.npz", *weights)
+        digest = hashlib.sha256(b"".join(w.tobytes() for w in weights))
+        print(json.dumps({"task": task, "hash": digest.hexdigest(), **extra}))
+    """
+)
+
+
+def _free_ports(count):
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def run_workers(code, folder, count=2, timeout=120):
+    """Runs `code` in `count` worker processes; returns each one's JSON line."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "worker.py"
+    script.write_text(_WORKER_PRELUDE + textwrap.dedent(code))
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(count)]
+    processes = []
+    for index in range(count):
+        config = {
+            "cluster": {"worker": workers},
+            "task": {"type": "worker", "index": index},
+        }
+        env = {**os.environ, "PYTHONPATH": ROOT, "TF_CONFIG": json.dumps(config)}
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, str(script)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+                cwd=folder,
+            )
+        )
+    outputs = []
+    try:
+        for process in processes:
+            stdout, stderr = process.communicate(timeout=timeout)
+            assert process.returncode == 0, stderr[-3000:]
+            outputs.append(json.loads(stdout.strip().splitlines()[-1]))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    return outputs
+
+
+def _weights(folder, task):
+    with np.load(folder / f"weights_{task}.npz") as arrays:
+        return [arrays[k] for k in sorted(arrays.files, key=lambda k: int(k[4:]))]
+
+
+def _max_diff(a, b):
+    return max(float(np.abs(u - v).max()) for u, v in zip(a, b))
+
+
+_UNINTERRUPTED = """
+errors = {}
+outside = make()  # Created outside strategy.scope().
+for name, call in {
+    "scope": lambda: kd.distribute.fit(outside, train_ds, strategy=strategy),
+    "batch": None,
+    "type": lambda: kd.distribute.fit(outside, (x, y)),
+}.items():
+    if call is None:
+        continue
+    try:
+        call()
+    except (TypeError, ValueError) as e:
+        errors[name] = str(e)
+with strategy.scope():
+    distiller = make()
+try:
+    kd.distribute.fit(distiller, tf.data.Dataset.from_tensor_slices((x, y)).batch(63))
+except ValueError as e:
+    errors["batch"] = str(e)
+history = kd.distribute.fit(distiller, train_ds, epochs=3, validation_data=train_ds,
+                            checkpoint_dir="checkpoints", verbose=0)
+report(distiller, history=history.history, epochs=history.epoch, errors=errors,
+       custom=kd.distribute.uses_custom_loop(strategy),
+       workers=kd.distribute.num_workers(strategy),
+       replicas=strategy.num_replicas_in_sync)
+"""
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    return folder, run_workers(_UNINTERRUPTED, folder)
+
+
+@pytest.mark.slow
+def test_two_workers_train_identically_with_fit_logs(uninterrupted, tmp_path):
+    folder, outputs = uninterrupted
+    assert [o["task"] for o in outputs] == [0, 1]
+    assert all(o["custom"] and o["workers"] == 2 == o["replicas"] for o in outputs)
+    # Both workers end with the same student, bit for bit.
+    assert outputs[0]["hash"] == outputs[1]["hash"]
+    assert _max_diff(_weights(folder, 0), _weights(folder, 1)) == 0.0
+    history = outputs[0]["history"]
+    assert outputs[1]["history"] == history
+    assert history["loss"][-1] < history["loss"][0]
+    assert history["val_loss"][-1] < history["val_loss"][0]
+    # Only the chief's checkpoints are kept.
+    assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == [
+        "checkpoint",
+        "ckpt-2.data-00000-of-00001",
+        "ckpt-2.index",
+        "ckpt-3.data-00000-of-00001",
+        "ckpt-3.index",
+    ]
+    # The logs equal those of single-device fit() on the same global batches.
+    reference = run(
+        """
+        d = make()
+        ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
+        h = d.fit(ds, epochs=3, validation_data=ds, verbose=0)
+        print(json.dumps({"history": h.history}))
+        """,
+        tmp_path,
+    )["history"]
+    assert sorted(reference) == sorted(history)
+    for key, values in reference.items():
+        for a, b in zip(values, history[key]):
+            assert abs(a - b) <= 1e-5 * max(1.0, abs(a)), (key, a, b)
+
+
+@pytest.mark.slow
+def test_two_workers_bad_input_errors(uninterrupted):
+    errors = uninterrupted[1][0]["errors"]
+    assert "strategy.scope()" in errors["scope"], errors
+    assert "(63)" in errors["batch"] and "(2)" in errors["batch"], errors
+    assert "tf.data.Dataset" in errors["type"] and "tuple" in errors["type"], errors
+
+
+_INTERRUPTED = """
+class Crash(Exception):
+    pass
+
+class CrashAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        raise Crash()
+
+with strategy.scope():
+    distiller = make()
+callbacks = [CrashAfterFirstEpoch()] if sys.argv[1:] == ["crash"] else []
+try:
+    history = kd.distribute.fit(distiller, train_ds, epochs=3, validation_data=train_ds,
+                                checkpoint_dir="checkpoints", callbacks=callbacks,
+                                verbose=0)
+except Crash:
+    report(distiller, crashed=True)
+else:
+    report(distiller, crashed=False, epochs=history.epoch, history=history.history)
+"""
+
+
+@pytest.mark.slow
+def test_two_workers_resume_after_interruption(uninterrupted, tmp_path):
+    reference_folder, reference = uninterrupted
+    script = _INTERRUPTED.replace("sys.argv[1:]", "[os.environ['SCENARIO']]")
+    os.environ["SCENARIO"] = "crash"
+    try:
+        first = run_workers(script, tmp_path)
+    finally:
+        os.environ["SCENARIO"] = "resume"
+    try:
+        resumed = run_workers(script, tmp_path)
+    finally:
+        del os.environ["SCENARIO"]
+    assert all(o["crashed"] for o in first)
+    assert all(not o["crashed"] for o in resumed)
+    # The rerun starts at the second epoch (index 1) ...
+    assert [o["epochs"] for o in resumed] == [[1, 2], [1, 2]]
+    # ... and ends where the uninterrupted run ended.
+    assert resumed[0]["hash"] == resumed[1]["hash"]
+    assert _max_diff(_weights(tmp_path, 0), _weights(reference_folder, 0)) < 1e-6
+    full = reference[0]["history"]["loss"]
+    for a, b in zip(resumed[0]["history"]["loss"], full[1:]):
+        assert abs(a - b) < 1e-5, (a, b)
+
+
+def test_default_strategy_falls_back_to_keras_fit(tmp_path, monkeypatch):
+    import keras
+    import tensorflow as tf
+
+    import keras_distill as kd
+    from keras_distill import data, models
+
+    x, y = data.load_digits()["train"]
+    ds = tf.data.Dataset.from_tensor_slices((x[:128], y[:128])).batch(64)
+    keras.utils.set_random_seed(0)
+    distiller = kd.Distiller(models.student_mlp(), models.teacher_cnn())
+    distiller.compile(optimizer="sgd")
+    calls = []
+    original = kd.Distiller.fit
+
+    def recording_fit(self, *args, **kwargs):
+        calls.append(kwargs)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(kd.Distiller, "fit", recording_fit)
+    assert not kd.distribute.uses_custom_loop(tf.distribute.get_strategy())
+    history = kd.distribute.fit(
+        distiller, ds, epochs=2, checkpoint_dir=str(tmp_path / "backup"), verbose=0
+    )
+    assert len(calls) == 1 and history.epoch == [0, 1]
+    assert history.history["loss"][1] < history.history["loss"][0]
+    backups = [
+        c for c in calls[0]["callbacks"] if type(c).__name__ == "BackupAndRestore"
+    ]
+    assert len(backups) == 1
+    # Rerunning resumes: the two epochs are done, so none is run again.
+    again = kd.distribute.fit(
+        distiller, ds, epochs=2, checkpoint_dir=str(tmp_path / "backup"), verbose=0
+    )
+    assert again.epoch == []
+    with pytest.raises(TypeError, match="tf.data.Dataset"):
+        kd.distribute.fit(distiller, x[:128])
