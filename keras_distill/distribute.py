@@ -276,9 +276,12 @@ class _MultiWorkerLoop:
         for metric in self.distiller.metrics:
             metric.reset_state()
 
-    def _run_epoch(self, function, dataset, steps, callbacks, on_batch):
+    def _run_epoch(self, function, dataset, steps, on_batch):
+        """Runs `function` on up to `steps` global batches; returns the count.
+
+        `on_batch` is `(begin(step), end(step, logs), should_stop())`.
+        """
         iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
-        logs = {}
         step = 0
         while steps is None or step < steps:
             on_batch[0](step)
@@ -300,7 +303,6 @@ class _MultiWorkerLoop:
             self.test_function,
             data,
             steps,
-            callbacks,
             (callbacks.on_test_batch_begin, callbacks.on_test_batch_end, bool),
         )
         logs = self._metrics()
@@ -357,7 +359,6 @@ class _MultiWorkerLoop:
                     self.train_function,
                     dataset,
                     steps_per_epoch,
-                    callbacks,
                     (
                         callbacks.on_train_batch_begin,
                         callbacks.on_train_batch_end,
