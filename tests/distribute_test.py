@@ -124,6 +124,30 @@ _WORKER_PRELUDE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
+def test_mirrored_strategy_with_a_teacher_loaded_outside_the_scope(tmp_path):
+    # Users load a trained teacher before opening the scope; it is frozen and
+    # only read, so it needs no mirrored variables.
+    result = run(
+        """
+        keras.utils.set_random_seed(0)
+        teacher = models.teacher_cnn()
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        with strategy.scope():
+            d = kd.Distiller(models.student_mlp(), teacher, alpha=0.3, temperature=3.0)
+            d.compile(optimizer=keras.optimizers.SGD(0.05), metrics=["accuracy"])
+        before = [w.copy() for w in teacher.get_weights()]
+        h = d.fit(x, y, batch_size=64, epochs=2, shuffle=False, verbose=0)
+        same = all(np.array_equal(a, b) for a, b in zip(before, teacher.get_weights()))
+        print(json.dumps({"loss": h.history["loss"], "teacher_same": same}))
+        """,
+        tmp_path,
+    )
+    assert all(np.isfinite(result["loss"]))
+    assert result["loss"][-1] < result["loss"][0]
+    assert result["teacher_same"]
+
+
 def _free_ports(count):
     import socket
 
