@@ -283,6 +283,11 @@ class Distiller(keras.Model):
         self.student = student
         for t in teachers:
             t.trainable = False
+            # Also each sublayer: a subclassed teacher restored from a file
+            # has `trainable=False` but trainable sublayers, whose weights
+            # would otherwise join `trainable_variables` (and the optimizer).
+            for layer in t._flatten_layers(include_self=False):
+                layer.trainable = False
         self.teachers = [_inference_view(t) for t in teachers]
         self.hints = hint_list
         self.hint_adaptors = []

@@ -170,7 +170,11 @@ class FeatureView:
                 "return_features=False)` that returns `(outputs, {name: tensor})` "
                 "when `return_features=True`, or use a functional model."
             )
-        available = [layer.name for layer in model.layers]
+        available = [
+            layer.name
+            for layer in model.layers
+            if not isinstance(layer, keras.layers.InputLayer)
+        ]
         for name in self.unique:
             if name not in available:
                 raise ValueError(
