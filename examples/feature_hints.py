@@ -61,7 +61,8 @@ def main():
     teacher = models.teacher_cnn()
     teacher.compile(optimizer="adam", loss=LOSS)
     teacher.fit(*train, validation_data=val, epochs=epochs, verbose=0)
-    rows = [("teacher (teacher_cnn)", teacher.count_params(), accuracy(teacher, *test))]
+    teacher_accuracy = accuracy(teacher, *test)
+    rows = [("teacher (teacher_cnn)", teacher.count_params(), [teacher_accuracy])]
     params = models.student_cnn(filters=4).count_params()
     results = {}
     for label, kind in (
@@ -74,19 +75,25 @@ def main():
             train_student(kind, teacher, train, val, test, epochs, s) for s in seeds
         ]
         results[label] = runs
-        rows.append((label, params, float(np.mean([r[0] for r in runs]))))
+        rows.append((label, params, [r[0] for r in runs]))
 
     def fmt(value):
         return "-" if value is None else f"{value:.4f}"
 
-    print(f"Test accuracy, mean over seeds {seeds}; {epochs} epochs each.")
+    print(
+        f"Test accuracy: mean (min-max) over student seeds {seeds}; "
+        f"{epochs} epochs each."
+    )
     print("| model | parameters | test accuracy | hint loss before | hint loss after |")
     print("|---|---:|---:|---:|---:|")
-    for label, count, acc in rows:
+    for label, count, accs in rows:
+        acc = f"{np.mean(accs):.4f}"
+        if len(accs) > 1:
+            acc += f" ({min(accs):.4f}-{max(accs):.4f})"
         runs = results.get(label, [(None, None, None)])
         before = None if runs[0][1] is None else np.mean([r[1] for r in runs])
         after = None if runs[0][2] is None else np.mean([r[2] for r in runs])
-        print(f"| {label} | {count:,} | {acc:.4f} | {fmt(before)} | {fmt(after)} |")
+        print(f"| {label} | {count:,} | {acc} | {fmt(before)} | {fmt(after)} |")
 
 
 if __name__ == "__main__":
