@@ -195,7 +195,8 @@ class Distiller(keras.Model):
             without precomputed teacher outputs. Defaults to `None`.
         hint_weight: Multiplier of the hint terms in the total loss, a
             non-trainable `keras.Variable` (schedule it, e.g. to 0 after a
-            hint-only first stage as in FitNets). Defaults to `1.0`.
+            first stage, like FitNets' stage-wise training; the hard-label
+            and KD terms stay on throughout). Defaults to `1.0`.
         **kwargs: Passed to `keras.Model` (e.g. `name`).
 
     Example:
