@@ -28,6 +28,7 @@ _LAZY_MODULES = (
     "data",
     "distribute",
     "export",
+    "hints",
     "models",
     "schedules",
     "transfer",

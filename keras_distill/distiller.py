@@ -6,6 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_distill import hints as kd_hints
 from keras_distill import losses as kd_losses
 
 # Keys a batch may carry, in a trailing dict, to supply precomputed teacher
@@ -91,6 +92,17 @@ def _check_teacher_temperatures(temperatures, count):
     return [None if t is None else check_temperature(t) for t in temperatures]
 
 
+def check_hint_weight(value):
+    """Returns `value` as a float if it is finite and >= 0, else raises."""
+    hint_weight = _as_float(value, "hint_weight")
+    if not (math.isfinite(hint_weight) and hint_weight >= 0):
+        raise ValueError(
+            f"`hint_weight` must be a finite number >= 0. "
+            f"Received: hint_weight={value!r}"
+        )
+    return hint_weight
+
+
 def _num_classes(model):
     """The size of the model's last output axis, or None when unknown."""
     try:
@@ -171,6 +183,20 @@ class Distiller(keras.Model):
         teacher_temperatures: For several teachers, a fixed temperature per
             teacher (`None` entries use the distiller's `temperature`).
             Defaults to `None`.
+        hints: A list of `keras_distill.hints.Hint`s for feature (hint)
+            distillation (FitNets, Romero et al. 2015,
+            https://arxiv.org/abs/1412.6550): each adds
+            `weight * mean((adaptor(student_layer) - teacher_layer)^2)` to
+            the loss, logged as `hint_loss`. The adaptors (in
+            `hint_adaptors`) train with the student. Layers are found by
+            name in functional and Sequential models; a subclassed model's
+            `call()` must accept `return_features=True` and then return
+            `(outputs, {name: tensor})`. Needs a single teacher and batches
+            without precomputed teacher outputs. Defaults to `None`.
+        hint_weight: Multiplier of the hint terms in the total loss, a
+            non-trainable `keras.Variable` (schedule it, e.g. to 0 after a
+            first stage, like FitNets' stage-wise training; the hard-label
+            and KD terms stay on throughout). Defaults to `1.0`.
         **kwargs: Passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -186,6 +212,14 @@ class Distiller(keras.Model):
     distiller.fit(train_ds, validation_data=val_ds, epochs=10)
     distiller.save("distiller.keras")
     ```
+
+    With a hint (FitNets), the student's `"conv1"` regressed onto the
+    teacher's `"conv2"` through a 1x1 convolution:
+
+    ```python
+    distiller = kd.Distiller(student=kd.models.student_cnn(), teacher=teacher,
+                             hints=[kd.hints.Hint("conv2", "conv1")])
+    ```
     """
 
     def __init__(
@@ -199,6 +233,8 @@ class Distiller(keras.Model):
         distillation_loss="kd",
         teacher_weights=None,
         teacher_temperatures=None,
+        hints=None,
+        hint_weight=1.0,
         **kwargs,
     ):
         teachers = list(teacher) if isinstance(teacher, list | tuple) else [teacher]
@@ -220,6 +256,13 @@ class Distiller(keras.Model):
         kd_losses.check_output_kind(student_outputs, "student_outputs")
         alpha = check_alpha(alpha)
         temperature = check_temperature(temperature)
+        hint_list = kd_hints.check_hints(hints)
+        hint_weight = check_hint_weight(hint_weight)
+        if hint_list and len(teachers) > 1:
+            raise ValueError(
+                "Hints (feature distillation) support a single teacher. "
+                f"Received {len(teachers)} teachers and hints={hint_list!r}."
+            )
         self._kd_kind, self._kd_options = _distillation_loss_spec(distillation_loss)
         self._teacher_weights = _check_teacher_weights(teacher_weights, len(teachers))
         self._teacher_temperatures = _check_teacher_temperatures(
@@ -241,7 +284,25 @@ class Distiller(keras.Model):
         self.student = student
         for t in teachers:
             t.trainable = False
+            # Also each sublayer: a subclassed teacher restored from a file
+            # has `trainable=False` but trainable sublayers, whose weights
+            # would otherwise join `trainable_variables` (and the optimizer).
+            for layer in t._flatten_layers(include_self=False):
+                layer.trainable = False
         self.teachers = [_inference_view(t) for t in teachers]
+        self.hints = hint_list
+        self.hint_adaptors = []
+        self._hint_views = None
+        if hint_list:
+            self._hint_views = (
+                kd_hints.FeatureView(
+                    student, [h.student_layer for h in hint_list], "student"
+                ),
+                kd_hints.FeatureView(
+                    self.teachers[0], [h.teacher_layer for h in hint_list], "teacher"
+                ),
+            )
+            self._build_hint_adaptors()
         self.teacher_weights = teacher_weights
         self.teacher_temperatures = teacher_temperatures
         self.teacher_outputs = teacher_outputs
@@ -255,10 +316,16 @@ class Distiller(keras.Model):
         )
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
+        self._hint_weight = keras.Variable(
+            hint_weight, dtype="float32", trainable=False, name="hint_weight"
+        )
+        if hint_list:
+            self.hint_loss_tracker = keras.metrics.Mean(name="hint_loss")
         self._default_student_loss = keras.losses.SparseCategoricalCrossentropy(
             from_logits=student_outputs == "logits"
         )
-        if student.built and all(t.built for t in teachers):
+        hints_ready = not hint_list or len(self.hint_adaptors) == len(hint_list)
+        if student.built and all(t.built for t in teachers) and hints_ready:
             self.built = True
 
     # -- Scheduled parameters -------------------------------------------------
@@ -281,6 +348,15 @@ class Distiller(keras.Model):
     def temperature(self, value):
         self._temperature.assign(check_temperature(value))
 
+    @property
+    def hint_weight(self):
+        """Multiplier of the hint terms (a non-trainable `keras.Variable`)."""
+        return self._hint_weight
+
+    @hint_weight.setter
+    def hint_weight(self, value):
+        self._hint_weight.assign(check_hint_weight(value))
+
     # -- Model ----------------------------------------------------------------
 
     def build(self, input_shape):
@@ -289,9 +365,38 @@ class Distiller(keras.Model):
         for model in (self.student, *self.teachers):
             if not model.built:
                 model(keras.KerasTensor(input_shape))
+        if self.hints:
+            self._build_hint_adaptors(input_shape)
         self.built = True
 
-    def call(self, inputs, training=None):
+    def _build_hint_adaptors(self, input_shape=None):
+        """Creates one adaptor per hint once the feature shapes are known.
+
+        Functional and Sequential models know them at construction; for
+        subclassed models they come from a symbolic call in `build()`.
+        """
+        if len(self.hint_adaptors) == len(self.hints):
+            return
+        student_view, teacher_view = self._hint_views
+        if input_shape is None:
+            student_shapes = student_view.static_shapes()
+            teacher_shapes = teacher_view.static_shapes()
+            if student_shapes is None or teacher_shapes is None:
+                return
+        else:
+            student_shapes = student_view.symbolic_shapes(input_shape)
+            teacher_shapes = teacher_view.symbolic_shapes(input_shape)
+        self.hint_adaptors = [
+            kd_hints.make_adaptor(hint, t_shape, s_shape, name=f"hint_adaptor_{i}")
+            for i, (hint, t_shape, s_shape) in enumerate(
+                zip(self.hints, teacher_shapes, student_shapes)
+            )
+        ]
+
+    def call(self, inputs, training=None, return_features=False):
+        """The student's outputs; with `return_features`, also its hint features."""
+        if return_features and self.hints:
+            return self._hint_views[0](inputs, training=training)
         return self.student(inputs, training=training)
 
     # -- Training -------------------------------------------------------------
@@ -341,6 +446,59 @@ class Distiller(keras.Model):
     def teacher(self):
         """The teacher (the first one when there are several)."""
         return self.teachers[0]
+
+    def teacher_hint_targets(self, x):
+        """`(teacher_logits, teacher_features)` from one teacher pass (float32)."""
+        outputs, features = self._hint_views[1](x, training=False)
+        logits = ops.stop_gradient(kd_losses.to_logits(outputs, self.teacher_outputs))
+        return logits, [ops.stop_gradient(f) for f in features]
+
+    def compute_hint_loss(self, teacher_features, student_features, sample_weight=None):
+        """Sum over hints of `weight * hint_loss(teacher, adaptor(student))`."""
+        total = 0.0
+        for hint, adaptor, t, s in zip(
+            self.hints, self.hint_adaptors, teacher_features, student_features
+        ):
+            per_example = kd_losses.hint_loss(t, adaptor(s))
+            total = total + hint.weight * kd_losses.reduce_per_example(
+                per_example, sample_weight
+            )
+        return ops.cast(total, "float32")
+
+    def compute_step_losses(self, x, y, sample_weight, teacher_targets, training):
+        """Runs the models on a batch and returns `(y_pred, losses)`.
+
+        `losses` is `(total, student_loss, distillation_loss, hint_loss)`;
+        `hint_loss` is `None` without hints. With hints, teacher and student
+        each run once and give both outputs and features.
+        """
+        if not self.hints:
+            y_pred = self(x, training=training)
+            losses = self.compute_distillation_loss(
+                x, y, y_pred, sample_weight, teacher_targets, training=training
+            )
+            return y_pred, (*losses, None)
+        if teacher_targets is not None:
+            raise ValueError(
+                "Hints need the teacher's intermediate features, which "
+                "precomputed teacher outputs (the teacher-output cache) do not "
+                "hold. Train with hints on uncached batches."
+            )
+        y_pred, student_features = self(x, training=training, return_features=True)
+        teacher_logits, teacher_features = self.teacher_hint_targets(x)
+        total, student_loss, distillation_loss = self.compute_distillation_loss(
+            x,
+            y,
+            y_pred,
+            sample_weight,
+            {TEACHER_LOGITS_KEY: teacher_logits},
+            training=training,
+        )
+        hint_loss = self.compute_hint_loss(
+            teacher_features, student_features, sample_weight
+        )
+        total = total + ops.cast(self._hint_weight, "float32") * hint_loss
+        return y_pred, (total, student_loss, distillation_loss, hint_loss)
 
     def compute_distillation_loss(
         self, x, y, y_pred, sample_weight=None, teacher_targets=None, training=True
@@ -416,7 +574,9 @@ class Distiller(keras.Model):
                     f"student outputs of shape {s_shape}."
                 )
 
-    def _update_loss_trackers(self, x, total, student_loss, distillation_loss):
+    def _update_loss_trackers(
+        self, x, total, student_loss, distillation_loss, hint_loss=None
+    ):
         from keras.src.losses import loss as loss_module
 
         batch_size = ops.shape(next(t for t in keras.tree.flatten(x) if t is not None))[
@@ -434,6 +594,11 @@ class Distiller(keras.Model):
             loss_module.unscale_loss_for_distribution(distillation_loss),
             sample_weight=batch_size,
         )
+        if hint_loss is not None:
+            self.hint_loss_tracker.update_state(
+                loss_module.unscale_loss_for_distribution(hint_loss),
+                sample_weight=batch_size,
+            )
 
     def _metrics_result(self, x, y, y_pred, sample_weight):
         if y is None:
@@ -470,24 +635,25 @@ class Distiller(keras.Model):
 
         x, y, sample_weight, teacher_targets = self.unpack_batch(data)
         with tf.GradientTape() as tape:
-            y_pred = self(x, training=True)
-            total, student_loss, distillation_loss = self.compute_distillation_loss(
-                x, y, y_pred, sample_weight, teacher_targets, training=True
+            y_pred, losses = self.compute_step_losses(
+                x, y, sample_weight, teacher_targets, training=True
             )
-            self._update_loss_trackers(x, total, student_loss, distillation_loss)
+            self._update_loss_trackers(x, *losses)
+            total = losses[0]
             scaled = self.optimizer.scale_loss(total) if self.optimizer else total
         trainable = self.student.trainable_weights
+        for adaptor in self.hint_adaptors:
+            trainable = trainable + adaptor.trainable_weights
         gradients = tape.gradient(scaled, trainable)
         self.optimizer.apply_gradients(zip(gradients, trainable))
         return self._metrics_result(x, y, y_pred, sample_weight)
 
     def test_step(self, data):
         x, y, sample_weight, teacher_targets = self.unpack_batch(data)
-        y_pred = self(x, training=False)
-        total, student_loss, distillation_loss = self.compute_distillation_loss(
-            x, y, y_pred, sample_weight, teacher_targets, training=False
+        y_pred, losses = self.compute_step_losses(
+            x, y, sample_weight, teacher_targets, training=False
         )
-        self._update_loss_trackers(x, total, student_loss, distillation_loss)
+        self._update_loss_trackers(x, *losses)
         return self._metrics_result(x, y, y_pred, sample_weight)
 
     # -- Input checks before training -----------------------------------------
@@ -546,6 +712,8 @@ class Distiller(keras.Model):
                 ),
                 "teacher_weights": self.teacher_weights,
                 "teacher_temperatures": self.teacher_temperatures,
+                "hints": [hint.get_config() for hint in self.hints] or None,
+                "hint_weight": float(ops.convert_to_numpy(self._hint_weight)),
                 "alpha": float(ops.convert_to_numpy(self._alpha)),
                 "temperature": float(ops.convert_to_numpy(self._temperature)),
                 "teacher_outputs": self.teacher_outputs,

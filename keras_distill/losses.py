@@ -359,3 +359,69 @@ class DecoupledKD(keras.losses.Loss):
             {"temperature": self.temperature, "alpha": self.alpha, "beta": self.beta}
         )
         return config
+
+
+def hint_loss(teacher_features, student_features):
+    """FitNets' hint term: mean squared error between features, per example.
+
+    The student's (adapted) features are regressed onto the teacher's hint
+    features; the squared error is averaged over all non-batch axes (for
+    image features: height, width and channels). Reduce the result over the
+    batch with `reduce_per_example`, like the other terms.
+
+    Reference: Romero, Ballas, Kahou, Chassang, Gatta and Bengio, "FitNets:
+    Hints for Thin Deep Nets", ICLR 2015 (https://arxiv.org/abs/1412.6550).
+
+    Args:
+        teacher_features: Teacher hint features, shape `(batch, ...)`.
+        student_features: Student features of the same shape (after the
+            adaptor, if any).
+
+    Returns:
+        A float32 tensor of shape `(batch,)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> t = np.ones((2, 4, 4, 3), "float32")
+    >>> [float(v) for v in hint_loss(t, 0.5 * t)]
+    [0.25, 0.25]
+    """
+    teacher = ops.cast(teacher_features, "float32")
+    student = ops.cast(student_features, "float32")
+    if teacher.shape[1:] != student.shape[1:] and None not in (
+        *teacher.shape[1:],
+        *student.shape[1:],
+    ):
+        raise ValueError(
+            "Hint features must have the same shape (use an adaptor when they "
+            f"differ). Received: teacher features of shape {teacher.shape}, "
+            f"student features of shape {student.shape}."
+        )
+    diff = ops.reshape(student - teacher, (ops.shape(student)[0], -1))
+    return ops.mean(ops.square(diff), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class HintLoss(keras.losses.Loss):
+    """`hint_loss` as a `keras.losses.Loss`: `y_true` are teacher features.
+
+    Reference: Romero et al., "FitNets: Hints for Thin Deep Nets", ICLR 2015
+    (https://arxiv.org/abs/1412.6550).
+
+    Args:
+        reduction: Keras loss reduction. Defaults to `"sum_over_batch_size"`.
+        name: Loss name. Defaults to `"hint"`.
+
+    Example:
+
+    ```python
+    value = kd.losses.HintLoss()(teacher_features, adapted_student_features)
+    ```
+    """
+
+    def __init__(self, reduction="sum_over_batch_size", name="hint", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+
+    def call(self, y_true, y_pred):
+        return hint_loss(y_true, y_pred)

@@ -10,6 +10,11 @@ def teacher_cnn(
 ):
     """A small CNN teacher (about 38k parameters) that outputs logits.
 
+    Its layers are named, so they can serve as hint points for feature
+    distillation (`keras_distill.hints.Hint`): `"conv1"` (8x8x16 on the
+    digits), `"conv2"` (8x8x32), `"pool"` (4x4x32), `"flatten"`, `"dropout"`,
+    `"dense"` (64 units) and `"logits"`.
+
     Example:
 
     >>> model = teacher_cnn()
@@ -19,12 +24,12 @@ def teacher_cnn(
     return keras.Sequential(
         [
             keras.Input(input_shape, name="image"),
-            keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
-            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Flatten(),
-            keras.layers.Dropout(0.3),
-            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1"),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2"),
+            keras.layers.MaxPooling2D(name="pool"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dropout(0.3, name="dropout"),
+            keras.layers.Dense(64, activation="relu", name="dense"),
             keras.layers.Dense(num_classes, name="logits"),
         ],
         name=name,
@@ -47,6 +52,37 @@ def student_mlp(
             keras.Input(input_shape, name="image"),
             keras.layers.Flatten(),
             keras.layers.Dense(hidden, activation="relu"),
+            keras.layers.Dense(num_classes, name="logits"),
+        ],
+        name=name,
+    )
+
+
+def student_cnn(
+    input_shape=DIGITS_SHAPE,
+    num_classes=NUM_DIGIT_CLASSES,
+    filters=4,
+    name="student_cnn",
+):
+    """A tiny CNN student (about 0.7k parameters at `filters=4`) outputting logits.
+
+    Its convolution is named `"conv1"` (8x8x`filters` on the digits), a hint
+    point at the teacher's resolution (see `teacher_cnn`).
+
+    Example:
+
+    >>> model = student_cnn()
+    >>> model.get_layer("conv1").output.shape
+    (None, 8, 8, 4)
+    """
+    return keras.Sequential(
+        [
+            keras.Input(input_shape, name="image"),
+            keras.layers.Conv2D(
+                filters, 3, padding="same", activation="relu", name="conv1"
+            ),
+            keras.layers.MaxPooling2D(name="pool"),
+            keras.layers.Flatten(name="flatten"),
             keras.layers.Dense(num_classes, name="logits"),
         ],
         name=name,

@@ -43,4 +43,5 @@ def test_there_are_examples():
         "transfer.py",
         "lifelong.py",
         "multi_teacher.py",
+        "feature_hints.py",
     } <= names

@@ -125,3 +125,27 @@ def test_kd_loss_gradients_match_autodiff():
             tape.gradient(ref, [teacher, student]),
         ):
             np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_hint_loss_matches_numpy():
+    rng = np.random.default_rng(5)
+    t = rng.normal(size=(4, 3, 3, 2)).astype("float32")
+    s = rng.normal(size=(4, 3, 3, 2)).astype("float32")
+    expected = np.array([((s[i] - t[i]) ** 2).sum() / 18 for i in range(4)])
+    np.testing.assert_allclose(np.asarray(losses.hint_loss(t, s)), expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(losses.hint_loss(t[:, 0, 0], s[:, 0, 0])),
+        ((s[:, 0, 0] - t[:, 0, 0]) ** 2).mean(-1),
+        rtol=1e-6,
+    )
+    weights = np.array([1.0, 0.0, 2.0, 0.0], "float32")
+    np.testing.assert_allclose(
+        float(losses.reduce_per_example(losses.hint_loss(t, s), weights)),
+        (expected * weights).sum() / 4,
+        rtol=1e-6,
+    )
+    loss = losses.HintLoss()
+    np.testing.assert_allclose(float(loss(t, s)), expected.mean(), rtol=1e-6)
+    assert isinstance(losses.HintLoss.from_config(loss.get_config()), losses.HintLoss)
+    with pytest.raises(ValueError, match=r"teacher features of shape \(4, 3, 3, 2\)"):
+        losses.hint_loss(t, s[..., :1])
