@@ -316,10 +316,13 @@ class Distiller(keras.Model):
         )
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
-        self._hint_weight = keras.Variable(
-            hint_weight, dtype="float32", trainable=False, name="hint_weight"
-        )
+        # Without hints there is no hint term, so no `hint_weight` variable to
+        # save or schedule (a schedule for it would change nothing).
+        self._hint_weight = None
         if hint_list:
+            self._hint_weight = keras.Variable(
+                hint_weight, dtype="float32", trainable=False, name="hint_weight"
+            )
             self.hint_loss_tracker = keras.metrics.Mean(name="hint_loss")
         self._default_student_loss = keras.losses.SparseCategoricalCrossentropy(
             from_logits=student_outputs == "logits"
@@ -350,11 +353,19 @@ class Distiller(keras.Model):
 
     @property
     def hint_weight(self):
-        """Multiplier of the hint terms (a non-trainable `keras.Variable`)."""
+        """Multiplier of the hint terms (a non-trainable `keras.Variable`).
+
+        `None` for a distiller without `hints`.
+        """
         return self._hint_weight
 
     @hint_weight.setter
     def hint_weight(self, value):
+        if self._hint_weight is None:
+            raise ValueError(
+                "This distiller has no hints, so `hint_weight` has no effect. "
+                f"Received: hint_weight={value!r}. Pass `hints=` to the Distiller."
+            )
         self._hint_weight.assign(check_hint_weight(value))
 
     # -- Model ----------------------------------------------------------------
@@ -713,7 +724,11 @@ class Distiller(keras.Model):
                 "teacher_weights": self.teacher_weights,
                 "teacher_temperatures": self.teacher_temperatures,
                 "hints": [hint.get_config() for hint in self.hints] or None,
-                "hint_weight": float(ops.convert_to_numpy(self._hint_weight)),
+                "hint_weight": (
+                    float(ops.convert_to_numpy(self._hint_weight))
+                    if self._hint_weight is not None
+                    else 1.0
+                ),
                 "alpha": float(ops.convert_to_numpy(self._alpha)),
                 "temperature": float(ops.convert_to_numpy(self._temperature)),
                 "teacher_outputs": self.teacher_outputs,

@@ -269,6 +269,11 @@ def test_hints_with_several_teachers_or_cached_outputs_are_refused():
         kd.Distiller(cnn_student(), [teacher, teacher], hints=[Hint("conv2", "conv1")])
     with pytest.raises(ValueError, match="hint_weight=-1"):
         kd.Distiller(cnn_student(), teacher, hint_weight=-1)
+    # Without hints there is no hint term to weigh, nor a variable to schedule.
+    plain = kd.Distiller(cnn_student(), teacher)
+    assert plain.hint_weight is None
+    with pytest.raises(ValueError, match="no hints.*hint_weight=0.5"):
+        plain.hint_weight = 0.5
     x, y = digits_subset(n=32)
     distiller = kd.Distiller(cnn_student(), teacher, hints=[Hint("conv2", "conv1")])
     distiller.compile(optimizer="sgd")
