@@ -89,7 +89,8 @@ def _timer(model, dataset, fit=True):
     """
     iterator = iter(dataset.repeat())
     if fit:
-        model.fit(dataset.take(2), epochs=1, verbose=0)  # builds and traces
+        # Builds and traces the step that `fit()` runs.
+        model.fit(dataset.take(2), epochs=1, verbose=0, shuffle=False)
         function = model.train_function
     else:
         forward = tf.function(lambda it: model(it.get_next(), training=False))
