@@ -94,13 +94,7 @@ def _check_teacher_temperatures(temperatures, count):
 
 def check_hint_weight(value):
     """Returns `value` as a float if it is finite and >= 0, else raises."""
-    hint_weight = _as_float(value, "hint_weight")
-    if not (math.isfinite(hint_weight) and hint_weight >= 0):
-        raise ValueError(
-            f"`hint_weight` must be a finite number >= 0. "
-            f"Received: hint_weight={value!r}"
-        )
-    return hint_weight
+    return kd_hints.check_weight(value, "hint_weight")
 
 
 def _num_classes(model):

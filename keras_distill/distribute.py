@@ -110,21 +110,7 @@ def fit(
     _check_dataset(dataset, "dataset")
     if validation_data is not None:
         _check_dataset(validation_data, "validation_data")
-    if not uses_custom_loop(strategy):
-        return _keras_fit(
-            distiller,
-            dataset,
-            epochs=epochs,
-            validation_data=validation_data,
-            callbacks=callbacks,
-            checkpoint_dir=checkpoint_dir,
-            steps_per_epoch=steps_per_epoch,
-            validation_steps=validation_steps,
-            verbose=verbose,
-            strategy=strategy,
-        )
-    return _MultiWorkerLoop(distiller, strategy).fit(
-        dataset,
+    arguments = dict(
         epochs=epochs,
         validation_data=validation_data,
         callbacks=callbacks,
@@ -133,6 +119,9 @@ def fit(
         validation_steps=validation_steps,
         verbose=verbose,
     )
+    if not uses_custom_loop(strategy):
+        return _keras_fit(distiller, dataset, strategy=strategy, **arguments)
+    return _MultiWorkerLoop(distiller, strategy).fit(dataset, **arguments)
 
 
 def num_workers(strategy):

@@ -22,6 +22,19 @@ import keras
 ADAPTORS = ("auto", None)
 
 
+def check_weight(value, name):
+    """Returns `value` as a float if it is finite and >= 0, else raises."""
+    try:
+        weight = float(value)
+    except (TypeError, ValueError):
+        weight = math.nan
+    if not (math.isfinite(weight) and weight >= 0):
+        raise ValueError(
+            f"`{name}` must be a finite number >= 0. Received: {name}={value!r}"
+        )
+    return weight
+
+
 @keras.saving.register_keras_serializable(package="keras_distill")
 class Hint:
     """One FitNets hint: a teacher layer whose output guides a student layer.
@@ -66,15 +79,7 @@ class Hint:
                     f"`{argument}` must be a layer name (a non-empty string). "
                     f"Received: {argument}={value!r}"
                 )
-        try:
-            value = float(weight)
-        except (TypeError, ValueError):
-            value = math.nan
-        if not (math.isfinite(value) and value >= 0):
-            raise ValueError(
-                f"`weight` must be a finite number >= 0. Received: weight={weight!r}"
-            )
-        weight = value
+        weight = check_weight(weight, "weight")
         if adaptor not in ADAPTORS:
             raise ValueError(
                 f"`adaptor` must be one of {ADAPTORS}. Received: adaptor={adaptor!r}"
