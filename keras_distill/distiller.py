@@ -646,9 +646,9 @@ class Distiller(keras.Model):
             self._update_loss_trackers(x, *losses)
             total = losses[0]
             scaled = self.optimizer.scale_loss(total) if self.optimizer else total
-        trainable = self.student.trainable_weights
-        for adaptor in self.hint_adaptors:
-            trainable = trainable + adaptor.trainable_weights
+        # The student's and the hint adaptors' weights (the teachers are
+        # frozen): the list Keras builds the optimizer with.
+        trainable = self.trainable_variables
         gradients = tape.gradient(scaled, trainable)
         self.optimizer.apply_gradients(zip(gradients, trainable))
         return self._metrics_result(x, y, y_pred, sample_weight)

@@ -47,7 +47,8 @@ def fit(
     arguments; each reads its own share of every global batch.
 
     With `checkpoint_dir`, the state after each epoch (student, optimizer,
-    `alpha`, `temperature` and the epoch counter) is saved with
+    `alpha`, `temperature`, hint adaptors and `hint_weight` if any, and the
+    epoch counter) is saved with
     `tf.train.CheckpointManager`: the chief writes to `checkpoint_dir`, the
     other workers to a temporary folder that they delete right away. Calling
     `fit()` again with the same `checkpoint_dir` resumes after the last
@@ -155,7 +156,11 @@ def _check_dataset(data, name):
 
 
 def _check_created_in_scope(distiller, strategy):
-    variables = list(distiller.student.variables) + [distiller.alpha]
+    variables = [
+        *distiller.trainable_variables,
+        *distiller.student.non_trainable_variables,
+        distiller.alpha,
+    ]
     for variable in variables:
         value = getattr(variable, "value", variable)
         if not strategy.extended.variable_created_in_scope(value):
@@ -217,7 +222,7 @@ class _MultiWorkerLoop:
         self.task = f"{resolver.task_type}_{resolver.task_id}"
         with strategy.scope():
             if not distiller.optimizer.built:
-                distiller.optimizer.build(distiller.student.trainable_variables)
+                distiller.optimizer.build(distiller.trainable_variables)
         self.train_function = self._make_function(distiller.train_step)
         self.test_function = self._make_function(distiller.test_step)
         self.sum_function = self._make_sum_function()
@@ -382,13 +387,17 @@ class _Checkpoint:
         distiller = loop.distiller
         with loop.strategy.scope():
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self.checkpoint = tf.train.Checkpoint(
+        state = dict(
             student=distiller.student,
             optimizer=distiller.optimizer,
             alpha=distiller.alpha,
             temperature=distiller.temperature,
             epoch=self.epoch,
         )
+        if distiller.hints:
+            state["hint_weight"] = distiller.hint_weight
+            state.update({a.name: a for a in distiller.hint_adaptors})
+        self.checkpoint = tf.train.Checkpoint(**state)
         if loop.is_chief:
             self.write_dir = directory
         else:
