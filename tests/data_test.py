@@ -88,3 +88,27 @@ def test_image_folder(tmp_path):
 def test_bad_source():
     with pytest.raises(ValueError, match="source='mnist'"):
         data.load("mnist")
+
+
+def test_mnist1d_is_generated_offline_with_a_fixed_split():
+    splits = data.load_mnist1d(seed=0)
+    (x_train, y_train), (x_val, y_val) = splits["train"], splits["val"]
+    x_test, y_test = splits["test"]
+    assert x_train.shape == (3600, 40, 1) and x_val.shape == (400, 40, 1)
+    assert x_test.shape == (1000, 40, 1) and x_train.dtype == np.float32
+    assert set(np.unique(y_train)) == set(range(10))
+    # Stratified: every class keeps its share in the validation split.
+    assert np.bincount(y_val, minlength=10).min() >= 30
+    again = data.load_mnist1d(seed=0)
+    np.testing.assert_array_equal(again["val"][0], x_val)
+    other = data.load_mnist1d(seed=1)
+    assert not np.array_equal(other["val"][1], y_val)
+    with pytest.raises(ValueError, match="val_fraction"):
+        data.load_mnist1d(val_fraction=1.0)
+
+
+def test_load_by_name_mnist1d():
+    splits = data.load("mnist1d", batch_size=32)
+    assert splits.num_classes == 10 and splits.input_shape == (40, 1)
+    x, y = next(iter(splits.train))
+    assert tuple(x.shape) == (32, 40, 1) and tuple(y.shape) == (32,)
