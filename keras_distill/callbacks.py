@@ -21,17 +21,20 @@ distiller.fit(train_ds, epochs=10, callbacks=[
 ```
 """
 
-import math
 import warnings
+import weakref
 
 import keras
 import numpy as np
 from keras.src.utils import io_utils
 
 from keras_distill import curriculum as kd_curriculum
+from keras_distill import params as kd_params
 from keras_distill import schedules
 
 UNITS = ("epoch", "step")
+# model -> (the fit's `params` dict, {parameter name: its ParameterScheduler}).
+_CLAIMS = weakref.WeakKeyDictionary()
 
 
 def scalar_variables(model) -> dict:
@@ -67,27 +70,27 @@ def scalar_variables(model) -> dict:
 def check_parameter_value(name: str, value, where: str) -> float:
     """Returns `value` as a float if it is valid for parameter `name`.
 
-    Every value must be finite; `alpha` must be in [0, 1] and `temperature`
-    must be > 0. `where` (e.g. `"epoch 3"`) is quoted in the error.
+    The rules are `keras_distill.params`' (every value finite in float32;
+    `alpha` in [0, 1], `temperature` > 0, `hint_weight` >= 0). `where`
+    (e.g. `"epoch 3"`) is quoted in the error.
     """
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"The schedule of `{name}` returned a non-number at {where}: {value!r}"
-        ) from None
-    problem = None
-    if not math.isfinite(number):
-        problem = "a finite number"
-    elif name == "alpha" and not 0.0 <= number <= 1.0:
-        problem = "in [0, 1]"
-    elif name == "temperature" and number <= 0.0:
-        problem = "> 0"
-    if problem:
-        raise ValueError(
-            f"The schedule of `{name}` returned {name}={value!r} at {where}; "
-            f"`{name}` must be {problem}."
-        )
+    return kd_params.check(name, value, where)
+
+
+def assign_parameter(model, name: str, value, where: str) -> float:
+    """Checks `value` for `model`'s parameter `name` and assigns it.
+
+    Goes through the model's property setter when it has one (a
+    `Distiller`'s `alpha`, `temperature`, `hint_weight`), so the value meets
+    the same rules as `distiller.alpha = value`; other scalar variables are
+    assigned after the finiteness check.
+    """
+    number = check_parameter_value(name, value, where)
+    setter = getattr(type(model), name, None)
+    if isinstance(setter, property) and setter.fset is not None:
+        setattr(model, name, number)
+    else:
+        scalar_variables(model)[name].assign(number)
     return number
 
 
@@ -166,7 +169,6 @@ class ParameterScheduler(keras.callbacks.Callback):
         self.unit = unit
         self.verbose = verbose
         self.value = None
-        self._variable = None
 
     def _where(self, index):
         return f"{self.unit} {index}" + (" (0-based)" if self.unit == "epoch" else "")
@@ -179,8 +181,31 @@ class ParameterScheduler(keras.callbacks.Callback):
                 f"{type(self.model).__name__} has no scalar non-trainable "
                 f"variable of that name. Valid names: {sorted(variables)}."
             )
-        self._variable = variables[self.name]
+        self._claim()
         self._check_ahead()
+
+    def _claim(self):
+        """Refuses a second `ParameterScheduler` on the same parameter in one fit."""
+        # Keras gives every callback of one `fit()` the same `params` dict, so
+        # it identifies the fit: a claim left by an earlier (maybe
+        # interrupted) fit never blocks this one.
+        claims = _CLAIMS.get(self.model)
+        if claims is None or claims[0] is not self.params:
+            claims = (self.params, {})
+            _CLAIMS[self.model] = claims
+        owner = claims[1].get(self.name)
+        if owner is not None and owner is not self:
+            raise ValueError(
+                f"Two `ParameterScheduler`s set {self.name!r} in one fit(): "
+                f"{owner!r} and {self!r}. Each parameter can have one schedule; "
+                "combine them with `kd.schedules.join`."
+            )
+        claims[1][self.name] = self
+
+    def __repr__(self):
+        return (
+            f"ParameterScheduler({self.name!r}, {self.schedule!r}, unit={self.unit!r})"
+        )
 
     def _check_ahead(self):
         """Checks every value of the run before the first step."""
@@ -202,7 +227,7 @@ class ParameterScheduler(keras.callbacks.Callback):
             self.name, self.schedule(index), self._where(index)
         )
         if value != self.value:
-            self._variable.assign(value)
+            assign_parameter(self.model, self.name, value, self._where(index))
             if self.verbose:
                 io_print = io_utils.print_msg
                 io_print(f"{self._where(index)}: setting {self.name} to {value:.6g}.")
@@ -314,11 +339,8 @@ class CurriculumScheduler(keras.callbacks.Callback):
             logs["curriculum_examples"] = self.examples
 
 
-def _positive(value, name):
-    number = float(value)
-    if not (math.isfinite(number) and number > 0):
-        raise ValueError(f"{name} must be a finite number > 0. Received: {value!r}")
-    return number
+def _positive(value, name, where=None):
+    return kd_params.Param(name, 1.0, 0.0, low_open=True).check(value, where)
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")
@@ -381,7 +403,7 @@ class Stage:
         if field == "data_fraction":
             return kd_curriculum.check_fraction(value, f"`data_fraction` at {where}")
         if field == "learning_rate_factor":
-            return _positive(value, f"`learning_rate_factor` at {where}")
+            return _positive(value, "learning_rate_factor", where)
         return check_parameter_value(field, value, where)
 
     def get_config(self):
@@ -536,7 +558,7 @@ class ProgressiveDistillation(keras.callbacks.Callback):
         self.learning_rate = (
             None
             if learning_rate is None
-            else _positive(learning_rate, "`learning_rate`")
+            else _positive(learning_rate, "learning_rate")
         )
         self.verbose = verbose
         ends = np.cumsum([stage.epochs for stage in self.stages]).tolist()

@@ -1,13 +1,12 @@
 """The `Distiller` model: train a student from a frozen teacher with `fit()`."""
 
-import math
-
 import keras
 import numpy as np
 from keras import ops
 
 from keras_distill import hints as kd_hints
 from keras_distill import losses as kd_losses
+from keras_distill import params as kd_params
 
 # Keys a batch may carry, in a trailing dict, to supply precomputed teacher
 # outputs instead of running the teacher (see `keras_distill.cache`).
@@ -19,35 +18,14 @@ TOPK_INDICES_KEY = "teacher_topk_indices"
 TOPK_REST_KEY = "teacher_rest_logsumexp"
 
 
-def _as_float(value, name):
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"`{name}` must be a number. Received: {name}={value!r}"
-        ) from None
-
-
 def check_alpha(value):
-    """Returns `value` as a float if it is in [0, 1], else raises ValueError."""
-    alpha = _as_float(value, "alpha")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(
-            f"`alpha` must be in [0, 1] (the weight of the hard-label loss). "
-            f"Received: alpha={value!r}"
-        )
-    return alpha
+    """Returns `value` as a float if it is a valid `alpha`, else raises."""
+    return kd_params.check("alpha", value)
 
 
 def check_temperature(value):
-    """Returns `value` as a float if it is finite and > 0, else raises."""
-    temperature = _as_float(value, "temperature")
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(
-            f"`temperature` must be a finite number > 0. "
-            f"Received: temperature={value!r}"
-        )
-    return temperature
+    """Returns `value` as a float if it is a valid `temperature`, else raises."""
+    return kd_params.check("temperature", value)
 
 
 def _distillation_loss_spec(loss):
@@ -68,17 +46,21 @@ def _distillation_loss_spec(loss):
 
 
 def _check_teacher_weights(weights, count):
-    """Normalised non-negative weights, one per teacher."""
+    """Normalised non-negative finite weights, one per teacher."""
     if weights is None:
         return [1.0 / count] * count
-    weights = [float(w) for w in weights]
-    if len(weights) != count or any(not w >= 0 for w in weights) or sum(weights) <= 0:
-        raise ValueError(
-            f"`teacher_weights` must be {count} non-negative numbers (one per "
-            f"teacher) with a positive sum. Received: teacher_weights={weights!r}"
-        )
-    total = sum(weights)
-    return [w / total for w in weights]
+    message = (
+        f"`teacher_weights` must be {count} finite non-negative numbers (one per "
+        f"teacher) with a positive sum. Received: teacher_weights={weights!r}"
+    )
+    try:
+        numbers = [kd_params.check_finite(w, "teacher_weights") for w in weights]
+    except (TypeError, ValueError):
+        raise ValueError(message) from None
+    if len(numbers) != count or any(w < 0 for w in numbers) or sum(numbers) <= 0:
+        raise ValueError(message)
+    total = sum(numbers)
+    return [w / total for w in numbers]
 
 
 def _check_teacher_temperatures(temperatures, count):
@@ -93,8 +75,8 @@ def _check_teacher_temperatures(temperatures, count):
 
 
 def check_hint_weight(value):
-    """Returns `value` as a float if it is finite and >= 0, else raises."""
-    return kd_hints.check_weight(value, "hint_weight")
+    """Returns `value` as a float if it is a valid `hint_weight`, else raises."""
+    return kd_params.check("hint_weight", value)
 
 
 def _num_classes(model):
@@ -635,9 +617,19 @@ class Distiller(keras.Model):
                 results[metric.name] = result
         return results
 
+    def parameter_variables(self):
+        """`{name: variable}` of the declared parameters this distiller holds."""
+        found = {"alpha": self._alpha, "temperature": self._temperature}
+        if self._hint_weight is not None:
+            found["hint_weight"] = self._hint_weight
+        return found
+
     def train_step(self, data):
         import tensorflow as tf
 
+        # Values assigned directly to the variables bypass the setters: check
+        # them here, before anything is updated (a few scalar ops).
+        kd_params.graph_checks(self.parameter_variables())
         x, y, sample_weight, teacher_targets = self.unpack_batch(data)
         with tf.GradientTape() as tape:
             y_pred, losses = self.compute_step_losses(
@@ -654,6 +646,7 @@ class Distiller(keras.Model):
         return self._metrics_result(x, y, y_pred, sample_weight)
 
     def test_step(self, data):
+        kd_params.graph_checks(self.parameter_variables())
         x, y, sample_weight, teacher_targets = self.unpack_batch(data)
         y_pred, losses = self.compute_step_losses(
             x, y, sample_weight, teacher_targets, training=False
@@ -673,11 +666,24 @@ class Distiller(keras.Model):
                 )
             else:
                 self._check_labels(validation_data, None, "validation_data")
-        return super().fit(x, y, *args, **kwargs)
+        with _parameter_errors():
+            return super().fit(x, y, *args, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         self._check_labels(x, y, "evaluation data")
-        return super().evaluate(x, y, *args, **kwargs)
+        with _parameter_errors():
+            return super().evaluate(x, y, *args, **kwargs)
+
+    def load_own_variables(self, store):
+        super().load_own_variables(store)
+        for name, variable in self.parameter_variables().items():
+            value = float(ops.convert_to_numpy(variable))
+            try:
+                kd_params.check(name, value)
+            except ValueError as error:
+                raise ValueError(
+                    f"The saved distiller holds an invalid `{name}`: {error}"
+                ) from None
 
     def _check_labels(self, x, y, where):
         """Raises a ValueError naming the first out-of-range sparse label."""
@@ -751,6 +757,24 @@ class Distiller(keras.Model):
                 config["distillation_loss"]
             )
         return cls(**config)
+
+
+class _parameter_errors:
+    """Turns a failed in-step parameter check into a plain `ValueError`."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if error is None:
+            return False
+        import tensorflow as tf
+
+        if isinstance(error, tf.errors.InvalidArgumentError):
+            message = kd_params.graph_check_message(error)
+            if message is not None:
+                raise ValueError(message) from None
+        return False
 
 
 def _first_batch_labels(data):

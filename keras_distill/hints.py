@@ -15,24 +15,17 @@ for Thin Deep Nets", ICLR 2015 (https://arxiv.org/abs/1412.6550).
 """
 
 import inspect
-import math
 
 import keras
+
+from keras_distill import params as kd_params
 
 ADAPTORS = ("auto", None)
 
 
 def check_weight(value, name):
     """Returns `value` as a float if it is finite and >= 0, else raises."""
-    try:
-        weight = float(value)
-    except (TypeError, ValueError):
-        weight = math.nan
-    if not (math.isfinite(weight) and weight >= 0):
-        raise ValueError(
-            f"`{name}` must be a finite number >= 0. Received: {name}={value!r}"
-        )
-    return weight
+    return kd_params.Param(name, 1.0, 0.0).check(value)
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")

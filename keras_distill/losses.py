@@ -8,6 +8,8 @@ serializable `keras.losses.Loss` class around it.
 import keras
 from keras import ops
 
+from keras_distill import params as kd_params
+
 OUTPUT_KINDS = ("logits", "probabilities")
 
 # A large finite negative logit: probability 0 without infinities in gradients.
@@ -152,11 +154,7 @@ class KnowledgeDistillation(keras.losses.Loss):
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        if not float(temperature) > 0:
-            raise ValueError(
-                f"`temperature` must be > 0. Received: temperature={temperature!r}"
-            )
-        self.temperature = float(temperature)
+        self.temperature = kd_params.check("temperature", temperature)
 
     def call(self, y_true, y_pred):
         return kd_loss(y_true, y_pred, self.temperature)

@@ -14,6 +14,7 @@ import warnings
 import keras
 import numpy as np
 
+from keras_distill import params as kd_params
 from keras_distill.distiller import TEACHER_LOGITS_KEY, Distiller
 
 
@@ -55,6 +56,17 @@ def _check_range(values, name, low, high=None, low_inclusive=True):
             f"Received: {name}={values!r}"
         )
     return lo, hi
+
+
+def _param_range(values, name, param):
+    """A search range of a declared Distiller parameter, within its rule."""
+    spec = kd_params.SPECS[param]
+    low, high = _check_range(
+        values, name, spec.low, spec.high, low_inclusive=not spec.low_open
+    )
+    for value in (low, high):
+        kd_params.check(param, value, where=f"`{name}`")
+    return low, high
 
 
 def _hypermodel_class():
@@ -119,14 +131,12 @@ def _hypermodel_class():
             self.temperature_range = (
                 None
                 if temperature_range is None
-                else _check_range(
-                    temperature_range, "temperature_range", 0.0, low_inclusive=False
-                )
+                else _param_range(temperature_range, "temperature_range", "temperature")
             )
             self.alpha_range = (
                 None
                 if alpha_range is None
-                else _check_range(alpha_range, "alpha_range", 0.0, 1.0)
+                else _param_range(alpha_range, "alpha_range", "alpha")
             )
             self.learning_rate_range = (
                 None

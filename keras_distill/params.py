@@ -1,0 +1,233 @@
+"""The rules of the Distiller's schedulable parameters, in one place.
+
+Every value of `alpha`, `temperature` and `hint_weight` (and any parameter
+declared here later) is checked by `check()`: in the `Distiller`'s
+constructor and property setters, by `ParameterScheduler`, the progressive
+recipe's stages, the tuner's search ranges, the YAML config and the loss
+classes. Values are checked as they will be stored: a float32
+`keras.Variable`, so a number that would become `0`, a subnormal or `inf`
+in float32 is refused as well. Adding a parameter is one line in `SPECS`.
+
+`graph_checks()` is the in-step counterpart: a user's direct
+`distiller.temperature.assign(0.0)` bypasses the setters, so the train and
+test steps assert the same rules on the stored values (a few scalar ops per
+step) and fail before any weight is updated.
+
+Example:
+
+```python
+from keras_distill import params
+
+params.check("alpha", 0.3)          # 0.3
+params.check("temperature", -1.0)   # ValueError: `temperature` must be > 0 ...
+```
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+
+# The prefix of the messages of in-step checks; `Distiller.fit()` turns a
+# failed check into a plain `ValueError` carrying the message.
+GRAPH_CHECK_PREFIX = "keras_distill parameter check failed: "
+_GRAPH_CHECK_END = " <end of check>"
+
+_F32 = np.finfo(np.float32)
+_F32_MAX, _F32_TINY = float(_F32.max), float(_F32.tiny)
+
+
+def to_float(value, name: str, where: str | None = None) -> float:
+    """`value` as a Python float, or a `ValueError` naming `name` and `value`.
+
+    Accepts Python and NumPy numbers and 0-d arrays or tensors; refuses
+    strings, booleans, `None` and arrays with more than one element.
+
+    Args:
+        name: The parameter's name, quoted in the error.
+        where: Optional context quoted in the error (e.g. `"epoch 3"`).
+    """
+    context = f" at {where}" if where else ""
+    if isinstance(value, bool | str | bytes) or value is None:
+        number = None
+    else:
+        try:
+            array = np.asarray(value)
+            number = float(array) if array.size == 1 else None
+        except (TypeError, ValueError):
+            number = None
+    if number is None:
+        raise ValueError(
+            f"`{name}` must be a number. Received: {name}={value!r} "
+            f"of type {type(value).__name__}{context}"
+        )
+    return number
+
+
+def check_finite(value, name: str, where: str | None = None) -> float:
+    """`value` as a float if it is finite in float32, else a `ValueError`."""
+    number = to_float(value, name, where)
+    context = f" at {where}" if where else ""
+    if not math.isfinite(number):
+        raise ValueError(
+            f"`{name}` must be a finite number. Received: {name}={value!r}{context}"
+        )
+    if abs(number) > _F32_MAX:
+        raise ValueError(
+            f"`{name}` must fit in float32 (|value| <= {_F32_MAX:.4g}); it would "
+            f"be stored as inf. Received: {name}={value!r}{context}"
+        )
+    return number
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """The rule of one scalar parameter.
+
+    Attributes:
+        name: The attribute name on the `Distiller` (and the log key).
+        default: The constructor's default.
+        low: Lower bound, or `None`.
+        high: Upper bound, or `None`.
+        low_open: Whether `low` itself is excluded (`> low` rather than
+            `>= low`).
+        meaning: What the parameter does, quoted in errors.
+    """
+
+    name: str
+    default: float
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    meaning: str = ""
+
+    @property
+    def rule(self) -> str:
+        """The rule in words, e.g. `"in [0, 1]"` or `"> 0"`."""
+        if self.low is not None and self.high is not None:
+            left = "(" if self.low_open else "["
+            return f"in {left}{self.low:g}, {self.high:g}]"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        if self.high is not None:
+            return f"<= {self.high:g}"
+        return "finite"
+
+    def contains(self, number: float) -> bool:
+        if self.low is not None:
+            if number < self.low or (self.low_open and number == self.low):
+                return False
+        return self.high is None or number <= self.high
+
+    def check(self, value, where: str | None = None) -> float:
+        """`value` as a float if it satisfies the rule, else a `ValueError`."""
+        number = check_finite(value, self.name, where)
+        context = f" at {where}" if where else ""
+        meaning = f" ({self.meaning})" if self.meaning else ""
+        if not self.contains(number):
+            raise ValueError(
+                f"`{self.name}` must be {self.rule}{meaning}. "
+                f"Received: {self.name}={value!r}{context}"
+            )
+        if number != 0.0 and abs(number) < _F32_TINY:
+            raise ValueError(
+                f"`{self.name}` must be {self.rule} and representable in float32 "
+                f"(|value| >= {_F32_TINY:.4g}); it would be stored as "
+                f"{float(np.float32(number))!r}. Received: {self.name}={value!r}"
+                f"{context}"
+            )
+        return number
+
+
+# name -> rule. Adding a schedulable parameter is one line here.
+SPECS = {
+    spec.name: spec
+    for spec in (
+        Param("alpha", 0.1, 0.0, 1.0, meaning="the weight of the hard-label loss"),
+        Param("temperature", 4.0, 0.0, low_open=True, meaning="the KD temperature"),
+        Param("hint_weight", 1.0, 0.0, meaning="the multiplier of the hint terms"),
+    )
+}
+
+
+def check(name: str, value, where: str | None = None) -> float:
+    """Checks `value` for parameter `name` (declared in `SPECS`).
+
+    A name that is not declared only has to be a finite float32 number.
+
+    Returns:
+        `value` as a Python float.
+
+    Raises:
+        ValueError: naming the parameter, the value, the rule and `where`.
+    """
+    spec = SPECS.get(name)
+    if spec is None:
+        return check_finite(value, name, where)
+    return spec.check(value, where)
+
+
+def check_range(name: str, low, high, where: str) -> tuple:
+    """Checks both ends of a search range (`low <= high`) for parameter `name`."""
+    low, high = check(name, low, where), check(name, high, where)
+    if low > high:
+        raise ValueError(
+            f"The range of `{name}` in {where} must have low <= high. "
+            f"Received: ({low!r}, {high!r})"
+        )
+    return low, high
+
+
+def graph_checks(variables: dict):
+    """Asserts the rules on stored variables inside a traced step.
+
+    Args:
+        variables: `{name: keras.Variable}` of declared parameters.
+
+    Returns:
+        A list of assertion ops (TensorFlow runs them in program order, so
+        they fail before the step's weight update).
+    """
+    import tensorflow as tf
+
+    ops = []
+    for name, variable in variables.items():
+        spec = SPECS[name]
+        value = tf.convert_to_tensor(variable)
+        ok = tf.math.is_finite(value)
+        if spec.low is not None:
+            ok = ok & (value > spec.low if spec.low_open else value >= spec.low)
+        if spec.high is not None:
+            ok = ok & (value <= spec.high)
+        if spec.low_open and spec.low == 0.0:
+            ok = ok & (value >= _F32_TINY)
+        ops.append(
+            tf.debugging.Assert(
+                ok,
+                [
+                    f"{GRAPH_CHECK_PREFIX}`{name}` must be {spec.rule} "
+                    f"({spec.meaning}){_GRAPH_CHECK_END}",
+                    value,
+                ],
+                name=f"check_{name}",
+            )
+        )
+    return ops
+
+
+def graph_check_message(error) -> str | None:
+    """The readable message of a failed `graph_checks()` assertion, or `None`."""
+    text = str(getattr(error, "message", error))
+    start = text.find(GRAPH_CHECK_PREFIX)
+    if start < 0:
+        return None
+    text = text[start + len(GRAPH_CHECK_PREFIX) :]
+    # TensorFlow prints the data as `[message] [value]`.
+    message, _, rest = text.partition(_GRAPH_CHECK_END)
+    value = rest.split("[", 1)[1].split("]", 1)[0] if "[" in rest else "?"
+    name = message.split("`")[1] if message.count("`") >= 2 else "<name>"
+    return (
+        f"{message.strip()}; it holds {value.strip()}. It was assigned directly "
+        f"(e.g. `distiller.{name}.assign(...)`), bypassing the checks: set it "
+        f"with `distiller.{name} = value` or a `ParameterScheduler`."
+    )

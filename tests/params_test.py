@@ -1,0 +1,147 @@
+"""One source of truth for parameter rules: keras_distill.params."""
+
+import io
+import zipfile
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+import keras_distill as kd
+from keras_distill import params
+from test_case import digits_subset, tiny_student, trained_teacher, weights_equal
+
+
+def _distiller(**kwargs):
+    distiller = kd.Distiller(tiny_student(), trained_teacher(), **kwargs)
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    return distiller
+
+
+@pytest.mark.parametrize(
+    "name, value, match",
+    [
+        ("temperature", 1e-46, r"representable in float32.*stored as 0\.0"),
+        ("temperature", 1e39, r"fit in float32.*stored as inf"),
+        ("temperature", float("nan"), "finite"),
+        ("temperature", "4", "must be a number.*'4' of type str"),
+        ("alpha", True, "must be a number.*True of type bool"),
+        ("alpha", [0.1, 0.2], "must be a number"),
+        ("alpha", 1.5, r"in \[0, 1\].*alpha=1\.5"),
+        ("hint_weight", -1.0, ">= 0.*hint_weight=-1"),
+    ],
+)
+def test_values_are_checked_as_they_will_be_stored(name, value, match):
+    with pytest.raises(ValueError, match=match):
+        params.check(name, value)
+
+
+def test_every_path_uses_the_same_rule():
+    assert params.check("alpha", np.float32(0.25)) == 0.25
+    # Constructor, setter, the loss class and the tuner's ranges all refuse
+    # what float32 cannot hold.
+    with pytest.raises(ValueError, match="representable in float32"):
+        kd.Distiller(tiny_student(), trained_teacher(), temperature=1e-46)
+    distiller = _distiller()
+    with pytest.raises(ValueError, match="fit in float32"):
+        distiller.temperature = 1e39
+    with pytest.raises(ValueError, match="finite"):
+        kd.losses.KnowledgeDistillation(temperature=float("inf"))
+    with pytest.raises(ValueError, match="representable in float32"):
+        kd.callbacks.Stage(2, alpha=0.1, temperature=1e-40)
+
+
+def test_adding_a_parameter_is_one_declaration():
+    spec = params.Param("beta", 0.5, 0.0, 2.0)
+    assert spec.rule == "in [0, 2]" and spec.check(2.0) == 2.0
+    with pytest.raises(ValueError, match=r"`beta` must be in \[0, 2\]"):
+        spec.check(2.5)
+    assert set(params.SPECS) >= {"alpha", "temperature", "hint_weight"}
+
+
+@pytest.mark.parametrize(
+    "name, value, match",
+    [
+        ("temperature", 0.0, r"`temperature` must be > 0.*holds 0"),
+        ("temperature", float("nan"), r"`temperature` must be > 0.*holds nan"),
+        ("alpha", 5.0, r"`alpha` must be in \[0, 1\].*holds 5"),
+    ],
+)
+def test_direct_assignment_fails_at_the_next_step_before_any_update(name, value, match):
+    x, y = digits_subset(n=64)
+    distiller = _distiller()
+    distiller.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    before = [w.copy() for w in distiller.student.get_weights()]
+    getattr(distiller, name).assign(value)
+    with pytest.raises(ValueError, match=match):
+        distiller.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    # The failing step stopped before the optimizer touched the student.
+    assert weights_equal(before, distiller.student.get_weights())
+    with pytest.raises(ValueError, match=match):
+        distiller.evaluate(x, y, verbose=0)
+
+
+@pytest.mark.parametrize("weights", [[float("inf"), 1.0], ["heavy", 1.0], [None, 1.0]])
+def test_bad_teacher_weights_get_one_clear_error(weights):
+    teachers = [trained_teacher(), trained_teacher(epochs=1)]
+    with pytest.raises(ValueError, match=r"teacher_weights` must be 2 finite non-negative"):
+        kd.Distiller(tiny_student(), teachers, teacher_weights=weights)
+
+
+def test_two_schedulers_on_one_parameter_are_refused():
+    x, y = digits_subset(n=32)
+    distiller = _distiller()
+    first = kd.callbacks.ParameterScheduler("alpha", kd.schedules.constant(0.2))
+    second = kd.callbacks.ParameterScheduler("alpha", kd.schedules.constant(0.8))
+    with pytest.raises(ValueError, match="Two `ParameterScheduler`s set 'alpha'"):
+        distiller.fit(x, y, epochs=1, verbose=0, callbacks=[first, second])
+    # The claim of an interrupted fit does not block the next one.
+    distiller.fit(x, y, epochs=1, verbose=0, callbacks=[second])
+    assert float(distiller.alpha.numpy()) == pytest.approx(0.8)
+
+
+def test_scheduler_goes_through_the_rules_of_hint_weight():
+    x, y = digits_subset(n=32)
+    distiller = kd.Distiller(
+        kd.models.student_cnn(),
+        trained_teacher(),
+        hints=[kd.hints.Hint("conv2", "conv1")],
+    )
+    distiller.compile(optimizer="adam")
+    scheduler = kd.callbacks.ParameterScheduler(
+        "hint_weight", kd.schedules.linear(1.0, -1.0, 3)
+    )
+    with pytest.raises(ValueError, match=r"hint_weight` must be >= 0.*epoch 2"):
+        distiller.fit(x, y, epochs=3, verbose=0, callbacks=[scheduler])
+
+
+def _set_saved_scalar(path, old_value, new_value):
+    """Rewrites a scalar variable equal to `old_value` in a `.keras` file."""
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    buffer = io.BytesIO(members["model.weights.h5"])
+    changed = []
+    with h5py.File(buffer, "r+") as weights:
+
+        def visit(name, node):
+            if isinstance(node, h5py.Dataset) and node.shape == ():
+                if np.isclose(node[()], old_value):
+                    node[()] = new_value
+                    changed.append(name)
+
+        weights.visititems(visit)
+    members["model.weights.h5"] = buffer.getvalue()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return changed
+
+
+def test_a_saved_nan_parameter_fails_at_load(tmp_path):
+    path = str(tmp_path / "d.keras")
+    distiller = _distiller(alpha=0.37)
+    distiller.save(path)
+    assert _set_saved_scalar(path, 0.37, np.nan)
+    with pytest.raises(ValueError, match=r"saved distiller holds an invalid `alpha`.*nan"):
+        keras.models.load_model(path)
