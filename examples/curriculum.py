@@ -106,7 +106,7 @@ def curriculum_only(teacher, seed, train, val):
 
 def progressive(teacher, seed, train, val):
     distiller = new_distiller(teacher, seed, alpha=0.1, temperature=6.0)
-    kd.callbacks.fit_progressive(
+    kd.recipes.fit_progressive(
         distiller, *train, epochs=STUDENT_EPOCHS, validation_data=val, seed=seed
     )
     return distiller

@@ -30,7 +30,10 @@ _LAZY_MODULES = (
     "export",
     "hints",
     "models",
+    "params",
+    "recipes",
     "schedules",
+    "targets",
     "transfer",
     "tuner",
 )

@@ -2,7 +2,7 @@
 
 import sys
 
-from keras_distill.cli import main
+from keras_distill.app.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

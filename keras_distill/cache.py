@@ -25,7 +25,7 @@ import keras
 import numpy as np
 
 from keras_distill import losses as kd_losses
-from keras_distill.distiller import (
+from keras_distill.targets import (
     TEACHER_LOGITS_KEY,
     TOPK_INDICES_KEY,
     TOPK_LOGITS_KEY,

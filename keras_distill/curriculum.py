@@ -44,6 +44,7 @@ import numpy as np
 from keras import ops
 
 from keras_distill import losses as kd_losses
+from keras_distill import params as kd_params
 from keras_distill import schedules
 
 PACING_KINDS = ("linear", "root", "exponential", "step")
@@ -52,8 +53,8 @@ PACING_KINDS = ("linear", "root", "exponential", "step")
 def check_fraction(value, where: str = "fraction") -> float:
     """Returns `value` as a float if it is in (0, 1], else raises ValueError."""
     try:
-        fraction = float(value)
-    except (TypeError, ValueError):
+        fraction = kd_params.to_float(value, "fraction")
+    except ValueError:
         raise ValueError(
             f"{where} must be a number in (0, 1]. Received: {value!r}"
         ) from None
@@ -99,7 +100,9 @@ def teacher_difficulty(
     scores = kd.curriculum.teacher_difficulty(teacher, x_train, y_train)
     ```
     """
-    if hasattr(teacher, "teacher") and hasattr(teacher, "teacher_outputs"):
+    from keras_distill.distiller import Distiller
+
+    if isinstance(teacher, Distiller):
         teacher, teacher_outputs = teacher.teacher, teacher.teacher_outputs
     kd_losses.check_output_kind(teacher_outputs, "teacher_outputs")
     labels = None
@@ -151,9 +154,9 @@ class RootPacing(schedules.Linear):
                 f"init_value={init_value!r}, end_value={end_value!r}"
             )
 
-    def value(self, step):
-        done = schedules._interpolation(
-            step, self.transition_steps, self.transition_begin
+    def value(self, t):
+        done = schedules.interpolation(
+            t, self.transition_steps, self.transition_begin
         )
         start, end = self.init_value**2, self.end_value**2
         return ops.sqrt(start + (end - start) * done)
@@ -194,7 +197,7 @@ def pacing(
     [0.2, 0.4, 0.6, 0.8, 1.0, 1.0]
     """
     min_fraction = check_fraction(min_fraction, "`min_fraction`")
-    epochs = schedules._steps(epochs, "epochs")
+    epochs = schedules.whole_number(epochs, "epochs")
     if kind == "linear":
         return schedules.linear(min_fraction, 1.0, epochs)
     if kind == "root":
@@ -202,7 +205,7 @@ def pacing(
     if kind == "exponential":
         return schedules.exponential(min_fraction, 1.0, epochs)
     if kind == "step":
-        num_steps = schedules._steps(num_steps, "num_steps")
+        num_steps = schedules.whole_number(num_steps, "num_steps")
         if num_steps < 1:
             raise ValueError(f"`num_steps` must be >= 1. Received: {num_steps!r}")
         boundaries = [round(epochs * k / num_steps) for k in range(1, num_steps + 1)]
@@ -352,10 +355,6 @@ class Curriculum:
         if shuffle_key is not None:
             self.shuffle_key.assign(int(shuffle_key))
         return count
-
-    def selected_ids(self) -> np.ndarray:
-        """Ids (positions in `x`) of the examples currently used, easiest first."""
-        return self.order[: int(self.count.numpy())]
 
     def ids_dataset(self, shuffle: bool = True):
         """A dataset of example ids: one epoch drawn from the current subset.

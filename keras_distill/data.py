@@ -139,17 +139,6 @@ def load_mnist1d(seed: int = 0, val_fraction: float = 0.1):
     }
 
 
-def as_dataset(x, y=None, batch_size: int = 64, shuffle: bool = False, seed: int = 0):
-    """Wraps arrays in a batched, prefetched `tf.data.Dataset`."""
-    import tensorflow as tf
-
-    data = x if y is None else (x, y)
-    ds = tf.data.Dataset.from_tensor_slices(data)
-    if shuffle:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
 @dataclasses.dataclass
 class Splits:
     """Batched `tf.data` train/val/test datasets of `(image, label)` pairs.
@@ -296,15 +285,25 @@ def _download_bounded(name, data_dir, timeout):
         ) from None
 
 
-def load_npz(path, batch_size=64, val_fraction=0.1, seed=0):
-    """Loads arrays from an `.npz` file with `x_train`, `y_train` (and
-    optionally `x_val`, `y_val`, `x_test`, `y_test`).
+def npz_arrays(path, val_fraction=0.1, seed=0):
+    """Reads an `.npz` file with `x_train`, `y_train` (and optionally `x_val`,
+    `y_val`, `x_test`, `y_test`) into split arrays.
 
-    Integer images are scaled to [0, 1]; without `x_val`, `val_fraction` of
-    the training arrays is held out. Returns `Splits`.
+    Integer images are scaled to [0, 1] and 3-D image arrays get a channel
+    axis; without `x_val`, `val_fraction` of the training arrays (a random
+    subset fixed by `seed`) is held out.
+
+    Returns:
+        A dict with `"train"`, `"val"` and `"test"` (`None` when absent)
+        `(x, y)` tuples of float32 inputs and int32 labels.
+
+    Example:
+
+    ```python
+    arrays = kd.data.npz_arrays("mnist.npz")
+    x_train, y_train = arrays["train"]
+    ```
     """
-    import tensorflow as tf
-
     with np.load(path) as archive:
         arrays = dict(archive)
     missing = [k for k in ("x_train", "y_train") if k not in arrays]
@@ -329,6 +328,15 @@ def load_npz(path, batch_size=64, val_fraction=0.1, seed=0):
     test = None
     if "x_test" in arrays:
         test = (prepare(arrays["x_test"]), arrays["y_test"].astype("int32"))
+    return {"train": (x, y), "val": val, "test": test}
+
+
+def load_npz(path, batch_size=64, val_fraction=0.1, seed=0):
+    """Loads an `.npz` file (see `npz_arrays`) as batched `Splits`."""
+    import tensorflow as tf
+
+    arrays = npz_arrays(path, val_fraction=val_fraction, seed=seed)
+    (x, y), val, test = arrays["train"], arrays["val"], arrays["test"]
     make = tf.data.Dataset.from_tensor_slices
     return Splits(
         _batched(make((x, y)), batch_size, True, seed),
@@ -338,6 +346,42 @@ def load_npz(path, batch_size=64, val_fraction=0.1, seed=0):
         tuple(x.shape[1:]),
         f"npz:{path}",
     )
+
+
+def load_arrays(source="digits", seed=0):
+    """Split arrays of an in-memory source: `"digits"`, `"mnist1d"` or `"npz:PATH"`.
+
+    The same arrays (and scaling) as `load()`, for code that needs NumPy
+    arrays rather than datasets (the tuner, the CLI's runs).
+
+    Returns:
+        A dict with `"train"`, `"val"`, `"test"` `(x, y)` tuples (`"test"`
+        may be `None`), `"num_classes"` and `"shape"` (of one example).
+
+    Example:
+
+    ```python
+    arrays = kd.data.load_arrays("digits")
+    x_train, y_train = arrays["train"]
+    ```
+    """
+    if source == "digits":
+        arrays = load_digits(seed=seed)
+    elif source == "mnist1d":
+        arrays = load_mnist1d(seed=seed)
+    elif isinstance(source, str) and source.startswith("npz:") and source[4:]:
+        arrays = npz_arrays(source[4:], seed=seed)
+    else:
+        raise ValueError(
+            "`source` must be 'digits', 'mnist1d' or 'npz:PATH' for arrays. "
+            f"Received: source={source!r}"
+        )
+    (x, y), val = arrays["train"], arrays["val"]
+    return {
+        **arrays,
+        "num_classes": int(max(y.max(), val[1].max()) + 1),
+        "shape": tuple(x.shape[1:]),
+    }
 
 
 def load_image_folder(

@@ -4,18 +4,18 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_distill import _compat
+from keras_distill import checks as kd_checks
 from keras_distill import hints as kd_hints
 from keras_distill import losses as kd_losses
 from keras_distill import params as kd_params
-
-# Keys a batch may carry, in a trailing dict, to supply precomputed teacher
-# outputs instead of running the teacher (see `keras_distill.cache`).
-TEACHER_LOGITS_KEY = "teacher_logits"
-# Top-k form: the k largest logits, their class ids, and the log-sum-exp of
-# the other logits (see `keras_distill.losses.topk_kd_loss`).
-TOPK_LOGITS_KEY = "teacher_topk_logits"
-TOPK_INDICES_KEY = "teacher_topk_indices"
-TOPK_REST_KEY = "teacher_rest_logsumexp"
+from keras_distill import targets as kd_targets
+from keras_distill.targets import (  # noqa: F401  (re-exported)
+    TEACHER_LOGITS_KEY,
+    TOPK_INDICES_KEY,
+    TOPK_LOGITS_KEY,
+    TOPK_REST_KEY,
+)
 
 
 def check_alpha(value):
@@ -99,9 +99,7 @@ def _inference_view(teacher):
     """
     if getattr(teacher, "optimizer", None) is None:
         return teacher
-    is_graph = isinstance(teacher, keras.Sequential) or (
-        type(teacher).__name__ == "Functional"
-    )
+    is_graph = _compat.is_functional(teacher)
     try:
         inputs, outputs = teacher.inputs, teacher.outputs
     except (AttributeError, ValueError):
@@ -256,6 +254,9 @@ class Distiller(keras.Model):
                 "Teacher and student must predict the same number of classes. "
                 f"Received output shapes: {shapes}."
             )
+        for name, model in named:
+            declared = student_outputs if name == "student" else teacher_outputs
+            _check_declared_outputs(name, model, declared)
         super().__init__(**kwargs)
         self.student = student
         for t in teachers:
@@ -263,7 +264,7 @@ class Distiller(keras.Model):
             # Also each sublayer: a subclassed teacher restored from a file
             # has `trainable=False` but trainable sublayers, whose weights
             # would otherwise join `trainable_variables` (and the optimizer).
-            for layer in t._flatten_layers(include_self=False):
+            for layer in _compat.sublayers(t):
                 layer.trainable = False
         self.teachers = [_inference_view(t) for t in teachers]
         self.hints = hint_list
@@ -392,19 +393,9 @@ class Distiller(keras.Model):
     def unpack_batch(data):
         """Splits a batch into `(x, y, sample_weight, teacher_targets)`.
 
-        Accepts `x`, `(x,)`, `(x, y)`, `(x, y, sample_weight)`, each optionally
-        followed by a dict of precomputed teacher outputs
-        (`{"teacher_logits": ...}`, or the top-k form of `keras_distill.cache`).
+        See `keras_distill.targets.unpack_batch`.
         """
-        teacher_targets = None
-        if isinstance(data, tuple | list) and data and isinstance(data[-1], dict):
-            if TEACHER_LOGITS_KEY in data[-1] or TOPK_LOGITS_KEY in data[-1]:
-                teacher_targets = data[-1]
-                data = tuple(data[:-1])
-                if len(data) == 1:
-                    data = data[0]
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        return x, y, sample_weight, teacher_targets
+        return kd_targets.unpack_batch(data)
 
     def teacher_logits(self, x, teacher_targets=None):
         """Teacher logits for `x` (float32), from the batch or the teacher."""
@@ -413,21 +404,17 @@ class Distiller(keras.Model):
         if len(self.teachers) == 1:
             outputs = self.teacher(x, training=False)
             return ops.stop_gradient(kd_losses.to_logits(outputs, self.teacher_outputs))
-        # Hinton's ensemble: average the teachers' softened distributions in
-        # probability space, returned as logits L with softmax(L / T) equal to
-        # the average (L = T * log(sum_i w_i softmax(z_i / T_i))).
-        temperature = ops.cast(self._temperature, "float32")
-        log_terms = []
-        for teacher, weight, t_i in zip(
-            self.teachers, self._teacher_weights, self._teacher_temperatures
-        ):
-            logits = kd_losses.to_logits(
-                teacher(x, training=False), self.teacher_outputs
-            )
-            t_i = temperature if t_i is None else t_i
-            log_terms.append(np.log(weight) + ops.log_softmax(logits / t_i, axis=-1))
-        mixture = ops.logsumexp(ops.stack(log_terms, axis=0), axis=0)
-        return ops.stop_gradient(temperature * mixture)
+        logits = [
+            kd_losses.to_logits(teacher(x, training=False), self.teacher_outputs)
+            for teacher in self.teachers
+        ]
+        mixture = kd_losses.mix_teachers(
+            logits,
+            self._teacher_weights,
+            self._teacher_temperatures,
+            self._temperature,
+        )
+        return ops.stop_gradient(mixture)
 
     @property
     def teacher(self):
@@ -498,7 +485,7 @@ class Distiller(keras.Model):
         student_logits = kd_losses.to_logits(
             self.soft_predictions(y_pred), self.student_outputs
         )
-        if teacher_targets is not None and TOPK_LOGITS_KEY in teacher_targets:
+        if kd_targets.is_topk(teacher_targets):
             per_example = kd_losses.topk_kd_loss(
                 teacher_targets[TOPK_LOGITS_KEY],
                 teacher_targets[TOPK_INDICES_KEY],
@@ -564,26 +551,24 @@ class Distiller(keras.Model):
     def _update_loss_trackers(
         self, x, total, student_loss, distillation_loss, hint_loss=None
     ):
-        from keras.src.losses import loss as loss_module
-
         batch_size = ops.shape(next(t for t in keras.tree.flatten(x) if t is not None))[
             0
         ]
         self._loss_tracker.update_state(
-            loss_module.unscale_loss_for_distribution(total), sample_weight=batch_size
+            _compat.unscale_loss_for_distribution(total), sample_weight=batch_size
         )
         if student_loss is not None:
             self.student_loss_tracker.update_state(
-                loss_module.unscale_loss_for_distribution(student_loss),
+                _compat.unscale_loss_for_distribution(student_loss),
                 sample_weight=batch_size,
             )
         self.distillation_loss_tracker.update_state(
-            loss_module.unscale_loss_for_distribution(distillation_loss),
+            _compat.unscale_loss_for_distribution(distillation_loss),
             sample_weight=batch_size,
         )
         if hint_loss is not None:
             self.hint_loss_tracker.update_state(
-                loss_module.unscale_loss_for_distribution(hint_loss),
+                _compat.unscale_loss_for_distribution(hint_loss),
                 sample_weight=batch_size,
             )
 
@@ -611,11 +596,125 @@ class Distiller(keras.Model):
             if metric is self._compile_metrics and not metric.built:
                 continue
             result = metric.result()
+            if metric is self.student_loss_tracker:
+                # Never a made-up 0 for a loss that was never computed
+                # (unlabeled batches only): NaN until a labelled batch.
+                result = ops.where(
+                    metric.count > 0, result, ops.convert_to_tensor(float("nan"))
+                )
             if isinstance(result, dict):
                 results.update(result)
             else:
                 results[metric.name] = result
         return results
+
+    # -- Checks of every batch (in the traced step) -----------------------------
+
+    def check_batch(self, x, y, sample_weight, where):
+        """Checks a batch in the step: input shapes, labels, sample weights.
+
+        Shapes are checked while tracing; labels (integers in
+        `[0, classes)`) and sample weights (finite, >= 0) in every batch,
+        before anything is updated. `where` is a callable giving a string
+        tensor that names the batch in the error.
+        """
+        import tensorflow as tf
+
+        for name, model in self._named_models():
+            _check_input_shape(name, model, x)
+        where = where if callable(where) else (lambda: where)
+        done = []
+        if y is not None and self._labels_are_sparse():
+            classes = _num_classes(self.student)
+            labels = tf.convert_to_tensor(y)
+            if labels.shape.rank == 2 and labels.shape[-1] not in (None, 1):
+                raise ValueError(
+                    f"The labels have shape {tuple(labels.shape)}: they look one-hot "
+                    "(or multi-label), but the loss is sparse categorical "
+                    "cross-entropy, which takes integer class ids. Pass integer "
+                    "labels (e.g. `np.argmax(y, axis=-1)`) or compile with "
+                    "`loss=keras.losses.CategoricalCrossentropy(from_logits=True)`."
+                )
+            if classes is not None and (
+                labels.dtype.is_floating or labels.dtype.is_integer
+            ):
+                values = tf.cast(labels, "float64")
+                bad = (values < 0) | (values >= classes) | (values != tf.floor(values))
+                check = kd_checks.graph_assert(
+                    tf.logical_not(tf.reduce_any(bad)),
+                    lambda: kd_checks.format_message(
+                        "Labels must be integers in [0, {}) for a student with {} "
+                        "classes. Received a label value of {} in {}.",
+                        classes,
+                        classes,
+                        kd_checks.first(values, bad),
+                        where(),
+                    ),
+                )
+                done.append(check)
+        if sample_weight is not None:
+            weights = tf.cast(tf.convert_to_tensor(sample_weight), "float32")
+            bad = tf.logical_not(tf.math.is_finite(weights)) | (weights < 0)
+            check = kd_checks.graph_assert(
+                tf.logical_not(tf.reduce_any(bad)),
+                lambda: kd_checks.format_message(
+                    "`sample_weight` must be finite and >= 0. Received a weight "
+                    "of {} in {}.",
+                    kd_checks.first(weights, bad),
+                    where(),
+                ),
+            )
+            done.append(check)
+        return done
+
+    def _named_models(self):
+        yield "student", self.student
+        for i, teacher in enumerate(self.teachers):
+            yield ("teacher" if len(self.teachers) == 1 else f"teacher[{i}]"), teacher
+
+    def _labels_are_sparse(self):
+        """Whether the hard-label loss takes integer class ids."""
+        loss = getattr(self, "loss", None)
+        if loss is None:
+            return True
+        if isinstance(loss, str):
+            return loss in ("sparse_categorical_crossentropy",)
+        return isinstance(loss, keras.losses.SparseCategoricalCrossentropy)
+
+    def _check_finite(self, losses, gradients, where):
+        """Stops the step, before the update, if the loss or gradients are not finite.
+
+        Under mixed precision the optimizer's loss scaling handles overflowing
+        gradients itself, so only the loss is checked there.
+        """
+        import tensorflow as tf
+
+        total, student_loss, distillation_loss, hint_loss = losses
+        ok = tf.math.is_finite(total)
+        if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            sums = [tf.reduce_sum(g) for g in gradients if g is not None]
+            if sums:
+                ok = ok & tf.math.is_finite(tf.add_n(sums))
+        nan = tf.constant(float("nan"))
+        terms = [
+            ("student_loss", student_loss if student_loss is not None else nan),
+            ("distillation_loss", distillation_loss),
+            ("hint_loss", hint_loss if hint_loss is not None else nan),
+        ]
+        return kd_checks.graph_assert(
+            ok,
+            lambda: kd_checks.format_message(
+                "The loss or its gradients became NaN or infinite in {} (loss {}, "
+                + ", ".join(f"{name} {{}}" for name, _ in terms)
+                + "; nan for a term this batch does not have). Training stopped "
+                "before this step's update, so the weights are those of the last "
+                "good step. Look for NaN or inf in the inputs or labels of that "
+                "batch, or lower the learning rate.",
+                where(),
+                total,
+                *[value for _, value in terms],
+            ),
+        )
 
     def parameter_variables(self):
         """`{name: variable}` of the declared parameters this distiller holds."""
@@ -624,13 +723,34 @@ class Distiller(keras.Model):
             found["hint_weight"] = self._hint_weight
         return found
 
+    def training_state(self):
+        """`{name: trackable}`: everything training changes, for checkpoints.
+
+        The student, the optimizer, the scheduled parameters and the hint
+        adaptors (the teacher is frozen, so it is not part of it). Used by
+        `keras_distill.distribute` for its per-epoch checkpoints.
+        """
+        state = {"student": self.student, "optimizer": self.optimizer}
+        state.update(self.parameter_variables())
+        state.update({adaptor.name: adaptor for adaptor in self.hint_adaptors})
+        return state
+
     def train_step(self, data):
         import tensorflow as tf
 
         # Values assigned directly to the variables bypass the setters: check
         # them here, before anything is updated (a few scalar ops).
-        kd_params.graph_checks(self.parameter_variables())
+        checks = kd_params.graph_checks(self.parameter_variables())
         x, y, sample_weight, teacher_targets = self.unpack_batch(data)
+
+        def where():  # Formatted only when a check fails.
+            return kd_checks.format_message(
+                "training step {}", self.optimizer.iterations + 1
+            )
+
+        checks += self.check_batch(x, y, sample_weight, where)
+        # The losses read the labels and weights only once they passed.
+        y, sample_weight = _after(checks, y), _after(checks, sample_weight)
         with tf.GradientTape() as tape:
             y_pred, losses = self.compute_step_losses(
                 x, y, sample_weight, teacher_targets, training=True
@@ -642,12 +762,19 @@ class Distiller(keras.Model):
         # frozen): the list Keras builds the optimizer with.
         trainable = self.trainable_variables
         gradients = tape.gradient(scaled, trainable)
+        checks.append(self._check_finite(losses, gradients, where))
+        # The update waits for every check: a failed one stops the step
+        # before any weight changes.
+        with tf.control_dependencies(checks):
+            gradients = [None if g is None else tf.identity(g) for g in gradients]
         self.optimizer.apply_gradients(zip(gradients, trainable))
         return self._metrics_result(x, y, y_pred, sample_weight)
 
     def test_step(self, data):
-        kd_params.graph_checks(self.parameter_variables())
+        checks = kd_params.graph_checks(self.parameter_variables())
         x, y, sample_weight, teacher_targets = self.unpack_batch(data)
+        checks += self.check_batch(x, y, sample_weight, lambda: "an evaluation batch")
+        y, sample_weight = _after(checks, y), _after(checks, sample_weight)
         y_pred, losses = self.compute_step_losses(
             x, y, sample_weight, teacher_targets, training=False
         )
@@ -657,6 +784,8 @@ class Distiller(keras.Model):
     # -- Input checks before training -----------------------------------------
 
     def fit(self, x=None, y=None, *args, **kwargs):
+        _check_not_empty(x, "training data")
+        self._check_output_kinds(x)
         self._check_labels(x, y, "training data")
         validation_data = kwargs.get("validation_data")
         if validation_data is not None:
@@ -666,12 +795,21 @@ class Distiller(keras.Model):
                 )
             else:
                 self._check_labels(validation_data, None, "validation_data")
-        with _parameter_errors():
-            return super().fit(x, y, *args, **kwargs)
+        with kd_checks.raise_readable():
+            history = super().fit(x, y, *args, **kwargs)
+        epochs = kwargs.get("epochs", args[1] if len(args) > 1 else 1)
+        if not history.history and epochs > kwargs.get("initial_epoch", 0):
+            raise ValueError(
+                "The training data yielded no batches, so nothing was trained "
+                "(e.g. an empty or fully filtered `tf.data.Dataset`). Received: "
+                f"x={x!r}"
+            )
+        return history
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
+        _check_not_empty(x, "evaluation data")
         self._check_labels(x, y, "evaluation data")
-        with _parameter_errors():
+        with kd_checks.raise_readable():
             return super().evaluate(x, y, *args, **kwargs)
 
     def load_own_variables(self, store):
@@ -684,6 +822,34 @@ class Distiller(keras.Model):
                 raise ValueError(
                     f"The saved distiller holds an invalid `{name}`: {error}"
                 ) from None
+
+    def _check_output_kinds(self, x):
+        """Checks `teacher_outputs`/`student_outputs` against the first batch.
+
+        For models whose last activation is unknown (subclassed models), runs
+        them on a few examples of the first batch: rows in [0, 1] summing to
+        1 are probabilities, anything else logits. A contradiction is an
+        error naming the model.
+        """
+        sample = _first_batch_inputs(x)
+        if sample is None:
+            return
+        for name, model in self._named_models():
+            declared = (
+                self.student_outputs if name == "student" else self.teacher_outputs
+            )
+            if _last_activation(model) is not None:
+                continue  # Checked from the architecture at construction.
+            try:
+                outputs = model(sample, training=False)
+            except Exception:  # noqa: BLE001  (the step reports its own errors)
+                continue
+            if not hasattr(outputs, "shape"):
+                continue
+            values = np.asarray(ops.convert_to_numpy(outputs), "float64")
+            looks = _looks_like(values)
+            if looks is not None and looks != declared:
+                raise ValueError(_outputs_message(name, model, declared, looks))
 
     def _check_labels(self, x, y, where):
         """Raises a ValueError naming the first out-of-range sparse label."""
@@ -759,22 +925,113 @@ class Distiller(keras.Model):
         return cls(**config)
 
 
-class _parameter_errors:
-    """Turns a failed in-step parameter check into a plain `ValueError`."""
+def _after(checks, value):
+    """`value` (a tensor, structure or None), read only after `checks` ran."""
+    import tensorflow as tf
 
-    def __enter__(self):
-        return self
+    if value is None or not checks:
+        return value
+    with tf.control_dependencies(checks):
+        return keras.tree.map_structure(tf.identity, value)
 
-    def __exit__(self, kind, error, traceback):
-        if error is None:
-            return False
-        import tensorflow as tf
 
-        if isinstance(error, tf.errors.InvalidArgumentError):
-            message = kd_params.graph_check_message(error)
-            if message is not None:
-                raise ValueError(message) from None
-        return False
+def _last_activation(model):
+    """`"softmax"`, `"linear"`, ... of a functional model's last layer, or None."""
+    if not _compat.is_functional(model) or not model.layers:
+        return None
+    layer = model.layers[-1]
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    activation = getattr(layer, "activation", None)
+    name = getattr(activation, "__name__", None)
+    if name in ("softmax", "linear", "sigmoid", "log_softmax"):
+        return name
+    return None
+
+
+def _looks_like(values):
+    """`"probabilities"` if every row is in [0, 1] and sums to 1, else `"logits"`."""
+    if values.ndim < 2 or values.shape[-1] < 2 or not np.all(np.isfinite(values)):
+        return None
+    in_range = np.all((values >= 0) & (values <= 1))
+    sums_to_one = np.allclose(values.sum(axis=-1), 1.0, atol=1e-3)
+    return "probabilities" if in_range and sums_to_one else "logits"
+
+
+def _outputs_message(name, model, declared, actual):
+    argument = "student_outputs" if name == "student" else "teacher_outputs"
+    return (
+        f"The {name} ({model.name}) returns {actual}, but {argument}="
+        f"{declared!r}. Pass {argument}={actual!r} (or change the {name}'s last "
+        "layer); training on a misread distribution gives a wrong student."
+    )
+
+
+def _check_declared_outputs(name, model, declared):
+    """Raises if a functional model's last activation contradicts `declared`."""
+    activation = _last_activation(model)
+    if activation == "softmax" and declared == "logits":
+        raise ValueError(_outputs_message(name, model, declared, "probabilities"))
+    if activation in ("linear", "log_softmax") and declared == "probabilities":
+        raise ValueError(_outputs_message(name, model, declared, "logits"))
+
+
+def _check_not_empty(x, where):
+    """Raises if `x` holds no examples (arrays) or no batches (a known-size Dataset)."""
+    import tensorflow as tf
+
+    if isinstance(x, tf.data.Dataset):
+        if int(x.cardinality()) == 0:
+            raise ValueError(f"The {where} is an empty `tf.data.Dataset` (0 batches).")
+        return
+    first = keras.tree.flatten(x)[0] if x is not None else None
+    shape = getattr(first, "shape", None)
+    if shape is not None and len(shape) and shape[0] == 0:
+        raise ValueError(
+            f"The {where} holds no examples: inputs of shape {tuple(shape)}."
+        )
+
+
+def _first_batch_inputs(data, count=8):
+    """A few inputs of the first batch (arrays or a Dataset), else None."""
+    import tensorflow as tf
+
+    if isinstance(data, tf.data.Dataset):
+        for batch in data.take(1):
+            x, _, _, _ = kd_targets.unpack_batch(batch)
+            break
+        else:
+            return None
+    else:
+        x = data
+    if not hasattr(x, "shape") or isinstance(x, dict | list | tuple) or not len(x):
+        return None
+    return x[:count]
+
+
+def _check_input_shape(name, model, x):
+    """Raises a ValueError naming the model if `x` cannot be its input."""
+    try:
+        expected = model.input_shape
+    except (AttributeError, ValueError, RuntimeError):
+        return
+    if not (
+        isinstance(expected, tuple)
+        and all(d is None or isinstance(d, int) for d in expected)
+    ):
+        return  # Several inputs, or unknown: the model checks it itself.
+    if not hasattr(x, "shape") or isinstance(x, dict | list | tuple):
+        return
+    received = tuple(x.shape)
+    if len(received) != len(expected) or any(
+        e is not None and r is not None and e != r
+        for e, r in zip(expected[1:], received[1:])
+    ):
+        raise ValueError(
+            f"The {name} ({model.name}) expects inputs of shape {expected}, but "
+            f"the batch's inputs have shape {received}. Feed the data the "
+            f"{name} was built for, or rebuild the {name} for this input shape."
+        )
 
 
 def _first_batch_labels(data):

@@ -159,7 +159,7 @@ def _check_created_in_scope(distiller, strategy):
     variables = [
         *distiller.trainable_variables,
         *distiller.student.non_trainable_variables,
-        distiller.alpha,
+        *distiller.parameter_variables().values(),
     ]
     for variable in variables:
         value = getattr(variable, "value", variable)
@@ -387,16 +387,7 @@ class _Checkpoint:
         distiller = loop.distiller
         with loop.strategy.scope():
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-        state = dict(
-            student=distiller.student,
-            optimizer=distiller.optimizer,
-            alpha=distiller.alpha,
-            temperature=distiller.temperature,
-            epoch=self.epoch,
-        )
-        if distiller.hints:
-            state["hint_weight"] = distiller.hint_weight
-            state.update({a.name: a for a in distiller.hint_adaptors})
+        state = dict(distiller.training_state(), epoch=self.epoch)
         self.checkpoint = tf.train.Checkpoint(**state)
         if loop.is_chief:
             self.write_dir = directory

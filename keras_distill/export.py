@@ -54,16 +54,23 @@ def _student_of(model):
     )
 
 
+# TF Serving parses version folders as int64.
+MAX_VERSION = 2**63 - 1
+
+
 def _check_version(version):
+    if isinstance(version, str) and version.isdigit():
+        version = int(version)
     if isinstance(version, bool) or not isinstance(version, int | np.integer):
-        if isinstance(version, str) and version.isdigit():
-            return int(version)
         raise ValueError(
             f"`version` must be a positive integer (TF Serving's version folders "
             f"are numbers). Received: version={version!r}"
         )
-    if version < 1:
-        raise ValueError(f"`version` must be >= 1. Received: version={version!r}")
+    if not 1 <= version <= MAX_VERSION:
+        raise ValueError(
+            f"`version` must be in [1, {MAX_VERSION}] (TF Serving reads versions "
+            f"as int64). Received: version={version!r}"
+        )
     return int(version)
 
 
@@ -216,6 +223,34 @@ def _remove_stale_temps(base_dir):
             pass
 
 
+def _publish(tmp, base_dir, version, automatic, attempts=100):
+    """Renames `tmp` to `base_dir/<version>`; returns `(target, version)`.
+
+    The rename is atomic and fails if the target appeared meanwhile (another
+    process exported the same version at the same instant). An automatic
+    version then moves on to the next free number; an explicit one is an
+    error, as an export never overwrites.
+    """
+    for _ in range(attempts):
+        target = os.path.join(base_dir, str(version))
+        try:
+            os.rename(tmp, target)
+            return target, version
+        except OSError:
+            if not os.path.exists(target):
+                raise
+            if not automatic:
+                raise FileExistsError(
+                    f"Version {version} appeared at {target!r} while exporting "
+                    "(another process exported it); exports never overwrite."
+                ) from None
+            version = max(existing_versions(base_dir) + [version]) + 1
+            _check_version(version)
+    raise FileExistsError(
+        f"Could not find a free version under {base_dir!r} after {attempts} tries."
+    )
+
+
 def export_student(
     distiller_or_student,
     base_dir,
@@ -277,7 +312,8 @@ def export_student(
             f"{base_dir!r} is a file."
         )
     spec = _input_spec(student, input_signature, input_name)
-    if version is None:
+    automatic = version is None
+    if automatic:
         version = (existing_versions(base_dir) or [0])[-1] + 1
     version = _check_version(version)
     target = os.path.join(base_dir, str(version))
@@ -311,8 +347,7 @@ def export_student(
                 sample[:warmup_requests],
             )
         size = _dir_size(tmp)
-        # The rename is atomic, and fails if the target appeared meanwhile.
-        os.rename(tmp, target)
+        target, version = _publish(tmp, base_dir, version, automatic)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -18,6 +18,7 @@ import inspect
 
 import keras
 
+from keras_distill import _compat
 from keras_distill import params as kd_params
 
 ADAPTORS = ("auto", None)
@@ -133,9 +134,7 @@ def returns_features(model):
 
 
 def _is_graph(model):
-    from keras.src.models.functional import Functional
-
-    return isinstance(model, keras.Sequential | Functional)
+    return _compat.is_functional(model)
 
 
 class FeatureView:

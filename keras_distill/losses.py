@@ -6,6 +6,7 @@ serializable `keras.losses.Loss` class around it.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_distill import params as kd_params
@@ -42,6 +43,37 @@ def to_logits(outputs, kind: str = "logits"):
     if kind == "probabilities":
         return ops.log(ops.clip(outputs, _PROB_EPSILON, 1.0))
     return outputs
+
+
+def mix_teachers(teacher_logits, weights, temperatures, temperature):
+    """Hinton's ensemble of teachers, as logits for the KD term.
+
+    Averages the teachers' softened distributions in probability space and
+    returns logits `L` with `softmax(L / T)` equal to the average:
+    `L = T * log(sum_i w_i softmax(z_i / T_i))` (Hinton et al. 2015, sec. 4).
+
+    Args:
+        teacher_logits: A list of `(batch, classes)` logits, one per teacher.
+        weights: One weight per teacher, non-negative, summing to 1.
+        temperatures: One fixed temperature per teacher, or `None` entries
+            for the shared `temperature`.
+        temperature: The distiller's temperature `T` (float or scalar tensor).
+
+    Example:
+
+    >>> z = np.array([[2.0, 0.0, -1.0]], "float32")
+    >>> mixed = mix_teachers([z, z], [0.5, 0.5], [None, None], 4.0)
+    >>> bool(np.allclose(mixed - mixed.max(), z - z.max(), atol=1e-5))
+    True
+    """
+    temperature = ops.cast(temperature, "float32")
+    log_terms = []
+    for logits, weight, t_i in zip(teacher_logits, weights, temperatures):
+        t_i = temperature if t_i is None else t_i
+        log_terms.append(
+            np.log(weight) + ops.log_softmax(ops.cast(logits, "float32") / t_i, axis=-1)
+        )
+    return temperature * ops.logsumexp(ops.stack(log_terms, axis=0), axis=0)
 
 
 def kd_loss(teacher_logits, student_logits, temperature=1.0):

@@ -87,3 +87,33 @@ def student_cnn(
         ],
         name=name,
     )
+
+
+def compile_classifier(model, learning_rate=1e-2, metrics=("accuracy",)):
+    """Compiles `model` (a classifier with logits, or a `Distiller`) with Adam.
+
+    The setting every built-in recipe, the demo, the CLI and the tuner use:
+    `keras.optimizers.Adam(learning_rate)`, sparse categorical cross-entropy
+    on logits, and `metrics`.
+
+    Args:
+        model: A `keras.Model` whose outputs are logits.
+        learning_rate: Adam's learning rate. Defaults to `1e-2`.
+        metrics: Compiled metrics. Defaults to `("accuracy",)`.
+
+    Returns:
+        `model`, compiled.
+
+    Example:
+
+    ```python
+    kd.models.compile_classifier(kd.models.student_mlp(), learning_rate=3e-3)
+    ```
+    """
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=list(metrics),
+    )
+    return model
+

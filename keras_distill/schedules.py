@@ -31,23 +31,17 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_distill import params as kd_params
 
-def _number(value, name: str) -> float:
+
+def number(value, name: str) -> float:
     """Returns `value` as a finite float, else raises ValueError."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"`{name}` must be a number. Received: {name}={value!r}"
-        ) from None
-    if not math.isfinite(number):
-        raise ValueError(f"`{name}` must be finite. Received: {name}={value!r}")
-    return number
+    return kd_params.check_finite(value, name)
 
 
-def _steps(value, name: str) -> int:
+def whole_number(value, name: str) -> int:
     """Returns `value` as an int >= 0, else raises ValueError."""
-    if isinstance(value, bool) or not float(_number(value, name)).is_integer():
+    if isinstance(value, bool) or not float(number(value, name)).is_integer():
         raise ValueError(
             f"`{name}` must be a whole number >= 0. Received: {name}={value!r}"
         )
@@ -58,7 +52,7 @@ def _steps(value, name: str) -> int:
 
 def _boundaries(values, name: str = "boundaries") -> list:
     """Returns `values` as a non-decreasing list of ints >= 0."""
-    boundaries = [_steps(b, f"{name}[{i}]") for i, b in enumerate(values)]
+    boundaries = [whole_number(b, f"{name}[{i}]") for i, b in enumerate(values)]
     for i in range(1, len(boundaries)):
         if boundaries[i] < boundaries[i - 1]:
             raise ValueError(
@@ -86,20 +80,20 @@ def _is_tensor(value) -> bool:
 class Schedule:
     """Base class of schedules: a pure function of the step or epoch.
 
-    Subclasses implement `value(step)` with `keras.ops` on a float tensor
+    Subclasses implement `value(t)` with `keras.ops` on a float tensor
     and keep every `__init__` argument for `get_config`.
     """
 
-    def __call__(self, step):
-        """Returns the value at `step` (a float for numbers, else a tensor)."""
-        if _is_tensor(step):
-            return self.value(ops.cast(step, "float32"))
-        value = self.value(ops.convert_to_tensor(np.asarray(step, "float64")))
+    def __call__(self, t):
+        """The value at epoch or step `t` (a float for numbers, else a tensor)."""
+        if _is_tensor(t):
+            return self.value(ops.cast(t, "float32"))
+        value = self.value(ops.convert_to_tensor(np.asarray(t, "float64")))
         value = np.asarray(ops.convert_to_numpy(value), dtype="float64")
         return float(value) if value.ndim == 0 else value
 
-    def value(self, step):
-        """The schedule at a float tensor `step` (elementwise, same dtype)."""
+    def value(self, t):
+        """The schedule at a float tensor `t` (elementwise, same dtype)."""
         raise NotImplementedError
 
     def get_config(self) -> dict:
@@ -131,14 +125,14 @@ def as_schedule(value, name: str = "schedule") -> Schedule:
     )
 
 
-def _interpolation(step, transition_steps: int, transition_begin: int):
-    """Fraction of a transition done at `step`, in [0, 1].
+def interpolation(t, transition_steps: int, transition_begin: int):
+    """Fraction of a transition done at `t`, in [0, 1].
 
     A zero-length transition is a jump at `transition_begin`.
     """
-    elapsed = step - float(transition_begin)
+    elapsed = t - float(transition_begin)
     if transition_steps == 0:
-        return ops.cast(elapsed >= 0.0, step.dtype)
+        return ops.cast(elapsed >= 0.0, t.dtype)
     return ops.clip(elapsed / float(transition_steps), 0.0, 1.0)
 
 
@@ -147,10 +141,10 @@ class Constant(Schedule):
     """The same value at every step. See `constant`."""
 
     def __init__(self, value):
-        self.value_ = _number(value, "value")
+        self.value_ = number(value, "value")
 
-    def value(self, step):
-        return ops.full_like(step, self.value_)
+    def value(self, t):
+        return ops.full_like(t, self.value_)
 
     def get_config(self):
         return {"value": self.value_}
@@ -161,13 +155,13 @@ class Linear(Schedule):
     """Linear interpolation between two values. See `linear`."""
 
     def __init__(self, init_value, end_value, transition_steps, transition_begin=0):
-        self.init_value = _number(init_value, "init_value")
-        self.end_value = _number(end_value, "end_value")
-        self.transition_steps = _steps(transition_steps, "transition_steps")
-        self.transition_begin = _steps(transition_begin, "transition_begin")
+        self.init_value = number(init_value, "init_value")
+        self.end_value = number(end_value, "end_value")
+        self.transition_steps = whole_number(transition_steps, "transition_steps")
+        self.transition_begin = whole_number(transition_begin, "transition_begin")
 
-    def value(self, step):
-        done = _interpolation(step, self.transition_steps, self.transition_begin)
+    def value(self, t):
+        done = interpolation(t, self.transition_steps, self.transition_begin)
         return self.init_value + (self.end_value - self.init_value) * done
 
     def get_config(self):
@@ -183,8 +177,8 @@ class Linear(Schedule):
 class Cosine(Linear):
     """Half-cosine interpolation between two values. See `cosine`."""
 
-    def value(self, step):
-        done = _interpolation(step, self.transition_steps, self.transition_begin)
+    def value(self, t):
+        done = interpolation(t, self.transition_steps, self.transition_begin)
         remaining = 0.5 * (1.0 + ops.cos(math.pi * done))
         return self.end_value + (self.init_value - self.end_value) * remaining
 
@@ -202,8 +196,8 @@ class Exponential(Linear):
                 f"end_value={end_value!r}"
             )
 
-    def value(self, step):
-        done = _interpolation(step, self.transition_steps, self.transition_begin)
+    def value(self, t):
+        done = interpolation(t, self.transition_steps, self.transition_begin)
         ratio = self.end_value / self.init_value
         value = self.init_value * ops.power(ratio, done)
         # Return the end points exactly (pow may be off by one ulp).
@@ -216,14 +210,14 @@ class PiecewiseConstant(Schedule):
     """Constant pieces changing at boundaries. See `step`."""
 
     def __init__(self, boundaries, values):
-        self.values = [_number(v, f"values[{i}]") for i, v in enumerate(values)]
+        self.values = [number(v, f"values[{i}]") for i, v in enumerate(values)]
         self.boundaries = _pieces(len(self.values), boundaries, "`values`")
 
-    def value(self, step):
-        values = ops.convert_to_tensor(np.asarray(self.values), dtype=step.dtype)
-        index = ops.zeros_like(step, dtype="int32")
+    def value(self, t):
+        values = ops.convert_to_tensor(np.asarray(self.values), dtype=t.dtype)
+        index = ops.zeros_like(t, dtype="int32")
         for boundary in self.boundaries:
-            index = index + ops.cast(step >= float(boundary), "int32")
+            index = index + ops.cast(t >= float(boundary), "int32")
         return ops.take(values, index)
 
     def get_config(self):
@@ -241,11 +235,11 @@ class Join(Schedule):
         ]
         self.boundaries = _pieces(len(self.schedules), boundaries, "`schedules`")
 
-    def value(self, step):
-        result = self.schedules[0].value(step)
+    def value(self, t):
+        result = self.schedules[0].value(t)
         for boundary, schedule in zip(self.boundaries, self.schedules[1:], strict=True):
-            later = schedule.value(step - float(boundary))
-            result = ops.where(step >= float(boundary), later, result)
+            later = schedule.value(t - float(boundary))
+            result = ops.where(t >= float(boundary), later, result)
         return result
 
     def get_config(self):
@@ -400,14 +394,11 @@ def join(schedules, boundaries) -> Join:
     return Join(schedules, boundaries)
 
 
+# The public names: one per schedule (the lowercase constructors). The
+# classes behind them are the saved form (registered for `.keras` files and
+# callback configs) and are not part of the API.
 __all__ = [
     "Schedule",
-    "Constant",
-    "Linear",
-    "Cosine",
-    "Exponential",
-    "PiecewiseConstant",
-    "Join",
     "as_schedule",
     "constant",
     "linear",
@@ -415,4 +406,7 @@ __all__ = [
     "exponential",
     "step",
     "join",
+    "interpolation",
+    "number",
+    "whole_number",
 ]

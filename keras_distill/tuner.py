@@ -14,8 +14,12 @@ import warnings
 import keras
 import numpy as np
 
+from keras_distill import _compat
+from keras_distill import losses as kd_losses
+from keras_distill import models as kd_models
 from keras_distill import params as kd_params
-from keras_distill.distiller import TEACHER_LOGITS_KEY, Distiller
+from keras_distill.distiller import Distiller
+from keras_distill.targets import TEACHER_LOGITS_KEY
 
 
 def _keras_tuner():
@@ -96,6 +100,8 @@ def _hypermodel_class():
                 `learning_rate`. Defaults to `None`.
             learning_rate: Learning rate when not searched. Defaults to `1e-2`.
             metrics: Compiled metrics. Defaults to `["accuracy"]`.
+            teacher_outputs: `"logits"` or `"probabilities"`: what the
+                teacher's last layer returns. Defaults to `"logits"`.
 
         Example:
 
@@ -116,14 +122,18 @@ def _hypermodel_class():
             learning_rate_range=None,
             learning_rate=1e-2,
             metrics=("accuracy",),
+            teacher_outputs="logits",
             name="distiller",
         ):
             super().__init__(name=name)
+            self.teacher_outputs = kd_losses.check_output_kind(
+                teacher_outputs, "teacher_outputs"
+            )
             if not isinstance(teacher, keras.Model):
                 raise TypeError(
                     f"`teacher` must be a keras.Model. Received: {teacher!r}"
                 )
-            if not (callable(build_student) or isinstance(build_student, keras.Model)):
+            if not callable(build_student):  # A keras.Model is callable too.
                 raise TypeError(
                     "`build_student` must be a callable `build_student(hp)` or a "
                     f"keras.Model. Received: {build_student!r}"
@@ -196,14 +206,13 @@ def _hypermodel_class():
             else:
                 student = self.build_student(hp)
             distiller = TrialDistiller(
-                student, self.teacher, alpha=alpha, temperature=temperature
+                student,
+                self.teacher,
+                alpha=alpha,
+                temperature=temperature,
+                teacher_outputs=self.teacher_outputs,
             )
-            distiller.compile(
-                optimizer=keras.optimizers.Adam(learning_rate),
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=self.metrics,
-            )
-            return distiller
+            return kd_models.compile_classifier(distiller, learning_rate, self.metrics)
 
         # -- Training from the teacher's outputs, computed once ---------------
 
@@ -212,8 +221,10 @@ def _hypermodel_class():
             key = (id(x), len(x))
             if key not in self._targets:
                 self.teacher_calls += 1
-                logits = self.teacher.predict(x, batch_size=256, verbose=0)
-                self._targets[key] = (x, logits.astype("float32"))
+                outputs = self.teacher.predict(x, batch_size=256, verbose=0)
+                logits = kd_losses.to_logits(outputs, self.teacher_outputs)
+                logits = np.asarray(keras.ops.convert_to_numpy(logits), "float32")
+                self._targets[key] = (x, logits)
             return self._targets[key][1]
 
         def dataset(self, x, y, batch_size=32, shuffle=True, seed=0):
@@ -383,6 +394,13 @@ def tune(
     print(best_hp.values)
     ```
     """
+    for name, value in (("max_trials", max_trials), ("epochs", epochs)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise ValueError(
+                f"`{name}` must be a whole number >= 1. Received: {name}={value!r}"
+            )
+        if value < 1:
+            raise ValueError(f"`{name}` must be >= 1. Received: {name}={value!r}")
     kt = _keras_tuner()
     tuner_class = _tuner_class(kt, tuner)
     role = distributed_role()
@@ -411,12 +429,14 @@ def tune(
     if role == "worker":
         # The chief stops serving once the last worker is done: ask it nothing.
         ran = ", ".join(search.trials_run) or "none"
-        print(f"{search.tuner_id} ran trials: {ran}; the results are on the chief.")
+        if verbose:
+            print(f"{search.tuner_id} ran trials: {ran}; the results are on the chief.")
         return None, None, search
-    print(trial_table(search))
+    if verbose:
+        print(trial_table(search))
     best_hp = search.get_best_hyperparameters(1)[0]
     best = search.oracle.get_best_trials(1)[0]
-    checkpoint = search._get_checkpoint_fname(best.trial_id)
+    checkpoint = _compat.tuner_checkpoint_path(search, best.trial_id)
     import tensorflow as tf
 
     if role == "chief" and not tf.io.gfile.exists(checkpoint):

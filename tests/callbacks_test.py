@@ -4,7 +4,7 @@ import pytest
 
 import keras_distill as kd
 from keras_distill import callbacks, schedules
-from tests import test_case
+from tests import helpers
 
 
 class CountingDistiller(kd.Distiller):
@@ -19,8 +19,8 @@ class CountingDistiller(kd.Distiller):
 
 def make_distiller(learning_rate=0.01, alpha=0.1, temperature=4.0):
     distiller = CountingDistiller(
-        student=test_case.tiny_student(),
-        teacher=test_case.trained_teacher(),
+        student=helpers.tiny_student(),
+        teacher=helpers.trained_teacher(),
         alpha=alpha,
         temperature=temperature,
     )
@@ -46,7 +46,7 @@ def test_temperature_schedule_changes_the_traced_loss_every_epoch():
     # With a zero learning rate the student is frozen, so each epoch's KD loss
     # is a function of that epoch's temperature alone: if the assignment did
     # not reach the traced step, the loss would not move.
-    x, y = test_case.digits_subset(n=128)
+    x, y = helpers.digits_subset(n=128)
     distiller = make_distiller(learning_rate=0.0)
     schedule = schedules.linear(8.0, 2.0, 3)
     history = distiller.fit(
@@ -72,7 +72,7 @@ def test_temperature_schedule_changes_the_traced_loss_every_epoch():
 
 
 def test_alpha_schedule_logged_per_epoch_equals_schedule():
-    x, y = test_case.digits_subset(n=64)
+    x, y = helpers.digits_subset(n=64)
     distiller = make_distiller()
     schedule = schedules.cosine(0.1, 0.9, 2)
     history = distiller.fit(
@@ -94,7 +94,7 @@ def test_alpha_schedule_logged_per_epoch_equals_schedule():
 
 
 def test_step_unit_follows_optimizer_iterations():
-    x, y = test_case.digits_subset(n=96)
+    x, y = helpers.digits_subset(n=96)
     distiller = make_distiller()
     schedule = schedules.linear(6.0, 1.0, 5)
     seen = []
@@ -120,7 +120,7 @@ def test_step_unit_follows_optimizer_iterations():
 
 
 def test_unknown_name_lists_valid_names():
-    x, y = test_case.digits_subset(n=32)
+    x, y = helpers.digits_subset(n=32)
     distiller = make_distiller()
     scheduler = callbacks.ParameterScheduler("temprature", 2.0)
     with pytest.raises(ValueError, match=r"'temprature'.*\['alpha', 'temperature'\]"):
@@ -140,7 +140,7 @@ def test_unknown_name_lists_valid_names():
     ],
 )
 def test_bad_values_raise_before_training(name, schedule, match):
-    x, y = test_case.digits_subset(n=32)
+    x, y = helpers.digits_subset(n=32)
     distiller = make_distiller()
     before = distiller.student.get_weights()
     with pytest.raises(ValueError, match=match):
@@ -151,11 +151,11 @@ def test_bad_values_raise_before_training(name, schedule, match):
             verbose=0,
             callbacks=[callbacks.ParameterScheduler(name, schedule)],
         )
-    assert test_case.weights_equal(before, distiller.student.get_weights())
+    assert helpers.weights_equal(before, distiller.student.get_weights())
 
 
 def test_bad_value_at_a_step_raises_quoting_the_step():
-    x, y = test_case.digits_subset(n=64)
+    x, y = helpers.digits_subset(n=64)
     distiller = make_distiller()
     scheduler = callbacks.ParameterScheduler(
         "alpha", lambda step: 2.0 if step == 1 else 0.5, unit="step"
@@ -237,7 +237,7 @@ def test_fraction_below_one_needs_a_curriculum():
 
 
 def test_progressive_applies_each_stage():
-    x, y = test_case.digits_subset(n=64)
+    x, y = helpers.digits_subset(n=64)
     distiller = make_distiller(learning_rate=0.05)
     stages = [
         callbacks.Stage(2, alpha=0.1, temperature=8.0, name="distill"),
@@ -262,9 +262,9 @@ def test_progressive_applies_each_stage():
 
 
 def test_progressive_rejects_lr_factor_with_a_learning_rate_schedule():
-    x, y = test_case.digits_subset(n=32)
+    x, y = helpers.digits_subset(n=32)
     distiller = kd.Distiller(
-        student=test_case.tiny_student(), teacher=test_case.trained_teacher()
+        student=helpers.tiny_student(), teacher=helpers.trained_teacher()
     )
     decay = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)
     distiller.compile(optimizer=keras.optimizers.SGD(decay))
@@ -300,7 +300,7 @@ RESUMED_KEYS = (
 
 def run_progressive(backup_dir, interrupt_at=None):
     """A fresh process's worth of objects, then fit with BackupAndRestore."""
-    x, y = test_case.digits_subset(n=96)
+    x, y = helpers.digits_subset(n=96)
     distiller = make_distiller(learning_rate=0.05)
     data = kd.curriculum.Curriculum.from_teacher(
         distiller.teacher, x, y, verbose=0, seed=0
@@ -340,9 +340,9 @@ def test_any_scalar_variable_of_the_model_can_be_scheduled():
             super().__init__(**kwargs)
             self.beta = keras.Variable(1.0, trainable=False, name="beta")
 
-    x, y = test_case.digits_subset(n=32)
+    x, y = helpers.digits_subset(n=32)
     distiller = WithBeta(
-        student=test_case.tiny_student(), teacher=test_case.trained_teacher()
+        student=helpers.tiny_student(), teacher=helpers.trained_teacher()
     )
     distiller.compile(optimizer="sgd")
     assert sorted(callbacks.scalar_variables(distiller)) == [
@@ -364,7 +364,7 @@ def test_any_scalar_variable_of_the_model_can_be_scheduled():
 
 
 def test_fit_progressive_runs_the_three_stages():
-    x, y = test_case.digits_subset(n=64)
+    x, y = helpers.digits_subset(n=64)
     distiller = make_distiller(learning_rate=0.1, temperature=5.0)
     history = callbacks.fit_progressive(
         distiller, x, y, epochs=5, batch_size=32, min_fraction=0.5

@@ -4,7 +4,7 @@ import os
 import pytest
 import tensorflow as tf
 
-from keras_distill import cli
+from keras_distill.app import cli
 
 QUICK = """\
 data: digits

@@ -1,7 +1,7 @@
 import pytest
 
-from keras_distill import config
-from keras_distill.config import ConfigError
+from keras_distill.app import config
+from keras_distill.app.config import ConfigError
 
 GOOD = """\
 data: digits

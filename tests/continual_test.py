@@ -4,9 +4,9 @@ import os
 import keras
 import numpy as np
 import pytest
-from test_case import weights_equal
 
 import keras_distill as kd
+from tests.helpers import weights_equal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -4,20 +4,20 @@ import pytest
 
 import keras_distill as kd
 from keras_distill import callbacks, curriculum
-from tests import test_case
+from tests import helpers
 
 
 def unique_digits(n):
     """`n` training digits with pairwise different images, and their labels."""
-    x, y = test_case.digits()["train"]
+    x, y = helpers.digits()["train"]
     _, first = np.unique(x.reshape(len(x), -1), axis=0, return_index=True)
     keep = np.sort(first)[:n]
     return x[keep], y[keep]
 
 
 def test_teacher_difficulty_is_the_teachers_loss_on_the_label():
-    x, y = test_case.digits_subset(n=64)
-    teacher = test_case.trained_teacher()
+    x, y = helpers.digits_subset(n=64)
+    teacher = helpers.trained_teacher()
     scores = curriculum.teacher_difficulty(teacher, x, y, batch_size=16, verbose=0)
     logits = teacher.predict(x, verbose=0).astype("float64")
     log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
@@ -29,8 +29,8 @@ def test_teacher_difficulty_is_the_teachers_loss_on_the_label():
 
 
 def test_teacher_difficulty_without_labels_is_one_minus_confidence():
-    x, _ = test_case.digits_subset(n=32)
-    teacher = test_case.trained_teacher()
+    x, _ = helpers.digits_subset(n=32)
+    teacher = helpers.trained_teacher()
     scores = curriculum.teacher_difficulty(teacher, x, verbose=0)
     logits = teacher.predict(x, verbose=0).astype("float64")
     probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
@@ -39,8 +39,8 @@ def test_teacher_difficulty_without_labels_is_one_minus_confidence():
 
 
 def test_teacher_difficulty_bad_labels():
-    x, y = test_case.digits_subset(n=8)
-    teacher = test_case.trained_teacher()
+    x, y = helpers.digits_subset(n=8)
+    teacher = helpers.trained_teacher()
     with pytest.raises(ValueError, match=r"8 inputs and 7 labels"):
         curriculum.teacher_difficulty(teacher, x, y[:7], verbose=0)
     with pytest.raises(ValueError, match=r"\[0, 10\).*from \d to 12"):
@@ -151,11 +151,11 @@ class RecordingDistiller(kd.Distiller):
 def test_fit_feeds_only_the_easiest_examples_per_epoch():
     n = 120
     x, y = unique_digits(n)
-    teacher = test_case.trained_teacher()
+    teacher = helpers.trained_teacher()
     seen = []
     distiller = RecordingDistiller(
         lambda batch: seen[-1].append(batch),
-        student=test_case.tiny_student(),
+        student=helpers.tiny_student(),
         teacher=teacher,
     )
     distiller.compile(optimizer="adam")
@@ -187,9 +187,9 @@ def test_fit_feeds_only_the_easiest_examples_per_epoch():
 
 
 def test_bad_pacing_value_raises_before_training():
-    x, y = test_case.digits_subset(n=32)
+    x, y = helpers.digits_subset(n=32)
     distiller = kd.Distiller(
-        student=test_case.tiny_student(), teacher=test_case.trained_teacher()
+        student=helpers.tiny_student(), teacher=helpers.trained_teacher()
     )
     distiller.compile(optimizer="adam")
     data = curriculum.Curriculum(x, y, difficulty=np.arange(32))
@@ -199,7 +199,7 @@ def test_bad_pacing_value_raises_before_training():
     before = distiller.student.get_weights()
     with pytest.raises(ValueError, match=r"epoch 2.*\(0, 1\].*1\.5"):
         distiller.fit(data.dataset(), epochs=3, verbose=0, callbacks=[scheduler])
-    assert test_case.weights_equal(before, distiller.student.get_weights())
+    assert helpers.weights_equal(before, distiller.student.get_weights())
     with pytest.raises(ValueError, match=r"\(0, 1\].*0"):
         callbacks.CurriculumScheduler(data, 0)
     with pytest.raises(TypeError, match="Curriculum"):

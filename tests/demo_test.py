@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from keras_distill import cli
+from keras_distill.app import cli
 
 
 @pytest.mark.slow

@@ -2,16 +2,16 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_case import (
+
+import keras_distill as kd
+from keras_distill import losses
+from tests.helpers import (
     digits_subset,
     random_logits,
     tiny_student,
     trained_teacher,
     weights_equal,
 )
-
-import keras_distill as kd
-from keras_distill import losses
 
 
 def numpy_kd(teacher_logits, student_logits, temperature):

@@ -6,10 +6,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_case import digits_subset, tiny_student, trained_teacher
 
 import keras_distill as kd
-from keras_distill import cli, export
+from keras_distill import export
+from keras_distill.app import cli
+from tests.helpers import digits_subset, tiny_student, trained_teacher
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +165,7 @@ def test_existing_version_is_never_overwritten(distiller, tmp_path):
     assert os.path.getmtime(tmp_path / "m" / "3" / "saved_model.pb") == before
 
 
-@pytest.mark.parametrize("version", [1.5, "two", 0, -1, True])
+@pytest.mark.parametrize("version", [1.5, "two", 0, "0", -1, True, 2**63, "9" * 20])
 def test_bad_version(distiller, tmp_path, version):
     with pytest.raises(ValueError, match=r"version"):
         kd.export_student(distiller, tmp_path / "m", version=version, verbose=False)
@@ -197,3 +198,64 @@ def test_unknown_input_shape_asks_for_signature(tmp_path):
         verbose=False,
     )
     assert result.version == 1
+
+
+def test_a_version_published_meanwhile_moves_an_automatic_export_on(
+    distiller, tmp_path, monkeypatch
+):
+    base = tmp_path / "m"
+    verify = export._verify
+
+    def another_process_publishes_version_1(path, *args):
+        if not (base / "1").exists():
+            (base / "1").mkdir()
+            (base / "1" / "saved_model.pb").write_bytes(b"the other export")
+        return verify(path, *args)
+
+    monkeypatch.setattr(export, "_verify", another_process_publishes_version_1)
+    result = kd.export_student(distiller, base, verbose=False)
+    assert result.version == 2
+    assert (base / "1" / "saved_model.pb").read_bytes() == b"the other export"
+    # An explicit version that appeared meanwhile is an error, never overwritten.
+    def another_process_publishes_version_5(path, *args):
+        (base / "5").mkdir()
+        (base / "5" / "saved_model.pb").write_bytes(b"version 5 of the other")
+        return verify(path, *args)
+
+    monkeypatch.setattr(export, "_verify", another_process_publishes_version_5)
+    with pytest.raises(FileExistsError, match="Version 5 appeared"):
+        kd.export_student(distiller, base, version=5, verbose=False)
+    assert sorted(os.listdir(base)) == ["1", "2", "5"]
+    assert (base / "5" / "saved_model.pb").read_bytes() == b"version 5 of the other"
+
+
+def test_two_processes_exporting_at_once_get_two_versions(distiller, tmp_path):
+    model = str(tmp_path / "d.keras")
+    distiller.save(model)
+    base = str(tmp_path / "serving")
+    script = (
+        "import sys, time; import keras_distill as kd; "
+        "from keras_distill import export; "
+        "m = export.load_for_export(sys.argv[1]); "
+        "[time.sleep(0.01) for _ in iter(lambda: time.time() < float(sys.argv[3]), False)]; "
+        "print(kd.export_student(m, sys.argv[2], verbose=False).version)"
+    )
+    import time
+
+    start = str(time.time() + 25)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, model, base, start],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    versions = sorted(int(out.strip().splitlines()[-1]) for out, _ in outputs)
+    assert versions == [1, 2]
+    assert sorted(os.listdir(base)) == ["1", "2"]

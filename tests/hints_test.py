@@ -2,11 +2,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_case import digits_subset, tiny_student, trained_teacher, weights_equal
 
 import keras_distill as kd
 from keras_distill import models
 from keras_distill.hints import Hint
+from tests.helpers import digits_subset, tiny_student, trained_teacher, weights_equal
 
 
 def cnn_student(filters=4, seed=1):

@@ -2,10 +2,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_case import digits_subset, random_logits, tiny_student, trained_teacher
 
 import keras_distill as kd
 from keras_distill import losses
+from tests.helpers import digits_subset, random_logits, tiny_student, trained_teacher
 
 
 def softmax(z):

@@ -1,10 +1,10 @@
 import keras
 import numpy as np
 import pytest
-from test_case import digits_subset, tiny_student, trained_teacher
 
 import keras_distill as kd
 from keras_distill import models
+from tests.helpers import digits_subset, tiny_student, trained_teacher
 
 
 def softmax(z):

@@ -10,7 +10,7 @@ import pytest
 
 import keras_distill as kd
 from keras_distill import params
-from test_case import digits_subset, tiny_student, trained_teacher, weights_equal
+from tests.helpers import digits_subset, tiny_student, trained_teacher, weights_equal
 
 
 def _distiller(**kwargs):

@@ -1,10 +1,10 @@
 import keras
 import numpy as np
 import pytest
-from test_case import digits_subset, tiny_student, trained_teacher
 
 import keras_distill as kd
 from keras_distill.transfer import GroupedTeacher
+from tests.helpers import digits_subset, tiny_student, trained_teacher
 
 
 def test_grouped_probabilities_sum_source_classes():

@@ -13,9 +13,9 @@ import sys
 import time
 
 import pytest
-from test_case import trained_teacher
 
 from keras_distill import models
+from tests.helpers import trained_teacher
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_TRIALS = 4

@@ -5,10 +5,10 @@ import sys
 import keras
 import numpy as np
 import pytest
-from test_case import digits, trained_teacher, weights_equal
 
 import keras_distill as kd
 from keras_distill import models
+from tests.helpers import digits, tiny_student, trained_teacher, weights_equal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -197,3 +197,17 @@ def test_import_without_keras_tuner_gives_install_hint():
     assert "HINT" in out.stdout and "keras-distill[tuner]" in out.stdout, out.stderr[
         -2000:
     ]
+
+
+@pytest.mark.parametrize("max_trials", [0, -3, 2.5, True])
+def test_tune_refuses_a_search_without_trials(max_trials):
+    x, y = digits()["train"]
+    with pytest.raises(ValueError, match=r"max_trials"):
+        kd.tune(
+            trained_teacher(),
+            lambda hp: tiny_student(),
+            (x, y),
+            (x, y),
+            max_trials=max_trials,
+            directory="/nonexistent/never-used",
+        )

@@ -8,8 +8,9 @@ import time
 import keras
 import numpy as np
 
-from keras_distill import config as kd_config
-from keras_distill import data, models, report
+from keras_distill import data, models
+from keras_distill.app import config as kd_config
+from keras_distill.app import report
 from keras_distill.distiller import Distiller
 
 RUN_MARKER = "run.json"
@@ -54,12 +55,7 @@ def _model(spec, role, splits):
     return builders[name](name=role, **kwargs), False
 
 
-def _compile(model, learning_rate, metrics=("accuracy",)):
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=list(metrics),
-    )
+_compile = models.compile_classifier
 
 
 def train(config_path, overwrite=False, verbose="auto"):
@@ -237,6 +233,7 @@ def tune(config_path, overwrite=False, verbose=0):
         f.write(
             "# Tuning trials (best first)\n\n" + kd_tuner.trial_table(search) + "\n"
         )
+    print(kd_tuner.trial_table(search))
     distiller.save(os.path.join(out, "best_distiller.keras"))
     result = {"best": best_hp.values, "trials": len(trials)}
     with open(os.path.join(out, RUN_MARKER), "w") as f:
@@ -246,25 +243,8 @@ def tune(config_path, overwrite=False, verbose=0):
 
 
 def _arrays(cfg):
-    if cfg["data"] == "digits":
-        d = data.load_digits(seed=cfg["seed"])
-        return {
-            "train": d["train"],
-            "val": d["val"],
-            "num_classes": data.NUM_DIGIT_CLASSES,
-            "shape": data.DIGITS_SHAPE,
-        }
-    with np.load(cfg["data"].partition(":")[2]) as archive:
-        arrays = dict(archive)
-    x = arrays["x_train"].astype("float32")
-    y = arrays["y_train"].astype("int32")
-    cut = int(0.9 * len(x))
-    return {
-        "train": (x[:cut], y[:cut]),
-        "val": (x[cut:], y[cut:]),
-        "num_classes": int(y.max() + 1),
-        "shape": tuple(x.shape[1:]),
-    }
+    # The same loader (and /255 scaling of integer images) as `train` uses.
+    return data.load_arrays(cfg["data"], seed=cfg["seed"])
 
 
 def evaluate(model_path, source="digits", batch_size=64):

@@ -49,106 +49,85 @@ def _test_metrics(model, x, y):
     return float(np.mean(np.argmax(logits, axis=-1) == y)), float(loss)
 
 
-def _compile(model, learning_rate=1e-2):
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-
-
-def _timed_fit(model, train, val, epochs, batch_size, verbose):
-    start = time.perf_counter()
-    history = model.fit(
-        *train,
-        validation_data=val,
-        epochs=epochs,
-        batch_size=batch_size,
-        verbose=verbose,
-    )
-    return history.history, time.perf_counter() - start
+_compile = models.compile_classifier
 
 
 def run(settings=None, verbose=2):
-    """Trains the three models and returns `(rows, histories, distiller)`."""
+    """Trains the four models and returns `(rows, histories, distiller)`."""
+    from keras_distill.recipes import fit_progressive
+
     settings = settings or Settings()
     splits = data.load_digits(seed=settings.seed)
     train, val, test = splits["train"], splits["val"], splits["test"]
     rows, histories = [], {}
+    fit_args = dict(
+        validation_data=val, batch_size=settings.batch_size, verbose=verbose
+    )
 
-    def record(name, model, history, seconds, params):
-        accuracy, loss = _test_metrics(model, *test)
-        rows.append(Row(name, params, accuracy, loss, seconds))
-        histories[name] = history
+    def train_row(name, title, seed, build, fit, evaluated=None):
+        """Builds a model with `seed`, fits it, and records its test metrics."""
+        print(f"== {title}")
+        keras.utils.set_random_seed(seed)
+        model = build()
+        start = time.perf_counter()
+        history = fit(model)
+        seconds = time.perf_counter() - start
+        evaluated = evaluated(model) if evaluated else model
+        accuracy, loss = _test_metrics(evaluated, *test)
+        rows.append(Row(name, evaluated.count_params(), accuracy, loss, seconds))
+        histories[name] = history.history
+        return model
 
-    print(f"== teacher ({settings.teacher_epochs} epochs)")
-    keras.utils.set_random_seed(settings.seed)
-    teacher = models.teacher_cnn()
-    _compile(teacher, learning_rate=3e-3)
-    history, seconds = _timed_fit(
-        teacher, train, val, settings.teacher_epochs, settings.batch_size, verbose
-    )
-    record("teacher", teacher, history, seconds, teacher.count_params())
+    def student():
+        return models.student_mlp(hidden=settings.student_hidden)
 
-    print(f"== student from scratch ({settings.student_epochs} epochs)")
-    keras.utils.set_random_seed(settings.seed + 1)
-    scratch = models.student_mlp(hidden=settings.student_hidden)
-    _compile(scratch)
-    history, seconds = _timed_fit(
-        scratch, train, val, settings.student_epochs, settings.batch_size, verbose
-    )
-    record("student (scratch)", scratch, history, seconds, scratch.count_params())
+    def distiller():
+        model = Distiller(
+            student=student(),
+            teacher=teacher,
+            alpha=settings.alpha,
+            temperature=settings.temperature,
+        )
+        return _compile(model)
 
-    print(
-        f"== student distilled (alpha={settings.alpha}, "
-        f"T={settings.temperature}, {settings.student_epochs} epochs)"
-    )
-    keras.utils.set_random_seed(settings.seed + 1)
-    student = models.student_mlp(hidden=settings.student_hidden)
-    distiller = Distiller(
-        student=student,
-        teacher=teacher,
-        alpha=settings.alpha,
-        temperature=settings.temperature,
-    )
-    _compile(distiller)
-    history, seconds = _timed_fit(
-        distiller, train, val, settings.student_epochs, settings.batch_size, verbose
-    )
-    record("student (distilled)", student, history, seconds, student.count_params())
+    def fit_student(model):
+        return model.fit(*train, epochs=settings.student_epochs, **fit_args)
 
-    print(
-        f"== student, progressive recipe: distill -> curriculum -> fine-tune "
-        f"({settings.student_epochs} epochs)"
+    teacher = train_row(
+        "teacher",
+        f"teacher ({settings.teacher_epochs} epochs)",
+        settings.seed,
+        lambda: _compile(models.teacher_cnn(), learning_rate=3e-3),
+        lambda model: model.fit(*train, epochs=settings.teacher_epochs, **fit_args),
     )
-    from keras_distill.callbacks import fit_progressive
-
-    keras.utils.set_random_seed(settings.seed + 1)
-    student = models.student_mlp(hidden=settings.student_hidden)
-    progressive = Distiller(
-        student=student,
-        teacher=teacher,
-        alpha=settings.alpha,
-        temperature=settings.temperature,
+    train_row(
+        "student (scratch)",
+        f"student from scratch ({settings.student_epochs} epochs)",
+        settings.seed + 1,
+        lambda: _compile(student()),
+        fit_student,
     )
-    _compile(progressive)
-    start = time.perf_counter()
-    history = fit_progressive(
-        progressive,
-        *train,
-        epochs=settings.student_epochs,
-        validation_data=val,
-        batch_size=settings.batch_size,
-        verbose=verbose,
+    distilled = train_row(
+        "student (distilled)",
+        f"student distilled (alpha={settings.alpha}, T={settings.temperature}, "
+        f"{settings.student_epochs} epochs)",
+        settings.seed + 1,
+        distiller,
+        fit_student,
+        evaluated=lambda model: model.student,
     )
-    record(
+    train_row(
         "student (progressive)",
-        student,
-        history.history,
-        time.perf_counter() - start,
-        student.count_params(),
+        "student, progressive recipe: distill -> curriculum -> fine-tune "
+        f"({settings.student_epochs} epochs)",
+        settings.seed + 1,
+        distiller,
+        lambda model: fit_progressive(
+            model, *train, epochs=settings.student_epochs, **fit_args
+        ),
+        evaluated=lambda model: model.student,
     )
-    return rows, histories, distiller
+    return rows, histories, distilled
 
 
 def format_table(rows):

@@ -185,11 +185,11 @@ def load(path):
 
 
 def _check_values(config, source):
-    from keras_distill.distiller import check_alpha, check_temperature
+    from keras_distill import params
 
     try:
-        check_alpha(config["distill"]["alpha"])
-        check_temperature(config["distill"]["temperature"])
+        for name in ("alpha", "temperature"):
+            params.check(name, config["distill"][name])
     except ValueError as error:
         raise ConfigError(f"{source}: distill: {error}") from None
     for key in ("batch_size",):

@@ -5,7 +5,7 @@ import sys
 
 
 def _demo(args):
-    from keras_distill import demo
+    from keras_distill.app import demo
 
     demo.main(output_dir=args.output_dir, quick=args.quick)
     return 0
@@ -26,21 +26,21 @@ def _export(args):
 
 
 def _train(args):
-    from keras_distill import runs
+    from keras_distill.app import runs
 
     runs.train(args.config, overwrite=args.overwrite, verbose=args.verbose)
     return 0
 
 
 def _tune(args):
-    from keras_distill import runs
+    from keras_distill.app import runs
 
     runs.tune(args.config, overwrite=args.overwrite)
     return 0
 
 
 def _evaluate(args):
-    from keras_distill import runs
+    from keras_distill.app import runs
 
     runs.evaluate(args.model, source=args.data, batch_size=args.batch_size)
     return 0
@@ -100,7 +100,7 @@ def build_parser():
 
 
 def main(argv=None):
-    from keras_distill.config import ConfigError
+    from keras_distill.app.config import ConfigError
 
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:

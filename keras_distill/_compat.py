@@ -1,0 +1,44 @@
+"""Every use of Keras internals, in one place.
+
+The library otherwise uses only Keras's public API. A Keras upgrade that
+moves or renames one of these touches this file alone; each function says
+what it relies on.
+"""
+
+import keras
+
+
+def print_msg(message: str) -> None:
+    """Prints like Keras's own callbacks do (respects Keras's print routing)."""
+    from keras.src.utils import io_utils
+
+    io_utils.print_msg(message)
+
+
+def unscale_loss_for_distribution(value):
+    """Undoes the loss scaling Keras applies under a distribution strategy."""
+    from keras.src.losses import loss as loss_module
+
+    return loss_module.unscale_loss_for_distribution(value)
+
+
+def sublayers(model):
+    """Every sublayer of `model`, recursively, without `model` itself."""
+    return list(model._flatten_layers(include_self=False))
+
+
+def is_functional(model) -> bool:
+    """Whether `model` is a functional or Sequential model (a layer graph)."""
+    from keras.src.models.functional import Functional
+
+    return isinstance(model, keras.Sequential | Functional)
+
+
+def has_variable_learning_rate(optimizer) -> bool:
+    """Whether the optimizer's learning rate is a float variable (no schedule)."""
+    return isinstance(getattr(optimizer, "_learning_rate", None), keras.Variable)
+
+
+def tuner_checkpoint_path(tuner, trial_id: str) -> str:
+    """The path Keras Tuner saves a trial's model weights to."""
+    return tuner._get_checkpoint_fname(trial_id)

@@ -1,0 +1,81 @@
+"""Checks of the data that reaches the training step, and their errors.
+
+A bad batch must never train a silently wrong student. These checks run
+inside the traced step, every batch, and cost a few reductions: the
+message is only formatted when a check fails (in the false branch of a
+`tf.cond`), and the failure stops the step before the optimizer updates any
+weight. `Distiller.fit()` and `evaluate()` turn a failed check into a plain
+`ValueError` with the message (see `raise_readable`).
+
+Example:
+
+```python
+ok = checks.labels_ok(y, num_classes)
+checks.graph_assert(ok, lambda: checks.format_message(
+    "Labels must be integers in [0, {}); received {} at training step {}.",
+    num_classes, checks.first_bad(y, ...), step))
+```
+"""
+
+import contextlib
+
+PREFIX = "keras_distill check failed: "
+END = " <end of message>"
+
+
+def graph_assert(ok, message_fn):
+    """Fails the step with `message_fn()` (a string tensor) when `ok` is false.
+
+    `message_fn` is only run when the check fails, so formatting costs
+    nothing on good batches.
+    """
+    import tensorflow as tf
+
+    def fail():
+        message = tf.strings.join([PREFIX, message_fn(), END])
+        with tf.control_dependencies([tf.debugging.Assert(False, [message])]):
+            return tf.constant(False)
+
+    return tf.cond(ok, lambda: tf.constant(True), fail)
+
+
+def format_message(template, *values):
+    """`template` with `{}` placeholders filled from tensors (in graph)."""
+    import tensorflow as tf
+
+    return tf.strings.format(template, tuple(values), summarize=8)
+
+
+def first(values, mask):
+    """The first element of `values` where `mask` holds (flattened)."""
+    import tensorflow as tf
+
+    return tf.boolean_mask(tf.reshape(values, [-1]), tf.reshape(mask, [-1]))[0]
+
+
+def message_of(error):
+    """The message of a failed in-step check in `error`, or `None`."""
+    from keras_distill import params
+
+    text = str(getattr(error, "message", error))
+    start = text.find(PREFIX)
+    if start >= 0:
+        text = text[start + len(PREFIX) :]
+        text = text.split(END, 1)[0].strip()
+        # TensorFlow escapes quotes and quotes the strings it formats.
+        return text.replace("\\'", "'").replace('\\"', "")
+    return params.graph_check_message(error)
+
+
+@contextlib.contextmanager
+def raise_readable():
+    """Turns a failed in-step check into a `ValueError` carrying its message."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        message = message_of(error)
+        if message is None:
+            raise
+        raise ValueError(message) from None

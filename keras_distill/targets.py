@@ -1,0 +1,58 @@
+"""The batch format for precomputed teacher outputs.
+
+A batch may end with a dict of the teacher's outputs computed ahead of time
+(by `keras_distill.cache.TeacherCache` or the tuner), so that the training
+step does not run the teacher:
+
+- dense: `{"teacher_logits": (batch, classes)}`;
+- top-k: `{"teacher_topk_logits": (batch, k), "teacher_topk_indices":
+  (batch, k), "teacher_rest_logsumexp": (batch,)}`: the k largest logits,
+  their class ids, and the log-sum-exp of the other logits (see
+  `keras_distill.losses.topk_kd_loss`).
+
+The producers (cache, tuner) and the consumer (`Distiller`) import the keys
+from here.
+
+Example:
+
+```python
+batch = (x, y, {kd.targets.TEACHER_LOGITS_KEY: logits})
+x, y, sample_weight, targets = kd.targets.unpack_batch(batch)
+```
+"""
+
+import keras
+
+TEACHER_LOGITS_KEY = "teacher_logits"
+TOPK_LOGITS_KEY = "teacher_topk_logits"
+TOPK_INDICES_KEY = "teacher_topk_indices"
+TOPK_REST_KEY = "teacher_rest_logsumexp"
+
+
+def is_targets(value) -> bool:
+    """Whether `value` is a dict of precomputed teacher outputs."""
+    return isinstance(value, dict) and (
+        TEACHER_LOGITS_KEY in value or TOPK_LOGITS_KEY in value
+    )
+
+
+def is_topk(targets) -> bool:
+    """Whether `targets` holds the top-k form."""
+    return targets is not None and TOPK_LOGITS_KEY in targets
+
+
+def unpack_batch(data):
+    """Splits a batch into `(x, y, sample_weight, teacher_targets)`.
+
+    Accepts `x`, `(x,)`, `(x, y)`, `(x, y, sample_weight)`, each optionally
+    followed by a dict of precomputed teacher outputs. `teacher_targets` is
+    `None` when the batch carries none.
+    """
+    teacher_targets = None
+    if isinstance(data, tuple | list) and data and is_targets(data[-1]):
+        teacher_targets = data[-1]
+        data = tuple(data[:-1])
+        if len(data) == 1:
+            data = data[0]
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    return x, y, sample_weight, teacher_targets

@@ -1,0 +1,151 @@
+"""Bad data never trains a silently wrong student: the checks of every batch."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_distill as kd
+from tests.helpers import digits_subset, tiny_student, trained_teacher, weights_equal
+
+
+def _distiller(**kwargs):
+    distiller = kd.Distiller(tiny_student(), trained_teacher(), **kwargs)
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    return distiller
+
+
+def _dataset(x, y, batch=32):
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
+
+
+@pytest.mark.parametrize("bad", [10, -1])
+def test_a_bad_label_in_the_last_batch_names_value_range_and_step(bad):
+    x, y = digits_subset(n=96)
+    y = y.copy()
+    y[-1] = bad
+    distiller = _distiller()
+    with pytest.raises(
+        ValueError,
+        match=rf"integers in \[0, 10\).*label value of {bad} in training step 3",
+    ):
+        distiller.fit(_dataset(x, y), epochs=1, verbose=0)
+
+
+def test_a_fractional_label_after_the_first_batch_is_refused():
+    x, y = digits_subset(n=96)
+    y = y.astype("float32")
+    y[70] = 3.5
+    with pytest.raises(ValueError, match=r"label value of 3\.5 in training step 3"):
+        _distiller().fit(_dataset(x, y), epochs=1, verbose=0)
+
+
+def test_a_nan_input_stops_training_and_keeps_the_last_good_weights():
+    x, y = digits_subset(n=96)
+    x = x.copy()
+    x[70] = np.nan
+    distiller, replay = _distiller(), _distiller()
+    replay.student.set_weights(distiller.student.get_weights())
+    for model in (distiller, replay):
+        model.fit(x[:32], y[:32], epochs=1, verbose=0)
+    before = [w.copy() for w in distiller.student.get_weights()]
+    # Batches 1 and 2 train; batch 3 (examples 64-95) holds the NaN.
+    with pytest.raises(
+        ValueError, match=r"NaN or infinite in training step 4 \(loss nan.*last good step"
+    ):
+        distiller.fit(x, y, epochs=1, batch_size=32, shuffle=False, verbose=0)
+    after = distiller.student.get_weights()
+    assert all(np.isfinite(w).all() for w in after)
+    assert not weights_equal(before, after)  # the two good batches did train
+    # ... and the weights are exactly those after the last good batch.
+    replay.fit(x[:64], y[:64], epochs=1, batch_size=32, shuffle=False, verbose=0)
+    assert weights_equal(replay.student.get_weights(), after)
+
+
+@pytest.mark.parametrize("bad", [np.nan, -1.0])
+def test_bad_sample_weights_are_refused(bad):
+    x, y = digits_subset(n=64)
+    weights = np.ones(64, "float32")
+    weights[40] = bad
+    with pytest.raises(ValueError, match=r"sample_weight` must be finite and >= 0"):
+        _distiller().fit(x, y, sample_weight=weights, batch_size=32, verbose=0)
+
+
+def test_unlabeled_evaluation_reports_no_made_up_student_loss():
+    x, _ = digits_subset(n=64)
+    logs = _distiller().evaluate(x, verbose=0, return_dict=True)
+    assert np.isnan(logs["student_loss"])
+    assert np.isfinite(logs["distillation_loss"]) and logs["distillation_loss"] > 0
+
+
+@pytest.mark.parametrize("empty", ["arrays", "dataset", "filtered"])
+def test_empty_training_data_is_an_error(empty):
+    x, y = digits_subset(n=32)
+    data = {
+        "arrays": (x[:0], y[:0]),
+        "dataset": (_dataset(x[:0], y[:0]), None),
+        "filtered": (_dataset(x, y).filter(lambda a, b: False), None),
+    }[empty]
+    with pytest.raises(ValueError, match="no (examples|batches)|empty"):
+        _distiller().fit(*data, epochs=1, verbose=0)
+
+
+def test_one_hot_labels_with_a_sparse_loss_say_so():
+    x, y = digits_subset(n=32)
+    with pytest.raises(ValueError, match=r"look one-hot.*sparse categorical"):
+        _distiller().fit(x, keras.utils.to_categorical(y, 10), epochs=1, verbose=0)
+
+
+def test_a_shape_mismatch_names_the_model():
+    x, y = digits_subset(n=32)
+    teacher = keras.Sequential(
+        [keras.Input((64,)), keras.layers.Dense(10)], name="flat"
+    )
+    distiller = kd.Distiller(tiny_student(), teacher)
+    distiller.compile(optimizer="adam")
+    with pytest.raises(
+        ValueError, match=r"teacher \(flat\) expects inputs of shape \(None, 64\)"
+    ):
+        distiller.fit(x, y, epochs=1, verbose=0)
+
+
+def _softmax_teacher():
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ],
+        name="soft",
+    )
+
+
+def test_declared_outputs_that_contradict_the_architecture_are_refused():
+    with pytest.raises(
+        ValueError,
+        match=r"teacher \(soft\) returns probabilities.*teacher_outputs='logits'",
+    ):
+        kd.Distiller(tiny_student(), _softmax_teacher())
+    with pytest.raises(
+        ValueError, match=r"returns logits.*teacher_outputs='probabilities'"
+    ):
+        kd.Distiller(tiny_student(), trained_teacher(), teacher_outputs="probabilities")
+    kd.Distiller(tiny_student(), _softmax_teacher(), teacher_outputs="probabilities")
+
+
+class _SubclassedSoftmax(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.flat = keras.layers.Flatten()
+        self.dense = keras.layers.Dense(10)
+
+    def call(self, x):
+        return keras.ops.softmax(self.dense(self.flat(x)))
+
+
+def test_a_subclassed_model_is_checked_on_the_first_batch():
+    x, y = digits_subset(n=32)
+    distiller = kd.Distiller(tiny_student(), _SubclassedSoftmax(name="sub"))
+    distiller.compile(optimizer="adam")
+    with pytest.raises(ValueError, match=r"teacher \(sub\) returns probabilities"):
+        distiller.fit(x, y, epochs=1, verbose=0)
