@@ -19,7 +19,8 @@ Two forms:
 import hashlib
 import json
 import os
-import shutil
+import re
+import uuid
 
 import keras
 import numpy as np
@@ -82,6 +83,39 @@ def _batches(x, batch_size):
             yield x[start : start + batch_size]
 
 
+# Each example's input is fingerprinted by two fixed random projections of
+# its values (float64), stored with its targets and compared when reading, so
+# targets never pair with the wrong examples (a permuted or filtered `x`).
+FINGERPRINT_PART = "fingerprint"
+_FINGERPRINT_WIDTH = 2
+_FINGERPRINT_RTOL = 1e-6
+
+
+def _projection(size):
+    rng = np.random.default_rng(20231123)
+    return rng.standard_normal((size, _FINGERPRINT_WIDTH))
+
+
+def fingerprints(x):
+    """Per-example fingerprints `(n, 2)` (float64) of an input array."""
+    x = np.asarray(x)
+    flat = x.reshape(len(x), -1).astype("float64")
+    return flat @ _projection(flat.shape[1])
+
+
+def _fingerprints_tf(x):
+    """The same fingerprints as `fingerprints`, inside a `tf.data` pipeline."""
+    import tensorflow as tf
+
+    size = int(np.prod(x.shape[1:]))  # static: examples have a fixed shape
+    flat = tf.cast(tf.reshape(x, [-1, size]), tf.float64)
+    return tf.matmul(flat, tf.constant(_projection(size)))
+
+
+def _fingerprints_match(a, b):
+    return np.abs(a - b) <= _FINGERPRINT_RTOL * (np.abs(a) + np.abs(b) + 1.0)
+
+
 def _file_sha256(path, chunk=1 << 20):
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -93,19 +127,20 @@ def _file_sha256(path, chunk=1 << 20):
 class _ShardWriter:
     """Appends rows to `<prefix>-<n>.<suffix>` files of at most `rows` rows."""
 
-    def __init__(self, directory, suffix, rows_per_shard):
+    def __init__(self, directory, suffix, rows_per_shard, prefix=""):
         self.directory, self.suffix, self.rows_per_shard = (
             directory,
             suffix,
             rows_per_shard,
         )
+        self.prefix = prefix
         self.shards, self._file, self._rows = [], None, 0
 
     def write(self, array):
         while len(array):
             if self._file is None or self._rows == self.rows_per_shard:
                 self._close_current()
-                name = f"shard-{len(self.shards):05d}.{self.suffix}"
+                name = f"{self.prefix}shard-{len(self.shards):05d}.{self.suffix}"
                 self._file = open(os.path.join(self.directory, name), "wb")
                 self.shards.append({"file": name, "rows": 0})
                 self._rows = 0
@@ -158,8 +193,7 @@ class TeacherCache:
             raise FileNotFoundError(
                 f"No teacher cache at {self.directory!r}: {path!r} is missing."
             )
-        with open(path) as f:
-            self.manifest = json.load(f)
+        self.manifest = _read_manifest(path)
         if verify:
             self.verify()
         if teacher is not None:
@@ -248,16 +282,30 @@ class TeacherCache:
                     f"Received: k={k!r}"
                 )
         directory = os.fspath(directory)
-        if os.path.exists(os.path.join(directory, MANIFEST)):
+        manifest_path = os.path.join(directory, MANIFEST)
+        old_files = []
+        if os.path.exists(manifest_path):
             if not overwrite:
                 raise FileExistsError(
                     f"{directory!r} already holds a teacher cache; open it with "
                     "`TeacherCache(directory)` or pass `overwrite=True`."
                 )
-            shutil.rmtree(directory)
-        tmp = directory.rstrip("/") + ".partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
+            old_files = _listed_files(directory)
+        if os.path.exists(directory) and not os.path.isdir(directory):
+            raise NotADirectoryError(
+                f"`directory` must be a folder for the cache. Received: "
+                f"{directory!r}, which is a file."
+            )
+        os.makedirs(directory, exist_ok=True)
+        # Shards of builds that were killed before their manifest was written
+        # (ours by their name, listed by no manifest).
+        _remove_orphan_shards(directory, keep=old_files)
+        # The new cache is written beside the old one under new names; the
+        # manifest is swapped atomically at the end, so a killed build leaves
+        # the old cache usable, and only the old cache's own files are
+        # removed afterwards (never anything else in the folder).
+        prefix = f"b{uuid.uuid4().hex[:8]}-"
+        tmp = directory
 
         @tf.function(reduce_retracing=True)
         def run_teacher(batch):
@@ -304,8 +352,18 @@ class TeacherCache:
                                 f"in batch {step}; use dtype='float32'."
                             )
                     if name not in writers:
-                        writers[name] = (_ShardWriter(tmp, name, rows_per_shard), value)
+                        writers[name] = (
+                            _ShardWriter(tmp, name, rows_per_shard, prefix),
+                            value,
+                        )
                     writers[name][0].write(value)
+                fingerprint = fingerprints(batch)
+                if FINGERPRINT_PART not in writers:
+                    writers[FINGERPRINT_PART] = (
+                        _ShardWriter(tmp, "fp64", rows_per_shard, prefix),
+                        fingerprint,
+                    )
+                writers[FINGERPRINT_PART][0].write(fingerprint)
                 count += len(batch)
                 num_classes = (
                     num_classes
@@ -332,14 +390,24 @@ class TeacherCache:
                 "dtype": dtype,
                 "parts": parts,
             }
-            with open(os.path.join(tmp, MANIFEST), "w") as f:
+            staged = os.path.join(directory, f".{prefix}{MANIFEST}")
+            with open(staged, "w") as f:
                 json.dump(manifest, f, indent=1)
-            os.rename(tmp, directory)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(staged, manifest_path)  # atomic: old or new, never half
         except BaseException:
             for writer, _ in writers.values():
                 writer.close()
-            shutil.rmtree(tmp, ignore_errors=True)
+            for writer, _ in writers.values():
+                for shard in writer.shards:
+                    _remove(os.path.join(directory, shard["file"]))
+            _remove(os.path.join(directory, f".{prefix}{MANIFEST}"))
             raise
+        new_files = set(_listed_files(directory))
+        for name in old_files:
+            if name not in new_files:
+                _remove(os.path.join(directory, name))
         return cls(directory)
 
     # -- Checks ----------------------------------------------------------------
@@ -449,9 +517,7 @@ class TeacherCache:
         def read(name):
             part = self.manifest["parts"][name]
             rows = [
-                np.fromfile(
-                    os.path.join(self.directory, shard["file"]), dtype=part["dtype"]
-                )
+                np.frombuffer(self._read_verified(shard), dtype=part["dtype"])
                 for shard in part["shards"]
             ]
             values = np.concatenate(rows) if rows else np.zeros(0, part["dtype"])
@@ -473,6 +539,92 @@ class TeacherCache:
             TOPK_REST_KEY: values[:, self.k],
         }
 
+    def _read_verified(self, shard):
+        """A shard's bytes, checked against its SHA-256 as they are read."""
+        path = os.path.join(self.directory, shard["file"])
+        with open(path, "rb") as f:
+            raw = f.read()
+        if hashlib.sha256(raw).hexdigest() != shard["sha256"]:
+            raise CacheCorruptError(
+                f"Teacher cache shard {path!r} does not match its checksum "
+                "(changed since the cache was built). Rebuild the cache with "
+                "`overwrite=True`."
+            )
+        return raw
+
+    def stored_fingerprints(self):
+        """The per-example input fingerprints stored at build time, or None.
+
+        Caches built before fingerprints existed have none.
+        """
+        part = self.manifest["parts"].get(FINGERPRINT_PART)
+        if part is None:
+            return None
+        rows = [
+            np.frombuffer(self._read_verified(shard), dtype=part["dtype"])
+            for shard in part["shards"]
+        ]
+        return np.concatenate(rows).reshape(-1, part["width"])
+
+    def check_alignment(self, x):
+        """Raises `CacheMismatchError` unless array `x` holds, in order, the
+        examples the cache was built from (compared by fingerprint)."""
+        stored = self.stored_fingerprints()
+        if stored is None:
+            return
+        given = fingerprints(x)
+        if given.shape != stored.shape:
+            raise CacheMismatchError(
+                f"The teacher cache at {self.directory!r} holds {len(stored)} "
+                f"examples but the data given has {len(given)}."
+            )
+        match = np.all(_fingerprints_match(given, stored), axis=1)
+        if not match.all():
+            index = int(np.argmin(match))
+            raise CacheMismatchError(
+                f"Example {index} of the data given is not the example the teacher "
+                f"cache at {self.directory!r} holds at position {index} "
+                f"({int((~match).sum())} of {len(match)} examples differ): the data "
+                "is in another order, filtered, or not the data the cache was "
+                "built from. Pass the inputs in the order they were cached (shuffle "
+                "with `dataset(shuffle=True)`), or rebuild the cache."
+            )
+
+    def _checked_pipeline(self, ds, with_fingerprints):
+        """Asserts per batch that the examples match the stored fingerprints.
+
+        `ds` yields `(examples, targets, fingerprints)` batches; the result
+        yields `(examples, targets)`. Used for `tf.data` inputs, whose order
+        cannot be checked up front.
+        """
+        import tensorflow as tf
+
+        from keras_distill import checks as kd_checks
+
+        directory = self.directory
+
+        def check(examples, targets, stored):
+            x = examples[0] if isinstance(examples, tuple) else examples
+            given = _fingerprints_tf(x)
+            ok = tf.reduce_all(
+                tf.abs(given - stored)
+                <= _FINGERPRINT_RTOL * (tf.abs(given) + tf.abs(stored) + 1.0)
+            )
+            message = (
+                f"{kd_checks.PREFIX}The examples of the dataset given are not the "
+                f"examples the teacher cache at {directory!r} holds at those "
+                "positions (fingerprint mismatch): the dataset is in another "
+                "order, filtered, or not the data the cache was built from. "
+                f"Pass the inputs in the order they were cached.{kd_checks.END}"
+            )
+            with tf.control_dependencies([tf.debugging.Assert(ok, [message])]):
+                targets = tf.nest.map_structure(tf.identity, targets)
+            return examples, targets
+
+        if not with_fingerprints:
+            return ds.map(lambda e, t, f: (e, t))
+        return ds.map(check, num_parallel_calls=tf.data.AUTOTUNE)
+
     def targets_dataset(self, batch_size=256):
         """Teacher targets as a `tf.data.Dataset` of batched dicts, in order."""
         return self._raw_records().batch(batch_size).map(self._decode)
@@ -488,6 +640,8 @@ class TeacherCache:
         seed=None,
         check_data=False,
         in_memory="auto",
+        verify_alignment=True,
+        teacher=None,
     ):
         """Batches `(x, y[, sample_weight], teacher_targets)` for `Distiller.fit`.
 
@@ -505,8 +659,16 @@ class TeacherCache:
             shuffle_buffer: Shuffle buffer size. Defaults to `None`: the whole
                 dataset.
             seed: Shuffle seed. Defaults to `None`.
-            check_data: Fingerprint `x` against the manifest first.
+            check_data: Fingerprint all of `x` against the manifest first.
                 Defaults to `False` (the example count is always checked).
+            verify_alignment: Check that each example is the one the cache
+                holds at its position (per-example fingerprints stored at
+                build time): once up front for arrays, per batch in the input
+                pipeline for a `tf.data.Dataset`, so permuted or filtered
+                data fails instead of training on wrong targets. Defaults to
+                `True`.
+            teacher: Optional teacher to check the cache against (refused if
+                the cache was built from another teacher). Defaults to `None`.
             in_memory: `True` to read the targets into memory once
                 (`load()`), `False` to stream them from the shards every
                 epoch, `"auto"` to read them into memory when `x` is an
@@ -516,9 +678,12 @@ class TeacherCache:
         """
         import tensorflow as tf
 
+        if teacher is not None:
+            self.check_teacher(teacher)
         if check_data:
             self.check_data(x)
-        if isinstance(x, tf.data.Dataset):
+        from_dataset = isinstance(x, tf.data.Dataset)
+        if from_dataset:
             examples = x
             count = int(x.cardinality())
         else:
@@ -539,32 +704,160 @@ class TeacherCache:
                 f"in_memory={in_memory!r}"
             )
         if in_memory == "auto":
-            in_memory = (
-                not isinstance(x, tf.data.Dataset)
-                and self.size_bytes <= IN_MEMORY_LIMIT
-            )
+            in_memory = not from_dataset and self.size_bytes <= IN_MEMORY_LIMIT
+        # Arrays are checked once, here, at no cost per step; a dataset's
+        # examples are checked per batch in the input pipeline.
+        stored = None
+        if verify_alignment:
+            if from_dataset:
+                stored = self.stored_fingerprints()
+            else:
+                self.check_alignment(x)
+        with_fingerprints = stored is not None
         if in_memory:
             targets = self.load()
-            if isinstance(x, tf.data.Dataset):
+            if from_dataset:
                 ds = tf.data.Dataset.zip(
-                    (examples, tf.data.Dataset.from_tensor_slices(targets))
-                ).map(lambda e, t: (*e, t) if isinstance(e, tuple) else (e, t))
+                    (
+                        examples,
+                        tf.data.Dataset.from_tensor_slices(targets),
+                        _fingerprint_slices(stored),
+                    )
+                )
             else:
                 ds = tf.data.Dataset.from_tensor_slices((*parts, targets))
             if shuffle:
                 ds = ds.shuffle(shuffle_buffer or self.num_examples, seed=seed)
-            return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+            ds = ds.batch(batch_size)
+            if from_dataset:
+                ds = self._checked_pipeline(ds, with_fingerprints).map(_flatten)
+            return ds.prefetch(tf.data.AUTOTUNE)
         # Pair raw target records with examples before shuffling (aligned),
-        # and decode them per batch (cheaper than per example).
-        ds = tf.data.Dataset.zip((examples, self._raw_records()))
+        # and decode them per batch (cheaper than per example). The shards'
+        # checksums are verified again at the start of every epoch.
+        records = self._verified_each_epoch(self._raw_records())
+        fingerprint_records = (
+            self._records(FINGERPRINT_PART).map(
+                lambda r: tf.io.decode_raw(r, tf.float64)
+            )
+            if with_fingerprints
+            else _fingerprint_slices(None)
+        )
+        ds = tf.data.Dataset.zip((examples, records, fingerprint_records))
         if shuffle:
             ds = ds.shuffle(shuffle_buffer or self.num_examples, seed=seed)
         ds = ds.batch(batch_size)
         decode = self._decode
         ds = ds.map(
-            lambda e, raw: (
-                (*e, decode(raw)) if isinstance(e, tuple) else (e, decode(raw))
-            ),
+            lambda e, raw, f: (e, decode(raw), f),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
+        ds = self._checked_pipeline(ds, with_fingerprints).map(_flatten)
         return ds.prefetch(tf.data.AUTOTUNE)
+
+    def _verified_each_epoch(self, records):
+        """`records`, preceded in every epoch by a check of the shards' checksums."""
+        import tensorflow as tf
+
+        def verify():
+            self.verify(checksums=True)
+            return True
+
+        check = tf.data.Dataset.from_tensors(0).map(
+            lambda _: tf.py_function(verify, [], tf.bool)
+        )
+        return check.flat_map(lambda _: records)
+
+
+def _fingerprint_slices(stored):
+    """Per-example fingerprints as a dataset (a dummy one when there are none)."""
+    import tensorflow as tf
+
+    if stored is None:
+        return tf.data.Dataset.from_tensors(np.zeros(2)).repeat()
+    return tf.data.Dataset.from_tensor_slices(stored)
+
+
+def _flatten(examples, targets):
+    """`(x, y, ..., targets)` from `((x, y, ...), targets)`."""
+    if isinstance(examples, tuple):
+        return (*examples, targets)
+    return examples, targets
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+_OUR_SHARD = re.compile(r"b[0-9a-f]{8}-shard-\d{5}\.\w+")
+
+
+def _read_manifest(path):
+    """The manifest at `path`, checked; `CacheCorruptError` naming the file."""
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+        parts = manifest["parts"]
+        for name, part in parts.items():
+            for key in ("dtype", "width", "shards"):
+                if key not in part:
+                    raise KeyError(f"parts.{name}.{key}")
+            for shard in part["shards"]:
+                for key in ("file", "rows", "sha256"):
+                    if key not in shard:
+                        raise KeyError(f"parts.{name}.shards[].{key}")
+                _check_shard_name(shard["file"], path)
+        for key in ("num_examples", "num_classes", "k", "teacher_fingerprint"):
+            if key not in manifest:
+                raise KeyError(key)
+    except CacheCorruptError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise CacheCorruptError(
+            f"The teacher cache manifest {path!r} is corrupt or incomplete "
+            f"({type(error).__name__}: {error}). Rebuild the cache with "
+            "`TeacherCache.build(..., overwrite=True)`."
+        ) from None
+    return manifest
+
+
+def _check_shard_name(name, manifest_path):
+    """Shard files live in the cache folder itself: no paths, no `..`."""
+    if (
+        not isinstance(name, str)
+        or not name
+        or name in (".", "..")
+        or os.path.basename(name) != name
+        or "/" in name
+        or "\\" in name
+    ):
+        raise CacheCorruptError(
+            f"The teacher cache manifest {manifest_path!r} names a shard outside "
+            f"the cache folder: {name!r}. Shards must be plain file names."
+        )
+
+
+def _listed_files(directory):
+    """The files the manifest in `directory` lists (its shards and itself)."""
+    try:
+        manifest = _read_manifest(os.path.join(directory, MANIFEST))
+    except (CacheCorruptError, OSError):
+        return []
+    return [
+        shard["file"] for part in manifest["parts"].values() for shard in part["shards"]
+    ]
+
+
+def _remove_orphan_shards(directory, keep):
+    """Removes shards of killed builds: our naming, listed by no manifest."""
+    keep = set(keep)
+    for name in os.listdir(directory):
+        if name in keep:
+            continue
+        if _OUR_SHARD.fullmatch(name) or re.fullmatch(
+            r"\.b[0-9a-f]{8}-" + re.escape(MANIFEST), name
+        ):
+            _remove(os.path.join(directory, name))

@@ -784,6 +784,10 @@ class Distiller(keras.Model):
     # -- Input checks before training -----------------------------------------
 
     def fit(self, x=None, y=None, *args, **kwargs):
+        with kd_checks.raise_readable():
+            return self._checked_fit(x, y, *args, **kwargs)
+
+    def _checked_fit(self, x, y, *args, **kwargs):
         _check_not_empty(x, "training data")
         self._check_output_kinds(x)
         self._check_labels(x, y, "training data")
@@ -795,8 +799,7 @@ class Distiller(keras.Model):
                 )
             else:
                 self._check_labels(validation_data, None, "validation_data")
-        with kd_checks.raise_readable():
-            history = super().fit(x, y, *args, **kwargs)
+        history = super().fit(x, y, *args, **kwargs)
         epochs = kwargs.get("epochs", args[1] if len(args) > 1 else 1)
         if not history.history and epochs > kwargs.get("initial_epoch", 0):
             raise ValueError(
@@ -807,9 +810,9 @@ class Distiller(keras.Model):
         return history
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
-        _check_not_empty(x, "evaluation data")
-        self._check_labels(x, y, "evaluation data")
         with kd_checks.raise_readable():
+            _check_not_empty(x, "evaluation data")
+            self._check_labels(x, y, "evaluation data")
             return super().evaluate(x, y, *args, **kwargs)
 
     def load_own_variables(self, store):
