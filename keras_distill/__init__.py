@@ -14,21 +14,35 @@ kd.export_student(distiller, "serving/digits")
 
 import importlib
 
-from keras_distill import losses
+# Every class the library saves in `.keras` files or callback configs is
+# registered here, so `keras.models.load_model()` works after
+# `import keras_distill` alone.
+from keras_distill import (  # noqa: F401
+    callbacks,
+    continual,
+    hints,
+    losses,
+    recipes,
+    schedules,
+    transfer,
+)
 from keras_distill.distiller import Distiller
 from keras_distill.version import __version__
 
-# Submodules and names imported on first use, so that `import keras_distill`
-# stays light and works without the optional extras (keras-tuner, tfds).
+# Other submodules and names are imported on first use, so that
+# `import keras_distill` works without the optional extras (keras-tuner,
+# tfds) and stays light.
 _LAZY_MODULES = (
     "cache",
     "callbacks",
+    "checks",
     "continual",
     "curriculum",
     "data",
     "distribute",
     "export",
     "hints",
+    "losses",
     "models",
     "params",
     "recipes",
@@ -43,7 +57,7 @@ _LAZY_NAMES = {
     "DistillerHyperModel": "tuner",
 }
 
-__all__ = ["Distiller", "losses", "__version__", *_LAZY_MODULES, *_LAZY_NAMES]
+__all__ = ["Distiller", "__version__", *_LAZY_MODULES, *_LAZY_NAMES]
 
 
 def __getattr__(name):

@@ -155,9 +155,7 @@ class RootPacing(schedules.Linear):
             )
 
     def value(self, t):
-        done = schedules.interpolation(
-            t, self.transition_steps, self.transition_begin
-        )
+        done = schedules.interpolation(t, self.transition_steps, self.transition_begin)
         start, end = self.init_value**2, self.end_value**2
         return ops.sqrt(start + (end - start) * done)
 

@@ -640,7 +640,7 @@ class Distiller(keras.Model):
             ):
                 values = tf.cast(labels, "float64")
                 bad = (values < 0) | (values >= classes) | (values != tf.floor(values))
-                check = kd_checks.graph_assert(
+                check = self._graph_assert(
                     tf.logical_not(tf.reduce_any(bad)),
                     lambda: kd_checks.format_message(
                         "Labels must be integers in [0, {}) for a student with {} "
@@ -655,7 +655,7 @@ class Distiller(keras.Model):
         if sample_weight is not None:
             weights = tf.cast(tf.convert_to_tensor(sample_weight), "float32")
             bad = tf.logical_not(tf.math.is_finite(weights)) | (weights < 0)
-            check = kd_checks.graph_assert(
+            check = self._graph_assert(
                 tf.logical_not(tf.reduce_any(bad)),
                 lambda: kd_checks.format_message(
                     "`sample_weight` must be finite and >= 0. Received a weight "
@@ -666,6 +666,16 @@ class Distiller(keras.Model):
             )
             done.append(check)
         return done
+
+    def _graph_assert(self, ok, message_fn):
+        """`checks.graph_assert`, or nothing under XLA.
+
+        XLA compiles neither string formatting nor assertions, so with
+        `jit_compile=True` the in-step checks are off (documented).
+        """
+        if getattr(self, "jit_compile", False) is True:
+            return ok
+        return kd_checks.graph_assert(ok, message_fn)
 
     def _named_models(self):
         yield "student", self.student
@@ -701,7 +711,7 @@ class Distiller(keras.Model):
             ("distillation_loss", distillation_loss),
             ("hint_loss", hint_loss if hint_loss is not None else nan),
         ]
-        return kd_checks.graph_assert(
+        return self._graph_assert(
             ok,
             lambda: kd_checks.format_message(
                 "The loss or its gradients became NaN or infinite in {} (loss {}, "
@@ -799,9 +809,11 @@ class Distiller(keras.Model):
                 )
             else:
                 self._check_labels(validation_data, None, "validation_data")
+        counter = _StepCounter()
+        if len(args) < 4:  # `callbacks` not given by position
+            kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), counter]
         history = super().fit(x, y, *args, **kwargs)
-        epochs = kwargs.get("epochs", args[1] if len(args) > 1 else 1)
-        if not history.history and epochs > kwargs.get("initial_epoch", 0):
+        if counter.epochs and not counter.steps:
             raise ValueError(
                 "The training data yielded no batches, so nothing was trained "
                 "(e.g. an empty or fully filtered `tf.data.Dataset`). Received: "
@@ -926,6 +938,20 @@ class Distiller(keras.Model):
                 config["distillation_loss"]
             )
         return cls(**config)
+
+
+class _StepCounter(keras.callbacks.Callback):
+    """Counts the epochs begun and the batches trained in one `fit()`."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs = self.steps = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs += 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
 
 
 def _after(checks, value):

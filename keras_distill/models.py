@@ -116,4 +116,3 @@ def compile_classifier(model, learning_rate=1e-2, metrics=("accuracy",)):
         metrics=list(metrics),
     )
     return model
-

@@ -247,9 +247,7 @@ class ProgressiveDistillation(keras.callbacks.Callback):
         self.stages = _as_stages(stages)
         self.curriculum = curriculum
         self.learning_rate = (
-            None
-            if learning_rate is None
-            else _positive(learning_rate, "learning_rate")
+            None if learning_rate is None else _positive(learning_rate, "learning_rate")
         )
         self.verbose = verbose
         ends = np.cumsum([stage.epochs for stage in self.stages]).tolist()
@@ -326,8 +324,7 @@ class ProgressiveDistillation(keras.callbacks.Callback):
             for e in range(max(epochs or 0, self.total_epochs))
         )
         if not constant_lr and (
-            optimizer is None
-            or not _compat.has_variable_learning_rate(optimizer)
+            optimizer is None or not _compat.has_variable_learning_rate(optimizer)
         ):
             raise ValueError(
                 "`learning_rate_factor` needs an optimizer with a float learning "
@@ -461,5 +458,3 @@ def fit_progressive(
         verbose=verbose,
         shuffle=False,  # The curriculum shuffles; Keras would warn otherwise.
     )
-
-

@@ -347,7 +347,7 @@ def tune(
     overwrite=False,
     batch_size=32,
     seed=0,
-    verbose=0,
+    verbose=1,
     **hypermodel_kwargs,
 ):
     """Searches temperature and alpha (and more), then rebuilds the best distiller.
@@ -377,7 +377,9 @@ def tune(
             trials. Defaults to `False`.
         batch_size: Defaults to `32`.
         seed: Tuner seed. Defaults to `0`.
-        verbose: Keras verbosity of the trials. Defaults to `0`.
+        verbose: `0` prints nothing; `1` prints the trial table (the chief)
+            or the trials run (a worker), with quiet trials; `2` also shows
+            each trial's epochs (Keras `verbose=2`). Defaults to `1`.
         **hypermodel_kwargs: Passed to `DistillerHyperModel` (ranges, ...).
 
     Returns:
@@ -424,7 +426,7 @@ def tune(
         validation_data=val,
         epochs=epochs,
         batch_size=batch_size,
-        verbose=verbose,
+        verbose=2 if verbose and verbose >= 2 else 0,
     )
     if role == "worker":
         # The chief stops serving once the last worker is done: ask it nothing.
@@ -447,4 +449,22 @@ def tune(
             stacklevel=2,
         )
         return best_hp, None, search
-    return best_hp, search.load_model(best), search
+    return best_hp, _plain_distiller(search.load_model(best), teacher), search
+
+
+def _plain_distiller(trial, teacher):
+    """The best trial as a plain, compiled `Distiller`.
+
+    Trials are `TrialDistiller`s (their weight files hold the student only),
+    a class that exists only inside a search; the returned distiller saves
+    and loads after `import keras_distill` alone.
+    """
+    distiller = Distiller(
+        trial.student,
+        teacher,
+        alpha=float(keras.ops.convert_to_numpy(trial.alpha)),
+        temperature=float(keras.ops.convert_to_numpy(trial.temperature)),
+        teacher_outputs=trial.teacher_outputs,
+    )
+    learning_rate = float(keras.ops.convert_to_numpy(trial.optimizer.learning_rate))
+    return kd_models.compile_classifier(distiller, learning_rate)

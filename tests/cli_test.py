@@ -51,9 +51,9 @@ def test_train_writes_a_complete_run_and_refuses_to_overwrite(tmp_path, capsys):
     assert {"epoch_distillation_loss", "epoch_temperature", "epoch_alpha"} <= tags, tags
     assert "| student (distilled) |" in (out / "summary.md").read_text()
     capsys.readouterr()
-    # A second run into the same folder is refused unless --overwrite.
+    # A second run of a finished run is refused unless --overwrite.
     assert cli.main(["train", str(cfg), "--verbose", "0"]) == 2
-    assert "already holds files of another run" in capsys.readouterr().err
+    assert "holds a finished run" in capsys.readouterr().err
     assert cli.main(["evaluate", str(out / "student.keras")]) == 0
     assert "accuracy" in capsys.readouterr().out
 
@@ -80,7 +80,8 @@ def test_train_config_error_is_reported(tmp_path, capsys):
     cfg.write_text("output: x\ndistill: {alpah: 0.3}\n")
     assert cli.main(["train", str(cfg)]) == 2
     err = capsys.readouterr().err
-    assert "line 2: unknown key 'alpah' in distill. Did you mean 'alpha'?" in err
+    assert f"{cfg}:2: unknown key 'alpah' in distill. Did you mean 'alpha'?" in err
+    assert err.startswith("keras-distill: error: ") and err.count("\n") == 1
 
 
 def test_missing_model_file(tmp_path, capsys):
@@ -110,6 +111,8 @@ def test_tune_writes_plot_table_and_best_model(tmp_path):
         "tune: {max_trials: 2, epochs: 1}\n"
     )
     assert cli.main(["tune", str(cfg)]) == 0
+    assert not out.exists()  # `tune` has its own folder: <output>_tune
+    out = tmp_path / "tune_tune"
     assert (out / "tuning.png").stat().st_size > 10_000
     table = (out / "tuning.md").read_text()
     assert table.count("\n| ") >= 3 and "temperature" in table

@@ -216,6 +216,7 @@ def test_a_version_published_meanwhile_moves_an_automatic_export_on(
     result = kd.export_student(distiller, base, verbose=False)
     assert result.version == 2
     assert (base / "1" / "saved_model.pb").read_bytes() == b"the other export"
+
     # An explicit version that appeared meanwhile is an error, never overwritten.
     def another_process_publishes_version_5(path, *args):
         (base / "5").mkdir()

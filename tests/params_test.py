@@ -85,7 +85,9 @@ def test_direct_assignment_fails_at_the_next_step_before_any_update(name, value,
 @pytest.mark.parametrize("weights", [[float("inf"), 1.0], ["heavy", 1.0], [None, 1.0]])
 def test_bad_teacher_weights_get_one_clear_error(weights):
     teachers = [trained_teacher(), trained_teacher(epochs=1)]
-    with pytest.raises(ValueError, match=r"teacher_weights` must be 2 finite non-negative"):
+    with pytest.raises(
+        ValueError, match=r"teacher_weights` must be 2 finite non-negative"
+    ):
         kd.Distiller(tiny_student(), teachers, teacher_weights=weights)
 
 
@@ -143,5 +145,7 @@ def test_a_saved_nan_parameter_fails_at_load(tmp_path):
     distiller = _distiller(alpha=0.37)
     distiller.save(path)
     assert _set_saved_scalar(path, 0.37, np.nan)
-    with pytest.raises(ValueError, match=r"saved distiller holds an invalid `alpha`.*nan"):
+    with pytest.raises(
+        ValueError, match=r"saved distiller holds an invalid `alpha`.*nan"
+    ):
         keras.models.load_model(path)

@@ -28,8 +28,25 @@ Errors name the key and its line, and unknown keys suggest the closest one.
 """
 
 import difflib
+import os
 
 import yaml
+
+# Configs are a few hundred bytes: anything much larger is a mistake (or an
+# attack), refused before parsing.
+MAX_CONFIG_BYTES = 64 * 1024
+SCHEDULE_KINDS = ("constant", "linear", "cosine", "exponential")
+# Keys each schedule kind needs.
+SCHEDULE_KEYS = {
+    "constant": ("value",),
+    "linear": ("start", "end", "steps"),
+    "cosine": ("start", "end", "steps"),
+    "exponential": ("start", "end", "steps"),
+}
+BUILTIN_MODELS = {"teacher": ("teacher_cnn",), "student": ("student_mlp",)}
+DATA_NAMES = ("digits", "mnist1d")
+IN_MEMORY_DATA = DATA_NAMES
+DATA_PREFIXES = ("tfds:", "npz:", "images:")
 
 
 class ConfigError(ValueError):
@@ -90,6 +107,8 @@ SCHEMA = {
     "tune": {
         "max_trials": ("int", 5),
         "epochs": ("int", 5),
+        # Defaults to `<output>_tune`, so `train` and `tune` never collide.
+        "output": ("str", None),
     },
     "export": ("bool", True),
 }
@@ -102,23 +121,49 @@ def _line(node):
     return node.start_mark.line + 1
 
 
+def _at(source, node):
+    """`FILE:LINE` of a YAML node."""
+    return f"{source}:{_line(node)}"
+
+
+def _short(value, limit=80):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "...'"
+
+
+def _suggest(value, choices):
+    close = difflib.get_close_matches(str(value), list(choices), n=1)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
 def _check(node, schema, path, source):
     if not isinstance(node, yaml.MappingNode):
         where = ".".join(path) or "the file"
         raise ConfigError(
-            f"{source}, line {_line(node)}: {where} must be a mapping of keys to "
-            "values."
+            f"{_at(source, node)}: {where} must be a mapping of keys to values."
         )
     result = {}
+    seen = {}
     for key_node, value_node in node.value:
-        key = key_node.value
-        if key not in schema:
-            close = difflib.get_close_matches(key, list(schema), n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            where = ".".join(path) or "the top level"
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != (
+            "tag:yaml.org,2002:str"
+        ):
             raise ConfigError(
-                f"{source}, line {_line(key_node)}: unknown key '{key}' in {where}."
-                f"{hint} Valid keys: {', '.join(schema)}."
+                f"{_at(source, key_node)}: keys must be plain names; received a "
+                f"{key_node.tag.rsplit(':', 1)[-1]} key."
+            )
+        key = key_node.value
+        where = ".".join(path) or "the top level"
+        if key in seen:
+            raise ConfigError(
+                f"{_at(source, key_node)}: the key '{key}' is given twice in {where} "
+                f"(first on line {seen[key]}); keep one."
+            )
+        seen[key] = _line(key_node)
+        if key not in schema:
+            raise ConfigError(
+                f"{_at(source, key_node)}: unknown key {_short(key)} in {where}."
+                f"{_suggest(key, schema)} Valid keys: {', '.join(schema)}."
             )
         spec = schema[key]
         if isinstance(spec, dict):
@@ -130,17 +175,28 @@ def _check(node, schema, path, source):
         except yaml.YAMLError as error:
             problem = getattr(error, "problem", None) or error
             raise ConfigError(
-                f"{source}, line {_line(value_node)}: {'.'.join(path + (key,))}: "
+                f"{_at(source, value_node)}: {'.'.join(path + (key,))}: "
                 f"{problem} (only plain YAML values are allowed)."
             ) from None
         check, expected = _TYPES[kind]
         if not check(value):
             raise ConfigError(
-                f"{source}, line {_line(value_node)}: {'.'.join(path + (key,))} must "
-                f"be {expected}. Received: {value!r}"
+                f"{_at(source, value_node)}: {'.'.join(path + (key,))} must "
+                f"be {expected}. Received: {_short(value)}"
             )
         result[key] = float(value) if kind == "float" else value
+        LINES[(source, path + (key,))] = _line(value_node)
     return result
+
+
+# (source, key path) -> line, for errors found after parsing.
+LINES = {}
+
+
+def _where(source, *path):
+    """`FILE:LINE` of a key (its value's line), or `FILE` if unknown."""
+    line = LINES.get((source, tuple(path)))
+    return f"{source}:{line}" if line else source
 
 
 def _defaults(schema, given):
@@ -161,12 +217,40 @@ def _defaults(schema, given):
     return out
 
 
+def _reject_aliases(text, source):
+    """Anchors and aliases (`&a`, `*a`) can expand exponentially: not allowed."""
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            anchor = getattr(event, "anchor", None)
+            if isinstance(event, yaml.AliasEvent) or anchor:
+                raise ConfigError(
+                    f"{source}:{event.start_mark.line + 1}: YAML anchors and aliases "
+                    "(&name, *name) are not supported in configs; write the values "
+                    "out."
+                )
+    except yaml.YAMLError as error:
+        raise ConfigError(_yaml_error(source, error)) from None
+
+
+def _yaml_error(source, error):
+    mark = getattr(error, "problem_mark", None)
+    where = f"{source}:{mark.line + 1}" if mark is not None else source
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return f"{where}: not valid YAML: {problem}."
+
+
 def parse(text, source="<config>"):
     """Validates YAML `text` and returns the config dict with defaults filled in."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{source}: a config is at most {MAX_CONFIG_BYTES // 1024} KiB; this one "
+            f"has {len(text):,} characters."
+        )
+    _reject_aliases(text, source)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as error:
-        raise ConfigError(f"{source}: not valid YAML: {error}") from None
+        raise ConfigError(_yaml_error(source, error)) from None
     if node is None:
         raise ConfigError(f"{source}: the file is empty.")
     given = _check(node, SCHEMA, (), source)
@@ -180,24 +264,65 @@ def parse(text, source="<config>"):
 
 def load(path):
     """Reads and validates a YAML config file (`yaml.safe_load` rules)."""
-    with open(path) as f:
-        return parse(f.read(), source=str(path))
+    path = str(path)
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: no such config file.")
+    if os.path.getsize(path) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path}: a config is at most {MAX_CONFIG_BYTES // 1024} KiB; this file "
+            f"has {os.path.getsize(path):,} bytes."
+        )
+    with open(path, errors="replace") as f:
+        config = parse(f.read(MAX_CONFIG_BYTES + 1), source=path)
+    config["_source"] = path
+    return config
 
 
 def _check_values(config, source):
+    """Checks every value before anything runs (data, models, schedules, ...)."""
     from keras_distill import params
 
-    try:
-        for name in ("alpha", "temperature"):
+    for name in ("alpha", "temperature"):
+        try:
             params.check(name, config["distill"][name])
-    except ValueError as error:
-        raise ConfigError(f"{source}: distill: {error}") from None
-    for key in ("batch_size",):
-        if config[key] < 1:
-            raise ConfigError(f"{source}: {key} must be >= 1. Received: {config[key]}")
+        except ValueError as error:
+            raise ConfigError(
+                f"{_where(source, 'distill', name)}: distill.{error}"
+            ) from None
+    if config["batch_size"] < 1:
+        raise ConfigError(
+            f"{_where(source, 'batch_size')}: batch_size must be >= 1. "
+            f"Received: {config['batch_size']}"
+        )
     for section in ("teacher", "distill"):
         if config[section]["epochs"] < 0:
-            raise ConfigError(f"{source}: {section}.epochs must be >= 0.")
+            raise ConfigError(
+                f"{_where(source, section, 'epochs')}: {section}.epochs must be >= 0."
+            )
+    _check_data(config["data"], source)
+    _check_output(config["output"], source)
+    if config["tune"].get("output") is not None:
+        _check_output(config["tune"]["output"], source)
+    for key in ("max_trials", "epochs"):
+        if config["tune"][key] < 1:
+            raise ConfigError(
+                f"{_where(source, 'tune', key)}: tune.{key} must be >= 1. "
+                f"Received: {config['tune'][key]}"
+            )
+    for role in ("teacher", "student"):
+        _check_model(config[role]["model"], role, source)
+    if config["teacher"]["outputs"] not in ("logits", "probabilities"):
+        raise ConfigError(
+            f"{_where(source, 'teacher', 'outputs')}: teacher.outputs must be "
+            "'logits' or 'probabilities'. Received: "
+            f"{_short(config['teacher']['outputs'])}"
+        )
+    if config["distill"]["loss"] not in ("kd", "mse", "dkd"):
+        raise ConfigError(
+            f"{_where(source, 'distill', 'loss')}: distill.loss must be 'kd', 'mse' "
+            f"or 'dkd'. Received: {_short(config['distill']['loss'])}"
+            f"{_suggest(config['distill']['loss'], ('kd', 'mse', 'dkd'))}"
+        )
     if "curriculum" in config:
         from keras_distill import curriculum
 
@@ -205,13 +330,72 @@ def _check_values(config, source):
         try:
             curriculum.pacing(spec["pacing"], spec["min_fraction"], spec["epochs"])
         except ValueError as error:
-            raise ConfigError(f"{source}: curriculum: {error}") from None
-    for name, spec in config.get("schedules", {}).items():
-        if spec.get("kind") not in ("constant", "linear", "cosine", "exponential"):
             raise ConfigError(
-                f"{source}: schedules.{name}.kind must be one of constant, linear, "
-                f"cosine, exponential. Received: {spec.get('kind')!r}"
+                f"{_where(source, 'curriculum')}: curriculum: {error}"
+            ) from None
+    for name, spec in config.get("schedules", {}).items():
+        kind = spec.get("kind", "linear")
+        here = _where(source, "schedules", name, "kind")
+        if kind not in SCHEDULE_KINDS:
+            raise ConfigError(
+                f"{here}: schedules.{name}.kind must be one of "
+                f"{', '.join(SCHEDULE_KINDS)}. Received: {_short(kind)}"
+                f"{_suggest(kind, SCHEDULE_KINDS)}"
             )
+        missing = [k for k in SCHEDULE_KEYS[kind] if k not in spec]
+        if missing:
+            raise ConfigError(
+                f"{_where(source, 'schedules', name)}: a {kind} schedule needs "
+                f"{', '.join(SCHEDULE_KEYS[kind])}; schedules.{name} has no "
+                f"{', '.join(missing)}."
+            )
+        try:
+            schedule = build_schedule(spec)
+            epochs = config["distill"]["epochs"]
+            for epoch in range(epochs):
+                params.check(name, schedule(epoch), where=f"epoch {epoch}")
+        except ValueError as error:
+            raise ConfigError(
+                f"{_where(source, 'schedules', name)}: schedules.{name}: {error}"
+            ) from None
+
+
+def _check_data(value, source):
+    here = _where(source, "data")
+    if value in DATA_NAMES:
+        return
+    kind, _, rest = value.partition(":")
+    if f"{kind}:" not in DATA_PREFIXES or not rest:
+        raise ConfigError(
+            f"{here}: data must be {', '.join(DATA_NAMES)}, tfds:NAME, npz:PATH or "
+            f"images:DIR. Received: {_short(value)}{_suggest(value, DATA_NAMES)}"
+        )
+    if kind == "npz" and not os.path.isfile(rest):
+        raise ConfigError(f"{here}: data: no such .npz file {rest!r}.")
+    if kind == "images" and not os.path.isdir(rest):
+        raise ConfigError(f"{here}: data: no such image folder {rest!r}.")
+
+
+def _check_output(value, source):
+    here = _where(source, "output")
+    if not value.strip():
+        raise ConfigError(f"{here}: output must name a folder. Received: ''")
+    if os.path.exists(value) and not os.path.isdir(value):
+        raise ConfigError(f"{here}: output {value!r} is a file, not a folder.")
+
+
+def _check_model(value, role, source):
+    here = _where(source, role, "model")
+    if value.endswith(".keras"):
+        if not os.path.isfile(value):
+            raise ConfigError(f"{here}: {role}.model: no such file {value!r}.")
+        return
+    builtin = BUILTIN_MODELS[role]
+    if value not in builtin:
+        raise ConfigError(
+            f"{here}: {role}.model must be a .keras file or one of "
+            f"{', '.join(builtin)}. Received: {_short(value)}{_suggest(value, builtin)}"
+        )
 
 
 def build_schedule(spec):

@@ -1,5 +1,6 @@
 """Config-driven runs behind `keras-distill train` and `keras-distill evaluate`."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -25,16 +26,197 @@ class LogParameters(keras.callbacks.Callback):
                 logs.setdefault(name, float(getattr(self.model, name).numpy()))
 
 
-def prepare_output(path, overwrite=False):
-    """Creates `path`; refuses a folder holding another run unless `overwrite`."""
-    if os.path.exists(path) and os.listdir(path):
-        if not overwrite:
-            raise FileExistsError(
-                f"The output folder {path!r} already holds files of another run; "
-                "choose another `output` or pass --overwrite."
-            )
-        shutil.rmtree(path)
+# The marker a run writes first into its output folder: it says the folder is
+# ours (only then may --overwrite clear it) and which config it runs (a rerun
+# of the same config resumes).
+STATE_MARKER = ".keras-distill-run.json"
+# Everything a run writes; --overwrite removes these and nothing else.
+WRITTEN = (
+    STATE_MARKER,
+    RUN_MARKER,
+    "teacher.keras",
+    "distiller.keras",
+    "student.keras",
+    "best_distiller.keras",
+    "report.png",
+    "tuning.png",
+    "summary.md",
+    "tuning.md",
+    "history.json",
+    "history.csv",
+    "tensorboard",
+    "backup",
+    "serving",
+    "tuner",
+)
+
+
+def config_digest(cfg):
+    """A fingerprint of a validated config (what a resumed run must match)."""
+    text = json.dumps(
+        {k: v for k, v in cfg.items() if not k.startswith("_")},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _refused_folders(config_path):
+    here = os.path.realpath(os.getcwd())
+    home = os.path.realpath(os.path.expanduser("~"))
+    config_dir = os.path.realpath(os.path.dirname(os.path.abspath(config_path)))
+    return {
+        here: "the current folder",
+        home: "your home folder",
+        config_dir: "the config file's own folder",
+        os.path.realpath(os.sep): "the root folder",
+    }
+
+
+def prepare_output(path, cfg, command, overwrite=False):
+    """Prepares the output folder; returns `"new"` or `"resume"`.
+
+    - empty or missing: a new run;
+    - holding this tool's unfinished run of the same config and command: the
+      run resumes (finished teacher kept, the student's epochs restored by
+      `BackupAndRestore`);
+    - holding this tool's other or finished run: refused unless `overwrite`,
+      which removes only the files a run writes (`WRITTEN`);
+    - holding files this tool did not write: refused, even with `overwrite`.
+    The current folder, the home folder and the config's folder are never
+    used as outputs.
+    """
+    real = os.path.realpath(path)
+    refused = _refused_folders(cfg.get("_source", "."))
+    if real in refused:
+        raise ValueError(
+            f"output {path!r} is {refused[real]}; a run writes and may later clear "
+            "its output folder, so give it a folder of its own (e.g. "
+            "distill_runs/NAME)."
+        )
+    digest = config_digest(cfg)
+    state = _read_state(path)
+    entries = set(os.listdir(path)) if os.path.isdir(path) else set()
+    if not entries:
+        mode = "new"
+    elif state is None:
+        foreign = sorted(entries - set(WRITTEN))
+        raise FileExistsError(
+            f"The output folder {path!r} holds files keras-distill did not write "
+            f"({', '.join(foreign[:3]) or ', '.join(sorted(entries)[:3])}); it never "
+            "deletes those. Choose another `output`."
+        )
+    elif (
+        not overwrite
+        and state.get("config") == digest
+        and state.get("command") == command
+        and not state.get("finished")
+    ):
+        mode = "resume"
+    elif not overwrite:
+        what = "a finished run" if state.get("finished") else "another run"
+        raise FileExistsError(
+            f"The output folder {path!r} holds {what} ({state.get('command')}, "
+            f"config {state.get('config_path')}); choose another `output` or pass "
+            "--overwrite to replace it."
+        )
+    else:
+        for name in WRITTEN:
+            target = os.path.join(path, name)
+            if os.path.isdir(target) and not os.path.islink(target):
+                shutil.rmtree(target)
+            elif os.path.lexists(target):
+                os.remove(target)
+        mode = "new"
     os.makedirs(path, exist_ok=True)
+    if mode == "new":
+        _write_state(
+            path,
+            {
+                "tool": "keras-distill",
+                "command": command,
+                "config": digest,
+                "config_path": os.path.abspath(cfg.get("_source", "")),
+                "finished": False,
+            },
+        )
+    return mode
+
+
+def _read_state(path):
+    try:
+        with open(os.path.join(path, STATE_MARKER)) as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) and state.get("tool") else None
+
+
+def _write_state(path, state):
+    tmp = os.path.join(path, STATE_MARKER + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(state, f, indent=2)
+    os.replace(tmp, os.path.join(path, STATE_MARKER))
+
+
+def _finish(path):
+    state = _read_state(path) or {}
+    state["finished"] = True
+    _write_state(path, state)
+
+
+class _RemoveIfEmpty:
+    """Removes a run folder that a failed run leaves with nothing but its marker."""
+
+    def __init__(self, path):
+        self.path = path
+        self.existed = os.path.isdir(path) and bool(os.listdir(path))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if error is None or self.existed or not os.path.isdir(self.path):
+            return False
+        if set(os.listdir(self.path)) <= {STATE_MARKER}:
+            shutil.rmtree(self.path, ignore_errors=True)
+        return False
+
+
+class EpochCounter(keras.callbacks.Callback):
+    """Sets a variable to the epoch at its start (for epoch-keyed shuffling)."""
+
+    def __init__(self, variable):
+        super().__init__()
+        self.variable = variable
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.variable.assign(epoch)
+
+
+def epoch_keyed_batches(x, y, batch_size, seed, epoch):
+    """Batches of `(x, y)` shuffled by `(seed, epoch)`: the same order for the
+    same epoch in every process, so a resumed run sees the data an
+    uninterrupted run sees."""
+    import tensorflow as tf
+
+    x, y = tf.constant(x), tf.constant(y)
+    count = int(x.shape[0])
+
+    def one_epoch(_):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(count), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
+        )
+        return tf.data.Dataset.from_tensor_slices(order)
+
+    return (
+        tf.data.Dataset.from_tensors(0)
+        .flat_map(one_epoch)
+        .batch(batch_size)
+        .map(lambda ids: (tf.gather(x, ids), tf.gather(y, ids)))
+        .apply(tf.data.experimental.assert_cardinality(-(-count // batch_size)))
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
 def _model(spec, role, splits):
@@ -59,26 +241,48 @@ _compile = models.compile_classifier
 
 
 def train(config_path, overwrite=False, verbose="auto"):
-    """Runs a config file: teacher, distillation, report, export. Returns a dict."""
-    cfg = kd_config.load(config_path)
+    """Runs a config file: teacher, distillation, report, export. Returns a dict.
+
+    Rerunning the same command after an interruption (Ctrl-C, `kill -9`)
+    resumes the run: a finished teacher is loaded, not retrained, and the
+    student continues from its last finished epoch with the same alpha,
+    temperature, curriculum fraction, optimizer state and data order.
+    """
+    cfg = kd_config.load(config_path)  # the whole config, before anything runs
     out = cfg["output"]
-    prepare_output(out, overwrite=overwrite)
+    with _RemoveIfEmpty(out):
+        mode = prepare_output(out, cfg, "train", overwrite=overwrite)
+        return _train(cfg, out, mode, verbose)
+
+
+def _train(cfg, out, mode, verbose):
+    import tensorflow as tf
+
+    if mode == "resume":
+        print(f"== resuming the run in {out}")
     keras.utils.set_random_seed(cfg["seed"])
     splits = data.load(cfg["data"], batch_size=cfg["batch_size"], seed=cfg["seed"])
-    teacher, loaded = _model(cfg["teacher"], "teacher", splits)
-    if not loaded:
-        _compile(teacher, cfg["teacher"]["learning_rate"])
-        print(f"== training the teacher ({cfg['teacher']['epochs']} epochs)")
-        teacher.fit(
-            splits.train,
-            validation_data=splits.val,
-            epochs=cfg["teacher"]["epochs"],
-            verbose=verbose,
-            shuffle=False,  # the input pipeline shuffles itself
-        )
-    elif teacher.optimizer is None:
+    teacher_path = os.path.join(out, "teacher.keras")
+    if mode == "resume" and os.path.isfile(teacher_path):
+        print(f"== the teacher is trained: loading {teacher_path}")
+        teacher, loaded = keras.models.load_model(teacher_path), True
+    else:
+        teacher, loaded = _model(cfg["teacher"], "teacher", splits)
+        if not loaded:
+            _compile(teacher, cfg["teacher"]["learning_rate"])
+            print(f"== training the teacher ({cfg['teacher']['epochs']} epochs)")
+            teacher.fit(
+                splits.train,
+                validation_data=splits.val,
+                epochs=cfg["teacher"]["epochs"],
+                verbose=verbose,
+                shuffle=False,  # the input pipeline shuffles itself
+            )
+            _save_atomically(teacher, teacher_path)
+    if teacher.optimizer is None:
         _compile(teacher, cfg["teacher"]["learning_rate"])
     teacher_val = teacher.evaluate(splits.val, verbose=0, return_dict=True)
+    keras.utils.set_random_seed(cfg["seed"] + 1)
     student, _ = _model(cfg["student"], "student", splits)
     distiller = Distiller(
         student,
@@ -95,25 +299,37 @@ def train(config_path, overwrite=False, verbose="auto"):
         ParameterScheduler(name, kd_config.build_schedule(spec))
         for name, spec in cfg.get("schedules", {}).items()
     ]
+    history_csv = os.path.join(out, "history.csv")
     callbacks += [
         LogParameters(),
         keras.callbacks.TensorBoard(os.path.join(out, "tensorboard")),
+        # Epoch logs kept on disk, so a resumed run reports all its epochs.
+        keras.callbacks.CSVLogger(history_csv, append=True),
         keras.callbacks.BackupAndRestore(os.path.join(out, "backup")),
     ]
     train_data = splits.train
     if "curriculum" in cfg:
         train_data, scheduler = _curriculum(cfg, teacher, splits.train)
         callbacks.insert(0, scheduler)
+    elif cfg["data"] in kd_config.IN_MEMORY_DATA or cfg["data"].startswith("npz:"):
+        # Epoch-keyed order, so a resumed run trains on the same batches.
+        epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        arrays = data.load_arrays(cfg["data"], seed=cfg["seed"])
+        train_data = epoch_keyed_batches(
+            *arrays["train"], cfg["batch_size"], cfg["seed"], epoch
+        )
+        callbacks.insert(0, EpochCounter(epoch))
     print(f"== distilling the student ({cfg['distill']['epochs']} epochs)")
     start = time.perf_counter()
-    history = distiller.fit(
+    distiller.fit(
         train_data,
         validation_data=splits.val,
         epochs=cfg["distill"]["epochs"],
         callbacks=callbacks,
         verbose=verbose,
         shuffle=False,  # the input pipelines shuffle themselves
-    ).history
+    )
+    history = read_history(history_csv)
     seconds = time.perf_counter() - start
     evaluation = splits.test if splits.test is not None else splits.val
     rows = [
@@ -153,8 +369,35 @@ def train(config_path, overwrite=False, verbose="auto"):
     result = {"config": cfg, "rows": rows, "train_seconds": seconds, "export": exported}
     with open(os.path.join(out, RUN_MARKER), "w") as f:
         json.dump(result, f, indent=2)
+    _finish(out)
     print(report.summary_markdown(rows, title=f"Run {out}"))
     return result
+
+
+def read_history(path):
+    """`{metric: [value per epoch]}` from a `CSVLogger` file.
+
+    An epoch logged twice (a run killed between logging it and backing it
+    up, then resumed) keeps its last row.
+    """
+    import csv
+
+    rows = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            rows[int(row.pop("epoch"))] = row
+    history = {}
+    for epoch in sorted(rows):
+        for key, value in rows[epoch].items():
+            history.setdefault(key, []).append(float(value))
+    return history
+
+
+def _save_atomically(model, path):
+    """Saves `model` to `path` so that `path` is either absent or complete."""
+    tmp = path[: -len(".keras")] + ".partial.keras"
+    model.save(tmp)
+    os.replace(tmp, path)
 
 
 def _curriculum(cfg, teacher, train):
@@ -189,14 +432,25 @@ def tune(config_path, overwrite=False, verbose=0):
             "`kd.tune` from a script (docs/tuning.md), or unset the variable."
         )
     cfg = kd_config.load(config_path)
-    out = cfg["output"]
-    prepare_output(out, overwrite=overwrite)
-    keras.utils.set_random_seed(cfg["seed"])
-    if not cfg["data"] == "digits" and not cfg["data"].startswith("npz:"):
+    if cfg["data"] not in kd_config.IN_MEMORY_DATA and not cfg["data"].startswith(
+        "npz:"
+    ):
         raise ValueError(
-            "`keras-distill tune` needs data that fits in memory: 'digits' or "
-            f"'npz:PATH'. Received: data={cfg['data']!r}"
+            f"{kd_config._where(cfg['_source'], 'data')}: `keras-distill tune` needs "
+            "data that fits in memory: 'digits', 'mnist1d' or 'npz:PATH'. "
+            f"Received: data={cfg['data']!r}"
         )
+    # Its own folder, so that `train` and `tune` of one config never collide.
+    out = cfg["tune"].get("output") or cfg["output"].rstrip("/") + "_tune"
+    with _RemoveIfEmpty(out):
+        prepare_output(out, cfg, "tune", overwrite=overwrite)
+        return _tune(cfg, out, verbose)
+
+
+def _tune(cfg, out, verbose):
+    from keras_distill import tuner as kd_tuner
+
+    keras.utils.set_random_seed(cfg["seed"])
     arrays = _arrays(cfg)
     splits = data.Splits(None, None, None, arrays["num_classes"], arrays["shape"], "")
     teacher, loaded = _model(cfg["teacher"], "teacher", splits)
@@ -238,6 +492,7 @@ def tune(config_path, overwrite=False, verbose=0):
     result = {"best": best_hp.values, "trials": len(trials)}
     with open(os.path.join(out, RUN_MARKER), "w") as f:
         json.dump(result, f, indent=2)
+    _finish(out)
     print("best hyperparameters:", best_hp.values)
     return result
 
