@@ -1,0 +1,103 @@
+"""Every kind of model the library saves loads after `import keras_distill` alone."""
+
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import keras_distill as kd
+from tests.helpers import digits, digits_subset, tiny_student, trained_teacher
+
+LOAD = """
+import sys
+import keras, numpy as np
+import keras_distill
+model = keras.models.load_model(sys.argv[1])
+x = np.load(sys.argv[2])
+out = model.predict(x, verbose=0)
+out = out[-1] if isinstance(out, list) else out
+np.save(sys.argv[3], out)
+print(type(model).__name__)
+"""
+
+
+def _loads_in_a_fresh_process(model, tmp_path, x):
+    path, xs, ys = (str(tmp_path / n) for n in ("m.keras", "x.npy", "y.npy"))
+    model.save(path)
+    np.save(xs, x)
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD, path, xs, ys],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = model.predict(x, verbose=0)
+    expected = expected[-1] if isinstance(expected, list) else expected
+    np.testing.assert_allclose(np.load(ys), expected, rtol=1e-5, atol=1e-5)
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_distiller_with_hints_loads_in_a_fresh_process(tmp_path):
+    x, y = digits_subset(n=64)
+    distiller = kd.Distiller(
+        kd.models.student_cnn(),
+        trained_teacher(),
+        hints=[kd.hints.Hint("conv2", "conv1")],
+    )
+    distiller.compile(optimizer="adam")
+    distiller.fit(x, y, epochs=1, verbose=0)
+    assert _loads_in_a_fresh_process(distiller, tmp_path, x[:8]) == "Distiller"
+
+
+def test_grouped_teacher_distiller_loads_in_a_fresh_process(tmp_path):
+    x, y = digits_subset(n=64)
+    grouped = kd.transfer.GroupedTeacher(
+        trained_teacher(), [[0, 2, 4, 6, 8], [1, 3, 5, 7, 9]]
+    )
+    distiller = kd.Distiller(tiny_student(num_classes=2), grouped)
+    distiller.compile(optimizer="adam")
+    distiller.fit(x, y % 2, epochs=1, verbose=0)
+    assert _loads_in_a_fresh_process(distiller, tmp_path, x[:8]) == "Distiller"
+
+
+def test_lwf_loads_in_a_fresh_process(tmp_path):
+    x, y = digits_subset(n=64)
+    old = keras.models.clone_model(trained_teacher())
+    old.set_weights(trained_teacher().get_weights())
+    student = kd.continual.add_task_head(old, num_classes=5)
+    lwf = kd.continual.LearningWithoutForgetting(student, trained_teacher())
+    lwf.compile(optimizer="adam", metrics=["accuracy"])
+    lwf.fit(x, y % 5, epochs=1, verbose=0)
+    assert (
+        _loads_in_a_fresh_process(lwf, tmp_path, x[:8]) == "LearningWithoutForgetting"
+    )
+
+
+@pytest.mark.slow
+def test_the_tuners_best_distiller_evaluates_and_exports_in_a_new_process(tmp_path):
+    train, val = digits()["train"], digits()["val"]
+    _, distiller, _ = kd.tune(
+        trained_teacher(),
+        lambda hp: tiny_student(hidden=hp.Choice("hidden", [8, 16])),
+        train,
+        val,
+        max_trials=2,
+        epochs=1,
+        directory=tmp_path / "search",
+        verbose=0,
+    )
+    assert type(distiller) is kd.Distiller
+    path = str(tmp_path / "best_distiller.keras")
+    distiller.save(path)
+    for args in (["evaluate", path], ["export", path, str(tmp_path / "serving")]):
+        result = subprocess.run(
+            [sys.executable, "-m", "keras_distill", *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "serving" / "1" / "saved_model.pb").exists()
