@@ -5,7 +5,6 @@ KERAS_DISTILL_QUICK=1: a smoke run.
 
 import json
 import os
-import tempfile
 
 import keras
 import tensorflow as tf
@@ -29,7 +28,9 @@ def main():
     distiller.compile(optimizer="adam", metrics=["accuracy"])
     distiller.fit(*splits["train"], epochs=epochs, verbose=0)
 
-    base = os.path.join(tempfile.mkdtemp(), "digits")
+    # Exported under distill_runs/ (git-ignored): kept for `docker run` below,
+    # a new numbered version on every run.
+    base = os.path.join("distill_runs", "export_example", "digits")
     result = kd.export_student(distiller, base)
     served = tf.saved_model.load(result.path).signatures["serving_default"]
     x_test, y_test = splits["test"]
@@ -49,7 +50,8 @@ def main():
     print(json.dumps(body)[:120] + " ...")
     print(
         "serve with: docker run -p 8501:8501 "
-        f"-v {base}:/models/digits -e MODEL_NAME=digits tensorflow/serving"
+        f"-v {os.path.abspath(base)}:/models/digits -e MODEL_NAME=digits "
+        "tensorflow/serving"
     )
 
 

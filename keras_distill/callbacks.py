@@ -15,12 +15,13 @@ Example:
 
 ```python
 distiller.fit(train_ds, epochs=10, callbacks=[
-    kd.callbacks.ParameterScheduler("temperature", kd.schedules.linear(8.0, 2.0, 10)),
+    kd.callbacks.ParameterScheduler("temperature", kd.schedules.linear(8.0, 2.0, 9)),
     kd.callbacks.ParameterScheduler("alpha", kd.schedules.cosine(0.1, 0.9, 10)),
 ])
 ```
 """
 
+import warnings
 import weakref
 
 import keras
@@ -146,11 +147,15 @@ class ParameterScheduler(keras.callbacks.Callback):
     ```python
     distiller.fit(train_ds, epochs=10, callbacks=[
         kd.callbacks.ParameterScheduler(
-            "temperature", kd.schedules.linear(8.0, 2.0, 10)
+            "temperature", kd.schedules.linear(8.0, 2.0, 9)
         ),
     ])
-    distiller.history.history["temperature"]  # [8.0, 7.4, ..., 2.6]
+    distiller.history.history["temperature"]  # [8.0, 7.33, ..., 2.0]
     ```
+
+    Epochs are counted from 0, so over `epochs=10` a schedule reaches its
+    end value on the last epoch when its transition is `10 - 1 = 9` steps
+    long; a longer transition is cut off (a warning says so).
     """
 
     def __init__(self, name, schedule, unit="epoch", verbose=0):
@@ -212,6 +217,7 @@ class ParameterScheduler(keras.callbacks.Callback):
         if self.unit == "epoch":
             for epoch, value in enumerate(_epoch_values(self.schedule, epochs)):
                 check_parameter_value(self.name, value, self._where(epoch))
+            self._warn_if_cut_off(epochs)
             return
         steps = params.get("steps")
         if not (epochs and steps and isinstance(self.schedule, schedules.Schedule)):
@@ -219,6 +225,23 @@ class ParameterScheduler(keras.callbacks.Callback):
         values = self.schedule(np.arange(int(epochs) * int(steps)))
         for index, value in enumerate(np.atleast_1d(values).tolist()):
             check_parameter_value(self.name, value, self._where(index))
+
+    def _warn_if_cut_off(self, epochs):
+        """Warns when training ends before the schedule's transition does."""
+        steps = getattr(self.schedule, "transition_steps", None)
+        begin = getattr(self.schedule, "transition_begin", 0)
+        if not epochs or steps is None or begin + steps <= epochs - 1:
+            return
+        last = float(self.schedule(epochs - 1))
+        end = float(self.schedule(begin + steps))
+        if last != end:
+            warnings.warn(
+                f"The schedule of `{self.name}` reaches its end value {end:g} at "
+                f"epoch {begin + steps} (0-based), but training ends at epoch "
+                f"{epochs - 1}, where it is {last:g}. For {epochs} epochs, use a "
+                f"transition of {epochs - 1 - begin} steps.",
+                stacklevel=3,
+            )
 
     def _apply(self, index):
         value = check_parameter_value(

@@ -16,7 +16,7 @@ Example:
 ```python
 import keras_distill as kd
 
-temperature = kd.schedules.linear(8.0, 2.0, 10)  # 8 -> 2 over 10 epochs
+temperature = kd.schedules.linear(8.0, 2.0, 9)  # 8 at epoch 0 -> 2 at epoch 9
 temperature(0), temperature(5), temperature(20)  # (8.0, 5.0, 2.0)
 alpha = kd.schedules.join(
     [kd.schedules.constant(0.1), kd.schedules.cosine(0.1, 0.9, 5)],
@@ -293,7 +293,7 @@ def linear(
 
     Example:
 
-    >>> schedule = linear(8.0, 2.0, 10)  # 8 -> 2 over 10 epochs
+    >>> schedule = linear(8.0, 2.0, 10)  # 8 at step 0 -> 2 at step 10
     >>> schedule(0), schedule(5), schedule(10), schedule(99)
     (8.0, 5.0, 2.0, 2.0)
     """

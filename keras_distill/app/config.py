@@ -16,7 +16,7 @@ distill:
   temperature: 4.0
   epochs: 30
 schedules:
-  temperature: {kind: linear, start: 8.0, end: 2.0, steps: 30}
+  temperature: {kind: linear, start: 8.0, end: 2.0, steps: 29}
 curriculum:               # optional: easiest examples first, scored by the teacher
   pacing: root            # linear, root, exponential or step
   min_fraction: 0.25      # fraction of the data at the first epoch

@@ -5,8 +5,24 @@ import numpy as np
 _CURVE_KEYS = ("alpha", "temperature", "curriculum_fraction")
 
 
+def _zoom(ax, series, floor=0.0, ceiling=1.0):
+    """Sets the y range to where the curves are after the first quarter."""
+    tails = [np.asarray(v, "float64")[len(v) // 4 :] for v in series if len(v)]
+    tails = [t[np.isfinite(t)] for t in tails if np.isfinite(t).any()]
+    if not tails:
+        return
+    low = min(float(t.min()) for t in tails)
+    high = max(float(t.max()) for t in tails)
+    margin = max(0.005, 0.1 * (high - low))
+    ax.set_ylim(max(floor, low - margin), min(ceiling, high + margin))
+
+
 def plot_run(history, path, teacher_accuracy=None, title="keras_distill run"):
-    """Writes a PNG: accuracy and losses per epoch, and the scheduled values.
+    """Writes a PNG: accuracy, losses and the scheduled values per epoch.
+
+    Four panels: accuracy (zoomed on the range where it moves), the losses
+    (log scale: the KD term starts large), `alpha` and the curriculum
+    fraction (both in [0, 1]), and the temperature (its own axis).
 
     Args:
         history: A `History.history` dict of a `Distiller.fit()`.
@@ -20,36 +36,55 @@ def plot_run(history, path, teacher_accuracy=None, title="keras_distill run"):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scheduled = [k for k in _CURVE_KEYS if k in history]
-    panels = 2 + (1 if scheduled else 0)
-    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4))
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    (ax_acc, ax_loss), (ax_frac, ax_temp) = axes
     epochs = np.arange(1, len(history.get("loss", [])) + 1)
-    ax = axes[0]
+    curves = []
     for key, label in (
         ("accuracy", "student (train)"),
         ("val_accuracy", "student (val)"),
     ):
         if key in history:
-            ax.plot(epochs, history[key], label=label)
+            ax_acc.plot(epochs, history[key], label=label)
+            curves.append(history[key])
     if teacher_accuracy is not None:
-        ax.axhline(
+        ax_acc.axhline(
             teacher_accuracy, color="black", linestyle="--", label="teacher (val)"
         )
-    ax.set(title="Accuracy", xlabel="epoch")
-    ax = axes[1]
-    for key in ("loss", "student_loss", "distillation_loss"):
+        curves.append([teacher_accuracy])
+    _zoom(ax_acc, curves)
+    ax_acc.set(title="Accuracy", xlabel="epoch", ylabel="accuracy")
+    for key in ("loss", "student_loss", "distillation_loss", "hint_loss"):
         for prefix, style in (("", "-"), ("val_", "--")):
-            if prefix + key in history:
-                ax.plot(epochs, history[prefix + key], style, label=prefix + key)
-    ax.set(title="Losses", xlabel="epoch")
-    if scheduled:
-        ax = axes[2]
-        for key in scheduled:
-            ax.plot(epochs, history[key], marker="o", markersize=3, label=key)
-        ax.set(title="Scheduled values", xlabel="epoch")
-    for ax in axes:
+            values = np.asarray(history.get(prefix + key, []), "float64")
+            if values.size and np.all(values[np.isfinite(values)] > 0):
+                ax_loss.plot(epochs, values, style, label=prefix + key)
+    ax_loss.set_yscale("log")
+    ax_loss.set(title="Losses (log scale)", xlabel="epoch", ylabel="loss")
+    for key, label in (
+        ("alpha", "alpha (weight of the labels)"),
+        ("curriculum_fraction", "curriculum: fraction of the data"),
+        ("hint_weight", "hint_weight"),
+    ):
+        if key in history:
+            ax_frac.plot(epochs, history[key], marker="o", markersize=3, label=label)
+    ax_frac.set(
+        title="Scheduled weights", xlabel="epoch", ylabel="value", ylim=(-0.05, 1.05)
+    )
+    if "temperature" in history:
+        ax_temp.plot(
+            epochs,
+            history["temperature"],
+            marker="o",
+            markersize=3,
+            color="C3",
+            label="temperature",
+        )
+    ax_temp.set(title="Temperature", xlabel="epoch", ylabel="T")
+    for ax in axes.flat:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -73,33 +108,55 @@ def plot_tuning(trials, path, title="Tuning: validation accuracy"):
     """Writes a PNG of each trial's score over temperature (log axis) and alpha.
 
     Args:
-        trials: `(temperature, alpha, score)` tuples.
+        trials: `(temperature, alpha, score)` tuples, optionally with a
+            fourth item: a dict of the trial's other hyperparameters (e.g.
+            the student's width), written beside each point and, for the
+            best trial, in the title.
         path: Where to write the PNG.
         title: Figure title. Defaults to `"Tuning: validation accuracy"`.
     """
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    temperature, alpha, score = (np.asarray(v, dtype="float64") for v in zip(*trials))
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    others = [t[3] if len(t) > 3 else {} for t in trials]
+    temperature, alpha, score = (
+        np.asarray(v, dtype="float64") for v in zip(*(t[:3] for t in trials))
+    )
+    fig, ax = plt.subplots(figsize=(7.5, 5))
     points = ax.scatter(
         temperature, alpha, c=score, cmap="viridis", s=90, edgecolors="k"
     )
     best = int(np.nanargmax(score))
     ax.scatter(temperature[best], alpha[best], marker="*", s=350, c="red", label="best")
-    for t, a, s in zip(temperature, alpha, score):
-        ax.annotate(
-            f"{s:.3f}", (t, a), textcoords="offset points", xytext=(6, 6), fontsize=8
+
+    def describe(extra):
+        return ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in extra.items()
         )
+
+    for t, a, s, extra in zip(temperature, alpha, score, others):
+        text = f"{s:.3f}" + (f" ({describe(extra)})" if extra else "")
+        ax.annotate(text, (t, a), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    winner = (
+        f"best: {score[best]:.3f} at T={temperature[best]:.3g}, "
+        f"alpha={alpha[best]:.3g}"
+        + (f", {describe(others[best])}" if others[best] else "")
+    )
     ax.set(
         xscale="log",
-        xlabel="temperature",
+        xlabel="temperature (log scale)",
         ylabel="alpha (weight of the labels)",
-        title=title,
+        title=f"{title}\n{winner}",
     )
     fig.colorbar(points, label="validation accuracy")
+    plain = matplotlib.ticker.FormatStrFormatter("%g")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
     fig.tight_layout()

@@ -476,9 +476,19 @@ def _tune(cfg, out, verbose):
         overwrite=True,
         batch_size=cfg["batch_size"],
         seed=cfg["seed"],
+        verbose=0,  # the table is printed below, once
     )
     trials = [
-        (t.hyperparameters.get("temperature"), t.hyperparameters.get("alpha"), t.score)
+        (
+            t.hyperparameters.get("temperature"),
+            t.hyperparameters.get("alpha"),
+            t.score,
+            {
+                k: v
+                for k, v in t.hyperparameters.values.items()
+                if k not in ("temperature", "alpha")
+            },
+        )
         for t in search.oracle.trials.values()
         if t.score is not None
     ]
@@ -493,7 +503,13 @@ def _tune(cfg, out, verbose):
     with open(os.path.join(out, RUN_MARKER), "w") as f:
         json.dump(result, f, indent=2)
     _finish(out)
-    print("best hyperparameters:", best_hp.values)
+    print(
+        "best hyperparameters:",
+        ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in best_hp.values.items()
+        ),
+    )
     return result
 
 

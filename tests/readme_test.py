@@ -1,0 +1,39 @@
+"""The README's Python blocks run as written, in order, in a fresh process."""
+
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+
+
+def python_blocks():
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_the_readme_has_a_complete_quickstart():
+    blocks = python_blocks()
+    assert blocks, "no python blocks in README.md"
+    first = blocks[0]
+    for name in ("load_digits", "teacher_cnn", "Distiller(", "fit(", "export_student"):
+        assert name in first, name
+
+
+@pytest.mark.slow
+def test_readme_python_blocks_run_as_written(tmp_path):
+    program = "\n\n".join(python_blocks())
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    accuracy = float(re.findall(r"'accuracy': ([0-9.]+)", result.stdout)[-1])
+    assert accuracy > 0.85  # the demo's distilled student: about 0.93
+    assert (tmp_path / "distiller.keras").is_file()
+    assert (tmp_path / "serving" / "digits" / "1" / "saved_model.pb").is_file()
