@@ -181,7 +181,7 @@ def load_tfds(
     val_fraction=0.1,
     data_dir=None,
     download=True,
-    download_timeout=30.0,
+    download_timeout=20.0,
     seed=0,
 ):
     """Loads a `tensorflow-datasets` image classification dataset.
@@ -200,7 +200,7 @@ def load_tfds(
         data_dir: tfds data folder. Defaults to `None` (tfds's default,
             `~/tensorflow_datasets`).
         download: Download when not prepared. Defaults to `True`.
-        download_timeout: Seconds allowed for the download. Defaults to `30`.
+        download_timeout: Seconds allowed for the download. Defaults to `20`.
         seed: Shuffle seed. Defaults to `0`.
 
     Returns:
@@ -219,6 +219,7 @@ def load_tfds(
             "Loading 'tfds:' data needs tensorflow-datasets: "
             "`pip install keras-distill[tfds]`."
         ) from error
+    _check_tfds_name(tfds, name)
     percent = int(round(100 * (1 - val_fraction)))
     split = [f"train[:{percent}%]", f"train[{percent}%:]", "test"]
 
@@ -256,11 +257,54 @@ def load_tfds(
     )
 
 
+def _check_tfds_name(tfds, name):
+    """One line, with a suggestion, for a name tfds does not know (no network)."""
+    import difflib
+
+    base = name.split(":")[0].split("/")[0]
+    known = tfds.list_builders(with_community_datasets=False)
+    if base not in known:
+        close = difflib.get_close_matches(base, known, n=3)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(
+            f"tensorflow-datasets has no dataset {base!r}.{hint} (The catalog: "
+            "https://www.tensorflow.org/datasets/catalog/overview.)"
+        )
+
+
+def _tfds_leftovers(data_dir, name):
+    """Temporary files and folders a tfds download leaves under `data_dir`."""
+    root = os.path.expanduser(data_dir or os.path.join("~", "tensorflow_datasets"))
+    found = set()
+    for folder in (
+        root,
+        os.path.join(root, name.split(":")[0]),
+        os.path.join(root, "downloads"),
+    ):
+        if not os.path.isdir(folder):
+            continue
+        for entry in os.listdir(folder):
+            if (
+                entry.startswith("incomplete.")
+                or entry.endswith(".tmp")
+                or (".incomplete" in entry)
+            ):
+                found.add(os.path.join(folder, entry))
+    return found
+
+
 def _download_bounded(name, data_dir, timeout):
     code = (
         "import sys, tensorflow_datasets as tfds\n"
         "builder = tfds.builder(sys.argv[1], data_dir=sys.argv[2] or None)\n"
         "builder.download_and_prepare()\n"
+    )
+    before = _tfds_leftovers(data_dir, name)
+    folder = data_dir or "~/tensorflow_datasets"
+    advice = (
+        f"Prepare it on a machine with internet (`tfds build {name}`) and copy "
+        f"{folder}/{name.split(':')[0]} here, or use data that needs no download "
+        "(digits, mnist1d, npz:PATH)."
     )
     try:
         subprocess.run(
@@ -271,18 +315,32 @@ def _download_bounded(name, data_dir, timeout):
             text=True,
         )
     except subprocess.TimeoutExpired:
+        _remove_new(_tfds_leftovers(data_dir, name) - before)
         raise TimeoutError(
-            f"tfds dataset {name!r} is not prepared in "
-            f"{data_dir or '~/tensorflow_datasets'} and downloading it did not "
-            f"finish within {timeout:.0f} s (is this machine offline?). Prepare it "
-            f"where there is internet (`tfds build {name}`) and copy the data "
-            "folder here, or pass `data_dir=` pointing at prepared data."
+            f"tfds dataset {name!r} is not prepared in {folder} and downloading it "
+            f"did not finish within {timeout:.0f} s (is this machine offline?). "
+            + advice
         ) from None
     except subprocess.CalledProcessError as error:
+        _remove_new(_tfds_leftovers(data_dir, name) - before)
         last = (error.stderr or "").strip().splitlines()[-1:] or ["(no output)"]
         raise RuntimeError(
-            f"Downloading tfds dataset {name!r} failed: {last[0]}"
+            f"Downloading tfds dataset {name!r} failed: {last[0][:300]}. " + advice
         ) from None
+
+
+def _remove_new(paths):
+    """Removes what a failed download left (files and folders it created)."""
+    import shutil
+
+    for path in paths:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
 
 
 def npz_arrays(path, val_fraction=0.1, seed=0):
