@@ -613,17 +613,23 @@ class Distiller(keras.Model):
     def check_batch(self, x, y, sample_weight, where):
         """Checks a batch in the step: input shapes, labels, sample weights.
 
-        Shapes are checked while tracing; labels (integers in
-        `[0, classes)`) and sample weights (finite, >= 0) in every batch,
-        before anything is updated. `where` is a callable giving a string
-        tensor that names the batch in the error.
+        Shapes are checked while tracing. Labels (integers in `[0, classes)`)
+        and sample weights (finite, >= 0) are checked in every batch, by the
+        step's one combined check (`_check_all`) before anything is updated.
+        `where` is a callable giving a string tensor that names the batch.
+
+        Returns:
+            `(problems, y, sample_weight)`: `problems` is a list of
+            `(failed, message_fn)`; `y` and `sample_weight` have bad entries
+            replaced by harmless ones, so the loss ops cannot fail before
+            the check reports them.
         """
         import tensorflow as tf
 
         for name, model in self._named_models():
             _check_input_shape(name, model, x)
         where = where if callable(where) else (lambda: where)
-        done = []
+        problems = []
         if y is not None and self._labels_are_sparse():
             classes = _num_classes(self.student)
             labels = tf.convert_to_tensor(y)
@@ -638,34 +644,59 @@ class Distiller(keras.Model):
             if classes is not None and (
                 labels.dtype.is_floating or labels.dtype.is_integer
             ):
-                values = tf.cast(labels, "float64")
+                values = tf.cast(labels, "float32")
                 bad = (values < 0) | (values >= classes) | (values != tf.floor(values))
-                check = self._graph_assert(
-                    tf.logical_not(tf.reduce_any(bad)),
+                problems.append(
+                    (
+                        tf.reduce_any(bad),
+                        lambda: kd_checks.format_message(
+                            "Labels must be integers in [0, {}) for a student with "
+                            "{} classes. Received a label value of {} in {}.",
+                            classes,
+                            classes,
+                            kd_checks.first(values, bad),
+                            where(),
+                        ),
+                    )
+                )
+                y = tf.where(bad, tf.zeros_like(labels), labels)
+        if sample_weight is not None:
+            raw = tf.convert_to_tensor(sample_weight)
+            weights = tf.cast(raw, "float32")
+            bad = tf.logical_not(tf.math.is_finite(weights)) | (weights < 0)
+            problems.append(
+                (
+                    tf.reduce_any(bad),
                     lambda: kd_checks.format_message(
-                        "Labels must be integers in [0, {}) for a student with {} "
-                        "classes. Received a label value of {} in {}.",
-                        classes,
-                        classes,
-                        kd_checks.first(values, bad),
+                        "`sample_weight` must be finite and >= 0. Received a weight "
+                        "of {} in {}.",
+                        kd_checks.first(weights, bad),
                         where(),
                     ),
                 )
-                done.append(check)
-        if sample_weight is not None:
-            weights = tf.cast(tf.convert_to_tensor(sample_weight), "float32")
-            bad = tf.logical_not(tf.math.is_finite(weights)) | (weights < 0)
-            check = self._graph_assert(
-                tf.logical_not(tf.reduce_any(bad)),
-                lambda: kd_checks.format_message(
-                    "`sample_weight` must be finite and >= 0. Received a weight "
-                    "of {} in {}.",
-                    kd_checks.first(weights, bad),
-                    where(),
-                ),
             )
-            done.append(check)
-        return done
+            sample_weight = tf.where(bad, tf.zeros_like(raw), raw)
+        return problems, y, sample_weight
+
+    def _check_all(self, problems):
+        """One assertion for all of a step's `(failed, message_fn)` problems.
+
+        Formats the messages of the failed ones only when something failed.
+        """
+        import tensorflow as tf
+
+        if not problems:
+            return None
+        ok = tf.logical_not(tf.reduce_any(tf.stack([flag for flag, _ in problems])))
+
+        def message():
+            parts = [
+                tf.cond(flag, fn, lambda: tf.constant("")) for flag, fn in problems
+            ]
+            joined = tf.strings.reduce_join(tf.stack(parts), separator=" ")
+            return tf.strings.strip(joined)
+
+        return self._graph_assert(ok, message)
 
     def _graph_assert(self, ok, message_fn):
         """`checks.graph_assert`, or nothing under XLA.
@@ -691,7 +722,7 @@ class Distiller(keras.Model):
             return loss in ("sparse_categorical_crossentropy",)
         return isinstance(loss, keras.losses.SparseCategoricalCrossentropy)
 
-    def _check_finite(self, losses, gradients, where):
+    def _finite_problem(self, losses, gradients, where):
         """Stops the step, before the update, if the loss or gradients are not finite.
 
         Under mixed precision the optimizer's loss scaling handles overflowing
@@ -711,8 +742,8 @@ class Distiller(keras.Model):
             ("distillation_loss", distillation_loss),
             ("hint_loss", hint_loss if hint_loss is not None else nan),
         ]
-        return self._graph_assert(
-            ok,
+        return (
+            tf.logical_not(ok),
             lambda: kd_checks.format_message(
                 "The loss or its gradients became NaN or infinite in {} (loss {}, "
                 + ", ".join(f"{name} {{}}" for name, _ in terms)
@@ -758,9 +789,7 @@ class Distiller(keras.Model):
                 "training step {}", self.optimizer.iterations + 1
             )
 
-        checks += self.check_batch(x, y, sample_weight, where)
-        # The losses read the labels and weights only once they passed.
-        y, sample_weight = _after(checks, y), _after(checks, sample_weight)
+        problems, y, sample_weight = self.check_batch(x, y, sample_weight, where)
         with tf.GradientTape() as tape:
             y_pred, losses = self.compute_step_losses(
                 x, y, sample_weight, teacher_targets, training=True
@@ -772,7 +801,8 @@ class Distiller(keras.Model):
         # frozen): the list Keras builds the optimizer with.
         trainable = self.trainable_variables
         gradients = tape.gradient(scaled, trainable)
-        checks.append(self._check_finite(losses, gradients, where))
+        problems.append(self._finite_problem(losses, gradients, where))
+        checks.append(self._check_all(problems))
         # The update waits for every check: a failed one stops the step
         # before any weight changes.
         with tf.control_dependencies(checks):
@@ -781,10 +811,12 @@ class Distiller(keras.Model):
         return self._metrics_result(x, y, y_pred, sample_weight)
 
     def test_step(self, data):
-        checks = kd_params.graph_checks(self.parameter_variables())
+        kd_params.graph_checks(self.parameter_variables())
         x, y, sample_weight, teacher_targets = self.unpack_batch(data)
-        checks += self.check_batch(x, y, sample_weight, lambda: "an evaluation batch")
-        y, sample_weight = _after(checks, y), _after(checks, sample_weight)
+        problems, y, sample_weight = self.check_batch(
+            x, y, sample_weight, lambda: "an evaluation batch"
+        )
+        self._check_all(problems)
         y_pred, losses = self.compute_step_losses(
             x, y, sample_weight, teacher_targets, training=False
         )
@@ -952,16 +984,6 @@ class _StepCounter(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps += 1
-
-
-def _after(checks, value):
-    """`value` (a tensor, structure or None), read only after `checks` ran."""
-    import tensorflow as tf
-
-    if value is None or not checks:
-        return value
-    with tf.control_dependencies(checks):
-        return keras.tree.map_structure(tf.identity, value)
 
 
 def _last_activation(model):
