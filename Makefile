@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(PY) -m keras_distill demo
 
 test: $(STAMP)
-	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -p no:cacheprovider tests
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -p no:cacheprovider --durations=15 tests
 
 lint: $(STAMP)
 	$(PY) -m ruff check keras_distill tests examples benchmarks

@@ -101,3 +101,30 @@ def test_the_tuners_best_distiller_evaluates_and_exports_in_a_new_process(tmp_pa
         )
         assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "serving" / "1" / "saved_model.pb").exists()
+
+
+def test_the_library_imports_and_trains_without_the_extras():
+    # As after `pip install keras-distill` without extras: the app's and the
+    # data sets' packages (and the optional integrations) cannot be imported.
+    code = """
+import sys
+for name in ("sklearn", "matplotlib", "yaml", "mnist1d", "keras_tuner",
+             "tensorflow_datasets"):
+    sys.modules[name] = None
+import numpy as np, keras
+import keras_distill as kd
+rng = np.random.default_rng(0)
+x, y = rng.random((64, 8, 8, 1), "float32"), rng.integers(0, 10, 64)
+teacher = kd.models.compile_classifier(kd.models.teacher_cnn())
+teacher.fit(x, y, epochs=1, verbose=0)
+distiller = kd.Distiller(kd.models.student_mlp(), teacher)
+distiller.compile(optimizer="adam")
+history = distiller.fit(x, y, epochs=2, verbose=0)
+kd.callbacks.ParameterScheduler("temperature", kd.schedules.linear(4.0, 2.0, 1))
+print("trained", len(history.history["loss"]))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("trained 2")
