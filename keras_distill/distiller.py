@@ -644,8 +644,16 @@ class Distiller(keras.Model):
             if classes is not None and (
                 labels.dtype.is_floating or labels.dtype.is_integer
             ):
-                values = tf.cast(labels, "float32")
-                bad = (values < 0) | (values >= classes) | (values != tf.floor(values))
+                if labels.dtype.is_integer:  # the common case: two comparisons
+                    values = labels
+                    bad = (values < 0) | (values >= classes)
+                else:
+                    values = tf.cast(labels, "float32")
+                    bad = (
+                        (values < 0)
+                        | (values >= classes)
+                        | (values != tf.floor(values))
+                    )
                 problems.append(
                     (
                         tf.reduce_any(bad),
@@ -805,9 +813,8 @@ class Distiller(keras.Model):
         checks.append(self._check_all(problems))
         # The update waits for every check: a failed one stops the step
         # before any weight changes.
-        with tf.control_dependencies(checks):
-            gradients = [None if g is None else tf.identity(g) for g in gradients]
-        self.optimizer.apply_gradients(zip(gradients, trainable))
+        with tf.control_dependencies([c for c in checks if c is not None]):
+            self.optimizer.apply_gradients(zip(gradients, trainable))
         return self._metrics_result(x, y, y_pred, sample_weight)
 
     def test_step(self, data):
