@@ -39,6 +39,26 @@ def graph_assert(ok, message_fn):
     return tf.cond(ok, lambda: tf.constant(True), fail)
 
 
+def check_all(problems):
+    """One assertion for a list of `(failed, message_fn)` problems.
+
+    The messages of the failed problems (only those) are formatted and
+    joined when the check fails; a step that passes runs one `cond`.
+    """
+    import tensorflow as tf
+
+    if not problems:
+        return None
+    ok = tf.logical_not(tf.reduce_any(tf.stack([flag for flag, _ in problems])))
+
+    def message():
+        parts = [tf.cond(flag, fn, lambda: tf.constant("")) for flag, fn in problems]
+        joined = tf.strings.reduce_join(tf.stack(parts), separator=" ")
+        return tf.strings.strip(joined)
+
+    return graph_assert(ok, message)
+
+
 def format_message(template, *values):
     """`template` with `{}` placeholders filled from tensors (in graph)."""
     import tensorflow as tf

@@ -687,34 +687,14 @@ class Distiller(keras.Model):
         return problems, y, sample_weight
 
     def _check_all(self, problems):
-        """One assertion for all of a step's `(failed, message_fn)` problems.
-
-        Formats the messages of the failed ones only when something failed.
-        """
-        import tensorflow as tf
-
-        if not problems:
-            return None
-        ok = tf.logical_not(tf.reduce_any(tf.stack([flag for flag, _ in problems])))
-
-        def message():
-            parts = [
-                tf.cond(flag, fn, lambda: tf.constant("")) for flag, fn in problems
-            ]
-            joined = tf.strings.reduce_join(tf.stack(parts), separator=" ")
-            return tf.strings.strip(joined)
-
-        return self._graph_assert(ok, message)
-
-    def _graph_assert(self, ok, message_fn):
-        """`checks.graph_assert`, or nothing under XLA.
+        """`checks.check_all`, or nothing under XLA.
 
         XLA compiles neither string formatting nor assertions, so with
         `jit_compile=True` the in-step checks are off (documented).
         """
         if getattr(self, "jit_compile", False) is True:
-            return ok
-        return kd_checks.graph_assert(ok, message_fn)
+            return None
+        return kd_checks.check_all(problems)
 
     def _named_models(self):
         yield "student", self.student
@@ -731,19 +711,17 @@ class Distiller(keras.Model):
         return isinstance(loss, keras.losses.SparseCategoricalCrossentropy)
 
     def _finite_problem(self, losses, gradients, where):
-        """Stops the step, before the update, if the loss or gradients are not finite.
+        """The loss is not finite: stop the step before the update.
 
-        Under mixed precision the optimizer's loss scaling handles overflowing
-        gradients itself, so only the loss is checked there.
+        A NaN or inf input, label or teacher output makes the loss non-finite
+        at once. Only the loss is checked (one op per step): a gradient that
+        overflows while its loss stays finite shows up in the next step's
+        loss instead. `gradients` is kept for subclasses that want more.
         """
         import tensorflow as tf
 
         total, student_loss, distillation_loss, hint_loss = losses
         ok = tf.math.is_finite(total)
-        if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
-            sums = [tf.reduce_sum(g) for g in gradients if g is not None]
-            if sums:
-                ok = ok & tf.math.is_finite(tf.add_n(sums))
         nan = tf.constant(float("nan"))
         terms = [
             ("student_loss", student_loss if student_loss is not None else nan),
@@ -753,7 +731,7 @@ class Distiller(keras.Model):
         return (
             tf.logical_not(ok),
             lambda: kd_checks.format_message(
-                "The loss or its gradients became NaN or infinite in {} (loss {}, "
+                "The loss became NaN or infinite in {} (loss {}, "
                 + ", ".join(f"{name} {{}}" for name, _ in terms)
                 + "; nan for a term this batch does not have). Training stopped "
                 "before this step's update, so the weights are those of the last "
@@ -789,7 +767,9 @@ class Distiller(keras.Model):
 
         # Values assigned directly to the variables bypass the setters: check
         # them here, before anything is updated (a few scalar ops).
-        checks = kd_params.graph_checks(self.parameter_variables())
+        # Values assigned directly to the variables bypass the setters: they
+        # join the step's one combined check, made before anything is updated.
+        problems = kd_params.graph_problems(self.parameter_variables())
         x, y, sample_weight, teacher_targets = self.unpack_batch(data)
 
         def where():  # Formatted only when a check fails.
@@ -797,7 +777,8 @@ class Distiller(keras.Model):
                 "training step {}", self.optimizer.iterations + 1
             )
 
-        problems, y, sample_weight = self.check_batch(x, y, sample_weight, where)
+        found, y, sample_weight = self.check_batch(x, y, sample_weight, where)
+        problems += found
         with tf.GradientTape() as tape:
             y_pred, losses = self.compute_step_losses(
                 x, y, sample_weight, teacher_targets, training=True
@@ -810,20 +791,20 @@ class Distiller(keras.Model):
         trainable = self.trainable_variables
         gradients = tape.gradient(scaled, trainable)
         problems.append(self._finite_problem(losses, gradients, where))
-        checks.append(self._check_all(problems))
-        # The update waits for every check: a failed one stops the step
-        # before any weight changes.
-        with tf.control_dependencies([c for c in checks if c is not None]):
+        check = self._check_all(problems)
+        # The update waits for the check: a failed one stops the step before
+        # any weight changes.
+        with tf.control_dependencies([check] if check is not None else []):
             self.optimizer.apply_gradients(zip(gradients, trainable))
         return self._metrics_result(x, y, y_pred, sample_weight)
 
     def test_step(self, data):
-        kd_params.graph_checks(self.parameter_variables())
+        problems = kd_params.graph_problems(self.parameter_variables())
         x, y, sample_weight, teacher_targets = self.unpack_batch(data)
-        problems, y, sample_weight = self.check_batch(
+        found, y, sample_weight = self.check_batch(
             x, y, sample_weight, lambda: "an evaluation batch"
         )
-        self._check_all(problems)
+        self._check_all(problems + found)
         y_pred, losses = self.compute_step_losses(
             x, y, sample_weight, teacher_targets, training=False
         )

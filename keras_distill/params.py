@@ -178,19 +178,20 @@ def check_range(name: str, low, high, where: str) -> tuple:
     return low, high
 
 
-def graph_checks(variables: dict):
-    """Asserts the rules on stored variables inside a traced step.
+def graph_problems(variables: dict) -> list:
+    """The rules on stored variables, for the traced step's combined check.
 
     Args:
         variables: `{name: keras.Variable}` of declared parameters.
 
     Returns:
-        A list of assertion ops (TensorFlow runs them in program order, so
-        they fail before the step's weight update).
+        A list of `(failed, message_fn)`: `failed` a boolean tensor,
+        `message_fn` a callable returning the message as a string tensor (run
+        only when the check fails; see `keras_distill.checks`).
     """
     import tensorflow as tf
 
-    ops = []
+    problems = []
     for name, variable in variables.items():
         spec = SPECS[name]
         value = tf.convert_to_tensor(variable)
@@ -201,18 +202,30 @@ def graph_checks(variables: dict):
             ok = ok & (value <= spec.high)
         if spec.low_open and spec.low == 0.0:
             ok = ok & (value >= _F32_TINY)
-        ops.append(
-            tf.debugging.Assert(
-                ok,
-                [
-                    f"{GRAPH_CHECK_PREFIX}`{name}` must be {spec.rule} "
-                    f"({spec.meaning}){_GRAPH_CHECK_END}",
-                    value,
-                ],
-                name=f"check_{name}",
+
+        def message(name=name, spec=spec, value=value):
+            return tf.strings.format(
+                f"`{name}` must be {spec.rule} ({spec.meaning}); it holds {{}}. It "
+                f"was assigned directly (e.g. `distiller.{name}.assign(...)`), "
+                f"bypassing the checks: set it with `distiller.{name} = value` or "
+                "a `ParameterScheduler`.",
+                (value,),
             )
-        )
-    return ops
+
+        problems.append((tf.logical_not(ok), message))
+    return problems
+
+
+def graph_checks(variables: dict):
+    """Asserts the rules on stored variables inside a traced step (one check).
+
+    Returns:
+        The assertion op (TensorFlow runs it before ops that depend on it).
+    """
+    from keras_distill import checks
+
+    problems = graph_problems(variables)
+    return checks.check_all(problems)
 
 
 def graph_check_message(error) -> str | None:

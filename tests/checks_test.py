@@ -52,7 +52,7 @@ def test_a_nan_input_stops_training_and_keeps_the_last_good_weights():
     # Batches 1 and 2 train; batch 3 (examples 64-95) holds the NaN.
     with pytest.raises(
         ValueError,
-        match=r"NaN or infinite in training step 4 \(loss nan.*last good step",
+        match=r"loss became NaN or infinite in training step 4 \(loss nan.*last good step",
     ):
         distiller.fit(x, y, epochs=1, batch_size=32, shuffle=False, verbose=0)
     after = distiller.student.get_weights()
