@@ -8,7 +8,7 @@ classes. Values are checked as they will be stored: a float32
 `keras.Variable`, so a number that would become `0`, a subnormal or `inf`
 in float32 is refused as well. Adding a parameter is one line in `SPECS`.
 
-`graph_checks()` is the in-step counterpart: a user's direct
+`graph_problems()` is the in-step counterpart: a user's direct
 `distiller.temperature.assign(0.0)` bypasses the setters, so the train and
 test steps assert the same rules on the stored values (a few scalar ops per
 step) and fail before any weight is updated.
@@ -27,11 +27,6 @@ import dataclasses
 import math
 
 import numpy as np
-
-# The prefix of the messages of in-step checks; `Distiller.fit()` turns a
-# failed check into a plain `ValueError` carrying the message.
-GRAPH_CHECK_PREFIX = "keras_distill parameter check failed: "
-_GRAPH_CHECK_END = " <end of check>"
 
 _F32 = np.finfo(np.float32)
 _F32_MAX, _F32_TINY = float(_F32.max), float(_F32.tiny)
@@ -214,33 +209,3 @@ def graph_problems(variables: dict) -> list:
 
         problems.append((tf.logical_not(ok), message))
     return problems
-
-
-def graph_checks(variables: dict):
-    """Asserts the rules on stored variables inside a traced step (one check).
-
-    Returns:
-        The assertion op (TensorFlow runs it before ops that depend on it).
-    """
-    from keras_distill import checks
-
-    problems = graph_problems(variables)
-    return checks.check_all(problems)
-
-
-def graph_check_message(error) -> str | None:
-    """The readable message of a failed `graph_checks()` assertion, or `None`."""
-    text = str(getattr(error, "message", error))
-    start = text.find(GRAPH_CHECK_PREFIX)
-    if start < 0:
-        return None
-    text = text[start + len(GRAPH_CHECK_PREFIX) :]
-    # TensorFlow prints the data as `[message] [value]`.
-    message, _, rest = text.partition(_GRAPH_CHECK_END)
-    value = rest.split("[", 1)[1].split("]", 1)[0] if "[" in rest else "?"
-    name = message.split("`")[1] if message.count("`") >= 2 else "<name>"
-    return (
-        f"{message.strip()}; it holds {value.strip()}. It was assigned directly "
-        f"(e.g. `distiller.{name}.assign(...)`), bypassing the checks: set it "
-        f"with `distiller.{name} = value` or a `ParameterScheduler`."
-    )
