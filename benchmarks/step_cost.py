@@ -5,6 +5,7 @@ the student-sized steps interleaved with each other, the teacher-sized ones
 with each other and a student step):
 - online distill step / (student step + teacher forward)   goal <= 1.05
 - cached distill step / student step                       goal <= 1.10
+  (and the same step with the in-step checks off, to show their cost)
   (targets read into memory once; also streamed from the shards)
 - cache build time / one teacher inference pass            goal <= 1.10
 - cache bytes per example, dense vs top-k
@@ -110,6 +111,16 @@ def _timer(model, dataset, fit=True):
     return step
 
 
+def checks_off(distiller):
+    """`distiller` with its in-step combined check removed (for comparison only).
+
+    The check is the one `tf.cond` per step that stops a bad batch before
+    the update; without it the step is what it would cost with no checks.
+    """
+    distiller._check_all = lambda problems: None
+    return distiller
+
+
 def step_costs(teacher, x, y, directory):
     """Median milliseconds per step, the candidates interleaved step by step."""
     cache = TeacherCache.build(teacher, x, os.path.join(directory, "steps"), verbose=0)
@@ -127,6 +138,9 @@ def step_costs(teacher, x, y, directory):
         "cached distill step": _timer(
             compiled(kd.Distiller(student_model(), teacher)), cached_ds
         ),
+        "cached distill step, checks off": _timer(
+            compiled(checks_off(kd.Distiller(student_model(), teacher))), cached_ds
+        ),
         "streamed distill step": _timer(
             compiled(kd.Distiller(student_model(), teacher)), streamed_ds
         ),
@@ -137,7 +151,12 @@ def step_costs(teacher, x, y, directory):
     # busy runs measurably slower; mixing them would bias whichever cheap step
     # happens to come next.)
     groups = [
-        ("student step", "cached distill step", "streamed distill step"),
+        (
+            "student step",
+            "cached distill step",
+            "cached distill step, checks off",
+            "streamed distill step",
+        ),
         ("student step", "teacher forward", "online distill step"),
     ]
     results = {}
@@ -243,7 +262,7 @@ def main():
     with tempfile.TemporaryDirectory() as directory:
         ms = step_costs(teacher, x, y, directory)
         for name, value in ms.items():
-            print(f"  {name:22s} {value:8.2f} ms")
+            print(f"  {name:32s} {value:8.2f} ms")
         build, infer, sizes = build_vs_inference(teacher, x, directory)
         n_rss = 256 * 200
         rss = peak_rss(n_rss, directory)
@@ -264,6 +283,16 @@ def main():
             "<= 1.05",
         ),
         ("cached distill step / student step", cached_ratio, "<= 1.10"),
+        (
+            "cached distill step with the checks off / student step",
+            ms["cached distill step, checks off"] / ms["student step"],
+            "",
+        ),
+        (
+            "cost of the in-step checks: cached step on / off",
+            ms["cached distill step"] / ms["cached distill step, checks off"],
+            "",
+        ),
         (
             "cached distill step, streamed from the shards / student step",
             ms["streamed distill step"] / ms["student step"],

@@ -554,23 +554,16 @@ class Distiller(keras.Model):
         batch_size = ops.shape(next(t for t in keras.tree.flatten(x) if t is not None))[
             0
         ]
-        self._loss_tracker.update_state(
-            _compat.unscale_loss_for_distribution(total), sample_weight=batch_size
-        )
-        if student_loss is not None:
-            self.student_loss_tracker.update_state(
-                _compat.unscale_loss_for_distribution(student_loss),
-                sample_weight=batch_size,
-            )
-        self.distillation_loss_tracker.update_state(
-            _compat.unscale_loss_for_distribution(distillation_loss),
-            sample_weight=batch_size,
-        )
-        if hint_loss is not None:
-            self.hint_loss_tracker.update_state(
-                _compat.unscale_loss_for_distribution(hint_loss),
-                sample_weight=batch_size,
-            )
+        for tracker, value in (
+            (self._loss_tracker, total),
+            (self.student_loss_tracker, student_loss),
+            (self.distillation_loss_tracker, distillation_loss),
+            (self.hint_loss_tracker if hint_loss is not None else None, hint_loss),
+        ):
+            if value is not None and tracker is not None:
+                _compat.add_to_mean(
+                    tracker, _compat.unscale_loss_for_distribution(value), batch_size
+                )
 
     def _metrics_result(self, x, y, y_pred, sample_weight):
         if y is None:
@@ -710,38 +703,65 @@ class Distiller(keras.Model):
             return loss in ("sparse_categorical_crossentropy",)
         return isinstance(loss, keras.losses.SparseCategoricalCrossentropy)
 
-    def _finite_problem(self, losses, gradients, where):
-        """The loss is not finite: stop the step before the update.
+    def _finite_problem(self, x, losses, gradients, where):
+        """The loss or a gradient is not finite: stop the step before the update.
 
-        A NaN or inf input, label or teacher output makes the loss non-finite
-        at once. Only the loss is checked (one op per step): a gradient that
-        overflows while its loss stays finite shows up in the next step's
-        loss instead. `gradients` is kept for subclasses that want more.
+        One NaN or inf input, label or teacher output usually makes the loss
+        non-finite at once; where a layer swallows it (some CPU kernels give
+        `relu(nan) = 0`) the loss stays finite but the gradients do not, so
+        both are checked: the loss, and the sum of every gradient's sum (a
+        reduction per variable). The message, formatted only on failure, names
+        each term's value and counts the non-finite values in the batch's
+        inputs.
         """
         import tensorflow as tf
 
         total, student_loss, distillation_loss, hint_loss = losses
-        ok = tf.math.is_finite(total)
+        sums = [tf.reduce_sum(tf.cast(g, "float32")) for g in gradients if g is not None]
+        gradient_sum = tf.add_n(sums) if sums else tf.constant(0.0)
+        ok = tf.math.is_finite(total) & tf.math.is_finite(gradient_sum)
         nan = tf.constant(float("nan"))
         terms = [
             ("student_loss", student_loss if student_loss is not None else nan),
             ("distillation_loss", distillation_loss),
             ("hint_loss", hint_loss if hint_loss is not None else nan),
         ]
-        return (
-            tf.logical_not(ok),
-            lambda: kd_checks.format_message(
-                "The loss became NaN or infinite in {} (loss {}, "
-                + ", ".join(f"{name} {{}}" for name, _ in terms)
-                + "; nan for a term this batch does not have). Training stopped "
-                "before this step's update, so the weights are those of the last "
-                "good step. Look for NaN or inf in the inputs or labels of that "
-                "batch, or lower the learning rate.",
-                where(),
-                total,
-                *[value for _, value in terms],
-            ),
-        )
+
+        def message():
+            inputs = [
+                tf.reduce_sum(
+                    tf.cast(tf.logical_not(tf.math.is_finite(t)), "int64")
+                )
+                for t in keras.tree.flatten(x)
+                if t is not None and t.dtype.is_floating
+            ]
+            bad_inputs = tf.add_n(inputs) if inputs else tf.constant(0, "int64")
+            gradients_state = tf.where(
+                tf.math.is_finite(gradient_sum), "finite", "NaN or infinite"
+            )
+            return tf.strings.join(
+                [
+                    kd_checks.format_message(
+                        "The loss or its gradients became NaN or infinite in {} "
+                        "(loss {}, "
+                        + ", ".join(f"{name} {{}}" for name, _ in terms)
+                        + "; nan for a term this batch does not have; gradients ",
+                        where(),
+                        total,
+                        *[value for _, value in terms],
+                    ),
+                    gradients_state,
+                    kd_checks.format_message(
+                        "; non-finite values in this batch's inputs: {}). Training "
+                        "stopped before this step's update, so the weights are "
+                        "those of the last good step. Look for NaN or inf in the "
+                        "inputs or labels of that batch, or lower the learning rate.",
+                        bad_inputs,
+                    ),
+                ]
+            )
+
+        return tf.logical_not(ok), message
 
     def parameter_variables(self):
         """`{name: variable}` of the declared parameters this distiller holds."""
@@ -765,8 +785,6 @@ class Distiller(keras.Model):
     def train_step(self, data):
         import tensorflow as tf
 
-        # Values assigned directly to the variables bypass the setters: check
-        # them here, before anything is updated (a few scalar ops).
         # Values assigned directly to the variables bypass the setters: they
         # join the step's one combined check, made before anything is updated.
         problems = kd_params.graph_problems(self.parameter_variables())
@@ -790,7 +808,7 @@ class Distiller(keras.Model):
         # frozen): the list Keras builds the optimizer with.
         trainable = self.trainable_variables
         gradients = tape.gradient(scaled, trainable)
-        problems.append(self._finite_problem(losses, gradients, where))
+        problems.append(self._finite_problem(x, losses, gradients, where))
         check = self._check_all(problems)
         # The update waits for the check: a failed one stops the step before
         # any weight changes.

@@ -173,8 +173,26 @@ def check_range(name: str, low, high, where: str) -> tuple:
     return low, high
 
 
+def _float32_bounds(spec: Param) -> tuple:
+    """`(low, high)` such that a float32 value obeys `spec` iff low <= v <= high.
+
+    An open lower bound becomes the next float32 above it (the smallest
+    normal number above 0, as `check()` also refuses subnormals); a missing
+    bound becomes the float32 limit, so `inf` is refused. NaN fails both
+    comparisons.
+    """
+    low = -_F32_MAX if spec.low is None else spec.low
+    if spec.low_open:
+        low = _F32_TINY if low == 0.0 else float(np.nextafter(np.float32(low), 1))
+    high = _F32_MAX if spec.high is None else spec.high
+    return low, high
+
+
 def graph_problems(variables: dict) -> list:
     """The rules on stored variables, for the traced step's combined check.
+
+    All parameters are checked at once, in a handful of ops per step: their
+    values stacked and compared with two constant vectors of bounds.
 
     Args:
         variables: `{name: keras.Variable}` of declared parameters.
@@ -186,26 +204,25 @@ def graph_problems(variables: dict) -> list:
     """
     import tensorflow as tf
 
-    problems = []
-    for name, variable in variables.items():
-        spec = SPECS[name]
-        value = tf.convert_to_tensor(variable)
-        ok = tf.math.is_finite(value)
-        if spec.low is not None:
-            ok = ok & (value > spec.low if spec.low_open else value >= spec.low)
-        if spec.high is not None:
-            ok = ok & (value <= spec.high)
-        if spec.low_open and spec.low == 0.0:
-            ok = ok & (value >= _F32_TINY)
+    if not variables:
+        return []
+    names = list(variables)
+    bounds = np.array([_float32_bounds(SPECS[name]) for name in names], "float32")
+    values = tf.stack([tf.cast(variables[name], "float32") for name in names])
+    ok = (values >= bounds[:, 0]) & (values <= bounds[:, 1])
 
-        def message(name=name, spec=spec, value=value):
-            return tf.strings.format(
+    def message():
+        parts = []
+        for index, name in enumerate(names):
+            spec = SPECS[name]
+            text = tf.strings.format(
                 f"`{name}` must be {spec.rule} ({spec.meaning}); it holds {{}}. It "
                 f"was assigned directly (e.g. `distiller.{name}.assign(...)`), "
                 f"bypassing the checks: set it with `distiller.{name} = value` or "
                 "a `ParameterScheduler`.",
-                (value,),
+                (values[index],),
             )
+            parts.append(tf.where(ok[index], "", text))
+        return tf.strings.strip(tf.strings.reduce_join(tf.stack(parts), separator=" "))
 
-        problems.append((tf.logical_not(ok), message))
-    return problems
+    return [(tf.logical_not(tf.reduce_all(ok)), message)]
