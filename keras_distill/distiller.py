@@ -637,9 +637,10 @@ class Distiller(keras.Model):
             if classes is not None and (
                 labels.dtype.is_floating or labels.dtype.is_integer
             ):
-                if labels.dtype.is_integer:  # the common case: two comparisons
+                if labels.dtype.is_integer:  # the common case: one clip, one test
                     values = labels
-                    bad = (values < 0) | (values >= classes)
+                    clipped = tf.clip_by_value(labels, 0, classes - 1)
+                    bad = tf.not_equal(clipped, labels)
                 else:
                     values = tf.cast(labels, "float32")
                     bad = (
@@ -660,7 +661,11 @@ class Distiller(keras.Model):
                         ),
                     )
                 )
-                y = tf.where(bad, tf.zeros_like(labels), labels)
+                y = (
+                    clipped
+                    if labels.dtype.is_integer
+                    else tf.where(bad, tf.zeros_like(labels), labels)
+                )
         if sample_weight is not None:
             raw = tf.convert_to_tensor(sample_weight)
             weights = tf.cast(raw, "float32")
@@ -719,7 +724,7 @@ class Distiller(keras.Model):
         total, student_loss, distillation_loss, hint_loss = losses
         sums = [tf.reduce_sum(tf.cast(g, "float32")) for g in gradients if g is not None]
         gradient_sum = tf.add_n(sums) if sums else tf.constant(0.0)
-        ok = tf.math.is_finite(total) & tf.math.is_finite(gradient_sum)
+        ok = tf.math.is_finite(total + gradient_sum)
         nan = tf.constant(float("nan"))
         terms = [
             ("student_loss", student_loss if student_loss is not None else nan),

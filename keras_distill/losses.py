@@ -143,12 +143,14 @@ def reduce_per_example(values, sample_weight=None):
         sample_weight: Optional weights broadcastable to `(batch,)`.
     """
     values = ops.cast(values, "float32")
-    batch = ops.cast(ops.shape(values)[0], "float32")
-    if sample_weight is not None:
+    if sample_weight is None:
+        # The same value (steps never see an empty batch), in fewer ops.
+        loss = ops.mean(values)
+    else:
+        batch = ops.cast(ops.shape(values)[0], "float32")
         sample_weight = ops.cast(sample_weight, "float32")
         sample_weight = ops.reshape(sample_weight, ops.shape(values))
-        values = values * sample_weight
-    loss = ops.divide_no_nan(ops.sum(values), batch)
+        loss = ops.divide_no_nan(ops.sum(values * sample_weight), batch)
     replicas = _num_replicas()
     return loss if replicas == 1 else loss / float(replicas)
 
