@@ -28,21 +28,74 @@ def check_temperature(value):
     return kd_params.check("temperature", value)
 
 
-def _distillation_loss_spec(loss):
-    """`(kind, options)` for the soft term: "kd", "mse" or "dkd"."""
-    if isinstance(loss, str):
-        if loss in ("kd", "mse", "dkd"):
-            return loss, {}
-    elif isinstance(loss, kd_losses.DecoupledKD):
-        return "dkd", {"alpha": loss.alpha, "beta": loss.beta}
-    elif isinstance(loss, kd_losses.LogitMSE):
-        return "mse", {}
-    elif isinstance(loss, kd_losses.KnowledgeDistillation):
-        return "kd", {}
-    raise ValueError(
-        "`distillation_loss` must be 'kd', 'mse', 'dkd' or a KnowledgeDistillation, "
-        f"LogitMSE or DecoupledKD loss. Received: distillation_loss={loss!r}"
+# Names a term may not take: its log key `<name>_loss` or weight `<name>_weight`
+# would clash with the distiller's own.
+_RESERVED_TERM_NAMES = ("student", "distillation", "hint", "total")
+
+
+def _resolve_terms(distillation_loss):
+    """The list of `DistillationTerm`s from `distillation_loss` (one or a list)."""
+    specs = (
+        list(distillation_loss)
+        if isinstance(distillation_loss, list | tuple)
+        else [distillation_loss]
     )
+    if not specs:
+        raise ValueError(
+            "`distillation_loss` must name at least one term. Received: "
+            f"distillation_loss={distillation_loss!r}"
+        )
+    terms = []
+    for i, spec in enumerate(specs):
+        argument = "distillation_loss" if len(specs) == 1 else f"distillation_loss[{i}]"
+        terms.append(kd_losses.get_term(spec, argument))
+    names = [term.name for term in terms]
+    for name in names:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(
+                "A distillation term's name must be a Python identifier (it "
+                f"names the `{name}_loss` log and `{name}_weight`). Received a "
+                f"term named {name!r}; pass `name=` to the term."
+            )
+        if name in _RESERVED_TERM_NAMES:
+            raise ValueError(
+                f"A distillation term cannot be named {name!r}: its log key "
+                f"`{name}_loss` would clash with the Distiller's own. Pass another "
+                "`name=` to the term."
+            )
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(
+            "Each distillation term needs its own name (it names the "
+            f"`<name>_loss` log and the `<name>_weight` variable). Received the "
+            f"names {names}: {duplicates} appear more than once. Pass `name=` to "
+            "the terms, e.g. `kd.losses.KDTerm(standardize=True, name='ls_kd')`."
+        )
+    if len(set(map(id, terms))) != len(terms):
+        raise ValueError("The same term instance appears twice in `distillation_loss`.")
+    return terms
+
+
+def _check_term_weights(weights, terms):
+    """One checked weight per term (a list of floats), or None."""
+    if weights is None:
+        return None
+    names = [term.name for term in terms]
+    if not isinstance(weights, list | tuple):
+        weights = [weights] if len(terms) == 1 else weights
+    if not isinstance(weights, list | tuple) or len(weights) != len(terms):
+        count = len(weights) if isinstance(weights, list | tuple) else "not a list"
+        raise ValueError(
+            f"`distillation_loss_weights` must have one weight per distillation "
+            f"term ({len(terms)}: {names}). Received {count} "
+            f"weights: distillation_loss_weights={weights!r}"
+        )
+    return [
+        kd_params.check(
+            kd_params.term_weight_name(name), weight, f"distillation_loss_weights[{i}]"
+        )
+        for i, (name, weight) in enumerate(zip(names, weights))
+    ]
 
 
 def _check_teacher_weights(weights, count):
@@ -209,6 +262,7 @@ class Distiller(keras.Model):
         teacher_temperatures=None,
         hints=None,
         hint_weight=1.0,
+        distillation_loss_weights=None,
         **kwargs,
     ):
         teachers = list(teacher) if isinstance(teacher, list | tuple) else [teacher]
@@ -237,7 +291,8 @@ class Distiller(keras.Model):
                 "Hints (feature distillation) support a single teacher. "
                 f"Received {len(teachers)} teachers and hints={hint_list!r}."
             )
-        self._kd_kind, self._kd_options = _distillation_loss_spec(distillation_loss)
+        terms = _resolve_terms(distillation_loss)
+        term_weights = _check_term_weights(distillation_loss_weights, terms)
         self._teacher_weights = _check_teacher_weights(teacher_weights, len(teachers))
         self._teacher_temperatures = _check_teacher_temperatures(
             teacher_temperatures, len(teachers)
@@ -268,6 +323,9 @@ class Distiller(keras.Model):
                 layer.trainable = False
         self.teachers = [_inference_view(t) for t in teachers]
         self.hints = hint_list
+        # Tracked as layers, so that a hint term's variables (if any) train
+        # and save with the distiller.
+        self.hint_terms = [hint.term for hint in hint_list]
         self.hint_adaptors = []
         self._hint_views = None
         if hint_list:
@@ -284,7 +342,14 @@ class Distiller(keras.Model):
         self.teacher_temperatures = teacher_temperatures
         self.teacher_outputs = teacher_outputs
         self.student_outputs = student_outputs
-        self.distillation_loss = distillation_loss
+        # Names as given are saved as names; terms are saved by their config.
+        self._term_given_as_list = isinstance(distillation_loss, list | tuple)
+        specs = distillation_loss if self._term_given_as_list else [distillation_loss]
+        self._term_names_given = [
+            spec if isinstance(spec, str) else "" for spec in specs
+        ]
+        # Tracked as layers: a term's config and variables save with the model.
+        self.distillation_terms = terms
         self._alpha = keras.Variable(
             alpha, dtype="float32", trainable=False, name="alpha"
         )
@@ -293,6 +358,27 @@ class Distiller(keras.Model):
         )
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
+        # One weight variable per term, with several terms or when weights
+        # are given; a single term without weights keeps the original loss
+        # (no variable to save or schedule).
+        self._term_weights = None
+        if term_weights is None and len(terms) > 1:
+            term_weights = [1.0] * len(terms)
+        if term_weights is not None:
+            self._term_weights = [
+                keras.Variable(
+                    weight,
+                    dtype="float32",
+                    trainable=False,
+                    name=kd_params.term_weight_name(term.name),
+                )
+                for term, weight in zip(terms, term_weights)
+            ]
+        self.term_loss_trackers = []
+        if len(terms) > 1:
+            self.term_loss_trackers = [
+                keras.metrics.Mean(name=f"{term.name}_loss") for term in terms
+            ]
         # Without hints there is no hint term, so no `hint_weight` variable to
         # save or schedule (a schedule for it would change nothing).
         self._hint_weight = None
@@ -344,6 +430,36 @@ class Distiller(keras.Model):
                 f"Received: hint_weight={value!r}. Pass `hints=` to the Distiller."
             )
         self._hint_weight.assign(check_hint_weight(value))
+
+    @property
+    def distillation_loss(self):
+        """The distillation term (`DistillationTerm`), or the list of them."""
+        terms = list(self.distillation_terms)
+        return terms if self._term_given_as_list else terms[0]
+
+    @property
+    def distillation_loss_weights(self):
+        """The terms' weights: a list of non-trainable `keras.Variable`s, or `None`.
+
+        Each is named `<term name>_weight` (`kd_weight`, `dkd_weight`, ...),
+        so `ParameterScheduler("dkd_weight", ...)` schedules it. `None` for a
+        single term constructed without `distillation_loss_weights` (its
+        weight is 1).
+        """
+        return None if self._term_weights is None else list(self._term_weights)
+
+    @distillation_loss_weights.setter
+    def distillation_loss_weights(self, values):
+        if self._term_weights is None:
+            raise ValueError(
+                "This distiller has a single distillation term and no weight "
+                "variables. Received: distillation_loss_weights="
+                f"{values!r}. Pass `distillation_loss_weights=[w]` to the "
+                "Distiller to weight (and schedule) its term."
+            )
+        checked = _check_term_weights(values, list(self.distillation_terms))
+        for variable, value in zip(self._term_weights, checked):
+            variable.assign(value)
 
     # -- Model ----------------------------------------------------------------
 
@@ -427,13 +543,19 @@ class Distiller(keras.Model):
         logits = ops.stop_gradient(kd_losses.to_logits(outputs, self.teacher_outputs))
         return logits, [ops.stop_gradient(f) for f in features]
 
-    def compute_hint_loss(self, teacher_features, student_features, sample_weight=None):
-        """Sum over hints of `weight * hint_loss(teacher, adaptor(student))`."""
+    def compute_hint_loss(
+        self, teacher_features, student_features, sample_weight=None, y=None
+    ):
+        """Sum over hints of `weight * hint.loss(teacher, adaptor(student))`.
+
+        Each hint's term (mean squared error by default) is averaged over the
+        batch with the sample weights.
+        """
         total = 0.0
         for hint, adaptor, t, s in zip(
             self.hints, self.hint_adaptors, teacher_features, student_features
         ):
-            per_example = kd_losses.hint_loss(t, adaptor(s))
+            per_example = hint.term.compute(t, adaptor(s), y, self._temperature)
             total = total + hint.weight * kd_losses.reduce_per_example(
                 per_example, sample_weight
             )
@@ -442,16 +564,18 @@ class Distiller(keras.Model):
     def compute_step_losses(self, x, y, sample_weight, teacher_targets, training):
         """Runs the models on a batch and returns `(y_pred, losses)`.
 
-        `losses` is `(total, student_loss, distillation_loss, hint_loss)`;
-        `hint_loss` is `None` without hints. With hints, teacher and student
-        each run once and give both outputs and features.
+        `losses` is `(total, student_loss, distillation_loss, hint_loss,
+        term_losses)`; `hint_loss` is `None` without hints, `term_losses` the
+        list of each term's (unweighted) loss. With hints, teacher and
+        student each run once and give both outputs and features.
         """
         if not self.hints:
             y_pred = self(x, training=training)
-            losses = self.compute_distillation_loss(
+            losses = self.compute_distillation_terms(
                 x, y, y_pred, sample_weight, teacher_targets, training=training
             )
-            return y_pred, (*losses, None)
+            total, student_loss, distillation_loss, term_losses = losses
+            return y_pred, (total, student_loss, distillation_loss, None, term_losses)
         if teacher_targets is not None:
             raise ValueError(
                 "Hints need the teacher's intermediate features, which "
@@ -460,19 +584,21 @@ class Distiller(keras.Model):
             )
         y_pred, student_features = self(x, training=training, return_features=True)
         teacher_logits, teacher_features = self.teacher_hint_targets(x)
-        total, student_loss, distillation_loss = self.compute_distillation_loss(
-            x,
-            y,
-            y_pred,
-            sample_weight,
-            {TEACHER_LOGITS_KEY: teacher_logits},
-            training=training,
+        total, student_loss, distillation_loss, term_losses = (
+            self.compute_distillation_terms(
+                x,
+                y,
+                y_pred,
+                sample_weight,
+                {TEACHER_LOGITS_KEY: teacher_logits},
+                training=training,
+            )
         )
         hint_loss = self.compute_hint_loss(
-            teacher_features, student_features, sample_weight
+            teacher_features, student_features, sample_weight, y
         )
         total = total + ops.cast(self._hint_weight, "float32") * hint_loss
-        return y_pred, (total, student_loss, distillation_loss, hint_loss)
+        return y_pred, (total, student_loss, distillation_loss, hint_loss, term_losses)
 
     def compute_distillation_loss(
         self, x, y, y_pred, sample_weight=None, teacher_targets=None, training=True
@@ -480,12 +606,41 @@ class Distiller(keras.Model):
         """Returns `(total_loss, student_loss, distillation_loss)` for a batch.
 
         `student_loss` is `None` for unlabeled batches, whose total loss is the
-        KD term alone.
+        distillation term alone. `distillation_loss` is the weighted sum of
+        the terms (see `compute_distillation_terms`).
+        """
+        total, student_loss, distillation_loss, _ = self.compute_distillation_terms(
+            x, y, y_pred, sample_weight, teacher_targets, training
+        )
+        return total, student_loss, distillation_loss
+
+    def compute_distillation_terms(
+        self, x, y, y_pred, sample_weight=None, teacher_targets=None, training=True
+    ):
+        """`(total, student_loss, distillation_loss, term_losses)` for a batch.
+
+        `term_losses` holds each term's loss (averaged with the sample
+        weights); `distillation_loss` is their sum weighted by
+        `distillation_loss_weights` (the single term's loss itself when the
+        distiller has no weights), and
+
+        `total = alpha * student_loss + (1 - alpha) * distillation_loss`,
+
+        or `distillation_loss` alone for a batch without labels.
         """
         student_logits = kd_losses.to_logits(
             self.soft_predictions(y_pred), self.student_outputs
         )
+        terms = list(self.distillation_terms)
         if kd_targets.is_topk(teacher_targets):
+            term = terms[0]
+            if len(terms) != 1 or type(term) is not kd_losses.KDTerm or term.standardize:
+                raise ValueError(
+                    "Top-k cached teacher outputs hold only the teacher's k largest "
+                    "logits, which only the plain KD term can use. This distiller's "
+                    f"terms are {[t.name for t in terms]}. Cache dense logits "
+                    "(`top_k=None`) for other terms."
+                )
             per_example = kd_losses.topk_kd_loss(
                 teacher_targets[TOPK_LOGITS_KEY],
                 teacher_targets[TOPK_INDICES_KEY],
@@ -493,13 +648,31 @@ class Distiller(keras.Model):
                 student_logits,
                 self._temperature,
             )
+            term_losses = [kd_losses.reduce_per_example(per_example, sample_weight)]
         else:
             teacher_logits = self.teacher_logits(x, teacher_targets)
             self._check_class_counts(teacher_logits, student_logits)
-            per_example = self._soft_term(teacher_logits, student_logits, y)
-        distillation_loss = kd_losses.reduce_per_example(per_example, sample_weight)
+            term_losses = [
+                kd_losses.reduce_per_example(
+                    term.compute(teacher_logits, student_logits, y, self._temperature),
+                    sample_weight,
+                )
+                for term in terms
+            ]
+        if self._term_weights is None:
+            distillation_loss = term_losses[0]
+        else:
+            distillation_loss = ops.sum(
+                ops.stack(
+                    [
+                        ops.cast(weight, "float32") * loss
+                        for weight, loss in zip(self._term_weights, term_losses)
+                    ]
+                )
+            )
         if y is None:
-            return self._add_regularization(distillation_loss), None, distillation_loss
+            total = self._add_regularization(distillation_loss)
+            return total, None, distillation_loss, term_losses
         hard = self.hard_predictions(y_pred)
         if self._compile_loss is not None:
             student_loss = self._compile_loss(y, hard, sample_weight)
@@ -508,25 +681,7 @@ class Distiller(keras.Model):
         student_loss = ops.cast(student_loss, "float32")
         alpha = ops.cast(self._alpha, "float32")
         total = alpha * student_loss + (1.0 - alpha) * distillation_loss
-        return self._add_regularization(total), student_loss, distillation_loss
-
-    def _soft_term(self, teacher_logits, student_logits, y):
-        if self._kd_kind == "mse":
-            return kd_losses.logit_mse_loss(teacher_logits, student_logits)
-        if self._kd_kind == "dkd":
-            if y is None:
-                raise ValueError(
-                    "distillation_loss='dkd' needs labels (it separates the true "
-                    "class); received a batch without labels."
-                )
-            return kd_losses.dkd_loss(
-                teacher_logits,
-                student_logits,
-                y,
-                self._temperature,
-                **self._kd_options,
-            )
-        return kd_losses.kd_loss(teacher_logits, student_logits, self._temperature)
+        return self._add_regularization(total), student_loss, distillation_loss, term_losses
 
     def _add_regularization(self, loss):
         """Adds the student's own losses (e.g. weight regularizers), if any."""
@@ -549,7 +704,7 @@ class Distiller(keras.Model):
                 )
 
     def _update_loss_trackers(
-        self, x, total, student_loss, distillation_loss, hint_loss=None
+        self, x, total, student_loss, distillation_loss, hint_loss=None, terms=()
     ):
         batch_size = ops.shape(next(t for t in keras.tree.flatten(x) if t is not None))[
             0
@@ -570,6 +725,10 @@ class Distiller(keras.Model):
             self.hint_loss_tracker.update_state(
                 _compat.unscale_loss_for_distribution(hint_loss),
                 sample_weight=batch_size,
+            )
+        for tracker, value in zip(self.term_loss_trackers, terms or ()):
+            tracker.update_state(
+                _compat.unscale_loss_for_distribution(value), sample_weight=batch_size
             )
 
     def _metrics_result(self, x, y, y_pred, sample_weight):
@@ -720,7 +879,7 @@ class Distiller(keras.Model):
         """
         import tensorflow as tf
 
-        total, student_loss, distillation_loss, hint_loss = losses
+        total, student_loss, distillation_loss, hint_loss, term_losses = losses
         ok = tf.math.is_finite(total)
         nan = tf.constant(float("nan"))
         terms = [
@@ -728,6 +887,11 @@ class Distiller(keras.Model):
             ("distillation_loss", distillation_loss),
             ("hint_loss", hint_loss if hint_loss is not None else nan),
         ]
+        if len(term_losses) > 1:
+            terms += [
+                (f"{term.name}_loss", value)
+                for term, value in zip(self.distillation_terms, term_losses)
+            ]
         return (
             tf.logical_not(ok),
             lambda: kd_checks.format_message(
@@ -748,6 +912,10 @@ class Distiller(keras.Model):
         found = {"alpha": self._alpha, "temperature": self._temperature}
         if self._hint_weight is not None:
             found["hint_weight"] = self._hint_weight
+        for variable, term in zip(self._term_weights or (), self.distillation_terms):
+            found[kd_params.term_weight_name(term.name)] = variable
+        for term in (*self.distillation_terms, *self.hint_terms):
+            found.update(term.parameter_variables())
         return found
 
     def training_state(self):
@@ -934,14 +1102,23 @@ class Distiller(keras.Model):
                 "temperature": float(ops.convert_to_numpy(self._temperature)),
                 "teacher_outputs": self.teacher_outputs,
                 "student_outputs": self.student_outputs,
-                "distillation_loss": (
-                    self.distillation_loss
-                    if isinstance(self.distillation_loss, str)
-                    else keras.saving.serialize_keras_object(self.distillation_loss)
+                "distillation_loss": self._terms_config(),
+                "distillation_loss_weights": (
+                    None
+                    if self._term_weights is None
+                    else [float(ops.convert_to_numpy(w)) for w in self._term_weights]
                 ),
             }
         )
         return config
+
+    def _terms_config(self):
+        """The terms as saved: names as given, other terms by their config."""
+        saved = [
+            given or keras.saving.serialize_keras_object(term)
+            for given, term in zip(self._term_names_given, self.distillation_terms)
+        ]
+        return saved if self._term_given_as_list else saved[0]
 
     @classmethod
     def from_config(cls, config):
@@ -953,10 +1130,16 @@ class Distiller(keras.Model):
             if isinstance(teacher, list)
             else keras.saving.deserialize_keras_object(teacher)
         )
-        if isinstance(config.get("distillation_loss"), dict):
-            config["distillation_loss"] = keras.saving.deserialize_keras_object(
-                config["distillation_loss"]
-            )
+        loss = config.get("distillation_loss")
+        if isinstance(loss, dict):
+            config["distillation_loss"] = keras.saving.deserialize_keras_object(loss)
+        elif isinstance(loss, list):
+            config["distillation_loss"] = [
+                keras.saving.deserialize_keras_object(item)
+                if isinstance(item, dict)
+                else item
+                for item in loss
+            ]
         return cls(**config)
 
 
