@@ -413,3 +413,134 @@ def test_jit_compile_trains_and_matches_graph_mode(models):
         history = d.fit(x, y, epochs=2, batch_size=32, shuffle=False, verbose=0)
         results.append(history.history["loss"])
     np.testing.assert_allclose(results[1], results[0], rtol=1e-4)
+
+
+# -- Several distillation terms ---------------------------------------------------
+
+
+def numpy_dkd(t, s, y, temperature, alpha=1.0, beta=8.0):
+    from tests.losses_test import numpy_dkd as reference
+
+    return reference(t, s, y, temperature, alpha, beta)
+
+
+def test_a_weighted_list_of_terms_is_the_weighted_sum_and_logs_each_term():
+    t, s = random_logits(seed=21), random_logits(seed=22)
+    y = np.arange(8) % 5
+    x = np.zeros((8, 1), "float32")
+    distiller = fixed_distiller(
+        t,
+        s,
+        alpha=0.2,
+        temperature=2.0,
+        distillation_loss=["kd", kd.losses.DKDTerm(beta=2.0)],
+        distillation_loss_weights=[0.7, 0.3],
+    )
+    kd_value = numpy_kd(t, s, 2.0).mean()
+    dkd_value = numpy_dkd(t, s, y, 2.0, beta=2.0).mean()
+    got = distiller.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
+    np.testing.assert_allclose(got["kd_loss"], kd_value, rtol=1e-5)
+    np.testing.assert_allclose(got["dkd_loss"], dkd_value, rtol=1e-5)
+    distill = 0.7 * kd_value + 0.3 * dkd_value
+    np.testing.assert_allclose(got["distillation_loss"], distill, rtol=1e-5)
+    np.testing.assert_allclose(
+        got["loss"], 0.2 * got["student_loss"] + 0.8 * distill, rtol=1e-5
+    )
+    assert [v.name for v in distiller.distillation_loss_weights] == [
+        "kd_weight",
+        "dkd_weight",
+    ]
+    distiller.distillation_loss_weights = [0.0, 1.0]
+    got = distiller.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
+    np.testing.assert_allclose(got["distillation_loss"], dkd_value, rtol=1e-5)
+
+
+def test_a_single_term_keeps_the_original_loss_bit_for_bit():
+    t, s = random_logits(seed=23), random_logits(seed=24)
+    y = np.arange(8) % 5
+    x = np.zeros((8, 1), "float32")
+    distiller = fixed_distiller(t, s, alpha=0.3, temperature=3.0)
+    assert distiller.distillation_loss_weights is None
+    total, student, kd_term = losses_on(distiller, x, y)
+    # The formula as the Distiller computed it before terms existed.
+    expected_kd = losses.reduce_per_example(losses.kd_loss(t, s, 3.0))
+    alpha = tf.constant(0.3, "float32")
+    assert kd_term == float(expected_kd)
+    assert total == float(alpha * student + (1.0 - alpha) * expected_kd)
+    logs = distiller.evaluate(x, y, verbose=0, return_dict=True)
+    assert "kd_loss" not in logs  # one term: its loss is `distillation_loss`
+
+
+def test_term_weights_are_scheduled_and_checked_in_the_step():
+    x, y = digits_subset(n=64)
+    distiller = kd.Distiller(
+        tiny_student(hidden=4),
+        trained_teacher(),
+        distillation_loss=["kd", "mse"],
+        distillation_loss_weights=[1.0, 0.0],
+    )
+    distiller.compile(optimizer="adam")
+    history = distiller.fit(
+        x,
+        y,
+        epochs=2,
+        batch_size=64,
+        verbose=0,
+        callbacks=[
+            kd.callbacks.ParameterScheduler("mse_weight", kd.schedules.linear(0, 1, 1))
+        ],
+    )
+    assert history.history["mse_weight"] == [0.0, 1.0]
+    logs = history.history
+    np.testing.assert_allclose(logs["distillation_loss"][0], logs["kd_loss"][0])
+    # Epoch 1: with the weight at 1 the MSE term counts; evaluate the same
+    # weights to compare exactly.
+    got = distiller.evaluate(x, y, batch_size=64, verbose=0, return_dict=True)
+    np.testing.assert_allclose(
+        got["distillation_loss"], got["kd_loss"] + got["mse_loss"], rtol=1e-5
+    )
+    distiller.distillation_loss_weights[1].assign(-1.0)
+    with pytest.raises(ValueError, match=r"`mse_weight` must be >= 0.*holds -1"):
+        distiller.fit(x, y, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"mse_weight.*Received: mse_weight=-2"):
+        distiller.distillation_loss_weights = [1.0, -2]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (
+            {"distillation_loss": ["kd", "dkd"], "distillation_loss_weights": [1.0]},
+            r"one weight per distillation term \(2: \['kd', 'dkd'\]\). Received 1",
+        ),
+        (
+            {"distillation_loss": ["kd", "dkd"], "distillation_loss_weights": [1, -0.5]},
+            r"`dkd_weight` must be >= 0.*Received: dkd_weight=-0.5 at "
+            r"distillation_loss_weights\[1\]",
+        ),
+        ({"distillation_loss": ["kd", "kld"]}, r"distillation_loss\[1\]='kld'.*'kd'"),
+        ({"distillation_loss": ["kd", "kd"]}, r"\['kd'\] appear more than once"),
+        ({"distillation_loss": []}, r"at least one term"),
+        (
+            {"distillation_loss": kd.losses.KDTerm(name="hint")},
+            r"cannot be named 'hint'",
+        ),
+    ],
+)
+def test_bad_terms_and_weights(models, kwargs, match):
+    teacher, student = models
+    with pytest.raises(ValueError, match=match):
+        kd.Distiller(student, teacher, **kwargs)
+
+
+def test_a_term_must_return_one_value_per_example_and_dkd_needs_labels():
+    class Scalar(kd.losses.DistillationTerm):
+        def call(self, teacher, student, labels=None, temperature=None):
+            return keras.ops.mean(teacher - student)
+
+    t, s = random_logits(seed=25), random_logits(seed=26)
+    x = np.zeros((8, 1), "float32")
+    with pytest.raises(ValueError, match=r"'term' \(Scalar\) must return one value"):
+        losses_on(fixed_distiller(t, s, distillation_loss=Scalar()), x)
+    with pytest.raises(ValueError, match=r"'dkd' \(DKDTerm\) needs labels"):
+        losses_on(fixed_distiller(t, s, distillation_loss="dkd"), x)
