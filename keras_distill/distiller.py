@@ -76,6 +76,35 @@ def _resolve_terms(distillation_loss):
     return terms
 
 
+def _keras_distillation_arguments(kwargs, distillation_loss, alpha):
+    """Maps `keras.distillation.Distiller`'s argument names onto ours.
+
+    `distillation_losses` is `distillation_loss` (our terms; keras's own loss
+    objects are refused by `losses.get_term` with the equivalent call) and
+    `student_loss_weight` is `alpha` (the same formula,
+    `w * student + (1 - w) * distillation`). Removes them from `kwargs`.
+    """
+    if "distillation_losses" in kwargs:
+        losses = kwargs.pop("distillation_losses")
+        if distillation_loss != "kd":
+            raise ValueError(
+                "Pass the terms once: `distillation_loss=` or keras.distillation's "
+                f"`distillation_losses=`. Received: distillation_loss="
+                f"{distillation_loss!r}, distillation_losses={losses!r}"
+            )
+        distillation_loss = list(losses) if isinstance(losses, list | tuple) else losses
+    if "student_loss_weight" in kwargs:
+        weight = kwargs.pop("student_loss_weight")
+        if alpha != kd_params.SPECS["alpha"].default:
+            raise ValueError(
+                "`student_loss_weight` (keras.distillation) is this Distiller's "
+                f"`alpha`; pass one of them. Received: alpha={alpha!r}, "
+                f"student_loss_weight={weight!r}"
+            )
+        alpha = weight
+    return distillation_loss, alpha
+
+
 def _check_term_weights(weights, terms):
     """One checked weight per term (a list of floats), or None."""
     if weights is None:
@@ -265,6 +294,9 @@ class Distiller(keras.Model):
         distillation_loss_weights=None,
         **kwargs,
     ):
+        distillation_loss, alpha = _keras_distillation_arguments(
+            kwargs, distillation_loss, alpha
+        )
         teachers = list(teacher) if isinstance(teacher, list | tuple) else [teacher]
         if not teachers:
             raise ValueError("`teacher` must be a keras.Model or a non-empty list.")
@@ -460,6 +492,109 @@ class Distiller(keras.Model):
         checked = _check_term_weights(values, list(self.distillation_terms))
         for variable, value in zip(self._term_weights, checked):
             variable.assign(value)
+
+    # -- Compile (also the keras-io example's form) ---------------------------
+
+    def compile(
+        self,
+        optimizer="rmsprop",
+        loss=None,
+        metrics=None,
+        *,
+        student_loss_fn=None,
+        distillation_loss_fn=None,
+        alpha=None,
+        temperature=None,
+        **kwargs,
+    ):
+        """Configures the model for training, like `keras.Model.compile`.
+
+        `loss` is the hard-label loss (sparse categorical cross-entropy when
+        `None`). The keras-io "Knowledge Distillation" example's arguments
+        are accepted too and mapped onto this distiller: `student_loss_fn` is
+        `loss`; `alpha` and `temperature` set the distiller's variables
+        (checked, like `distiller.alpha = ...`); `distillation_loss_fn` must
+        be `keras.losses.KLDivergence()` (with the example's softmax and
+        `T^2`, it is this distiller's `"kd"` term). See `docs/migration.md`.
+
+        Args:
+            optimizer: As for `keras.Model.compile`. Defaults to `"rmsprop"`.
+            loss: The hard-label loss. Defaults to `None`.
+            metrics: Metrics of the student's outputs and the labels.
+            student_loss_fn: keras-io name of `loss`.
+            distillation_loss_fn: keras-io's KD loss; only
+                `keras.losses.KLDivergence()` (or `"kl_divergence"`), the
+                Hinton term.
+            alpha: If given, sets `distiller.alpha`.
+            temperature: If given, sets `distiller.temperature`.
+            **kwargs: Passed to `keras.Model.compile`.
+
+        Example:
+
+        ```python
+        distiller = kd.Distiller(student=student, teacher=teacher)
+        distiller.compile(  # the keras-io example, unchanged
+            optimizer=keras.optimizers.Adam(),
+            metrics=[keras.metrics.SparseCategoricalAccuracy()],
+            student_loss_fn=keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True),
+            distillation_loss_fn=keras.losses.KLDivergence(),
+            alpha=0.1,
+            temperature=10,
+        )
+        ```
+        """
+        if student_loss_fn is not None:
+            if loss is not None:
+                raise ValueError(
+                    "Pass the hard-label loss once: `loss=` or keras-io's "
+                    f"`student_loss_fn=`. Received: loss={loss!r}, "
+                    f"student_loss_fn={student_loss_fn!r}"
+                )
+            loss = student_loss_fn
+        if distillation_loss_fn is not None:
+            self._check_keras_io_distillation_loss(distillation_loss_fn)
+        if alpha is not None:
+            self.alpha = alpha
+        if temperature is not None:
+            self.temperature = temperature
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+    def compile_from_config(self, config):
+        # `compile()` is overridden, so Keras would skip it when loading.
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if getattr(self, "optimizer", None) is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def _check_keras_io_distillation_loss(self, loss_fn):
+        """Accepts keras-io's `KLDivergence()` when this distiller's term is "kd"."""
+        is_kl = isinstance(loss_fn, keras.losses.KLDivergence) or (
+            loss_fn in ("kl_divergence", "kld", "KLD", keras.losses.kl_divergence)
+        )
+        terms = list(self.distillation_terms)
+        plain_kd = (
+            len(terms) == 1
+            and type(terms[0]) is kd_losses.KDTerm
+            and not terms[0].standardize
+        )
+        if is_kl and plain_kd:
+            return
+        if is_kl:
+            raise ValueError(
+                "`distillation_loss_fn=KLDivergence()` (keras-io) is the Hinton KD "
+                "term, but this distiller was built with distillation_loss="
+                f"{[t.name for t in terms]}. Drop `distillation_loss_fn` from "
+                "`compile()`; the distiller's own terms are used."
+            )
+        raise ValueError(
+            "`compile(distillation_loss_fn=...)` (the keras-io example's) accepts "
+            "only `keras.losses.KLDivergence()`, which is this distiller's 'kd' term. "
+            f"Received: distillation_loss_fn={loss_fn!r}. Choose the term when "
+            "building the distiller instead, e.g. `kd.Distiller(student, teacher, "
+            "distillation_loss='mse')` or a `kd.losses.DistillationTerm` "
+            "subclass, and call `compile(optimizer=..., loss=..., metrics=...)`."
+        )
 
     # -- Model ----------------------------------------------------------------
 

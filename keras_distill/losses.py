@@ -1209,6 +1209,40 @@ TERMS = {
 }
 
 
+def _keras_equivalent(loss) -> str:
+    """The keras_distill call equivalent to a keras.distillation loss object."""
+    name = type(loss).__name__
+    if name == "LogitsDistillation":
+        temperature = getattr(loss, "temperature", 3.0)
+        kl = isinstance(getattr(loss, "loss", None), keras.losses.KLDivergence)
+        note = (
+            ""
+            if kl
+            else " (keras.distillation's default `loss='kl_divergence'` applies "
+            "KL to the logits / T without softmax or T^2; 'kd' is Hinton's T^2 * "
+            "KL of the softened distributions)"
+        )
+        return (
+            f"for `LogitsDistillation(temperature={temperature!r})` pass "
+            f"`distillation_loss='kd', temperature={temperature!r}` to "
+            f"`kd.Distiller`{note}."
+        )
+    if name == "FeatureDistillation":
+        t = getattr(loss, "teacher_layer_name", None)
+        s = getattr(loss, "student_layer_name", None)
+        if t is None or s is None:
+            return (
+                "for `FeatureDistillation` on the final outputs pass "
+                "`distillation_loss='mse'`."
+            )
+        return (
+            f"for `FeatureDistillation(teacher_layer_name={t!r}, "
+            f"student_layer_name={s!r})` pass `hints=[kd.hints.Hint({t!r}, "
+            f"{s!r}, loss='mse')]` (or loss='mae' / 'cosine') to `kd.Distiller`."
+        )
+    return "subclass `kd.losses.DistillationTerm` (one value per example)."
+
+
 def get_term(spec, argument: str = "distillation_loss") -> DistillationTerm:
     """A `DistillationTerm` from a name, a term, a saved config or a loss class.
 
@@ -1248,10 +1282,8 @@ def get_term(spec, argument: str = "distillation_loss") -> DistillationTerm:
     if module.startswith("keras.src.distillation"):
         raise ValueError(
             f"`{argument}` received a keras.distillation loss, {spec!r}. "
-            "keras_distill takes its own terms: for `LogitsDistillation(temperature=T)` "
-            "pass `distillation_loss='kd', temperature=T` to `kd.Distiller`; for "
-            "`FeatureDistillation(teacher_layer_name=a, student_layer_name=b)` pass "
-            "`hints=[kd.hints.Hint(a, b)]`. See docs/migration.md."
+            f"keras_distill takes its own terms: {_keras_equivalent(spec)} "
+            "See docs/migration.md."
         )
     raise ValueError(
         f"`{argument}` must be a term name ({sorted(TERMS)}), a "

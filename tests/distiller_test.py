@@ -544,3 +544,81 @@ def test_a_term_must_return_one_value_per_example_and_dkd_needs_labels():
         losses_on(fixed_distiller(t, s, distillation_loss=Scalar()), x)
     with pytest.raises(ValueError, match=r"'dkd' \(DKDTerm\) needs labels"):
         losses_on(fixed_distiller(t, s, distillation_loss="dkd"), x)
+
+
+# -- Migration: the keras-io example and keras.distillation ----------------------
+
+
+def test_the_keras_io_compile_call_works_and_gives_its_loss():
+    t, s = random_logits(seed=31), random_logits(seed=32)
+    y = np.arange(8) % 5
+    x = np.zeros((8, 1), "float32")
+    distiller = kd.Distiller(student=FixedLogits(s), teacher=FixedLogits(t))
+    distiller.compile(
+        optimizer=keras.optimizers.Adam(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy()],
+        student_loss_fn=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        distillation_loss_fn=keras.losses.KLDivergence(),
+        alpha=0.1,
+        temperature=10,
+    )
+    assert float(distiller.alpha) == pytest.approx(0.1)
+    assert float(distiller.temperature) == 10.0
+    got = distiller.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
+    # keras-io's compute_loss, written out.
+    soft = keras.losses.KLDivergence()(
+        tf.nn.softmax(t / 10.0), tf.nn.softmax(s / 10.0)
+    ) * 100.0
+    hard = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, s)
+    np.testing.assert_allclose(got["loss"], 0.1 * hard + 0.9 * soft, rtol=1e-4)
+    assert "sparse_categorical_accuracy" in got
+    history = distiller.fit(x, y, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_keras_io_and_keras_distillation_arguments_map_or_show_the_equivalent(models):
+    teacher, student = models
+    distiller = kd.Distiller(student, teacher)
+    with pytest.raises(ValueError, match=r"distillation_loss='mse'"):
+        distiller.compile(optimizer="adam", distillation_loss_fn="mse")
+    with pytest.raises(ValueError, match=r"Received: alpha=2"):
+        distiller.compile(optimizer="adam", alpha=2)
+    mapped = kd.Distiller(
+        student=student,
+        teacher=teacher,
+        distillation_losses=["kd", "dkd"],
+        distillation_loss_weights=[1.0, 0.5],
+        student_loss_weight=0.3,
+    )
+    assert float(mapped.alpha) == pytest.approx(0.3)
+    assert [t.name for t in mapped.distillation_loss] == ["kd", "dkd"]
+    with pytest.raises(
+        ValueError,
+        match=r"LogitsDistillation\(temperature=4.0\)` pass `distillation_loss='kd', "
+        r"temperature=4.0`.*without softmax",
+    ):
+        kd.Distiller(
+            student=student,
+            teacher=teacher,
+            distillation_losses=[keras.distillation.LogitsDistillation(4.0)],
+        )
+    with pytest.raises(ValueError, match=r"hints=\[kd.hints.Hint\('conv2', 'dense'"):
+        kd.Distiller(
+            student=student,
+            teacher=teacher,
+            distillation_losses=keras.distillation.FeatureDistillation(
+                teacher_layer_name="conv2", student_layer_name="dense"
+            ),
+        )
+
+
+def test_the_keras_distillation_numbers_in_the_readme_hold():
+    # Keras 3.15.1: the default LogitsDistillation skips the softmax and T^2.
+    from keras.distillation import LogitsDistillation
+
+    t, s = np.array([[2.0, 0.0, -1.0]]), np.array([[0.0, 0.0, 0.0]])
+    default = float(LogitsDistillation(4.0).compute_loss(t, s))
+    kl = LogitsDistillation(4.0, loss=keras.losses.KLDivergence())
+    assert default == pytest.approx(7.71, abs=0.005)
+    assert float(kl.compute_loss(t, s)) == pytest.approx(0.808, abs=0.0005)
+    assert float(losses.kd_loss(t, s, 4.0)[0]) == pytest.approx(0.808, abs=0.0005)
