@@ -353,7 +353,11 @@ class Distiller(keras.Model):
             # would otherwise join `trainable_variables` (and the optimizer).
             for layer in _compat.sublayers(t):
                 layer.trainable = False
-        self.teachers = [_inference_view(t) for t in teachers]
+        # The models the step runs and the file saves: uncompiled views of
+        # compiled teachers (sharing their layers), so that no teacher
+        # optimizer is saved. `teacher`/`teachers` return the models as passed.
+        self._teacher_views = [_inference_view(t) for t in teachers]
+        self._passed_teachers = _Untracked(teachers)
         self.hints = hint_list
         # Tracked as layers, so that a hint term's variables (if any) train
         # and save with the distiller.
@@ -366,7 +370,9 @@ class Distiller(keras.Model):
                     student, [h.student_layer for h in hint_list], "student"
                 ),
                 kd_hints.FeatureView(
-                    self.teachers[0], [h.teacher_layer for h in hint_list], "teacher"
+                    self._teacher_views[0],
+                    [h.teacher_layer for h in hint_list],
+                    "teacher",
                 ),
             )
             self._build_hint_adaptors()
@@ -601,7 +607,7 @@ class Distiller(keras.Model):
     def build(self, input_shape):
         # Calling on a symbolic input builds subclassed models too (their
         # layers create weights on first call), also when loading a file.
-        for model in (self.student, *self.teachers):
+        for model in (self.student, *self._teacher_views):
             if not model.built:
                 model(keras.KerasTensor(input_shape))
         if self.hints:
@@ -652,12 +658,12 @@ class Distiller(keras.Model):
         """Teacher logits for `x` (float32), from the batch or the teacher."""
         if teacher_targets is not None:
             return ops.cast(teacher_targets[TEACHER_LOGITS_KEY], "float32")
-        if len(self.teachers) == 1:
-            outputs = self.teacher(x, training=False)
+        if len(self._teacher_views) == 1:
+            outputs = self._teacher_views[0](x, training=False)
             return ops.stop_gradient(kd_losses.to_logits(outputs, self.teacher_outputs))
         logits = [
             kd_losses.to_logits(teacher(x, training=False), self.teacher_outputs)
-            for teacher in self.teachers
+            for teacher in self._teacher_views
         ]
         mixture = kd_losses.mix_teachers(
             logits,
@@ -669,8 +675,23 @@ class Distiller(keras.Model):
 
     @property
     def teacher(self):
-        """The teacher (the first one when there are several)."""
-        return self.teachers[0]
+        """The teacher as passed (the first one when there are several).
+
+        A compiled teacher stays compiled (`distiller.teacher.evaluate()`
+        works); the distiller runs and saves an uncompiled view of it that
+        shares its layers, so the teacher's optimizer is not saved.
+        """
+        return self._passed_teachers.models[0]
+
+    @property
+    def teachers(self):
+        """The list of teachers, as passed."""
+        return list(self._passed_teachers.models)
+
+    def __dir__(self):
+        # Keras's saving walks `dir()`: hidden, the teachers as passed (with
+        # their optimizers) are not saved; their views are, through `layers`.
+        return [name for name in super().__dir__() if name not in ("teacher", "teachers")]
 
     def teacher_hint_targets(self, x):
         """`(teacher_logits, teacher_features)` from one teacher pass (float32)."""
@@ -992,8 +1013,9 @@ class Distiller(keras.Model):
 
     def _named_models(self):
         yield "student", self.student
-        for i, teacher in enumerate(self.teachers):
-            yield ("teacher" if len(self.teachers) == 1 else f"teacher[{i}]"), teacher
+        views = self._teacher_views
+        for i, teacher in enumerate(views):
+            yield ("teacher" if len(views) == 1 else f"teacher[{i}]"), teacher
 
     def _labels_are_sparse(self):
         """Whether the hard-label loss takes integer class ids."""
@@ -1221,9 +1243,12 @@ class Distiller(keras.Model):
             {
                 "student": keras.saving.serialize_keras_object(self.student),
                 "teacher": (
-                    keras.saving.serialize_keras_object(self.teacher)
-                    if len(self.teachers) == 1
-                    else [keras.saving.serialize_keras_object(t) for t in self.teachers]
+                    keras.saving.serialize_keras_object(self._teacher_views[0])
+                    if len(self._teacher_views) == 1
+                    else [
+                        keras.saving.serialize_keras_object(t)
+                        for t in self._teacher_views
+                    ]
                 ),
                 "teacher_weights": self.teacher_weights,
                 "teacher_temperatures": self.teacher_temperatures,
@@ -1276,6 +1301,13 @@ class Distiller(keras.Model):
                 for item in loss
             ]
         return cls(**config)
+
+
+class _Untracked:
+    """Holds models out of Keras's tracking (and so out of the saved file)."""
+
+    def __init__(self, models):
+        self.models = list(models)
 
 
 class _StepCounter(keras.callbacks.Callback):

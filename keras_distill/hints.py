@@ -84,11 +84,11 @@ class Hint:
             for 4-D features `(batch, height, width, channels)` (the spatial
             sizes must match) or a `Dense` layer for 2-D features
             `(batch, units)`, trained with the student; `None`: no adaptor,
-            the shapes must already match. Defaults to `"auto"`. Relational
-            terms (RKD, PKT, similarity-preserving) compare the two batches'
-            structures, not the features themselves, so use `adaptor=None`
-            with them; attention transfer needs only the spatial sizes to
-            match.
+            the shapes must already match for an elementwise `loss` (MSE,
+            MAE, cosine). Relational terms (RKD, PKT, similarity-preserving)
+            compare each batch's own structure, so with `adaptor=None` they
+            take features of any widths; attention transfer needs only the
+            spatial sizes to match. Defaults to `"auto"`.
         loss: The distance: `"mse"` (FitNets), `"mae"`, `"cosine"`
             (`1 - cos`), or a `kd.losses.DistillationTerm` given the
             teacher's and the (adapted) student's features, e.g.
@@ -308,6 +308,9 @@ def make_adaptor(hint, teacher_shape, student_shape, name):
         f"student layer {hint.student_layer!r} of shape {student_shape}"
     )
     if teacher_shape[1:] == student_shape[1:]:
+        return keras.layers.Identity(name=name)
+    if hint.adaptor is None and not hint.term.elementwise:
+        # A relational term compares each batch's own structure: any widths.
         return keras.layers.Identity(name=name)
     if hint.adaptor is None:
         raise ValueError(

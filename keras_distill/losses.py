@@ -774,6 +774,10 @@ class DistillationTerm(keras.layers.Layer):
         needs_labels: Whether `call()` needs `labels` (like DKD); the
             distiller then refuses batches without labels with a clear
             error.
+        elementwise: Whether teacher and student must have the same shape
+            (a distance between features). In a hint with `adaptor=None`,
+            a term that is not elementwise (RKD, PKT, SP, AT) gets the
+            features as they are, whatever their widths.
 
     Args:
         name: The term's name, a Python identifier. Defaults to the class's
@@ -798,6 +802,7 @@ class DistillationTerm(keras.layers.Layer):
 
     default_name = "term"
     needs_labels = False
+    elementwise = False
 
     def __init__(self, name=None, **kwargs):
         kwargs.setdefault("dtype", "float32")
@@ -906,6 +911,7 @@ class LogitMSETerm(DistillationTerm):
     """
 
     default_name = "mse"
+    elementwise = True
 
     def call(self, teacher, student, labels=None, temperature=None):
         return logit_mse_loss(teacher, student)
@@ -977,6 +983,7 @@ class FeatureDistanceTerm(DistillationTerm):
     """
 
     default_name = "feature"
+    elementwise = True
 
     def __init__(self, distance="mse", name=None, **kwargs):
         if distance not in FEATURE_DISTANCES:

@@ -622,3 +622,19 @@ def test_the_keras_distillation_numbers_in_the_readme_hold():
     assert default == pytest.approx(7.71, abs=0.005)
     assert float(kl.compute_loss(t, s)) == pytest.approx(0.808, abs=0.0005)
     assert float(losses.kd_loss(t, s, 4.0)[0]) == pytest.approx(0.808, abs=0.0005)
+
+
+def test_the_teacher_is_the_model_passed_and_still_evaluates(tmp_path):
+    teacher = trained_teacher()
+    distiller = kd.Distiller(student=tiny_student(hidden=4), teacher=teacher)
+    assert distiller.teacher is teacher and distiller.teachers == [teacher]
+    x, y = digits_subset(n=32)
+    loss, accuracy = distiller.teacher.evaluate(x, y, verbose=0)
+    assert accuracy > 0.5
+    assert "teacher" not in dir(distiller)  # so Keras's saving does not walk it
+    distiller.compile(optimizer="adam")
+    distiller.save(tmp_path / "d.keras")
+    loaded = keras.models.load_model(tmp_path / "d.keras")
+    np.testing.assert_allclose(
+        loaded.teacher.predict(x, verbose=0), teacher.predict(x, verbose=0), atol=1e-6
+    )
