@@ -33,6 +33,16 @@ def check_temperature(value):
 _RESERVED_TERM_NAMES = ("student", "distillation", "hint", "total")
 
 
+def _output_count(model):
+    """How many outputs a functional or Sequential model has (else 1)."""
+    if not _compat.is_functional(model):
+        return 1
+    try:
+        return len(model.outputs)
+    except (AttributeError, ValueError):
+        return 1
+
+
 def _resolve_terms(distillation_loss):
     """The list of `DistillationTerm`s from `distillation_loss` (one or a list)."""
     specs = (
@@ -49,6 +59,62 @@ def _resolve_terms(distillation_loss):
     for i, spec in enumerate(specs):
         argument = "distillation_loss" if len(specs) == 1 else f"distillation_loss[{i}]"
         terms.append(kd_losses.get_term(spec, argument))
+    _check_term_names(terms)
+    return terms
+
+
+def _resolve_output_terms(distillation_loss, count):
+    """Terms per output of a model with `count` outputs.
+
+    `distillation_loss` is one spec (applied to every output) or a list with
+    one entry per output: a spec, a list of specs, or `None` (no term on
+    that output). Terms made from a name get the output's index in their
+    name (`"kd_0"`, `"kd_1"`).
+
+    Returns:
+        `(terms, outputs, layout, given)`: the flat list of terms, the output
+        index of each, the layout to save (per output: `None`, a term index
+        or a list of them) and the name each term was given as (or `""`).
+    """
+    entries = (
+        list(distillation_loss)
+        if isinstance(distillation_loss, list | tuple)
+        else [distillation_loss] * count
+    )
+    if len(entries) != count:
+        raise ValueError(
+            f"The student and teacher have {count} outputs, so `distillation_loss` "
+            f"needs one entry per output (a term, a list of terms, or None to skip "
+            f"the output). Received {len(entries)} entries: "
+            f"distillation_loss={distillation_loss!r}"
+        )
+    terms, outputs, layout, given = [], [], [], []
+    for output, entry in enumerate(entries):
+        if entry is None:
+            layout.append(None)
+            continue
+        many = isinstance(entry, list | tuple)
+        indices = []
+        for j, spec in enumerate(entry if many else [entry]):
+            argument = f"distillation_loss[{output}]" + (f"[{j}]" if many else "")
+            term = kd_losses.get_term(spec, argument)
+            if isinstance(spec, str):
+                term = type(term)(name=f"{term.name}_{output}")
+            indices.append(len(terms))
+            terms.append(term)
+            outputs.append(output)
+            given.append(spec if isinstance(spec, str) else "")
+        layout.append(indices if many else indices[0])
+    if not terms:
+        raise ValueError(
+            "`distillation_loss` must put a term on at least one output. Received: "
+            f"distillation_loss={distillation_loss!r}"
+        )
+    _check_term_names(terms)
+    return terms, outputs, layout, given
+
+
+def _check_term_names(terms):
     names = [term.name for term in terms]
     for name in names:
         if not isinstance(name, str) or not name.isidentifier():
@@ -73,7 +139,6 @@ def _resolve_terms(distillation_loss):
         )
     if len(set(map(id, terms))) != len(terms):
         raise ValueError("The same term instance appears twice in `distillation_loss`.")
-    return terms
 
 
 def _keras_distillation_arguments(kwargs, distillation_loss, alpha):
@@ -323,7 +388,25 @@ class Distiller(keras.Model):
                 "Hints (feature distillation) support a single teacher. "
                 f"Received {len(teachers)} teachers and hints={hint_list!r}."
             )
-        terms = _resolve_terms(distillation_loss)
+        outputs = _output_count(student)
+        per_output = outputs > 1 and all(_output_count(t) == outputs for t in teachers)
+        if per_output:
+            if len(teachers) > 1:
+                raise ValueError(
+                    "Several teachers with several outputs are not supported. "
+                    f"Received {len(teachers)} teachers with {outputs} outputs each."
+                )
+            terms, term_outputs, layout, given = _resolve_output_terms(
+                distillation_loss, outputs
+            )
+        else:
+            terms, term_outputs, layout = _resolve_terms(distillation_loss), None, None
+            specs = (
+                distillation_loss
+                if isinstance(distillation_loss, list | tuple)
+                else [distillation_loss]
+            )
+            given = [spec if isinstance(spec, str) else "" for spec in specs]
         term_weights = _check_term_weights(distillation_loss_weights, terms)
         self._teacher_weights = _check_teacher_weights(teacher_weights, len(teachers))
         self._teacher_temperatures = _check_teacher_temperatures(
@@ -382,10 +465,10 @@ class Distiller(keras.Model):
         self.student_outputs = student_outputs
         # Names as given are saved as names; terms are saved by their config.
         self._term_given_as_list = isinstance(distillation_loss, list | tuple)
-        specs = distillation_loss if self._term_given_as_list else [distillation_loss]
-        self._term_names_given = [
-            spec if isinstance(spec, str) else "" for spec in specs
-        ]
+        self._term_names_given = given
+        # Multi-output models: the output of each term, and the saved layout.
+        self._term_outputs = term_outputs
+        self._term_layout = layout
         # Tracked as layers: a term's config and variables save with the model.
         self.distillation_terms = terms
         self._alpha = keras.Variable(
@@ -473,7 +556,9 @@ class Distiller(keras.Model):
     def distillation_loss(self):
         """The distillation term (`DistillationTerm`), or the list of them."""
         terms = list(self.distillation_terms)
-        return terms if self._term_given_as_list else terms[0]
+        if self._term_layout is not None or self._term_given_as_list:
+            return terms
+        return terms[0]
 
     @property
     def distillation_loss_weights(self):
@@ -696,7 +781,15 @@ class Distiller(keras.Model):
     def teacher_hint_targets(self, x):
         """`(teacher_logits, teacher_features)` from one teacher pass (float32)."""
         outputs, features = self._hint_views[1](x, training=False)
-        logits = ops.stop_gradient(kd_losses.to_logits(outputs, self.teacher_outputs))
+        if isinstance(outputs, list | tuple):  # several outputs: one per term's output
+            logits = [
+                ops.stop_gradient(kd_losses.to_logits(o, self.teacher_outputs))
+                for o in outputs
+            ]
+        else:
+            logits = ops.stop_gradient(
+                kd_losses.to_logits(outputs, self.teacher_outputs)
+            )
         return logits, [ops.stop_gradient(f) for f in features]
 
     def compute_hint_loss(
@@ -784,10 +877,15 @@ class Distiller(keras.Model):
 
         or `distillation_loss` alone for a batch without labels.
         """
+        terms = list(self.distillation_terms)
+        if self._term_outputs is not None:
+            term_losses = self._per_output_term_losses(
+                x, y, y_pred, sample_weight, teacher_targets
+            )
+            return self._combine(y, y_pred, sample_weight, term_losses)
         student_logits = kd_losses.to_logits(
             self.soft_predictions(y_pred), self.student_outputs
         )
-        terms = list(self.distillation_terms)
         if kd_targets.is_topk(teacher_targets):
             term = terms[0]
             if len(terms) != 1 or type(term) is not kd_losses.KDTerm or term.standardize:
@@ -815,6 +913,33 @@ class Distiller(keras.Model):
                 )
                 for term in terms
             ]
+        return self._combine(y, y_pred, sample_weight, term_losses)
+
+    def _per_output_term_losses(self, x, y, y_pred, sample_weight, teacher_targets):
+        """Each term's loss on its output (multi-output student and teacher)."""
+        given = (teacher_targets or {}).get(TEACHER_LOGITS_KEY)
+        if teacher_targets is not None and not isinstance(given, list):
+            raise ValueError(
+                "Precomputed teacher outputs (the teacher-output cache) hold one "
+                "output; this distiller distills several outputs. Train on "
+                "uncached batches."
+            )
+        students = list(self.soft_predictions(y_pred))
+        teachers = given or list(self._teacher_views[0](x, training=False))
+        labels = list(y) if isinstance(y, list | tuple) else [y] * len(students)
+        losses = []
+        for term, output in zip(self.distillation_terms, self._term_outputs):
+            student = kd_losses.to_logits(students[output], self.student_outputs)
+            teacher = ops.stop_gradient(
+                kd_losses.to_logits(teachers[output], self.teacher_outputs)
+            )
+            self._check_class_counts(teacher, student)
+            values = term.compute(teacher, student, labels[output], self._temperature)
+            losses.append(kd_losses.reduce_per_example(values, sample_weight))
+        return losses
+
+    def _combine(self, y, y_pred, sample_weight, term_losses):
+        """`(total, student_loss, distillation_loss, term_losses)` from the terms."""
         if self._term_weights is None:
             distillation_loss = term_losses[0]
         else:
@@ -832,6 +957,15 @@ class Distiller(keras.Model):
         hard = self.hard_predictions(y_pred)
         if self._compile_loss is not None:
             student_loss = self._compile_loss(y, hard, sample_weight)
+        elif isinstance(hard, list | tuple) and isinstance(y, list | tuple):
+            student_loss = ops.sum(
+                ops.stack(
+                    [
+                        self._default_student_loss(labels, out, sample_weight)
+                        for labels, out in zip(y, hard)
+                    ]
+                )
+            )
         else:
             student_loss = self._default_student_loss(y, hard, sample_weight)
         student_loss = ops.cast(student_loss, "float32")
@@ -945,7 +1079,11 @@ class Distiller(keras.Model):
             _check_input_shape(name, model, x)
         where = where if callable(where) else (lambda: where)
         problems = []
-        if y is not None and self._labels_are_sparse():
+        if (
+            y is not None
+            and not isinstance(y, list | tuple | dict)
+            and self._labels_are_sparse()
+        ):
             classes = _num_classes(self.student)
             labels = tf.convert_to_tensor(y)
             if labels.shape.rank == 2 and labels.shape[-1] not in (None, 1):
@@ -1278,6 +1416,15 @@ class Distiller(keras.Model):
             given or keras.saving.serialize_keras_object(term)
             for given, term in zip(self._term_names_given, self.distillation_terms)
         ]
+        if self._term_layout is not None:
+            return [
+                None
+                if entry is None
+                else [saved[i] for i in entry]
+                if isinstance(entry, list | tuple)
+                else saved[entry]
+                for entry in self._term_layout
+            ]
         return saved if self._term_given_as_list else saved[0]
 
     @classmethod
@@ -1294,12 +1441,15 @@ class Distiller(keras.Model):
         if isinstance(loss, dict):
             config["distillation_loss"] = keras.saving.deserialize_keras_object(loss)
         elif isinstance(loss, list):
-            config["distillation_loss"] = [
-                keras.saving.deserialize_keras_object(item)
-                if isinstance(item, dict)
-                else item
-                for item in loss
-            ]
+
+            def restore(item):
+                if isinstance(item, list):
+                    return [restore(i) for i in item]
+                if isinstance(item, dict):
+                    return keras.saving.deserialize_keras_object(item)
+                return item
+
+            config["distillation_loss"] = restore(loss)
         return cls(**config)
 
 

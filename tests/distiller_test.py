@@ -638,3 +638,54 @@ def test_the_teacher_is_the_model_passed_and_still_evaluates(tmp_path):
     np.testing.assert_allclose(
         loaded.teacher.predict(x, verbose=0), teacher.predict(x, verbose=0), atol=1e-6
     )
+
+
+# -- Multi-output students and teachers ------------------------------------------
+
+
+def two_heads(seed, width):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(width, activation="relu")(inputs)
+    heads = [keras.layers.Dense(3, name="a")(hidden), keras.layers.Dense(4, name="b")(hidden)]
+    return keras.Model(inputs, heads)
+
+
+def test_multi_output_terms_follow_the_outputs_and_none_skips_one(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 6), "float32")
+    y = [rng.integers(0, 3, 16), rng.integers(0, 4, 16)]
+    teacher, student = two_heads(0, 8), two_heads(1, 4)
+    skip = kd.Distiller(
+        student, teacher, alpha=0.0, temperature=2.0, distillation_loss=["kd", None]
+    )
+    skip.compile(optimizer="sgd")
+    got = skip.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+    t, s = teacher.predict(x, verbose=0), student.predict(x, verbose=0)
+    np.testing.assert_allclose(got["loss"], numpy_kd(t[0], s[0], 2.0).mean(), rtol=1e-5)
+    both = kd.Distiller(
+        student,
+        teacher,
+        alpha=0.5,
+        temperature=2.0,
+        distillation_loss=[["kd", "mse"], kd.losses.DKDTerm(beta=2.0, name="dkd_b")],
+        distillation_loss_weights=[1.0, 0.5, 2.0],
+    )
+    both.compile(optimizer="sgd")
+    got = both.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+    expected = (
+        numpy_kd(t[0], s[0], 2.0).mean()
+        + 0.5 * ((t[0] - s[0]) ** 2).mean()
+        + 2.0 * numpy_dkd(t[1], s[1], y[1], 2.0, beta=2.0).mean()
+    )
+    np.testing.assert_allclose(got["distillation_loss"], expected, rtol=1e-5)
+    assert {"kd_0_loss", "mse_0_loss", "dkd_b_loss"} <= set(got)
+    both.save(tmp_path / "d.keras")
+    loaded = keras.models.load_model(tmp_path / "d.keras")
+    assert loaded.get_config()["distillation_loss"][0] == ["kd", "mse"]
+    again = loaded.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+    np.testing.assert_allclose(again["distillation_loss"], expected, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"needs one entry per output.*Received 3"):
+        kd.Distiller(student, teacher, distillation_loss=["kd", "kd", "kd"])
+    with pytest.raises(ValueError, match=r"at least one output"):
+        kd.Distiller(student, teacher, distillation_loss=[None, None])
