@@ -175,14 +175,18 @@ def _check_term_weights(weights, terms):
     if weights is None:
         return None
     names = [term.name for term in terms]
-    if not isinstance(weights, list | tuple):
-        weights = [weights] if len(terms) == 1 else weights
+    if not isinstance(weights, list | tuple) and len(terms) == 1:
+        weights = [weights]
     if not isinstance(weights, list | tuple) or len(weights) != len(terms):
-        count = len(weights) if isinstance(weights, list | tuple) else "not a list"
+        count = (
+            f"{len(weights)} weight{'' if len(weights) == 1 else 's'}"
+            if isinstance(weights, list | tuple)
+            else f"a {type(weights).__name__}"
+        )
         raise ValueError(
-            f"`distillation_loss_weights` must have one weight per distillation "
-            f"term ({len(terms)}: {names}). Received {count} "
-            f"weights: distillation_loss_weights={weights!r}"
+            f"`distillation_loss_weights` must be a list with one weight per "
+            f"distillation term ({len(terms)}: {names}). Received {count}: "
+            f"distillation_loss_weights={weights!r}"
         )
     return [
         kd_params.check(
@@ -590,8 +594,7 @@ class Distiller(keras.Model):
         self,
         optimizer="rmsprop",
         loss=None,
-        metrics=None,
-        *,
+        *args,
         student_loss_fn=None,
         distillation_loss_fn=None,
         alpha=None,
@@ -611,14 +614,15 @@ class Distiller(keras.Model):
         Args:
             optimizer: As for `keras.Model.compile`. Defaults to `"rmsprop"`.
             loss: The hard-label loss. Defaults to `None`.
-            metrics: Metrics of the student's outputs and the labels.
+            *args: `keras.Model.compile`'s other positional arguments
+                (`loss_weights`, `metrics`, ...).
             student_loss_fn: keras-io name of `loss`.
             distillation_loss_fn: keras-io's KD loss; only
                 `keras.losses.KLDivergence()` (or `"kl_divergence"`), the
                 Hinton term.
             alpha: If given, sets `distiller.alpha`.
             temperature: If given, sets `distiller.temperature`.
-            **kwargs: Passed to `keras.Model.compile`.
+            **kwargs: Passed to `keras.Model.compile` (e.g. `metrics`).
 
         Example:
 
@@ -649,7 +653,7 @@ class Distiller(keras.Model):
             self.alpha = alpha
         if temperature is not None:
             self.temperature = temperature
-        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+        super().compile(optimizer, loss, *args, **kwargs)
 
     def compile_from_config(self, config):
         # `compile()` is overridden, so Keras would skip it when loading.
@@ -776,7 +780,9 @@ class Distiller(keras.Model):
     def __dir__(self):
         # Keras's saving walks `dir()`: hidden, the teachers as passed (with
         # their optimizers) are not saved; their views are, through `layers`.
-        return [name for name in super().__dir__() if name not in ("teacher", "teachers")]
+        return [
+            name for name in super().__dir__() if name not in ("teacher", "teachers")
+        ]
 
     def teacher_hint_targets(self, x):
         """`(teacher_logits, teacher_features)` from one teacher pass (float32)."""
@@ -888,7 +894,11 @@ class Distiller(keras.Model):
         )
         if kd_targets.is_topk(teacher_targets):
             term = terms[0]
-            if len(terms) != 1 or type(term) is not kd_losses.KDTerm or term.standardize:
+            if (
+                len(terms) != 1
+                or type(term) is not kd_losses.KDTerm
+                or term.standardize
+            ):
                 raise ValueError(
                     "Top-k cached teacher outputs hold only the teacher's k largest "
                     "logits, which only the plain KD term can use. This distiller's "
@@ -971,7 +981,12 @@ class Distiller(keras.Model):
         student_loss = ops.cast(student_loss, "float32")
         alpha = ops.cast(self._alpha, "float32")
         total = alpha * student_loss + (1.0 - alpha) * distillation_loss
-        return self._add_regularization(total), student_loss, distillation_loss, term_losses
+        return (
+            self._add_regularization(total),
+            student_loss,
+            distillation_loss,
+            term_losses,
+        )
 
     def _add_regularization(self, loss):
         """Adds the student's own losses (e.g. weight regularizers), if any."""

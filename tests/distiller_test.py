@@ -511,10 +511,13 @@ def test_term_weights_are_scheduled_and_checked_in_the_step():
     [
         (
             {"distillation_loss": ["kd", "dkd"], "distillation_loss_weights": [1.0]},
-            r"one weight per distillation term \(2: \['kd', 'dkd'\]\). Received 1",
+            r"one weight per distillation term \(2: \[.kd., .dkd.\]\). Received 1 weight:",
         ),
         (
-            {"distillation_loss": ["kd", "dkd"], "distillation_loss_weights": [1, -0.5]},
+            {
+                "distillation_loss": ["kd", "dkd"],
+                "distillation_loss_weights": [1, -0.5],
+            },
             r"`dkd_weight` must be >= 0.*Received: dkd_weight=-0.5 at "
             r"distillation_loss_weights\[1\]",
         ),
@@ -566,9 +569,10 @@ def test_the_keras_io_compile_call_works_and_gives_its_loss():
     assert float(distiller.temperature) == 10.0
     got = distiller.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
     # keras-io's compute_loss, written out.
-    soft = keras.losses.KLDivergence()(
-        tf.nn.softmax(t / 10.0), tf.nn.softmax(s / 10.0)
-    ) * 100.0
+    soft = (
+        keras.losses.KLDivergence()(tf.nn.softmax(t / 10.0), tf.nn.softmax(s / 10.0))
+        * 100.0
+    )
     hard = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, s)
     np.testing.assert_allclose(got["loss"], 0.1 * hard + 0.9 * soft, rtol=1e-4)
     assert "sparse_categorical_accuracy" in got
@@ -647,7 +651,10 @@ def two_heads(seed, width):
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((6,))
     hidden = keras.layers.Dense(width, activation="relu")(inputs)
-    heads = [keras.layers.Dense(3, name="a")(hidden), keras.layers.Dense(4, name="b")(hidden)]
+    heads = [
+        keras.layers.Dense(3, name="a")(hidden),
+        keras.layers.Dense(4, name="b")(hidden),
+    ]
     return keras.Model(inputs, heads)
 
 

@@ -173,7 +173,9 @@ def numpy_rkd_distance(t, s):
     def psi(x):
         x = x.reshape(len(x), -1).astype("float64")
         b = len(x)
-        d = np.array([[np.linalg.norm(x[i] - x[j]) for j in range(b)] for i in range(b)])
+        d = np.array(
+            [[np.linalg.norm(x[i] - x[j]) for j in range(b)] for i in range(b)]
+        )
         return d / d[~np.eye(b, dtype=bool)].mean()
 
     return huber(psi(s) - psi(t)).mean(axis=1)
@@ -203,8 +205,11 @@ def numpy_pkt(t, s):
         b = len(x)
         k = np.array(
             [
-                [0.5 * (x[i] @ x[j] / np.linalg.norm(x[i]) / np.linalg.norm(x[j]) + 1)
-                 for j in range(b)]
+                [
+                    0.5
+                    * (x[i] @ x[j] / np.linalg.norm(x[i]) / np.linalg.norm(x[j]) + 1)
+                    for j in range(b)
+                ]
                 for i in range(b)
             ]
         )
@@ -217,7 +222,10 @@ def numpy_pkt(t, s):
     p, q = conditional(t), conditional(s)
     off = ~np.eye(len(t), dtype=bool)
     return np.array(
-        [np.sum(p[i][off[i]] * np.log(p[i][off[i]] / q[i][off[i]])) for i in range(len(t))]
+        [
+            np.sum(p[i][off[i]] * np.log(p[i][off[i]] / q[i][off[i]]))
+            for i in range(len(t))
+        ]
     )
 
 
@@ -253,7 +261,10 @@ def test_logit_standardization_composes_with_kd_and_dkd():
     zt, zs = numpy_standardize(t), numpy_standardize(s)
     for term, expected in (
         (losses.KDTerm(standardize=True), numpy_kd(zt, zs, 2.0)),
-        (losses.DKDTerm(beta=2.0, standardize=True), numpy_dkd(zt, zs, y, 2.0, 1.0, 2.0)),
+        (
+            losses.DKDTerm(beta=2.0, standardize=True),
+            numpy_dkd(zt, zs, y, 2.0, 1.0, 2.0),
+        ),
         (losses.KDTerm(), numpy_kd(t, s, 2.0)),
     ):
         got = term.compute(t, s, y, 2.0)

@@ -178,14 +178,22 @@ def test_a_custom_term_trains_saves_and_loads_in_a_fresh_process(tmp_path, monke
     distiller.save(path)
     np.save(xs, x[:8])
     result = subprocess.run(
-        [sys.executable, "-c", code.replace("import keras_distill", "import my_terms"),
-         path, xs, ys],
+        [
+            sys.executable,
+            "-c",
+            code.replace("import keras_distill", "import my_terms"),
+            path,
+            xs,
+            ys,
+        ],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    np.testing.assert_allclose(np.load(ys), distiller.predict(x[:8], verbose=0), atol=1e-5)
+    np.testing.assert_allclose(
+        np.load(ys), distiller.predict(x[:8], verbose=0), atol=1e-5
+    )
     assert result.stdout.strip().splitlines()[-1] == (
         "Distiller ['kd', 'soft_l1'] [0.5, 2.0]"
     )
