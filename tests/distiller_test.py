@@ -696,3 +696,32 @@ def test_multi_output_terms_follow_the_outputs_and_none_skips_one(tmp_path):
         kd.Distiller(student, teacher, distillation_loss=["kd", "kd", "kd"])
     with pytest.raises(ValueError, match=r"at least one output"):
         kd.Distiller(student, teacher, distillation_loss=[None, None])
+
+
+def test_ctkd_trains_its_temperature_up_the_loss_once_the_reversal_is_on():
+    t, s = random_logits(seed=41), random_logits(seed=42)
+    x = np.zeros((8, 1), "float32")
+    distiller = kd.Distiller(
+        FixedLogits(s), FixedLogits(t), alpha=0.0, distillation_loss="ctkd"
+    )
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+    term = distiller.distillation_loss
+    distiller.fit(x, epochs=1, batch_size=8, verbose=0)
+    assert float(term.theta) == 1.0  # reversal strength 0 (its start): no update
+    scale = float(distiller.student.scale)
+
+    def loss(theta):  # NumPy: KD at T = 1 + 20 * sigmoid(theta)
+        return numpy_kd(t, scale * s, 1 + 20 / (1 + np.exp(-theta))).mean()
+
+    slope = (loss(1.0 + 1e-4) - loss(1.0 - 1e-4)) / 2e-4
+    assert abs(slope) > 1e-3  # a step the test can see
+    history = distiller.fit(
+        x,
+        epochs=1,
+        batch_size=8,
+        verbose=0,
+        callbacks=[kd.callbacks.ParameterScheduler("ctkd_reversal", 1.0)],
+    )
+    assert history.history["ctkd_reversal"] == [1.0]
+    # SGD on the reversed gradient: theta + 0.1 * dL/dtheta (ascends the loss).
+    np.testing.assert_allclose(float(term.theta), 1.0 + 0.1 * slope, rtol=1e-3)

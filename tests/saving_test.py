@@ -161,18 +161,24 @@ def test_a_custom_term_trains_saves_and_loads_in_a_fresh_process(tmp_path, monke
     distiller = kd.Distiller(
         student,
         trained_teacher(),
-        distillation_loss=["kd", my_terms.SoftL1()],
-        distillation_loss_weights=[0.5, 2.0],
+        distillation_loss=["kd", my_terms.SoftL1(), kd.losses.CTKDTerm()],
+        distillation_loss_weights=[0.5, 2.0, 1.0],
     )
     distiller.compile(optimizer="adam")
     before = [w.copy() for w in student.get_weights()]
-    history = distiller.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    reversal = kd.callbacks.ParameterScheduler("ctkd_reversal", 1.0)
+    history = distiller.fit(
+        x, y, epochs=1, batch_size=32, verbose=0, callbacks=[reversal]
+    )
     assert history.history["soft_l1_loss"][0] > 0
+    learned = distiller.distillation_loss[2].learned_temperature()
+    assert learned != pytest.approx(1 + 20 / (1 + np.exp(-1.0)), abs=1e-6)
     assert any(not np.array_equal(a, b) for a, b in zip(before, student.get_weights()))
     code = LOAD.replace(
         "print(type(model).__name__)",
         "print(type(model).__name__, [t.name for t in model.distillation_loss],"
-        " [round(float(w), 3) for w in model.distillation_loss_weights])",
+        " [round(float(w), 3) for w in model.distillation_loss_weights],"
+        " round(model.distillation_loss[2].learned_temperature(), 5))",
     )
     path, xs, ys = (str(tmp_path / n) for n in ("m.keras", "x.npy", "y.npy"))
     distiller.save(path)
@@ -195,5 +201,5 @@ def test_a_custom_term_trains_saves_and_loads_in_a_fresh_process(tmp_path, monke
         np.load(ys), distiller.predict(x[:8], verbose=0), atol=1e-5
     )
     assert result.stdout.strip().splitlines()[-1] == (
-        "Distiller ['kd', 'soft_l1'] [0.5, 2.0]"
+        f"Distiller ['kd', 'soft_l1', 'ctkd'] [0.5, 2.0, 1.0] {round(learned, 5)}"
     )
