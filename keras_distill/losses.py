@@ -1285,6 +1285,17 @@ def get_term(spec, argument: str = "distillation_loss") -> DistillationTerm:
         return LogitMSETerm()
     if isinstance(spec, KnowledgeDistillation):
         return KDTerm()
+    if isinstance(spec, type) and issubclass(spec, DistillationTerm):
+        raise ValueError(
+            f"`{argument}` must be a term instance, not the class. Received: "
+            f"{argument}={spec.__name__}; pass {spec.__name__}()."
+        )
+    if isinstance(spec, keras.losses.KLDivergence):
+        raise ValueError(
+            f"`{argument}` received keras.losses.KLDivergence(). Hinton's term "
+            "(KL of the softened distributions, times T^2) is `'kd'`: pass "
+            f"{argument}='kd'."
+        )
     module = type(spec).__module__ or ""
     if module.startswith("keras.src.distillation"):
         raise ValueError(

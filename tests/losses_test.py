@@ -348,3 +348,7 @@ def test_unknown_term_names_suggest_the_closest():
         losses.get_term("kdd")
     with pytest.raises(ValueError, match=r"loss='cosin'.*Did you mean 'cosine'"):
         kd.hints.Hint("a", "b", loss="cosin")
+    with pytest.raises(ValueError, match=r"not the class.*pass KDTerm\(\)"):
+        losses.get_term(losses.KDTerm)
+    with pytest.raises(ValueError, match=r"KLDivergence\(\).*distillation_loss='kd'"):
+        losses.get_term(keras.losses.KLDivergence())
