@@ -297,12 +297,23 @@ class Distiller(keras.Model):
             last layer returns. Defaults to `"logits"`.
         student_outputs: `"logits"` or `"probabilities"`: what the student's
             last layer returns. Defaults to `"logits"`.
-        distillation_loss: The soft term: `"kd"` (Hinton's
-            `T^2 * KL`), `"mse"` (squared error between logits), `"dkd"`
-            (Decoupled KD; needs labels), or a `keras_distill.losses`
-            `KnowledgeDistillation`, `LogitMSE` or `DecoupledKD` instance
-            (for DKD's `alpha`/`beta`; the temperature is always the
-            distiller's). Defaults to `"kd"`.
+        distillation_loss: The distillation term, or a list of them: a
+            name (`"kd"`: Hinton's `T^2 * KL`; `"mse"`: squared error between
+            logits; `"dkd"`: Decoupled KD, needs labels; `"ctkd"`, `"rkd_distance"`,
+            ... see `keras_distill.losses.TERMS`), a
+            `keras_distill.losses.DistillationTerm` (e.g.
+            `KDTerm(standardize=True)`, `DKDTerm(beta=2.0)`, `CTKDTerm()`, or
+            your own subclass), or one of the older `KnowledgeDistillation`,
+            `LogitMSE`, `DecoupledKD` losses. Terms receive the distiller's
+            current temperature. For a student and teacher with several
+            outputs: one entry per output (a term, a list of terms, or `None`
+            to skip the output). See `docs/terms.md`. Defaults to `"kd"`.
+        distillation_loss_weights: One weight (>= 0) per term: the
+            distillation part of the loss is `sum(w_i * term_i)`, each term
+            is logged as `<name>_loss`, and each weight is a non-trainable
+            variable `<name>_weight` (schedule it with `ParameterScheduler`).
+            Defaults to `None`: weight 1 for each term (a single term then
+            has no weight variable and the loss is exactly that term).
         teacher_weights: For several teachers, their weights in the average
             (normalised). Defaults to `None`: equal weights.
         teacher_temperatures: For several teachers, a fixed temperature per
@@ -322,7 +333,10 @@ class Distiller(keras.Model):
             non-trainable `keras.Variable` (schedule it, e.g. to 0 after a
             first stage, like FitNets' stage-wise training; the hard-label
             and KD terms stay on throughout). Defaults to `1.0`.
-        **kwargs: Passed to `keras.Model` (e.g. `name`).
+        **kwargs: Passed to `keras.Model` (e.g. `name`). keras.distillation's
+            `distillation_losses` (our terms; its own loss objects are refused
+            with the equivalent call) and `student_loss_weight` (our `alpha`)
+            are accepted too (see `docs/migration.md`).
 
     Example:
 
