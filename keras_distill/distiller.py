@@ -1245,13 +1245,17 @@ class Distiller(keras.Model):
     def training_state(self):
         """`{name: trackable}`: everything training changes, for checkpoints.
 
-        The student, the optimizer, the scheduled parameters and the hint
-        adaptors (the teacher is frozen, so it is not part of it). Used by
+        The student, the optimizer, the scheduled parameters, the hint
+        adaptors and the terms that hold variables (CTKD's temperature); the
+        teacher is frozen, so it is not part of it. Used by
         `keras_distill.distribute` for its per-epoch checkpoints.
         """
         state = {"student": self.student, "optimizer": self.optimizer}
         state.update(self.parameter_variables())
         state.update({adaptor.name: adaptor for adaptor in self.hint_adaptors})
+        for term in (*self.distillation_terms, *self.hint_terms):
+            if term.weights:
+                state[f"term_{term.name}"] = term
         return state
 
     def train_step(self, data):

@@ -698,7 +698,7 @@ def test_multi_output_terms_follow_the_outputs_and_none_skips_one(tmp_path):
         kd.Distiller(student, teacher, distillation_loss=[None, None])
 
 
-def test_ctkd_trains_its_temperature_up_the_loss_once_the_reversal_is_on():
+def test_ctkd_trains_its_temperature_up_the_loss_once_the_reversal_is_on(tmp_path):
     t, s = random_logits(seed=41), random_logits(seed=42)
     x = np.zeros((8, 1), "float32")
     distiller = kd.Distiller(
@@ -725,3 +725,11 @@ def test_ctkd_trains_its_temperature_up_the_loss_once_the_reversal_is_on():
     assert history.history["ctkd_reversal"] == [1.0]
     # SGD on the reversed gradient: theta + 0.1 * dL/dtheta (ascends the loss).
     np.testing.assert_allclose(float(term.theta), 1.0 + 0.1 * slope, rtol=1e-3)
+    # The learned temperature is part of the checkpointed training state.
+    state = distiller.training_state()
+    assert state["term_ctkd"] is term and "ctkd_reversal" in state
+    path = tf.train.Checkpoint(**state).write(str(tmp_path / "ckpt"))
+    learned = float(term.theta)
+    term.theta.assign(0.0)
+    tf.train.Checkpoint(**state).read(path).expect_partial()
+    assert float(term.theta) == learned
