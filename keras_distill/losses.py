@@ -1130,7 +1130,7 @@ class CTKDTerm(DistillationTerm):
     1.0, 10))`. Without a schedule `lambda` stays 0 and `T` stays at its
     initial value.
 
-    Reference: Li, Li, Yang, Zhang, Zhou, Qian, Yang and Yang, "Curriculum
+    Reference: Zheng Li et al., "Curriculum
     Temperature for Knowledge Distillation", AAAI 2023
     (https://arxiv.org/abs/2211.16231). `theta` starts at 1, as in the
     authors' code (so `T` starts at `1 + 20 * sigmoid(1) = 15.6`).
