@@ -908,6 +908,13 @@ class LogitMSETerm(DistillationTerm):
 
     Args:
         name: Defaults to `"mse"`.
+
+    Example:
+
+    ```python
+    distiller = kd.Distiller(student, teacher, distillation_loss=["kd", "mse"],
+                             distillation_loss_weights=[1.0, 0.1])
+    ```
     """
 
     default_name = "mse"
@@ -1029,6 +1036,15 @@ class RKDAngleTerm(DistillationTerm):
 
     Args:
         name: Defaults to `"rkd_angle"`.
+
+    Example:
+
+    ```python
+    hints = [kd.hints.Hint("flatten", "flatten", loss=kd.losses.RKDDistanceTerm(),
+                           weight=25.0, adaptor=None),
+             kd.hints.Hint("flatten", "flatten", loss=kd.losses.RKDAngleTerm(),
+                           weight=50.0, adaptor=None)]
+    ```
     """
 
     default_name = "rkd_angle"
@@ -1043,6 +1059,13 @@ class PKTTerm(DistillationTerm):
 
     Args:
         name: Defaults to `"pkt"`.
+
+    Example:
+
+    ```python
+    hint = kd.hints.Hint("flatten", "flatten", loss=kd.losses.PKTTerm(),
+                         adaptor=None)
+    ```
     """
 
     default_name = "pkt"
@@ -1057,6 +1080,13 @@ class SimilarityPreservingTerm(DistillationTerm):
 
     Args:
         name: Defaults to `"sp"`.
+
+    Example:
+
+    ```python
+    hint = kd.hints.Hint("conv2", "conv1", loss=kd.losses.SimilarityPreservingTerm(),
+                         weight=3000.0, adaptor=None)
+    ```
     """
 
     default_name = "sp"
@@ -1072,6 +1102,14 @@ class AttentionTransferTerm(DistillationTerm):
     Args:
         p: The power of the attention map. Defaults to `2`.
         name: Defaults to `"at"`.
+
+    Example:
+
+    ```python
+    # Same height and width; the channel counts may differ.
+    hint = kd.hints.Hint("conv2", "conv1", loss=kd.losses.AttentionTransferTerm(),
+                         adaptor=None)
+    ```
     """
 
     default_name = "at"
