@@ -733,3 +733,22 @@ def test_ctkd_trains_its_temperature_up_the_loss_once_the_reversal_is_on(tmp_pat
     term.theta.assign(0.0)
     tf.train.Checkpoint(**state).read(path).expect_partial()
     assert float(term.theta) == learned
+
+
+def test_top_k_cached_outputs_serve_only_the_plain_kd_term():
+    from keras_distill import targets
+
+    t, s = random_logits(seed=43), random_logits(seed=44)
+    topk = {
+        targets.TOPK_LOGITS_KEY: np.sort(t, axis=-1)[:, ::-1][:, :5],
+        targets.TOPK_INDICES_KEY: np.argsort(-t, axis=-1)[:, :5],
+        targets.TOPK_REST_KEY: np.full((8,), -np.inf, "float32"),
+    }
+    x = np.zeros((8, 1), "float32")
+    plain = fixed_distiller(t, s, alpha=0.0)
+    _, _, value = plain.compute_distillation_loss(x, None, plain(x), None, topk)
+    np.testing.assert_allclose(float(value), numpy_kd(t, s, 4.0).mean(), rtol=1e-4)
+    for loss in (["kd", "mse"], kd.losses.KDTerm(standardize=True)):
+        distiller = fixed_distiller(t, s, distillation_loss=loss)
+        with pytest.raises(ValueError, match=r"only the plain KD term can use"):
+            distiller.compute_distillation_loss(x, None, distiller(x), None, topk)
