@@ -269,6 +269,14 @@ def test_logit_standardization_composes_with_kd_and_dkd():
     ):
         got = term.compute(t, s, y, 2.0)
         np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-4, atol=1e-6)
+    # With CTKD: the standardized KD term at the learned temperature.
+    ctkd = losses.CTKDTerm(losses.KDTerm(standardize=True))
+    np.testing.assert_allclose(
+        np.asarray(ctkd.compute(t, s, None, 2.0)),
+        numpy_kd(zt, zs, 1 + 20 / (1 + np.exp(-1.0))),
+        rtol=1e-4,
+        atol=1e-6,
+    )
     # Standardized logits ignore the scale and shift of the student's logits.
     a = losses.KDTerm(standardize=True).compute(t, s, None, 2.0)
     b = losses.KDTerm(standardize=True).compute(t, 7.0 * s + 3.0, None, 2.0)
