@@ -40,8 +40,12 @@ def scalar_variables(model) -> dict:
     """The public scalar, non-trainable float variables of `model`, by name.
 
     Looks at the attributes and properties that `model`'s own classes define
-    (not Keras's), e.g. a `Distiller`'s `alpha` and `temperature`.
+    (not Keras's), e.g. a `Distiller`'s `alpha` and `temperature`, and at a
+    `Distiller`'s `parameter_variables()` (its terms' weights, e.g.
+    `kd_weight`, and their parameters, e.g. `ctkd_reversal`).
     """
+    from keras_distill.distiller import Distiller
+
     names = set()
     for klass in type(model).__mro__:
         if klass is keras.Model or klass is keras.layers.Layer:
@@ -63,6 +67,8 @@ def scalar_variables(model) -> dict:
             and "float" in str(value.dtype)
         ):
             found[name] = value
+    if isinstance(model, Distiller):
+        found.update(model.parameter_variables())
     return found
 
 

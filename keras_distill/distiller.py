@@ -28,21 +28,172 @@ def check_temperature(value):
     return kd_params.check("temperature", value)
 
 
-def _distillation_loss_spec(loss):
-    """`(kind, options)` for the soft term: "kd", "mse" or "dkd"."""
-    if isinstance(loss, str):
-        if loss in ("kd", "mse", "dkd"):
-            return loss, {}
-    elif isinstance(loss, kd_losses.DecoupledKD):
-        return "dkd", {"alpha": loss.alpha, "beta": loss.beta}
-    elif isinstance(loss, kd_losses.LogitMSE):
-        return "mse", {}
-    elif isinstance(loss, kd_losses.KnowledgeDistillation):
-        return "kd", {}
-    raise ValueError(
-        "`distillation_loss` must be 'kd', 'mse', 'dkd' or a KnowledgeDistillation, "
-        f"LogitMSE or DecoupledKD loss. Received: distillation_loss={loss!r}"
+# Names a term may not take: its log key `<name>_loss` or weight `<name>_weight`
+# would clash with the distiller's own.
+_RESERVED_TERM_NAMES = ("student", "distillation", "hint", "total")
+
+
+def _output_count(model):
+    """How many outputs a functional or Sequential model has (else 1)."""
+    if not _compat.is_functional(model):
+        return 1
+    try:
+        return len(model.outputs)
+    except (AttributeError, ValueError):
+        return 1
+
+
+def _resolve_terms(distillation_loss):
+    """The list of `DistillationTerm`s from `distillation_loss` (one or a list)."""
+    specs = (
+        list(distillation_loss)
+        if isinstance(distillation_loss, list | tuple)
+        else [distillation_loss]
     )
+    if not specs:
+        raise ValueError(
+            "`distillation_loss` must name at least one term. Received: "
+            f"distillation_loss={distillation_loss!r}"
+        )
+    terms = []
+    for i, spec in enumerate(specs):
+        argument = "distillation_loss" if len(specs) == 1 else f"distillation_loss[{i}]"
+        terms.append(kd_losses.get_term(spec, argument))
+    _check_term_names(terms)
+    return terms
+
+
+def _resolve_output_terms(distillation_loss, count):
+    """Terms per output of a model with `count` outputs.
+
+    `distillation_loss` is one spec (applied to every output) or a list with
+    one entry per output: a spec, a list of specs, or `None` (no term on
+    that output). Terms made from a name get the output's index in their
+    name (`"kd_0"`, `"kd_1"`).
+
+    Returns:
+        `(terms, outputs, layout, given)`: the flat list of terms, the output
+        index of each, the layout to save (per output: `None`, a term index
+        or a list of them) and the name each term was given as (or `""`).
+    """
+    entries = (
+        list(distillation_loss)
+        if isinstance(distillation_loss, list | tuple)
+        else [distillation_loss] * count
+    )
+    if len(entries) != count:
+        raise ValueError(
+            f"The student and teacher have {count} outputs, so `distillation_loss` "
+            f"needs one entry per output (a term, a list of terms, or None to skip "
+            f"the output). Received {len(entries)} entries: "
+            f"distillation_loss={distillation_loss!r}"
+        )
+    terms, outputs, layout, given = [], [], [], []
+    for output, entry in enumerate(entries):
+        if entry is None:
+            layout.append(None)
+            continue
+        many = isinstance(entry, list | tuple)
+        indices = []
+        for j, spec in enumerate(entry if many else [entry]):
+            argument = f"distillation_loss[{output}]" + (f"[{j}]" if many else "")
+            term = kd_losses.get_term(spec, argument)
+            if isinstance(spec, str):
+                term = type(term)(name=f"{term.name}_{output}")
+            indices.append(len(terms))
+            terms.append(term)
+            outputs.append(output)
+            given.append(spec if isinstance(spec, str) else "")
+        layout.append(indices if many else indices[0])
+    if not terms:
+        raise ValueError(
+            "`distillation_loss` must put a term on at least one output. Received: "
+            f"distillation_loss={distillation_loss!r}"
+        )
+    _check_term_names(terms)
+    return terms, outputs, layout, given
+
+
+def _check_term_names(terms):
+    names = [term.name for term in terms]
+    for name in names:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(
+                "A distillation term's name must be a Python identifier (it "
+                f"names the `{name}_loss` log and `{name}_weight`). Received a "
+                f"term named {name!r}; pass `name=` to the term."
+            )
+        if name in _RESERVED_TERM_NAMES:
+            raise ValueError(
+                f"A distillation term cannot be named {name!r}: its log key "
+                f"`{name}_loss` would clash with the Distiller's own. Pass another "
+                "`name=` to the term."
+            )
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(
+            "Each distillation term needs its own name (it names the "
+            f"`<name>_loss` log and the `<name>_weight` variable). Received the "
+            f"names {names}: {duplicates} appear more than once. Pass `name=` to "
+            "the terms, e.g. `kd.losses.KDTerm(standardize=True, name='ls_kd')`."
+        )
+    if len(set(map(id, terms))) != len(terms):
+        raise ValueError("The same term instance appears twice in `distillation_loss`.")
+
+
+def _keras_distillation_arguments(kwargs, distillation_loss, alpha):
+    """Maps `keras.distillation.Distiller`'s argument names onto ours.
+
+    `distillation_losses` is `distillation_loss` (our terms; keras's own loss
+    objects are refused by `losses.get_term` with the equivalent call) and
+    `student_loss_weight` is `alpha` (the same formula,
+    `w * student + (1 - w) * distillation`). Removes them from `kwargs`.
+    """
+    if "distillation_losses" in kwargs:
+        losses = kwargs.pop("distillation_losses")
+        if distillation_loss != "kd":
+            raise ValueError(
+                "Pass the terms once: `distillation_loss=` or keras.distillation's "
+                f"`distillation_losses=`. Received: distillation_loss="
+                f"{distillation_loss!r}, distillation_losses={losses!r}"
+            )
+        distillation_loss = list(losses) if isinstance(losses, list | tuple) else losses
+    if "student_loss_weight" in kwargs:
+        weight = kwargs.pop("student_loss_weight")
+        if alpha != kd_params.SPECS["alpha"].default:
+            raise ValueError(
+                "`student_loss_weight` (keras.distillation) is this Distiller's "
+                f"`alpha`; pass one of them. Received: alpha={alpha!r}, "
+                f"student_loss_weight={weight!r}"
+            )
+        alpha = weight
+    return distillation_loss, alpha
+
+
+def _check_term_weights(weights, terms):
+    """One checked weight per term (a list of floats), or None."""
+    if weights is None:
+        return None
+    names = [term.name for term in terms]
+    if not isinstance(weights, list | tuple) and len(terms) == 1:
+        weights = [weights]
+    if not isinstance(weights, list | tuple) or len(weights) != len(terms):
+        count = (
+            f"{len(weights)} weight{'' if len(weights) == 1 else 's'}"
+            if isinstance(weights, list | tuple)
+            else f"a {type(weights).__name__}"
+        )
+        raise ValueError(
+            f"`distillation_loss_weights` must be a list with one weight per "
+            f"distillation term ({len(terms)}: {names}). Received {count}: "
+            f"distillation_loss_weights={weights!r}"
+        )
+    return [
+        kd_params.check(
+            kd_params.term_weight_name(name), weight, f"distillation_loss_weights[{i}]"
+        )
+        for i, (name, weight) in enumerate(zip(names, weights))
+    ]
 
 
 def _check_teacher_weights(weights, count):
@@ -146,12 +297,23 @@ class Distiller(keras.Model):
             last layer returns. Defaults to `"logits"`.
         student_outputs: `"logits"` or `"probabilities"`: what the student's
             last layer returns. Defaults to `"logits"`.
-        distillation_loss: The soft term: `"kd"` (Hinton's
-            `T^2 * KL`), `"mse"` (squared error between logits), `"dkd"`
-            (Decoupled KD; needs labels), or a `keras_distill.losses`
-            `KnowledgeDistillation`, `LogitMSE` or `DecoupledKD` instance
-            (for DKD's `alpha`/`beta`; the temperature is always the
-            distiller's). Defaults to `"kd"`.
+        distillation_loss: The distillation term, or a list of them: a
+            name (`"kd"`: Hinton's `T^2 * KL`; `"mse"`: squared error between
+            logits; `"dkd"`: Decoupled KD, needs labels; `"ctkd"`, `"rkd_distance"`,
+            ... see `keras_distill.losses.TERMS`), a
+            `keras_distill.losses.DistillationTerm` (e.g.
+            `KDTerm(standardize=True)`, `DKDTerm(beta=2.0)`, `CTKDTerm()`, or
+            your own subclass), or one of the older `KnowledgeDistillation`,
+            `LogitMSE`, `DecoupledKD` losses. Terms receive the distiller's
+            current temperature. For a student and teacher with several
+            outputs: one entry per output (a term, a list of terms, or `None`
+            to skip the output). See `docs/terms.md`. Defaults to `"kd"`.
+        distillation_loss_weights: One weight (>= 0) per term: the
+            distillation part of the loss is `sum(w_i * term_i)`, each term
+            is logged as `<name>_loss`, and each weight is a non-trainable
+            variable `<name>_weight` (schedule it with `ParameterScheduler`).
+            Defaults to `None`: weight 1 for each term (a single term then
+            has no weight variable and the loss is exactly that term).
         teacher_weights: For several teachers, their weights in the average
             (normalised). Defaults to `None`: equal weights.
         teacher_temperatures: For several teachers, a fixed temperature per
@@ -171,7 +333,10 @@ class Distiller(keras.Model):
             non-trainable `keras.Variable` (schedule it, e.g. to 0 after a
             first stage, like FitNets' stage-wise training; the hard-label
             and KD terms stay on throughout). Defaults to `1.0`.
-        **kwargs: Passed to `keras.Model` (e.g. `name`).
+        **kwargs: Passed to `keras.Model` (e.g. `name`). keras.distillation's
+            `distillation_losses` (our terms; its own loss objects are refused
+            with the equivalent call) and `student_loss_weight` (our `alpha`)
+            are accepted too (see `docs/migration.md`).
 
     Example:
 
@@ -209,8 +374,12 @@ class Distiller(keras.Model):
         teacher_temperatures=None,
         hints=None,
         hint_weight=1.0,
+        distillation_loss_weights=None,
         **kwargs,
     ):
+        distillation_loss, alpha = _keras_distillation_arguments(
+            kwargs, distillation_loss, alpha
+        )
         teachers = list(teacher) if isinstance(teacher, list | tuple) else [teacher]
         if not teachers:
             raise ValueError("`teacher` must be a keras.Model or a non-empty list.")
@@ -237,7 +406,26 @@ class Distiller(keras.Model):
                 "Hints (feature distillation) support a single teacher. "
                 f"Received {len(teachers)} teachers and hints={hint_list!r}."
             )
-        self._kd_kind, self._kd_options = _distillation_loss_spec(distillation_loss)
+        outputs = _output_count(student)
+        per_output = outputs > 1 and all(_output_count(t) == outputs for t in teachers)
+        if per_output:
+            if len(teachers) > 1:
+                raise ValueError(
+                    "Several teachers with several outputs are not supported. "
+                    f"Received {len(teachers)} teachers with {outputs} outputs each."
+                )
+            terms, term_outputs, layout, given = _resolve_output_terms(
+                distillation_loss, outputs
+            )
+        else:
+            terms, term_outputs, layout = _resolve_terms(distillation_loss), None, None
+            specs = (
+                distillation_loss
+                if isinstance(distillation_loss, list | tuple)
+                else [distillation_loss]
+            )
+            given = [spec if isinstance(spec, str) else "" for spec in specs]
+        term_weights = _check_term_weights(distillation_loss_weights, terms)
         self._teacher_weights = _check_teacher_weights(teacher_weights, len(teachers))
         self._teacher_temperatures = _check_teacher_temperatures(
             teacher_temperatures, len(teachers)
@@ -266,8 +454,15 @@ class Distiller(keras.Model):
             # would otherwise join `trainable_variables` (and the optimizer).
             for layer in _compat.sublayers(t):
                 layer.trainable = False
-        self.teachers = [_inference_view(t) for t in teachers]
+        # The models the step runs and the file saves: uncompiled views of
+        # compiled teachers (sharing their layers), so that no teacher
+        # optimizer is saved. `teacher`/`teachers` return the models as passed.
+        self._teacher_views = [_inference_view(t) for t in teachers]
+        self._passed_teachers = _Untracked(teachers)
         self.hints = hint_list
+        # Tracked as layers, so that a hint term's variables (if any) train
+        # and save with the distiller.
+        self.hint_terms = [hint.term for hint in hint_list]
         self.hint_adaptors = []
         self._hint_views = None
         if hint_list:
@@ -276,7 +471,9 @@ class Distiller(keras.Model):
                     student, [h.student_layer for h in hint_list], "student"
                 ),
                 kd_hints.FeatureView(
-                    self.teachers[0], [h.teacher_layer for h in hint_list], "teacher"
+                    self._teacher_views[0],
+                    [h.teacher_layer for h in hint_list],
+                    "teacher",
                 ),
             )
             self._build_hint_adaptors()
@@ -284,7 +481,14 @@ class Distiller(keras.Model):
         self.teacher_temperatures = teacher_temperatures
         self.teacher_outputs = teacher_outputs
         self.student_outputs = student_outputs
-        self.distillation_loss = distillation_loss
+        # Names as given are saved as names; terms are saved by their config.
+        self._term_given_as_list = isinstance(distillation_loss, list | tuple)
+        self._term_names_given = given
+        # Multi-output models: the output of each term, and the saved layout.
+        self._term_outputs = term_outputs
+        self._term_layout = layout
+        # Tracked as layers: a term's config and variables save with the model.
+        self.distillation_terms = terms
         self._alpha = keras.Variable(
             alpha, dtype="float32", trainable=False, name="alpha"
         )
@@ -293,6 +497,27 @@ class Distiller(keras.Model):
         )
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
+        # One weight variable per term, with several terms or when weights
+        # are given; a single term without weights keeps the original loss
+        # (no variable to save or schedule).
+        self._term_weights = None
+        if term_weights is None and len(terms) > 1:
+            term_weights = [1.0] * len(terms)
+        if term_weights is not None:
+            self._term_weights = [
+                keras.Variable(
+                    weight,
+                    dtype="float32",
+                    trainable=False,
+                    name=kd_params.term_weight_name(term.name),
+                )
+                for term, weight in zip(terms, term_weights)
+            ]
+        self.term_loss_trackers = []
+        if len(terms) > 1:
+            self.term_loss_trackers = [
+                keras.metrics.Mean(name=f"{term.name}_loss") for term in terms
+            ]
         # Without hints there is no hint term, so no `hint_weight` variable to
         # save or schedule (a schedule for it would change nothing).
         self._hint_weight = None
@@ -345,12 +570,147 @@ class Distiller(keras.Model):
             )
         self._hint_weight.assign(check_hint_weight(value))
 
+    @property
+    def distillation_loss(self):
+        """The distillation term (`DistillationTerm`), or the list of them."""
+        terms = list(self.distillation_terms)
+        if self._term_layout is not None or self._term_given_as_list:
+            return terms
+        return terms[0]
+
+    @property
+    def distillation_loss_weights(self):
+        """The terms' weights: a list of non-trainable `keras.Variable`s, or `None`.
+
+        Each is named `<term name>_weight` (`kd_weight`, `dkd_weight`, ...),
+        so `ParameterScheduler("dkd_weight", ...)` schedules it. `None` for a
+        single term constructed without `distillation_loss_weights` (its
+        weight is 1).
+        """
+        return None if self._term_weights is None else list(self._term_weights)
+
+    @distillation_loss_weights.setter
+    def distillation_loss_weights(self, values):
+        if self._term_weights is None:
+            raise ValueError(
+                "This distiller has a single distillation term and no weight "
+                "variables. Received: distillation_loss_weights="
+                f"{values!r}. Pass `distillation_loss_weights=[w]` to the "
+                "Distiller to weight (and schedule) its term."
+            )
+        checked = _check_term_weights(values, list(self.distillation_terms))
+        for variable, value in zip(self._term_weights, checked):
+            variable.assign(value)
+
+    # -- Compile (also the keras-io example's form) ---------------------------
+
+    def compile(
+        self,
+        optimizer="rmsprop",
+        loss=None,
+        *args,
+        student_loss_fn=None,
+        distillation_loss_fn=None,
+        alpha=None,
+        temperature=None,
+        **kwargs,
+    ):
+        """Configures the model for training, like `keras.Model.compile`.
+
+        `loss` is the hard-label loss (sparse categorical cross-entropy when
+        `None`). The keras-io "Knowledge Distillation" example's arguments
+        are accepted too and mapped onto this distiller: `student_loss_fn` is
+        `loss`; `alpha` and `temperature` set the distiller's variables
+        (checked, like `distiller.alpha = ...`); `distillation_loss_fn` must
+        be `keras.losses.KLDivergence()` (with the example's softmax and
+        `T^2`, it is this distiller's `"kd"` term). See `docs/migration.md`.
+
+        Args:
+            optimizer: As for `keras.Model.compile`. Defaults to `"rmsprop"`.
+            loss: The hard-label loss. Defaults to `None`.
+            *args: `keras.Model.compile`'s other positional arguments
+                (`loss_weights`, `metrics`, ...).
+            student_loss_fn: keras-io name of `loss`.
+            distillation_loss_fn: keras-io's KD loss; only
+                `keras.losses.KLDivergence()` (or `"kl_divergence"`), the
+                Hinton term.
+            alpha: If given, sets `distiller.alpha`.
+            temperature: If given, sets `distiller.temperature`.
+            **kwargs: Passed to `keras.Model.compile` (e.g. `metrics`).
+
+        Example:
+
+        ```python
+        distiller = kd.Distiller(student=student, teacher=teacher)
+        distiller.compile(  # the keras-io example, unchanged
+            optimizer=keras.optimizers.Adam(),
+            metrics=[keras.metrics.SparseCategoricalAccuracy()],
+            student_loss_fn=keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True),
+            distillation_loss_fn=keras.losses.KLDivergence(),
+            alpha=0.1,
+            temperature=10,
+        )
+        ```
+        """
+        if student_loss_fn is not None:
+            if loss is not None:
+                raise ValueError(
+                    "Pass the hard-label loss once: `loss=` or keras-io's "
+                    f"`student_loss_fn=`. Received: loss={loss!r}, "
+                    f"student_loss_fn={student_loss_fn!r}"
+                )
+            loss = student_loss_fn
+        if distillation_loss_fn is not None:
+            self._check_keras_io_distillation_loss(distillation_loss_fn)
+        if alpha is not None:
+            self.alpha = alpha
+        if temperature is not None:
+            self.temperature = temperature
+        super().compile(optimizer, loss, *args, **kwargs)
+
+    def compile_from_config(self, config):
+        # `compile()` is overridden, so Keras would skip it when loading.
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if getattr(self, "optimizer", None) is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def _check_keras_io_distillation_loss(self, loss_fn):
+        """Accepts keras-io's `KLDivergence()` when this distiller's term is "kd"."""
+        is_kl = isinstance(loss_fn, keras.losses.KLDivergence) or (
+            loss_fn in ("kl_divergence", "kld", "KLD", keras.losses.kl_divergence)
+        )
+        terms = list(self.distillation_terms)
+        plain_kd = (
+            len(terms) == 1
+            and type(terms[0]) is kd_losses.KDTerm
+            and not terms[0].standardize
+        )
+        if is_kl and plain_kd:
+            return
+        if is_kl:
+            raise ValueError(
+                "`distillation_loss_fn=KLDivergence()` (keras-io) is the Hinton KD "
+                "term, but this distiller was built with distillation_loss="
+                f"{[t.name for t in terms]}. Drop `distillation_loss_fn` from "
+                "`compile()`; the distiller's own terms are used."
+            )
+        raise ValueError(
+            "`compile(distillation_loss_fn=...)` (the keras-io example's) accepts "
+            "only `keras.losses.KLDivergence()`, which is this distiller's 'kd' term. "
+            f"Received: distillation_loss_fn={loss_fn!r}. Choose the term when "
+            "building the distiller instead, e.g. `kd.Distiller(student, teacher, "
+            "distillation_loss='mse')` or a `kd.losses.DistillationTerm` "
+            "subclass, and call `compile(optimizer=..., loss=..., metrics=...)`."
+        )
+
     # -- Model ----------------------------------------------------------------
 
     def build(self, input_shape):
         # Calling on a symbolic input builds subclassed models too (their
         # layers create weights on first call), also when loading a file.
-        for model in (self.student, *self.teachers):
+        for model in (self.student, *self._teacher_views):
             if not model.built:
                 model(keras.KerasTensor(input_shape))
         if self.hints:
@@ -401,12 +761,12 @@ class Distiller(keras.Model):
         """Teacher logits for `x` (float32), from the batch or the teacher."""
         if teacher_targets is not None:
             return ops.cast(teacher_targets[TEACHER_LOGITS_KEY], "float32")
-        if len(self.teachers) == 1:
-            outputs = self.teacher(x, training=False)
+        if len(self._teacher_views) == 1:
+            outputs = self._teacher_views[0](x, training=False)
             return ops.stop_gradient(kd_losses.to_logits(outputs, self.teacher_outputs))
         logits = [
             kd_losses.to_logits(teacher(x, training=False), self.teacher_outputs)
-            for teacher in self.teachers
+            for teacher in self._teacher_views
         ]
         mixture = kd_losses.mix_teachers(
             logits,
@@ -418,22 +778,53 @@ class Distiller(keras.Model):
 
     @property
     def teacher(self):
-        """The teacher (the first one when there are several)."""
-        return self.teachers[0]
+        """The teacher as passed (the first one when there are several).
+
+        A compiled teacher stays compiled (`distiller.teacher.evaluate()`
+        works); the distiller runs and saves an uncompiled view of it that
+        shares its layers, so the teacher's optimizer is not saved.
+        """
+        return self._passed_teachers.models[0]
+
+    @property
+    def teachers(self):
+        """The list of teachers, as passed."""
+        return list(self._passed_teachers.models)
+
+    def __dir__(self):
+        # Keras's saving walks `dir()`: hidden, the teachers as passed (with
+        # their optimizers) are not saved; their views are, through `layers`.
+        return [
+            name for name in super().__dir__() if name not in ("teacher", "teachers")
+        ]
 
     def teacher_hint_targets(self, x):
         """`(teacher_logits, teacher_features)` from one teacher pass (float32)."""
         outputs, features = self._hint_views[1](x, training=False)
-        logits = ops.stop_gradient(kd_losses.to_logits(outputs, self.teacher_outputs))
+        if isinstance(outputs, list | tuple):  # several outputs: one per term's output
+            logits = [
+                ops.stop_gradient(kd_losses.to_logits(o, self.teacher_outputs))
+                for o in outputs
+            ]
+        else:
+            logits = ops.stop_gradient(
+                kd_losses.to_logits(outputs, self.teacher_outputs)
+            )
         return logits, [ops.stop_gradient(f) for f in features]
 
-    def compute_hint_loss(self, teacher_features, student_features, sample_weight=None):
-        """Sum over hints of `weight * hint_loss(teacher, adaptor(student))`."""
+    def compute_hint_loss(
+        self, teacher_features, student_features, sample_weight=None, y=None
+    ):
+        """Sum over hints of `weight * hint.loss(teacher, adaptor(student))`.
+
+        Each hint's term (mean squared error by default) is averaged over the
+        batch with the sample weights.
+        """
         total = 0.0
         for hint, adaptor, t, s in zip(
             self.hints, self.hint_adaptors, teacher_features, student_features
         ):
-            per_example = kd_losses.hint_loss(t, adaptor(s))
+            per_example = hint.term.compute(t, adaptor(s), y, self._temperature)
             total = total + hint.weight * kd_losses.reduce_per_example(
                 per_example, sample_weight
             )
@@ -442,16 +833,18 @@ class Distiller(keras.Model):
     def compute_step_losses(self, x, y, sample_weight, teacher_targets, training):
         """Runs the models on a batch and returns `(y_pred, losses)`.
 
-        `losses` is `(total, student_loss, distillation_loss, hint_loss)`;
-        `hint_loss` is `None` without hints. With hints, teacher and student
-        each run once and give both outputs and features.
+        `losses` is `(total, student_loss, distillation_loss, hint_loss,
+        term_losses)`; `hint_loss` is `None` without hints, `term_losses` the
+        list of each term's (unweighted) loss. With hints, teacher and
+        student each run once and give both outputs and features.
         """
         if not self.hints:
             y_pred = self(x, training=training)
-            losses = self.compute_distillation_loss(
+            losses = self.compute_distillation_terms(
                 x, y, y_pred, sample_weight, teacher_targets, training=training
             )
-            return y_pred, (*losses, None)
+            total, student_loss, distillation_loss, term_losses = losses
+            return y_pred, (total, student_loss, distillation_loss, None, term_losses)
         if teacher_targets is not None:
             raise ValueError(
                 "Hints need the teacher's intermediate features, which "
@@ -460,19 +853,21 @@ class Distiller(keras.Model):
             )
         y_pred, student_features = self(x, training=training, return_features=True)
         teacher_logits, teacher_features = self.teacher_hint_targets(x)
-        total, student_loss, distillation_loss = self.compute_distillation_loss(
-            x,
-            y,
-            y_pred,
-            sample_weight,
-            {TEACHER_LOGITS_KEY: teacher_logits},
-            training=training,
+        total, student_loss, distillation_loss, term_losses = (
+            self.compute_distillation_terms(
+                x,
+                y,
+                y_pred,
+                sample_weight,
+                {TEACHER_LOGITS_KEY: teacher_logits},
+                training=training,
+            )
         )
         hint_loss = self.compute_hint_loss(
-            teacher_features, student_features, sample_weight
+            teacher_features, student_features, sample_weight, y
         )
         total = total + ops.cast(self._hint_weight, "float32") * hint_loss
-        return y_pred, (total, student_loss, distillation_loss, hint_loss)
+        return y_pred, (total, student_loss, distillation_loss, hint_loss, term_losses)
 
     def compute_distillation_loss(
         self, x, y, y_pred, sample_weight=None, teacher_targets=None, training=True
@@ -480,12 +875,50 @@ class Distiller(keras.Model):
         """Returns `(total_loss, student_loss, distillation_loss)` for a batch.
 
         `student_loss` is `None` for unlabeled batches, whose total loss is the
-        KD term alone.
+        distillation term alone. `distillation_loss` is the weighted sum of
+        the terms (see `compute_distillation_terms`).
         """
+        total, student_loss, distillation_loss, _ = self.compute_distillation_terms(
+            x, y, y_pred, sample_weight, teacher_targets, training
+        )
+        return total, student_loss, distillation_loss
+
+    def compute_distillation_terms(
+        self, x, y, y_pred, sample_weight=None, teacher_targets=None, training=True
+    ):
+        """`(total, student_loss, distillation_loss, term_losses)` for a batch.
+
+        `term_losses` holds each term's loss (averaged with the sample
+        weights); `distillation_loss` is their sum weighted by
+        `distillation_loss_weights` (the single term's loss itself when the
+        distiller has no weights), and
+
+        `total = alpha * student_loss + (1 - alpha) * distillation_loss`,
+
+        or `distillation_loss` alone for a batch without labels.
+        """
+        terms = list(self.distillation_terms)
+        if self._term_outputs is not None:
+            term_losses = self._per_output_term_losses(
+                x, y, y_pred, sample_weight, teacher_targets
+            )
+            return self._combine(y, y_pred, sample_weight, term_losses)
         student_logits = kd_losses.to_logits(
             self.soft_predictions(y_pred), self.student_outputs
         )
         if kd_targets.is_topk(teacher_targets):
+            term = terms[0]
+            if (
+                len(terms) != 1
+                or type(term) is not kd_losses.KDTerm
+                or term.standardize
+            ):
+                raise ValueError(
+                    "Top-k cached teacher outputs hold only the teacher's k largest "
+                    "logits, which only the plain KD term can use. This distiller's "
+                    f"terms are {[t.name for t in terms]}. Cache dense logits "
+                    "(`top_k=None`) for other terms."
+                )
             per_example = kd_losses.topk_kd_loss(
                 teacher_targets[TOPK_LOGITS_KEY],
                 teacher_targets[TOPK_INDICES_KEY],
@@ -493,40 +926,81 @@ class Distiller(keras.Model):
                 student_logits,
                 self._temperature,
             )
+            term_losses = [kd_losses.reduce_per_example(per_example, sample_weight)]
         else:
             teacher_logits = self.teacher_logits(x, teacher_targets)
             self._check_class_counts(teacher_logits, student_logits)
-            per_example = self._soft_term(teacher_logits, student_logits, y)
-        distillation_loss = kd_losses.reduce_per_example(per_example, sample_weight)
+            term_losses = [
+                kd_losses.reduce_per_example(
+                    term.compute(teacher_logits, student_logits, y, self._temperature),
+                    sample_weight,
+                )
+                for term in terms
+            ]
+        return self._combine(y, y_pred, sample_weight, term_losses)
+
+    def _per_output_term_losses(self, x, y, y_pred, sample_weight, teacher_targets):
+        """Each term's loss on its output (multi-output student and teacher)."""
+        given = (teacher_targets or {}).get(TEACHER_LOGITS_KEY)
+        if teacher_targets is not None and not isinstance(given, list):
+            raise ValueError(
+                "Precomputed teacher outputs (the teacher-output cache) hold one "
+                "output; this distiller distills several outputs. Train on "
+                "uncached batches."
+            )
+        students = list(self.soft_predictions(y_pred))
+        teachers = given or list(self._teacher_views[0](x, training=False))
+        labels = list(y) if isinstance(y, list | tuple) else [y] * len(students)
+        losses = []
+        for term, output in zip(self.distillation_terms, self._term_outputs):
+            student = kd_losses.to_logits(students[output], self.student_outputs)
+            teacher = ops.stop_gradient(
+                kd_losses.to_logits(teachers[output], self.teacher_outputs)
+            )
+            self._check_class_counts(teacher, student)
+            values = term.compute(teacher, student, labels[output], self._temperature)
+            losses.append(kd_losses.reduce_per_example(values, sample_weight))
+        return losses
+
+    def _combine(self, y, y_pred, sample_weight, term_losses):
+        """`(total, student_loss, distillation_loss, term_losses)` from the terms."""
+        if self._term_weights is None:
+            distillation_loss = term_losses[0]
+        else:
+            distillation_loss = ops.sum(
+                ops.stack(
+                    [
+                        ops.cast(weight, "float32") * loss
+                        for weight, loss in zip(self._term_weights, term_losses)
+                    ]
+                )
+            )
         if y is None:
-            return self._add_regularization(distillation_loss), None, distillation_loss
+            total = self._add_regularization(distillation_loss)
+            return total, None, distillation_loss, term_losses
         hard = self.hard_predictions(y_pred)
         if self._compile_loss is not None:
             student_loss = self._compile_loss(y, hard, sample_weight)
+        elif isinstance(hard, list | tuple) and isinstance(y, list | tuple):
+            student_loss = ops.sum(
+                ops.stack(
+                    [
+                        self._default_student_loss(labels, out, sample_weight)
+                        for labels, out in zip(y, hard)
+                    ]
+                )
+            )
         else:
             student_loss = self._default_student_loss(y, hard, sample_weight)
         student_loss = ops.cast(student_loss, "float32")
         alpha = ops.cast(self._alpha, "float32")
         total = alpha * student_loss + (1.0 - alpha) * distillation_loss
-        return self._add_regularization(total), student_loss, distillation_loss
-
-    def _soft_term(self, teacher_logits, student_logits, y):
-        if self._kd_kind == "mse":
-            return kd_losses.logit_mse_loss(teacher_logits, student_logits)
-        if self._kd_kind == "dkd":
-            if y is None:
-                raise ValueError(
-                    "distillation_loss='dkd' needs labels (it separates the true "
-                    "class); received a batch without labels."
-                )
-            return kd_losses.dkd_loss(
-                teacher_logits,
-                student_logits,
-                y,
-                self._temperature,
-                **self._kd_options,
-            )
-        return kd_losses.kd_loss(teacher_logits, student_logits, self._temperature)
+        return (
+            self._add_regularization(total),
+            student_loss,
+            distillation_loss,
+            term_losses,
+        )
 
     def _add_regularization(self, loss):
         """Adds the student's own losses (e.g. weight regularizers), if any."""
@@ -549,7 +1023,7 @@ class Distiller(keras.Model):
                 )
 
     def _update_loss_trackers(
-        self, x, total, student_loss, distillation_loss, hint_loss=None
+        self, x, total, student_loss, distillation_loss, hint_loss=None, terms=()
     ):
         batch_size = ops.shape(next(t for t in keras.tree.flatten(x) if t is not None))[
             0
@@ -559,6 +1033,7 @@ class Distiller(keras.Model):
             (self.student_loss_tracker, student_loss),
             (self.distillation_loss_tracker, distillation_loss),
             (self.hint_loss_tracker if hint_loss is not None else None, hint_loss),
+            *zip(self.term_loss_trackers, terms or ()),
         ):
             if value is not None and tracker is not None:
                 _compat.add_to_mean(
@@ -623,7 +1098,11 @@ class Distiller(keras.Model):
             _check_input_shape(name, model, x)
         where = where if callable(where) else (lambda: where)
         problems = []
-        if y is not None and self._labels_are_sparse():
+        if (
+            y is not None
+            and not isinstance(y, list | tuple | dict)
+            and self._labels_are_sparse()
+        ):
             classes = _num_classes(self.student)
             labels = tf.convert_to_tensor(y)
             if labels.shape.rank == 2 and labels.shape[-1] not in (None, 1):
@@ -696,8 +1175,9 @@ class Distiller(keras.Model):
 
     def _named_models(self):
         yield "student", self.student
-        for i, teacher in enumerate(self.teachers):
-            yield ("teacher" if len(self.teachers) == 1 else f"teacher[{i}]"), teacher
+        views = self._teacher_views
+        for i, teacher in enumerate(views):
+            yield ("teacher" if len(views) == 1 else f"teacher[{i}]"), teacher
 
     def _labels_are_sparse(self):
         """Whether the hard-label loss takes integer class ids."""
@@ -721,7 +1201,7 @@ class Distiller(keras.Model):
         """
         import tensorflow as tf
 
-        total, student_loss, distillation_loss, hint_loss = losses
+        total, student_loss, distillation_loss, hint_loss, term_losses = losses
         sums = [tf.reduce_sum(tf.cast(g, "float32")) for g in gradients if g is not None]
         gradient_sum = tf.add_n(sums) if sums else tf.constant(0.0)
         ok = tf.math.is_finite(total + gradient_sum)
@@ -731,6 +1211,11 @@ class Distiller(keras.Model):
             ("distillation_loss", distillation_loss),
             ("hint_loss", hint_loss if hint_loss is not None else nan),
         ]
+        if len(term_losses) > 1:
+            terms += [
+                (f"{term.name}_loss", value)
+                for term, value in zip(self.distillation_terms, term_losses)
+            ]
 
         def message():
             inputs = [
@@ -773,18 +1258,26 @@ class Distiller(keras.Model):
         found = {"alpha": self._alpha, "temperature": self._temperature}
         if self._hint_weight is not None:
             found["hint_weight"] = self._hint_weight
+        for variable, term in zip(self._term_weights or (), self.distillation_terms):
+            found[kd_params.term_weight_name(term.name)] = variable
+        for term in (*self.distillation_terms, *self.hint_terms):
+            found.update(term.parameter_variables())
         return found
 
     def training_state(self):
         """`{name: trackable}`: everything training changes, for checkpoints.
 
-        The student, the optimizer, the scheduled parameters and the hint
-        adaptors (the teacher is frozen, so it is not part of it). Used by
+        The student, the optimizer, the scheduled parameters, the hint
+        adaptors and the terms that hold variables (CTKD's temperature); the
+        teacher is frozen, so it is not part of it. Used by
         `keras_distill.distribute` for its per-epoch checkpoints.
         """
         state = {"student": self.student, "optimizer": self.optimizer}
         state.update(self.parameter_variables())
         state.update({adaptor.name: adaptor for adaptor in self.hint_adaptors})
+        for term in (*self.distillation_terms, *self.hint_terms):
+            if term.weights:
+                state[f"term_{term.name}"] = term
         return state
 
     def train_step(self, data):
@@ -941,9 +1434,12 @@ class Distiller(keras.Model):
             {
                 "student": keras.saving.serialize_keras_object(self.student),
                 "teacher": (
-                    keras.saving.serialize_keras_object(self.teacher)
-                    if len(self.teachers) == 1
-                    else [keras.saving.serialize_keras_object(t) for t in self.teachers]
+                    keras.saving.serialize_keras_object(self._teacher_views[0])
+                    if len(self._teacher_views) == 1
+                    else [
+                        keras.saving.serialize_keras_object(t)
+                        for t in self._teacher_views
+                    ]
                 ),
                 "teacher_weights": self.teacher_weights,
                 "teacher_temperatures": self.teacher_temperatures,
@@ -957,14 +1453,32 @@ class Distiller(keras.Model):
                 "temperature": float(ops.convert_to_numpy(self._temperature)),
                 "teacher_outputs": self.teacher_outputs,
                 "student_outputs": self.student_outputs,
-                "distillation_loss": (
-                    self.distillation_loss
-                    if isinstance(self.distillation_loss, str)
-                    else keras.saving.serialize_keras_object(self.distillation_loss)
+                "distillation_loss": self._terms_config(),
+                "distillation_loss_weights": (
+                    None
+                    if self._term_weights is None
+                    else [float(ops.convert_to_numpy(w)) for w in self._term_weights]
                 ),
             }
         )
         return config
+
+    def _terms_config(self):
+        """The terms as saved: names as given, other terms by their config."""
+        saved = [
+            given or keras.saving.serialize_keras_object(term)
+            for given, term in zip(self._term_names_given, self.distillation_terms)
+        ]
+        if self._term_layout is not None:
+            return [
+                None
+                if entry is None
+                else [saved[i] for i in entry]
+                if isinstance(entry, list | tuple)
+                else saved[entry]
+                for entry in self._term_layout
+            ]
+        return saved if self._term_given_as_list else saved[0]
 
     @classmethod
     def from_config(cls, config):
@@ -976,11 +1490,27 @@ class Distiller(keras.Model):
             if isinstance(teacher, list)
             else keras.saving.deserialize_keras_object(teacher)
         )
-        if isinstance(config.get("distillation_loss"), dict):
-            config["distillation_loss"] = keras.saving.deserialize_keras_object(
-                config["distillation_loss"]
-            )
+        loss = config.get("distillation_loss")
+        if isinstance(loss, dict):
+            config["distillation_loss"] = keras.saving.deserialize_keras_object(loss)
+        elif isinstance(loss, list):
+
+            def restore(item):
+                if isinstance(item, list):
+                    return [restore(i) for i in item]
+                if isinstance(item, dict):
+                    return keras.saving.deserialize_keras_object(item)
+                return item
+
+            config["distillation_loss"] = restore(loss)
         return cls(**config)
+
+
+class _Untracked:
+    """Holds models out of Keras's tracking (and so out of the saved file)."""
+
+    def __init__(self, models):
+        self.models = list(models)
 
 
 class _StepCounter(keras.callbacks.Callback):

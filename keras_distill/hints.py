@@ -19,9 +19,42 @@ import inspect
 import keras
 
 from keras_distill import _compat
+from keras_distill import losses as kd_losses
 from keras_distill import params as kd_params
 
 ADAPTORS = ("auto", None)
+
+
+def hint_term(loss):
+    """The `DistillationTerm` of a hint's `loss`: a distance name or a term.
+
+    `"mse"`, `"mae"` and `"cosine"` are `kd.losses.FeatureDistanceTerm`s; a
+    `kd.losses.DistillationTerm` (e.g. `RKDDistanceTerm()`,
+    `AttentionTransferTerm()`) or its saved config is used as it is.
+    """
+    if isinstance(loss, str) and loss in kd_losses.FEATURE_DISTANCES:
+        return kd_losses.FeatureDistanceTerm(loss)
+    if isinstance(loss, kd_losses.DistillationTerm):
+        return loss
+    if isinstance(loss, dict):
+        term = keras.saving.deserialize_keras_object(loss)
+        if isinstance(term, kd_losses.DistillationTerm):
+            return term
+    if isinstance(loss, str) and loss in kd_losses.TERMS:
+        return kd_losses.TERMS[loss]()
+    import difflib
+
+    names = [*kd_losses.FEATURE_DISTANCES, *sorted(kd_losses.TERMS)]
+    close = (
+        difflib.get_close_matches(loss, names, n=3, cutoff=0.5)
+        if isinstance(loss, str)
+        else []
+    )
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(
+        f"A hint's `loss` must be one of {names} or a "
+        f"`kd.losses.DistillationTerm`. Received: loss={loss!r}.{hint}"
+    )
 
 
 def check_weight(value, name):
@@ -34,8 +67,9 @@ class Hint:
     """One FitNets hint: a teacher layer whose output guides a student layer.
 
     The student layer's output, passed through an adaptor when the shapes
-    differ, is regressed onto the teacher layer's output with a mean squared
-    error (`keras_distill.losses.hint_loss`), weighted by `weight`.
+    differ, is compared with the teacher layer's output by `loss` (by
+    default the mean squared error, `keras_distill.losses.hint_loss`),
+    weighted by `weight`.
 
     Reference: Romero et al., "FitNets: Hints for Thin Deep Nets", ICLR 2015
     (https://arxiv.org/abs/1412.6550).
@@ -50,7 +84,15 @@ class Hint:
             for 4-D features `(batch, height, width, channels)` (the spatial
             sizes must match) or a `Dense` layer for 2-D features
             `(batch, units)`, trained with the student; `None`: no adaptor,
-            the shapes must already match. Defaults to `"auto"`.
+            the shapes must already match for an elementwise `loss` (MSE,
+            MAE, cosine). Relational terms (RKD, PKT, similarity-preserving)
+            compare each batch's own structure, so with `adaptor=None` they
+            take features of any widths; attention transfer needs only the
+            spatial sizes to match. Defaults to `"auto"`.
+        loss: The distance: `"mse"` (FitNets), `"mae"`, `"cosine"`
+            (`1 - cos`), or a `kd.losses.DistillationTerm` given the
+            teacher's and the (adapted) student's features, e.g.
+            `kd.losses.AttentionTransferTerm()`. Defaults to `"mse"`.
 
     Example:
 
@@ -63,7 +105,9 @@ class Hint:
     ```
     """
 
-    def __init__(self, teacher_layer, student_layer, weight=1.0, adaptor="auto"):
+    def __init__(
+        self, teacher_layer, student_layer, weight=1.0, adaptor="auto", loss="mse"
+    ):
         for argument, value in (
             ("teacher_layer", teacher_layer),
             ("student_layer", student_layer),
@@ -78,18 +122,27 @@ class Hint:
             raise ValueError(
                 f"`adaptor` must be one of {ADAPTORS}. Received: adaptor={adaptor!r}"
             )
+        self.term = hint_term(loss)
         self.teacher_layer = teacher_layer
         self.student_layer = student_layer
         self.weight = weight
         self.adaptor = adaptor
+        self.loss = loss if isinstance(loss, str) else self.term
 
     def get_config(self):
-        return {
+        config = {
             "teacher_layer": self.teacher_layer,
             "student_layer": self.student_layer,
             "weight": self.weight,
             "adaptor": self.adaptor,
         }
+        if self.loss != "mse":
+            config["loss"] = (
+                self.loss
+                if isinstance(self.loss, str)
+                else keras.saving.serialize_keras_object(self.loss)
+            )
+        return config
 
     @classmethod
     def from_config(cls, config):
@@ -98,7 +151,7 @@ class Hint:
     def __repr__(self):
         return (
             f"Hint({self.teacher_layer!r}, {self.student_layer!r}, "
-            f"weight={self.weight!r}, adaptor={self.adaptor!r})"
+            f"weight={self.weight!r}, adaptor={self.adaptor!r}, loss={self.loss!r})"
         )
 
 
@@ -255,6 +308,9 @@ def make_adaptor(hint, teacher_shape, student_shape, name):
         f"student layer {hint.student_layer!r} of shape {student_shape}"
     )
     if teacher_shape[1:] == student_shape[1:]:
+        return keras.layers.Identity(name=name)
+    if hint.adaptor is None and not hint.term.elementwise:
+        # A relational term compares each batch's own structure: any widths.
         return keras.layers.Identity(name=name)
     if hint.adaptor is None:
         raise ValueError(

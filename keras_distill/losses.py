@@ -76,7 +76,7 @@ def mix_teachers(teacher_logits, weights, temperatures, temperature):
     return temperature * ops.logsumexp(ops.stack(log_terms, axis=0), axis=0)
 
 
-def kd_loss(teacher_logits, student_logits, temperature=1.0):
+def kd_loss(teacher_logits, student_logits, temperature=1.0, closed_form_gradient=True):
     """Hinton's knowledge-distillation term, one value per example.
 
     Computes `T^2 * KL(softmax(teacher / T) || softmax(student / T))` in log
@@ -91,6 +91,10 @@ def kd_loss(teacher_logits, student_logits, temperature=1.0):
         student_logits: Student logits, shape `(batch, num_classes)`.
         temperature: Softmax temperature `T > 0`, a float or scalar tensor.
             Defaults to `1.0`.
+        closed_form_gradient: Use the closed-form gradients for teacher and
+            student (faster; no gradient reaches `temperature`). `False`
+            differentiates the formula, also with respect to a learned
+            temperature (CTKD). Defaults to `True`.
 
     Returns:
         A float32 tensor of shape `(batch,)`.
@@ -103,6 +107,15 @@ def kd_loss(teacher_logits, student_logits, temperature=1.0):
     0.0
     """
     temperature = ops.cast(temperature, "float32")
+    if not closed_form_gradient:
+        teacher_log_p = ops.log_softmax(
+            ops.cast(teacher_logits, "float32") / temperature, axis=-1
+        )
+        student_log_p = ops.log_softmax(
+            ops.cast(student_logits, "float32") / temperature, axis=-1
+        )
+        kl = ops.sum(ops.exp(teacher_log_p) * (teacher_log_p - student_log_p), -1)
+        return ops.square(temperature) * kl
 
     # The gradients in closed form, `T * (q - p)` for the student and
     # `T * p * (log p - log q - KL)` for the teacher (p, q the softened
@@ -457,3 +470,881 @@ class HintLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         return hint_loss(y_true, y_pred)
+
+
+# -- Pure functions of the newer methods ---------------------------------------
+
+# Added to the standard deviation in logit standardization (Sun et al.'s code).
+_STD_EPSILON = 1e-7
+# Smallest norm used when normalising a vector (as `F.normalize` does).
+_NORM_EPSILON = 1e-12
+FEATURE_DISTANCES = ("mse", "mae", "cosine")
+
+
+def standardize_logits(logits, epsilon: float = _STD_EPSILON):
+    """Z-scores each row of logits: `(z - mean(z)) / (std(z) + epsilon)`.
+
+    The standard deviation is the population one, `sqrt(mean((z - mean)^2))`,
+    as in the paper's definition (Sun et al.'s released code uses PyTorch's
+    unbiased `std`, which differs by the constant `sqrt(K / (K - 1))`, the same
+    as a slightly lower temperature).
+
+    Reference: Sun, Ren, Li, Wang and Cao, "Logit Standardization in
+    Knowledge Distillation", CVPR 2024 (https://arxiv.org/abs/2403.01427).
+
+    Args:
+        logits: `(batch, num_classes)` logits.
+        epsilon: Added to the standard deviation. Defaults to `1e-7`.
+
+    Example:
+
+    >>> z = standardize_logits(np.array([[1.0, 2.0, 3.0]], "float32"))
+    >>> [round(float(v), 4) for v in z[0]]
+    [-1.2247, 0.0, 1.2247]
+    """
+    logits = ops.cast(logits, "float32")
+    mean = ops.mean(logits, axis=-1, keepdims=True)
+    centered = logits - mean
+    std = ops.sqrt(ops.mean(ops.square(centered), axis=-1, keepdims=True))
+    return centered / (std + epsilon)
+
+
+def _flat(features):
+    features = ops.cast(features, "float32")
+    return ops.reshape(features, (ops.shape(features)[0], -1))
+
+
+def _normalize_rows(x):
+    norm = ops.sqrt(ops.sum(ops.square(x), axis=-1, keepdims=True))
+    return x / ops.maximum(norm, _NORM_EPSILON)
+
+
+def feature_distance(teacher_features, student_features, distance: str = "mse"):
+    """A distance between features, one value per example.
+
+    Args:
+        teacher_features: `(batch, ...)` teacher features.
+        student_features: Student features of the same shape.
+        distance: `"mse"` (mean squared error over the non-batch axes, the
+            FitNets hint), `"mae"` (mean absolute error) or `"cosine"`
+            (`1 - cos(student, teacher)` of the flattened features, in
+            [0, 2]). Defaults to `"mse"`.
+
+    Returns:
+        A float32 tensor of shape `(batch,)`.
+
+    Example:
+
+    >>> t = np.ones((2, 3), "float32")
+    >>> [float(v) for v in feature_distance(t, -t, "cosine")]
+    [2.0, 2.0]
+    """
+    if distance not in FEATURE_DISTANCES:
+        raise ValueError(
+            f"`distance` must be one of {FEATURE_DISTANCES}. "
+            f"Received: distance={distance!r}"
+        )
+    if distance == "mse":
+        return hint_loss(teacher_features, student_features)
+    hint_loss(teacher_features[:0], student_features[:0])  # the shape check
+    teacher, student = _flat(teacher_features), _flat(student_features)
+    if distance == "mae":
+        return ops.mean(ops.abs(student - teacher), axis=-1)
+    return 1.0 - ops.sum(_normalize_rows(teacher) * _normalize_rows(student), axis=-1)
+
+
+def _smooth_l1(x):
+    """Huber loss with delta 1 (PyTorch's `smooth_l1_loss`), elementwise."""
+    absolute = ops.abs(x)
+    return ops.where(absolute < 1.0, 0.5 * ops.square(x), absolute - 0.5)
+
+
+def _pairwise_distances(x):
+    """`(b, b)` Euclidean distances between the rows of `x`."""
+    squared = ops.sum(ops.square(x), axis=-1)
+    gram = ops.matmul(x, ops.transpose(x))
+    d2 = ops.expand_dims(squared, 0) + ops.expand_dims(squared, 1) - 2.0 * gram
+    # Clipped away from 0, where sqrt's derivative is infinite (as RKD's code).
+    d = ops.sqrt(ops.maximum(d2, 1e-12))
+    return d * (1.0 - ops.eye(ops.shape(x)[0], dtype="float32"))
+
+
+def rkd_distance_loss(teacher_features, student_features):
+    """RKD distance-wise term, one value per example.
+
+    Pairwise distances `psi_D(x_i, x_j) = ||x_i - x_j|| / mu`, each model's
+    normalised by its mean distance `mu` over pairs `i != j`, are matched
+    with the Huber loss: example `i` gets `mean_j huber(psi_S(i, j) -
+    psi_T(i, j))`, so the batch mean is the paper's mean over all pairs.
+    Features are flattened. The paper weights this term by 25 (set it with
+    `distillation_loss_weights` or `Hint(weight=)`).
+
+    Reference: Park, Kim, Lu and Cho, "Relational Knowledge Distillation",
+    CVPR 2019 (https://arxiv.org/abs/1904.05068), eq. 4-5.
+
+    Args:
+        teacher_features: `(batch, ...)` teacher features or embeddings.
+        student_features: `(batch, ...)` student features (any width).
+
+    Returns:
+        A float32 tensor of shape `(batch,)`.
+    """
+
+    def normalised(features):
+        d = _pairwise_distances(_flat(features))
+        b = ops.cast(ops.shape(d)[0], "float32")
+        mu = ops.sum(d) / ops.maximum(b * (b - 1.0), 1.0)
+        return d / ops.maximum(mu, _NORM_EPSILON)
+
+    teacher = ops.stop_gradient(normalised(teacher_features))
+    return ops.mean(_smooth_l1(normalised(student_features) - teacher), axis=-1)
+
+
+def rkd_angle_loss(teacher_features, student_features):
+    """RKD angle-wise term, one value per example.
+
+    For each anchor `j` and pair `(i, k)`, the cosine of the angle at `x_j`,
+    `<e_ij, e_kj>` with `e_ij = (x_i - x_j) / ||x_i - x_j||`, is matched with
+    the Huber loss; example `j` gets the mean over `(i, k)`, so the batch
+    mean is the paper's mean over all triplets (terms with `i = j` or `k = j`
+    are 0 for both models). The paper weights this term by 50.
+
+    Reference: Park, Kim, Lu and Cho, "Relational Knowledge Distillation",
+    CVPR 2019 (https://arxiv.org/abs/1904.05068), eq. 6-7.
+
+    Args:
+        teacher_features: `(batch, ...)` teacher features or embeddings.
+        student_features: `(batch, ...)` student features (any width).
+
+    Returns:
+        A float32 tensor of shape `(batch,)`. Memory grows as `batch^2 *
+        width`.
+    """
+
+    def angles(features):
+        x = _flat(features)
+        # diff[j, i] = x_i - x_j
+        diff = ops.expand_dims(x, 0) - ops.expand_dims(x, 1)
+        norm = ops.sqrt(ops.sum(ops.square(diff), axis=-1, keepdims=True))
+        unit = diff / ops.maximum(norm, _NORM_EPSILON)
+        return ops.matmul(unit, ops.transpose(unit, (0, 2, 1)))  # [j, i, k]
+
+    teacher = ops.stop_gradient(angles(teacher_features))
+    loss = _smooth_l1(angles(student_features) - teacher)
+    return ops.mean(ops.reshape(loss, (ops.shape(loss)[0], -1)), axis=-1)
+
+
+def pkt_loss(teacher_features, student_features, epsilon: float = 1e-7):
+    """Probabilistic knowledge transfer (PKT), one value per example.
+
+    Each model's features define conditional probabilities with the cosine
+    kernel `K(a, b) = (cos(a, b) + 1) / 2`: `p_{j|i} = K(x_i, x_j) /
+    sum_{k != i} K(x_i, x_k)` for `j != i`. Example `i` gets
+    `KL(p_{.|i} || q_{.|i}) = sum_{j != i} p_{j|i} log(p_{j|i} / q_{j|i})`
+    (teacher `p`, student `q`); the paper's loss is their sum over `i`.
+
+    Reference: Passalis and Tefas, "Learning Deep Representations with
+    Probabilistic Knowledge Transfer", ECCV 2018
+    (https://arxiv.org/abs/1803.10837), eq. 9-11.
+
+    Args:
+        teacher_features: `(batch, ...)` teacher features.
+        student_features: `(batch, ...)` student features (any width).
+        epsilon: Guards the logarithm. Defaults to `1e-7`.
+
+    Returns:
+        A float32 tensor of shape `(batch,)`.
+    """
+
+    def conditional(features):
+        x = _normalize_rows(_flat(features))
+        kernel = (ops.matmul(x, ops.transpose(x)) + 1.0) / 2.0
+        kernel = kernel * (1.0 - ops.eye(ops.shape(x)[0], dtype="float32"))
+        return kernel / ops.maximum(ops.sum(kernel, axis=-1, keepdims=True), epsilon)
+
+    p = ops.stop_gradient(conditional(teacher_features))
+    q = conditional(student_features)
+    return ops.sum(p * (ops.log(p + epsilon) - ops.log(q + epsilon)), axis=-1)
+
+
+def similarity_preserving_loss(teacher_features, student_features):
+    """Similarity-preserving KD (SP), one value per example.
+
+    `G = Q Q^T` for the flattened features `Q` (batch x batch), each row
+    L2-normalised; the loss is `||G_T - G_S||_F^2 / b^2`. Example `i` gets
+    `sum_j (G_T - G_S)_ij^2 / b`, so the batch mean is the paper's value. The
+    paper weights this term by 3000.
+
+    Reference: Tung and Mori, "Similarity-Preserving Knowledge Distillation",
+    ICCV 2019 (https://arxiv.org/abs/1907.09682), eq. 2-4.
+
+    Args:
+        teacher_features: `(batch, ...)` teacher features.
+        student_features: `(batch, ...)` student features (any shape).
+
+    Returns:
+        A float32 tensor of shape `(batch,)`.
+    """
+
+    def similarity(features):
+        x = _flat(features)
+        return _normalize_rows(ops.matmul(x, ops.transpose(x)))
+
+    diff = similarity(student_features) - ops.stop_gradient(
+        similarity(teacher_features)
+    )
+    b = ops.cast(ops.shape(diff)[0], "float32")
+    return ops.sum(ops.square(diff), axis=-1) / b
+
+
+def attention_map(features, p: int = 2):
+    """`vec(sum_c |A_c|^p)`, L2-normalised: the attention map of AT.
+
+    Args:
+        features: `(batch, height, width, channels)` (channels last) or
+            `(batch, units)`.
+        p: The power. Defaults to `2`.
+    """
+    features = ops.cast(features, "float32")
+    energy = ops.sum(ops.abs(features) ** p, axis=-1)
+    return _normalize_rows(_flat(energy))
+
+
+def attention_transfer_loss(teacher_features, student_features, p: int = 2):
+    """Activation-based attention transfer (AT), one value per example.
+
+    `|| Q_S / ||Q_S|| - Q_T / ||Q_T|| ||_2` with `Q = vec(sum_c |A_c|^p)`
+    (the paper's eq. 2 without its `beta / 2`; set that with the term's
+    weight). Channels may differ; the spatial sizes must match.
+
+    Reference: Zagoruyko and Komodakis, "Paying More Attention to Attention",
+    ICLR 2017 (https://arxiv.org/abs/1612.03928).
+
+    Args:
+        teacher_features: `(batch, height, width, channels)` teacher features.
+        student_features: `(batch, height, width, channels')` student features.
+        p: The power of the attention map. Defaults to `2`.
+
+    Returns:
+        A float32 tensor of shape `(batch,)`.
+    """
+    t_shape, s_shape = tuple(teacher_features.shape), tuple(student_features.shape)
+    if len(t_shape) != len(s_shape) or any(
+        a is not None and b is not None and a != b
+        for a, b in zip(t_shape[1:-1], s_shape[1:-1])
+    ):
+        raise ValueError(
+            "Attention transfer needs features with the same spatial size. "
+            f"Received: teacher features of shape {t_shape}, student features "
+            f"of shape {s_shape}."
+        )
+    diff = attention_map(student_features, p) - ops.stop_gradient(
+        attention_map(teacher_features, p)
+    )
+    return ops.sqrt(ops.maximum(ops.sum(ops.square(diff), axis=-1), 1e-12))
+
+
+# -- Distillation terms ----------------------------------------------------------
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class DistillationTerm(keras.layers.Layer):
+    """Base class of a distillation term: one value per example.
+
+    A term compares the teacher's and the student's outputs (logits, for the
+    `Distiller`'s `distillation_loss`) or features (in a
+    `keras_distill.hints.Hint`). Subclasses implement `call(teacher,
+    student, labels=None, temperature=None)` and return a float32 tensor of
+    shape `(batch,)`; the distiller averages it with the sample weights
+    (`reduce_per_example`) and logs it as `<name>_loss` when it has several
+    terms. `labels` are the batch's labels, or `None` for a batch without
+    labels; `temperature` is the distiller's current temperature (a scalar
+    tensor; a term may ignore it). Teacher and student arrive as float32,
+    the teacher's already without gradient.
+
+    A term is a `keras.layers.Layer`: it is saved with the distiller (its
+    config through `get_config`, any variables it creates with the
+    distiller's weights) and may hold trainable variables, which train with
+    the student. Register subclasses with
+    `keras.saving.register_keras_serializable()` so that a saved distiller
+    loads, and return every `__init__` argument from `get_config()`.
+
+    Class attributes:
+        default_name: The name of an instance made without `name=`, and so
+            the key of its loss in the logs (`"<name>_loss"`) and of its
+            weight variable (`"<name>_weight"`).
+        needs_labels: Whether `call()` needs `labels` (like DKD); the
+            distiller then refuses batches without labels with a clear
+            error.
+        elementwise: Whether teacher and student must have the same shape
+            (a distance between features). In a hint with `adaptor=None`,
+            a term that is not elementwise (RKD, PKT, SP, AT) gets the
+            features as they are, whatever their widths.
+
+    Args:
+        name: The term's name, a Python identifier. Defaults to the class's
+            `default_name`.
+        **kwargs: Passed to `keras.layers.Layer`.
+
+    Example:
+
+    ```python
+    @keras.saving.register_keras_serializable(package="my_project")
+    class L1Logits(kd.losses.DistillationTerm):
+        default_name = "l1"
+
+        def call(self, teacher, student, labels=None, temperature=None):
+            return keras.ops.mean(keras.ops.abs(teacher - student), axis=-1)
+
+    distiller = kd.Distiller(student, teacher,
+                             distillation_loss=["kd", L1Logits()],
+                             distillation_loss_weights=[0.7, 0.3])
+    ```
+    """
+
+    default_name = "term"
+    needs_labels = False
+    elementwise = False
+
+    def __init__(self, name=None, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(name=name or self.default_name, **kwargs)
+
+    def call(self, teacher, student, labels=None, temperature=None):
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement `call(teacher, student, "
+            "labels=None, temperature=None)` returning one value per example."
+        )
+
+    def parameter_variables(self):
+        """`{name: variable}` of the term's schedulable parameters."""
+        return {}
+
+    def compute(self, teacher, student, labels=None, temperature=1.0):
+        """Calls the term on float32 inputs and checks it returns `(batch,)`."""
+        if self.needs_labels and labels is None:
+            raise ValueError(
+                f"The distillation term {self.name!r} ({type(self).__name__}) "
+                "needs labels (e.g. DKD separates the true class); received a "
+                "batch without labels. Train on (x, y) batches or choose a term "
+                "that does not need labels, such as 'kd'."
+            )
+        value = self(
+            ops.cast(teacher, "float32"),
+            ops.cast(student, "float32"),
+            labels=labels,
+            temperature=ops.cast(temperature, "float32"),
+        )
+        if not hasattr(value, "shape") or len(value.shape) != 1:
+            shape = getattr(value, "shape", None)
+            raise ValueError(
+                f"The distillation term {self.name!r} ({type(self).__name__}) must "
+                "return one value per example, a tensor of shape (batch,). It "
+                f"returned {'a ' + type(value).__name__ if shape is None else shape}."
+            )
+        return ops.cast(value, "float32")
+
+
+def _maybe_standardize(standardize, teacher, student):
+    if standardize:
+        return standardize_logits(teacher), standardize_logits(student)
+    return teacher, student
+
+
+def _check_bool(value, name):
+    if not isinstance(value, bool):
+        raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
+    return value
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class KDTerm(DistillationTerm):
+    """Hinton's KD term, `T^2 * KL(softmax(t / T) || softmax(s / T))`.
+
+    With `standardize=True`, both models' logits are z-scored first
+    (`standardize_logits`), which lets the student match the teacher's
+    ranking of the classes rather than the scale of its logits (Sun et al.,
+    CVPR 2024, https://arxiv.org/abs/2403.01427); use a lower temperature
+    with it (the paper: 2) and a larger KD weight.
+
+    Reference: Hinton, Vinyals and Dean, "Distilling the Knowledge in a
+    Neural Network", 2015 (https://arxiv.org/abs/1503.02531).
+
+    Args:
+        standardize: Z-score the logits before the softened softmax.
+            Defaults to `False`.
+        name: Defaults to `"kd"`.
+
+    Example:
+
+    ```python
+    distiller = kd.Distiller(student, teacher, temperature=2.0,
+                             distillation_loss=kd.losses.KDTerm(standardize=True))
+    ```
+    """
+
+    default_name = "kd"
+    # Set by CTKDTerm: the temperature is learned, so it needs a gradient.
+    _temperature_is_learned = False
+
+    def __init__(self, standardize=False, name=None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.standardize = _check_bool(standardize, "standardize")
+
+    def call(self, teacher, student, labels=None, temperature=None):
+        teacher, student = _maybe_standardize(self.standardize, teacher, student)
+        return kd_loss(
+            teacher,
+            student,
+            1.0 if temperature is None else temperature,
+            closed_form_gradient=not self._temperature_is_learned,
+        )
+
+    def get_config(self):
+        return {**super().get_config(), "standardize": self.standardize}
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class LogitMSETerm(DistillationTerm):
+    """Squared error between logits (`logit_mse_loss`); ignores the temperature.
+
+    Args:
+        name: Defaults to `"mse"`.
+
+    Example:
+
+    ```python
+    distiller = kd.Distiller(student, teacher, distillation_loss=["kd", "mse"],
+                             distillation_loss_weights=[1.0, 0.1])
+    ```
+    """
+
+    default_name = "mse"
+    elementwise = True
+
+    def call(self, teacher, student, labels=None, temperature=None):
+        return logit_mse_loss(teacher, student)
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class DKDTerm(DistillationTerm):
+    """Decoupled KD, `T^2 * (alpha * TCKD + beta * NCKD)` (`dkd_loss`).
+
+    Needs labels. The paper warms the term up over its first 20 epochs
+    (weight `min(epoch / 20, 1)`): give the distiller
+    `distillation_loss_weights=[...]` and schedule the `"dkd_weight"`
+    variable (see `docs/terms.md`).
+
+    Reference: Zhao, Cui, Song, Qiu and Liang, "Decoupled Knowledge
+    Distillation", CVPR 2022 (https://arxiv.org/abs/2203.08679).
+
+    Args:
+        alpha: Weight of TCKD (not the distiller's `alpha`). Defaults to `1.0`.
+        beta: Weight of NCKD. Defaults to `8.0`.
+        standardize: Z-score the logits first (Sun et al., CVPR 2024).
+            Defaults to `False`.
+        name: Defaults to `"dkd"`.
+
+    Example:
+
+    ```python
+    distiller = kd.Distiller(student, teacher, alpha=0.5,
+                             distillation_loss=kd.losses.DKDTerm(beta=2.0))
+    ```
+    """
+
+    default_name = "dkd"
+    needs_labels = True
+
+    def __init__(self, alpha=1.0, beta=8.0, standardize=False, name=None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.alpha = kd_params.Param("alpha", 1.0, 0.0).check(alpha)
+        self.beta = kd_params.Param("beta", 8.0, 0.0).check(beta)
+        self.standardize = _check_bool(standardize, "standardize")
+
+    def call(self, teacher, student, labels=None, temperature=None):
+        teacher, student = _maybe_standardize(self.standardize, teacher, student)
+        temperature = 1.0 if temperature is None else temperature
+        return dkd_loss(teacher, student, labels, temperature, self.alpha, self.beta)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "standardize": self.standardize,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class FeatureDistanceTerm(DistillationTerm):
+    """A distance between features (`feature_distance`): MSE, MAE or cosine.
+
+    Args:
+        distance: `"mse"`, `"mae"` or `"cosine"`. Defaults to `"mse"`.
+        name: Defaults to `"feature_<distance>"`.
+
+    Example:
+
+    ```python
+    hint = kd.hints.Hint("conv2", "conv1", loss="cosine")  # uses this term
+    ```
+    """
+
+    default_name = "feature"
+    elementwise = True
+
+    def __init__(self, distance="mse", name=None, **kwargs):
+        if distance not in FEATURE_DISTANCES:
+            raise ValueError(
+                f"`distance` must be one of {FEATURE_DISTANCES}. "
+                f"Received: distance={distance!r}"
+            )
+        super().__init__(name=name or f"feature_{distance}", **kwargs)
+        self.distance = distance
+
+    def call(self, teacher, student, labels=None, temperature=None):
+        return feature_distance(teacher, student, self.distance)
+
+    def get_config(self):
+        return {**super().get_config(), "distance": self.distance}
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class RKDDistanceTerm(DistillationTerm):
+    """RKD distance-wise term (`rkd_distance_loss`; Park et al., CVPR 2019).
+
+    Args:
+        name: Defaults to `"rkd_distance"`.
+
+    Example:
+
+    ```python
+    distiller = kd.Distiller(student, teacher, hints=[
+        kd.hints.Hint("flatten", "hidden", loss=kd.losses.RKDDistanceTerm(),
+                      weight=25.0, adaptor=None)])
+    ```
+    """
+
+    default_name = "rkd_distance"
+
+    def call(self, teacher, student, labels=None, temperature=None):
+        return rkd_distance_loss(teacher, student)
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class RKDAngleTerm(DistillationTerm):
+    """RKD angle-wise term (`rkd_angle_loss`; Park et al., CVPR 2019).
+
+    Args:
+        name: Defaults to `"rkd_angle"`.
+
+    Example:
+
+    ```python
+    hints = [kd.hints.Hint("flatten", "flatten", loss=kd.losses.RKDDistanceTerm(),
+                           weight=25.0, adaptor=None),
+             kd.hints.Hint("flatten", "flatten", loss=kd.losses.RKDAngleTerm(),
+                           weight=50.0, adaptor=None)]
+    ```
+    """
+
+    default_name = "rkd_angle"
+
+    def call(self, teacher, student, labels=None, temperature=None):
+        return rkd_angle_loss(teacher, student)
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class PKTTerm(DistillationTerm):
+    """Probabilistic knowledge transfer (`pkt_loss`; Passalis and Tefas, 2018).
+
+    Args:
+        name: Defaults to `"pkt"`.
+
+    Example:
+
+    ```python
+    hint = kd.hints.Hint("flatten", "flatten", loss=kd.losses.PKTTerm(),
+                         adaptor=None)
+    ```
+    """
+
+    default_name = "pkt"
+
+    def call(self, teacher, student, labels=None, temperature=None):
+        return pkt_loss(teacher, student)
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class SimilarityPreservingTerm(DistillationTerm):
+    """Similarity-preserving KD (`similarity_preserving_loss`; Tung and Mori 2019).
+
+    Args:
+        name: Defaults to `"sp"`.
+
+    Example:
+
+    ```python
+    hint = kd.hints.Hint("conv2", "conv1", loss=kd.losses.SimilarityPreservingTerm(),
+                         weight=3000.0, adaptor=None)
+    ```
+    """
+
+    default_name = "sp"
+
+    def call(self, teacher, student, labels=None, temperature=None):
+        return similarity_preserving_loss(teacher, student)
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class AttentionTransferTerm(DistillationTerm):
+    """Attention transfer (`attention_transfer_loss`; Zagoruyko and Komodakis 2017).
+
+    Args:
+        p: The power of the attention map. Defaults to `2`.
+        name: Defaults to `"at"`.
+
+    Example:
+
+    ```python
+    # Same height and width; the channel counts may differ.
+    hint = kd.hints.Hint("conv2", "conv1", loss=kd.losses.AttentionTransferTerm(),
+                         adaptor=None)
+    ```
+    """
+
+    default_name = "at"
+
+    def __init__(self, p=2, name=None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        if isinstance(p, bool) or not isinstance(p, int) or p < 1:
+            raise ValueError(f"`p` must be an integer >= 1. Received: p={p!r}")
+        self.p = p
+
+    def call(self, teacher, student, labels=None, temperature=None):
+        return attention_transfer_loss(teacher, student, self.p)
+
+    def get_config(self):
+        return {**super().get_config(), "p": self.p}
+
+
+def gradient_reversal(x, strength):
+    """The identity, whose gradient is multiplied by `-strength`.
+
+    Reference: Ganin and Lempitsky, "Unsupervised Domain Adaptation by
+    Backpropagation", ICML 2015 (https://arxiv.org/abs/1409.7495).
+
+    Args:
+        x: A tensor.
+        strength: The reversal strength `lambda >= 0`, a float or scalar
+            tensor.
+    """
+    strength = ops.cast(strength, "float32")
+
+    @ops.custom_gradient
+    def reverse(value):
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            return -strength * upstream
+
+        return value * 1.0, grad
+
+    return reverse(ops.cast(x, "float32"))
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class CTKDTerm(DistillationTerm):
+    """Curriculum temperature KD (CTKD): a learned, adversarial temperature.
+
+    Wraps a logit term (KD or DKD, with or without logit standardization) and
+    replaces the distiller's temperature by a learned one, `T = t_start +
+    t_end * sigmoid(theta)`, where `theta` is a trainable variable reached
+    through a gradient reversal layer: the student descends the loss while
+    the temperature ascends it (it makes the task harder), scaled by the
+    reversal strength `lambda`. CTKD raises `lambda` from 0 to 1 with a
+    cosine curriculum over the first epochs (the paper: 10): schedule the
+    non-trainable `"<name>_reversal"` variable, e.g.
+    `kd.callbacks.ParameterScheduler("ctkd_reversal", kd.schedules.cosine(0.0,
+    1.0, 10))`. Without a schedule `lambda` stays 0 and `T` stays at its
+    initial value.
+
+    Reference: Zheng Li et al., "Curriculum
+    Temperature for Knowledge Distillation", AAAI 2023
+    (https://arxiv.org/abs/2211.16231). `theta` starts at 1, as in the
+    authors' code (so `T` starts at `1 + 20 * sigmoid(1) = 15.6`).
+
+    Args:
+        term: The wrapped term: `"kd"`, `"dkd"` or a `DistillationTerm` that
+            uses the temperature. Defaults to `"kd"`.
+        t_start: The lowest temperature. Defaults to `1.0`.
+        t_end: The range above it. Defaults to `20.0`.
+        name: Defaults to `"ctkd"`.
+
+    Example:
+
+    ```python
+    distiller = kd.Distiller(student, teacher,
+                             distillation_loss=kd.losses.CTKDTerm("kd"))
+    distiller.fit(x, y, epochs=30, callbacks=[kd.callbacks.ParameterScheduler(
+        "ctkd_reversal", kd.schedules.cosine(0.0, 1.0, 10))])
+    distiller.distillation_loss.learned_temperature()  # a float
+    ```
+    """
+
+    default_name = "ctkd"
+
+    def __init__(self, term="kd", t_start=1.0, t_end=20.0, name=None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.term = get_term(term, "term")
+        if isinstance(self.term, CTKDTerm):
+            raise ValueError("`term` cannot itself be a CTKDTerm.")
+        if isinstance(self.term, KDTerm):
+            self.term._temperature_is_learned = True
+        self.needs_labels = self.term.needs_labels
+        self.t_start = kd_params.check("temperature", t_start, "CTKDTerm(t_start)")
+        self.t_end = kd_params.Param("t_end", 20.0, 0.0).check(t_end)
+        self.theta = self.add_weight(
+            shape=(), initializer=keras.initializers.Constant(1.0), name="theta"
+        )
+        self.reversal = self.add_weight(
+            shape=(), initializer="zeros", trainable=False, name="reversal"
+        )
+
+    def temperature_of(self, theta):
+        return self.t_start + self.t_end * ops.sigmoid(theta)
+
+    def learned_temperature(self):
+        """The current learned temperature, a Python float."""
+        return float(ops.convert_to_numpy(self.temperature_of(self.theta)))
+
+    def parameter_variables(self):
+        return {f"{self.name}_reversal": self.reversal}
+
+    def call(self, teacher, student, labels=None, temperature=None):
+        theta = gradient_reversal(self.theta, self.reversal)
+        return self.term.compute(teacher, student, labels, self.temperature_of(theta))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "term": keras.saving.serialize_keras_object(self.term),
+            "t_start": self.t_start,
+            "t_end": self.t_end,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("term"), dict):
+            config["term"] = keras.saving.deserialize_keras_object(config["term"])
+        return cls(**config)
+
+
+# Names accepted wherever a term is (`Distiller(distillation_loss=...)`).
+TERMS = {
+    "kd": KDTerm,
+    "mse": LogitMSETerm,
+    "dkd": DKDTerm,
+    "rkd_distance": RKDDistanceTerm,
+    "rkd_angle": RKDAngleTerm,
+    "pkt": PKTTerm,
+    "sp": SimilarityPreservingTerm,
+    "at": AttentionTransferTerm,
+    "ctkd": CTKDTerm,
+}
+
+
+def _keras_equivalent(loss) -> str:
+    """The keras_distill call equivalent to a keras.distillation loss object."""
+    name = type(loss).__name__
+    if name == "LogitsDistillation":
+        temperature = getattr(loss, "temperature", 3.0)
+        kl = isinstance(getattr(loss, "loss", None), keras.losses.KLDivergence)
+        note = (
+            ""
+            if kl
+            else " (keras.distillation's default `loss='kl_divergence'` applies "
+            "KL to the logits / T without softmax or T^2; 'kd' is Hinton's T^2 * "
+            "KL of the softened distributions)"
+        )
+        return (
+            f"for `LogitsDistillation(temperature={temperature!r})` pass "
+            f"`distillation_loss='kd', temperature={temperature!r}` to "
+            f"`kd.Distiller`{note}."
+        )
+    if name == "FeatureDistillation":
+        t = getattr(loss, "teacher_layer_name", None)
+        s = getattr(loss, "student_layer_name", None)
+        if t is None or s is None:
+            return (
+                "for `FeatureDistillation` on the final outputs pass "
+                "`distillation_loss='mse'`."
+            )
+        return (
+            f"for `FeatureDistillation(teacher_layer_name={t!r}, "
+            f"student_layer_name={s!r})` pass `hints=[kd.hints.Hint({t!r}, "
+            f"{s!r}, loss='mse')]` (or loss='mae' / 'cosine') to `kd.Distiller`."
+        )
+    return "subclass `kd.losses.DistillationTerm` (one value per example)."
+
+
+def get_term(spec, argument: str = "distillation_loss") -> DistillationTerm:
+    """A `DistillationTerm` from a name, a term, a saved config or a loss class.
+
+    Accepts a `DistillationTerm` (returned as it is), a name in `TERMS`
+    (`"kd"`, `"mse"`, `"dkd"`, ...), the config dict of a saved term, or
+    one of the `keras.losses.Loss` classes of this module
+    (`KnowledgeDistillation`, `LogitMSE`, `DecoupledKD`).
+
+    Raises:
+        ValueError: naming `argument` and the value; for an unknown name,
+            the closest known names.
+    """
+    import difflib
+
+    if isinstance(spec, DistillationTerm):
+        return spec
+    if isinstance(spec, str):
+        if spec in TERMS:
+            return TERMS[spec]()
+        close = difflib.get_close_matches(spec, list(TERMS), n=3, cutoff=0.5)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(
+            f"Unknown distillation term {argument}={spec!r}.{hint} Known names: "
+            f"{sorted(TERMS)}; or pass a `kd.losses.DistillationTerm` instance."
+        )
+    if isinstance(spec, dict):
+        term = keras.saving.deserialize_keras_object(spec)
+        if isinstance(term, DistillationTerm):
+            return term
+    if isinstance(spec, DecoupledKD):
+        return DKDTerm(alpha=spec.alpha, beta=spec.beta)
+    if isinstance(spec, LogitMSE):
+        return LogitMSETerm()
+    if isinstance(spec, KnowledgeDistillation):
+        return KDTerm()
+    if isinstance(spec, type) and issubclass(spec, DistillationTerm):
+        raise ValueError(
+            f"`{argument}` must be a term instance, not the class. Received: "
+            f"{argument}={spec.__name__}; pass {spec.__name__}()."
+        )
+    if isinstance(spec, keras.losses.KLDivergence):
+        raise ValueError(
+            f"`{argument}` received keras.losses.KLDivergence(). Hinton's term "
+            "(KL of the softened distributions, times T^2) is `'kd'`: pass "
+            f"{argument}='kd'."
+        )
+    module = type(spec).__module__ or ""
+    if module.startswith("keras.src.distillation"):
+        raise ValueError(
+            f"`{argument}` received a keras.distillation loss, {spec!r}. "
+            f"keras_distill takes its own terms: {_keras_equivalent(spec)} "
+            "See docs/migration.md."
+        )
+    raise ValueError(
+        f"`{argument}` must be a term name ({sorted(TERMS)}), a "
+        "`kd.losses.DistillationTerm`, or a KnowledgeDistillation, LogitMSE or "
+        f"DecoupledKD loss. Received: {argument}={spec!r}"
+    )

@@ -95,6 +95,8 @@ class Param:
     high: float | None = None
     low_open: bool = False
     meaning: str = ""
+    # How a user sets it, quoted when a direct `assign` broke the rule.
+    setter: str = ""
 
     @property
     def rule(self) -> str:
@@ -144,9 +146,46 @@ SPECS = {
     )
 }
 
+# Families of parameters that the distillation terms create, by the suffix of
+# their name: a distiller with terms "kd" and "dkd" and
+# `distillation_loss_weights` holds `kd_weight` and `dkd_weight`; a CTKD term
+# named "ctkd" holds `ctkd_reversal`.
+FAMILIES = {
+    "_weight": Param(
+        "<term>_weight",
+        1.0,
+        0.0,
+        meaning="the weight of a distillation term",
+        setter="`distiller.distillation_loss_weights = [...]` or a "
+        "`ParameterScheduler`",
+    ),
+    "_reversal": Param(
+        "<term>_reversal",
+        0.0,
+        0.0,
+        meaning="the strength of CTKD's gradient reversal",
+        setter="a `ParameterScheduler`",
+    ),
+}
+
+
+def term_weight_name(term_name: str) -> str:
+    """The name of the weight variable of the distillation term `term_name`."""
+    return f"{term_name}_weight"
+
+
+def spec(name: str) -> Param | None:
+    """The rule of parameter `name`: declared in `SPECS`, or of a family."""
+    if name in SPECS:
+        return SPECS[name]
+    for suffix, family in FAMILIES.items():
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return dataclasses.replace(family, name=name)
+    return None
+
 
 def check(name: str, value, where: str | None = None) -> float:
-    """Checks `value` for parameter `name` (declared in `SPECS`).
+    """Checks `value` for parameter `name` (declared in `SPECS` or `FAMILIES`).
 
     A name that is not declared only has to be a finite float32 number.
 
@@ -156,10 +195,10 @@ def check(name: str, value, where: str | None = None) -> float:
     Raises:
         ValueError: naming the parameter, the value, the rule and `where`.
     """
-    spec = SPECS.get(name)
-    if spec is None:
+    rule = spec(name)
+    if rule is None:
         return check_finite(value, name, where)
-    return spec.check(value, where)
+    return rule.check(value, where)
 
 
 def check_range(name: str, low, high, where: str) -> tuple:
@@ -207,22 +246,31 @@ def graph_problems(variables: dict) -> list:
     if not variables:
         return []
     names = list(variables)
-    bounds = np.array([_float32_bounds(SPECS[name]) for name in names], "float32")
+    specs = [_spec_of_variable(name) for name in names]
+    bounds = np.array([_float32_bounds(rule) for rule in specs], "float32")
     values = tf.stack([tf.cast(variables[name], "float32") for name in names])
     ok = (values >= bounds[:, 0]) & (values <= bounds[:, 1])
 
     def message():
         parts = []
-        for index, name in enumerate(names):
-            spec = SPECS[name]
+        for index, (name, rule) in enumerate(zip(names, specs)):
+            setter = rule.setter or (
+                f"`distiller.{name} = value` or a `ParameterScheduler`"
+            )
             text = tf.strings.format(
-                f"`{name}` must be {spec.rule} ({spec.meaning}); it holds {{}}. It "
-                f"was assigned directly (e.g. `distiller.{name}.assign(...)`), "
-                f"bypassing the checks: set it with `distiller.{name} = value` or "
-                "a `ParameterScheduler`.",
+                f"`{name}` must be {rule.rule} ({rule.meaning}); it holds {{}}. It "
+                f"was assigned directly (e.g. `{name}.assign(...)`), bypassing "
+                f"the checks: set it with {setter}.",
                 (values[index],),
             )
             parts.append(tf.where(ok[index], "", text))
         return tf.strings.strip(tf.strings.reduce_join(tf.stack(parts), separator=" "))
 
     return [(tf.logical_not(tf.reduce_all(ok)), message)]
+
+
+def _spec_of_variable(name):
+    rule = spec(name)
+    if rule is None:
+        raise ValueError(f"No rule is declared for the parameter {name!r}.")
+    return rule

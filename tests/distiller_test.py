@@ -413,3 +413,343 @@ def test_jit_compile_trains_and_matches_graph_mode(models):
         history = d.fit(x, y, epochs=2, batch_size=32, shuffle=False, verbose=0)
         results.append(history.history["loss"])
     np.testing.assert_allclose(results[1], results[0], rtol=1e-4)
+
+
+# -- Several distillation terms ---------------------------------------------------
+
+
+def numpy_dkd(t, s, y, temperature, alpha=1.0, beta=8.0):
+    from tests.losses_test import numpy_dkd as reference
+
+    return reference(t, s, y, temperature, alpha, beta)
+
+
+def test_a_weighted_list_of_terms_is_the_weighted_sum_and_logs_each_term():
+    t, s = random_logits(seed=21), random_logits(seed=22)
+    y = np.arange(8) % 5
+    x = np.zeros((8, 1), "float32")
+    distiller = fixed_distiller(
+        t,
+        s,
+        alpha=0.2,
+        temperature=2.0,
+        distillation_loss=["kd", kd.losses.DKDTerm(beta=2.0)],
+        distillation_loss_weights=[0.7, 0.3],
+    )
+    kd_value = numpy_kd(t, s, 2.0).mean()
+    dkd_value = numpy_dkd(t, s, y, 2.0, beta=2.0).mean()
+    got = distiller.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
+    np.testing.assert_allclose(got["kd_loss"], kd_value, rtol=1e-5)
+    np.testing.assert_allclose(got["dkd_loss"], dkd_value, rtol=1e-5)
+    distill = 0.7 * kd_value + 0.3 * dkd_value
+    np.testing.assert_allclose(got["distillation_loss"], distill, rtol=1e-5)
+    np.testing.assert_allclose(
+        got["loss"], 0.2 * got["student_loss"] + 0.8 * distill, rtol=1e-5
+    )
+    assert [v.name for v in distiller.distillation_loss_weights] == [
+        "kd_weight",
+        "dkd_weight",
+    ]
+    distiller.distillation_loss_weights = [0.0, 1.0]
+    got = distiller.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
+    np.testing.assert_allclose(got["distillation_loss"], dkd_value, rtol=1e-5)
+
+
+def test_a_single_term_keeps_the_original_loss_bit_for_bit():
+    t, s = random_logits(seed=23), random_logits(seed=24)
+    y = np.arange(8) % 5
+    x = np.zeros((8, 1), "float32")
+    distiller = fixed_distiller(t, s, alpha=0.3, temperature=3.0)
+    assert distiller.distillation_loss_weights is None
+    total, student, kd_term = losses_on(distiller, x, y)
+    # The formula as the Distiller computed it before terms existed.
+    expected_kd = losses.reduce_per_example(losses.kd_loss(t, s, 3.0))
+    alpha = tf.constant(0.3, "float32")
+    assert kd_term == float(expected_kd)
+    assert total == float(alpha * student + (1.0 - alpha) * expected_kd)
+    logs = distiller.evaluate(x, y, verbose=0, return_dict=True)
+    assert "kd_loss" not in logs  # one term: its loss is `distillation_loss`
+
+
+def test_term_weights_are_scheduled_and_checked_in_the_step():
+    x, y = np.zeros((8, 1), "float32"), np.arange(8) % 5
+    distiller = fixed_distiller(
+        random_logits(seed=27),
+        random_logits(seed=28),
+        distillation_loss=["kd", "mse"],
+        distillation_loss_weights=[1.0, 0.0],
+    )
+    history = distiller.fit(
+        x,
+        y,
+        epochs=2,
+        batch_size=8,
+        verbose=0,
+        callbacks=[
+            kd.callbacks.ParameterScheduler("mse_weight", kd.schedules.linear(0, 1, 1))
+        ],
+    )
+    assert history.history["mse_weight"] == [0.0, 1.0]
+    logs = history.history
+    np.testing.assert_allclose(logs["distillation_loss"][0], logs["kd_loss"][0])
+    # Epoch 1 (one batch): with the weight at 1 the MSE term counts.
+    np.testing.assert_allclose(
+        logs["distillation_loss"][1], logs["kd_loss"][1] + logs["mse_loss"][1]
+    )
+    got = distiller.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
+    np.testing.assert_allclose(
+        got["distillation_loss"], got["kd_loss"] + got["mse_loss"], rtol=1e-5
+    )
+    distiller.distillation_loss_weights[1].assign(-1.0)
+    with pytest.raises(ValueError, match=r"`mse_weight` must be >= 0.*holds -1"):
+        distiller.fit(x, y, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"mse_weight.*Received: mse_weight=-2"):
+        distiller.distillation_loss_weights = [1.0, -2]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (
+            {"distillation_loss": ["kd", "dkd"], "distillation_loss_weights": [1.0]},
+            r"one weight per distillation term \(2: \[.kd., .dkd.\]\). Received 1 weight:",
+        ),
+        (
+            {
+                "distillation_loss": ["kd", "dkd"],
+                "distillation_loss_weights": [1, -0.5],
+            },
+            r"`dkd_weight` must be >= 0.*Received: dkd_weight=-0.5 at "
+            r"distillation_loss_weights\[1\]",
+        ),
+        ({"distillation_loss": ["kd", "kld"]}, r"distillation_loss\[1\]='kld'.*'kd'"),
+        ({"distillation_loss": ["kd", "kd"]}, r"\['kd'\] appear more than once"),
+        ({"distillation_loss": []}, r"at least one term"),
+        (
+            {"distillation_loss": kd.losses.KDTerm(name="hint")},
+            r"cannot be named 'hint'",
+        ),
+    ],
+)
+def test_bad_terms_and_weights(models, kwargs, match):
+    teacher, student = models
+    with pytest.raises(ValueError, match=match):
+        kd.Distiller(student, teacher, **kwargs)
+
+
+def test_a_term_must_return_one_value_per_example_and_dkd_needs_labels():
+    class Scalar(kd.losses.DistillationTerm):
+        def call(self, teacher, student, labels=None, temperature=None):
+            return keras.ops.mean(teacher - student)
+
+    t, s = random_logits(seed=25), random_logits(seed=26)
+    x = np.zeros((8, 1), "float32")
+    with pytest.raises(ValueError, match=r"'term' \(Scalar\) must return one value"):
+        losses_on(fixed_distiller(t, s, distillation_loss=Scalar()), x)
+    with pytest.raises(ValueError, match=r"'dkd' \(DKDTerm\) needs labels"):
+        losses_on(fixed_distiller(t, s, distillation_loss="dkd"), x)
+
+
+# -- Migration: the keras-io example and keras.distillation ----------------------
+
+
+def test_the_keras_io_compile_call_works_and_gives_its_loss():
+    t, s = random_logits(seed=31), random_logits(seed=32)
+    y = np.arange(8) % 5
+    x = np.zeros((8, 1), "float32")
+    distiller = kd.Distiller(student=FixedLogits(s), teacher=FixedLogits(t))
+    distiller.compile(
+        optimizer=keras.optimizers.Adam(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy()],
+        student_loss_fn=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        distillation_loss_fn=keras.losses.KLDivergence(),
+        alpha=0.1,
+        temperature=10,
+    )
+    assert float(distiller.alpha) == pytest.approx(0.1)
+    assert float(distiller.temperature) == 10.0
+    got = distiller.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
+    # keras-io's compute_loss, written out.
+    soft = (
+        keras.losses.KLDivergence()(tf.nn.softmax(t / 10.0), tf.nn.softmax(s / 10.0))
+        * 100.0
+    )
+    hard = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, s)
+    np.testing.assert_allclose(got["loss"], 0.1 * hard + 0.9 * soft, rtol=1e-4)
+    assert "sparse_categorical_accuracy" in got
+    history = distiller.fit(x, y, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_keras_io_and_keras_distillation_arguments_map_or_show_the_equivalent(models):
+    teacher, student = models
+    distiller = kd.Distiller(student, teacher)
+    with pytest.raises(ValueError, match=r"distillation_loss='mse'"):
+        distiller.compile(optimizer="adam", distillation_loss_fn="mse")
+    with pytest.raises(ValueError, match=r"Received: alpha=2"):
+        distiller.compile(optimizer="adam", alpha=2)
+    mapped = kd.Distiller(
+        student=student,
+        teacher=teacher,
+        distillation_losses=["kd", "dkd"],
+        distillation_loss_weights=[1.0, 0.5],
+        student_loss_weight=0.3,
+    )
+    assert float(mapped.alpha) == pytest.approx(0.3)
+    assert [t.name for t in mapped.distillation_loss] == ["kd", "dkd"]
+    with pytest.raises(
+        ValueError,
+        match=r"LogitsDistillation\(temperature=4.0\)` pass `distillation_loss='kd', "
+        r"temperature=4.0`.*without softmax",
+    ):
+        kd.Distiller(
+            student=student,
+            teacher=teacher,
+            distillation_losses=[keras.distillation.LogitsDistillation(4.0)],
+        )
+    with pytest.raises(ValueError, match=r"hints=\[kd.hints.Hint\('conv2', 'dense'"):
+        kd.Distiller(
+            student=student,
+            teacher=teacher,
+            distillation_losses=keras.distillation.FeatureDistillation(
+                teacher_layer_name="conv2", student_layer_name="dense"
+            ),
+        )
+
+
+def test_the_keras_distillation_numbers_in_the_readme_hold():
+    # Keras 3.15.1: the default LogitsDistillation skips the softmax and T^2.
+    from keras.distillation import LogitsDistillation
+
+    t, s = np.array([[2.0, 0.0, -1.0]]), np.array([[0.0, 0.0, 0.0]])
+    default = float(LogitsDistillation(4.0).compute_loss(t, s))
+    kl = LogitsDistillation(4.0, loss=keras.losses.KLDivergence())
+    assert default == pytest.approx(7.71, abs=0.005)
+    assert float(kl.compute_loss(t, s)) == pytest.approx(0.808, abs=0.0005)
+    assert float(losses.kd_loss(t, s, 4.0)[0]) == pytest.approx(0.808, abs=0.0005)
+
+
+def test_the_teacher_is_the_model_passed_and_still_evaluates(tmp_path):
+    teacher = trained_teacher()
+    distiller = kd.Distiller(student=tiny_student(hidden=4), teacher=teacher)
+    assert distiller.teacher is teacher and distiller.teachers == [teacher]
+    x, y = digits_subset(n=32)
+    loss, accuracy = distiller.teacher.evaluate(x, y, verbose=0)
+    assert accuracy > 0.5
+    assert "teacher" not in dir(distiller)  # so Keras's saving does not walk it
+    distiller.compile(optimizer="adam")
+    distiller.save(tmp_path / "d.keras")
+    loaded = keras.models.load_model(tmp_path / "d.keras")
+    np.testing.assert_allclose(
+        loaded.teacher.predict(x, verbose=0), teacher.predict(x, verbose=0), atol=1e-6
+    )
+
+
+# -- Multi-output students and teachers ------------------------------------------
+
+
+def two_heads(seed, width):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(width, activation="relu")(inputs)
+    heads = [
+        keras.layers.Dense(3, name="a")(hidden),
+        keras.layers.Dense(4, name="b")(hidden),
+    ]
+    return keras.Model(inputs, heads)
+
+
+def test_multi_output_terms_follow_the_outputs_and_none_skips_one(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 6), "float32")
+    y = [rng.integers(0, 3, 16), rng.integers(0, 4, 16)]
+    teacher, student = two_heads(0, 8), two_heads(1, 4)
+    skip = kd.Distiller(
+        student, teacher, alpha=0.0, temperature=2.0, distillation_loss=["kd", None]
+    )
+    skip.compile(optimizer="sgd")
+    got = skip.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+    t, s = teacher.predict(x, verbose=0), student.predict(x, verbose=0)
+    np.testing.assert_allclose(got["loss"], numpy_kd(t[0], s[0], 2.0).mean(), rtol=1e-5)
+    both = kd.Distiller(
+        student,
+        teacher,
+        alpha=0.5,
+        temperature=2.0,
+        distillation_loss=[["kd", "mse"], kd.losses.DKDTerm(beta=2.0, name="dkd_b")],
+        distillation_loss_weights=[1.0, 0.5, 2.0],
+    )
+    both.compile(optimizer="sgd")
+    got = both.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+    expected = (
+        numpy_kd(t[0], s[0], 2.0).mean()
+        + 0.5 * ((t[0] - s[0]) ** 2).mean()
+        + 2.0 * numpy_dkd(t[1], s[1], y[1], 2.0, beta=2.0).mean()
+    )
+    np.testing.assert_allclose(got["distillation_loss"], expected, rtol=1e-5)
+    assert {"kd_0_loss", "mse_0_loss", "dkd_b_loss"} <= set(got)
+    both.save(tmp_path / "d.keras")
+    loaded = keras.models.load_model(tmp_path / "d.keras")
+    assert loaded.get_config()["distillation_loss"][0] == ["kd", "mse"]
+    again = loaded.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+    np.testing.assert_allclose(again["distillation_loss"], expected, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"needs one entry per output.*Received 3"):
+        kd.Distiller(student, teacher, distillation_loss=["kd", "kd", "kd"])
+    with pytest.raises(ValueError, match=r"at least one output"):
+        kd.Distiller(student, teacher, distillation_loss=[None, None])
+
+
+def test_ctkd_trains_its_temperature_up_the_loss_once_the_reversal_is_on(tmp_path):
+    t, s = random_logits(seed=41), random_logits(seed=42)
+    x = np.zeros((8, 1), "float32")
+    distiller = kd.Distiller(
+        FixedLogits(s), FixedLogits(t), alpha=0.0, distillation_loss="ctkd"
+    )
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+    term = distiller.distillation_loss
+    distiller.fit(x, epochs=1, batch_size=8, verbose=0)
+    assert float(term.theta) == 1.0  # reversal strength 0 (its start): no update
+    scale = float(distiller.student.scale)
+
+    def loss(theta):  # NumPy: KD at T = 1 + 20 * sigmoid(theta)
+        return numpy_kd(t, scale * s, 1 + 20 / (1 + np.exp(-theta))).mean()
+
+    slope = (loss(1.0 + 1e-4) - loss(1.0 - 1e-4)) / 2e-4
+    assert abs(slope) > 1e-3  # a step the test can see
+    history = distiller.fit(
+        x,
+        epochs=1,
+        batch_size=8,
+        verbose=0,
+        callbacks=[kd.callbacks.ParameterScheduler("ctkd_reversal", 1.0)],
+    )
+    assert history.history["ctkd_reversal"] == [1.0]
+    # SGD on the reversed gradient: theta + 0.1 * dL/dtheta (ascends the loss).
+    np.testing.assert_allclose(float(term.theta), 1.0 + 0.1 * slope, rtol=1e-3)
+    # The learned temperature is part of the checkpointed training state.
+    state = distiller.training_state()
+    assert state["term_ctkd"] is term and "ctkd_reversal" in state
+    path = tf.train.Checkpoint(**state).write(str(tmp_path / "ckpt"))
+    learned = float(term.theta)
+    term.theta.assign(0.0)
+    tf.train.Checkpoint(**state).read(path).expect_partial()
+    assert float(term.theta) == learned
+
+
+def test_top_k_cached_outputs_serve_only_the_plain_kd_term():
+    from keras_distill import targets
+
+    t, s = random_logits(seed=43), random_logits(seed=44)
+    topk = {
+        targets.TOPK_LOGITS_KEY: np.sort(t, axis=-1)[:, ::-1][:, :5],
+        targets.TOPK_INDICES_KEY: np.argsort(-t, axis=-1)[:, :5],
+        targets.TOPK_REST_KEY: np.full((8,), -np.inf, "float32"),
+    }
+    x = np.zeros((8, 1), "float32")
+    plain = fixed_distiller(t, s, alpha=0.0)
+    _, _, value = plain.compute_distillation_loss(x, None, plain(x), None, topk)
+    np.testing.assert_allclose(float(value), numpy_kd(t, s, 4.0).mean(), rtol=1e-4)
+    for loss in (["kd", "mse"], kd.losses.KDTerm(standardize=True)):
+        distiller = fixed_distiller(t, s, distillation_loss=loss)
+        with pytest.raises(ValueError, match=r"only the plain KD term can use"):
+            distiller.compute_distillation_loss(x, None, distiller(x), None, topk)

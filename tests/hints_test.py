@@ -288,3 +288,43 @@ def test_without_hints_nothing_changes():
     assert distiller.hints == [] and distiller.hint_adaptors == []
     assert "hint_loss" not in [m.name for m in distiller.metrics]
     assert distiller.get_config()["hints"] is None
+
+
+def test_hints_choose_their_loss_and_relational_terms_need_no_adaptor(tmp_path):
+    x, y = digits_subset(n=32)
+    teacher, student = trained_teacher(), cnn_student()
+    hints = [
+        Hint("conv1", "conv1", loss="cosine"),  # 16 vs 4 channels: 1x1 adaptor
+        Hint("flatten", "flatten", loss=kd.losses.RKDAngleTerm(), adaptor=None),
+        Hint("conv2", "conv1", loss=kd.losses.AttentionTransferTerm(), adaptor=None),
+    ]
+    distiller = kd.Distiller(student, teacher, hints=hints)
+    assert [type(a).__name__ for a in distiller.hint_adaptors] == [
+        "Conv2D",
+        "Identity",
+        "Identity",
+    ]
+    distiller.compile(optimizer="sgd")
+    got = distiller.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
+    adapted = np.asarray(distiller.hint_adaptors[0](features(student, "conv1", x)))
+    t = features(teacher, "conv1", x).reshape(32, -1)
+    a = adapted.reshape(32, -1)
+    cosine = 1 - (a * t).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(t, axis=1)
+    angle = kd.losses.rkd_angle_loss(
+        features(teacher, "flatten", x), features(student, "flatten", x)
+    )
+    at = kd.losses.attention_transfer_loss(
+        features(teacher, "conv2", x), features(student, "conv1", x)
+    )
+    expected = cosine.mean() + np.mean(angle) + np.mean(at)
+    np.testing.assert_allclose(got["hint_loss"], expected, rtol=1e-4)
+    distiller.fit(x, y, epochs=1, verbose=0)
+    distiller.save(tmp_path / "d.keras")
+    loaded = keras.models.load_model(tmp_path / "d.keras")
+    assert [type(h.term).__name__ for h in loaded.hints] == [
+        "FeatureDistanceTerm",
+        "RKDAngleTerm",
+        "AttentionTransferTerm",
+    ]
+    with pytest.raises(ValueError, match="same shape with adaptor=None"):
+        kd.Distiller(student, teacher, hints=[Hint("conv1", "conv1", adaptor=None)])

@@ -149,3 +149,214 @@ def test_hint_loss_matches_numpy():
     assert isinstance(losses.HintLoss.from_config(loss.get_config()), losses.HintLoss)
     with pytest.raises(ValueError, match=r"teacher features of shape \(4, 3, 3, 2\)"):
         losses.hint_loss(t, s[..., :1])
+
+
+# -- Terms: independent NumPy versions of the papers' formulas -------------------
+
+
+def numpy_kd(t, s, temperature):
+    pt, ps = softmax(t / temperature), softmax(s / temperature)
+    return temperature**2 * kl(pt, ps)
+
+
+def numpy_standardize(z):
+    # Sun et al. 2024, eq. 7: (z - mean) / std, population std, + their 1e-7.
+    z = z.astype("float64")
+    return (z - z.mean(-1, keepdims=True)) / (z.std(-1, keepdims=True) + 1e-7)
+
+
+def huber(x):
+    return np.where(np.abs(x) < 1, 0.5 * x**2, np.abs(x) - 0.5)
+
+
+def numpy_rkd_distance(t, s):
+    def psi(x):
+        x = x.reshape(len(x), -1).astype("float64")
+        b = len(x)
+        d = np.array(
+            [[np.linalg.norm(x[i] - x[j]) for j in range(b)] for i in range(b)]
+        )
+        return d / d[~np.eye(b, dtype=bool)].mean()
+
+    return huber(psi(s) - psi(t)).mean(axis=1)
+
+
+def numpy_rkd_angle(t, s):
+    def psi(x):
+        x = x.reshape(len(x), -1).astype("float64")
+        b = len(x)
+        a = np.zeros((b, b, b))
+        for j in range(b):
+            for i in range(b):
+                for k in range(b):
+                    if i == j or k == j:
+                        continue
+                    e_ij = (x[i] - x[j]) / np.linalg.norm(x[i] - x[j])
+                    e_kj = (x[k] - x[j]) / np.linalg.norm(x[k] - x[j])
+                    a[j, i, k] = e_ij @ e_kj
+        return a
+
+    return huber(psi(s) - psi(t)).reshape(len(t), -1).mean(axis=1)
+
+
+def numpy_pkt(t, s):
+    def conditional(x):
+        x = x.reshape(len(x), -1).astype("float64")
+        b = len(x)
+        k = np.array(
+            [
+                [
+                    0.5
+                    * (x[i] @ x[j] / np.linalg.norm(x[i]) / np.linalg.norm(x[j]) + 1)
+                    for j in range(b)
+                ]
+                for i in range(b)
+            ]
+        )
+        p = np.zeros((b, b))
+        for i in range(b):
+            others = [j for j in range(b) if j != i]
+            p[i, others] = k[i, others] / k[i, others].sum()
+        return p
+
+    p, q = conditional(t), conditional(s)
+    off = ~np.eye(len(t), dtype=bool)
+    return np.array(
+        [
+            np.sum(p[i][off[i]] * np.log(p[i][off[i]] / q[i][off[i]]))
+            for i in range(len(t))
+        ]
+    )
+
+
+def numpy_sp(t, s):
+    def g(x):
+        q = x.reshape(len(x), -1).astype("float64")
+        gram = q @ q.T
+        return gram / np.linalg.norm(gram, axis=1, keepdims=True)
+
+    b = len(t)
+    total = np.sum((g(t) - g(s)) ** 2) / b**2
+    return total, ((g(t) - g(s)) ** 2).sum(axis=1) / b
+
+
+def numpy_at(t, s):
+    def q(x):
+        energy = (np.abs(x.astype("float64")) ** 2).sum(axis=-1).reshape(len(x), -1)
+        return energy / np.linalg.norm(energy, axis=1, keepdims=True)
+
+    return np.linalg.norm(q(s) - q(t), axis=1)
+
+
+def features(shape, seed):
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+def test_logit_standardization_composes_with_kd_and_dkd():
+    t, s = random_logits(seed=11), random_logits(seed=12, scale=0.5)
+    np.testing.assert_allclose(
+        np.asarray(losses.standardize_logits(t)), numpy_standardize(t), atol=1e-5
+    )
+    y = np.array([0, 1, 2, 3, 4, 0, 1, 2])
+    zt, zs = numpy_standardize(t), numpy_standardize(s)
+    for term, expected in (
+        (losses.KDTerm(standardize=True), numpy_kd(zt, zs, 2.0)),
+        (
+            losses.DKDTerm(beta=2.0, standardize=True),
+            numpy_dkd(zt, zs, y, 2.0, 1.0, 2.0),
+        ),
+        (losses.KDTerm(), numpy_kd(t, s, 2.0)),
+    ):
+        got = term.compute(t, s, y, 2.0)
+        np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-4, atol=1e-6)
+    # With CTKD: the standardized KD term at the learned temperature.
+    ctkd = losses.CTKDTerm(losses.KDTerm(standardize=True))
+    np.testing.assert_allclose(
+        np.asarray(ctkd.compute(t, s, None, 2.0)),
+        numpy_kd(zt, zs, 1 + 20 / (1 + np.exp(-1.0))),
+        rtol=1e-4,
+        atol=1e-6,
+    )
+    # Standardized logits ignore the scale and shift of the student's logits.
+    a = losses.KDTerm(standardize=True).compute(t, s, None, 2.0)
+    b = losses.KDTerm(standardize=True).compute(t, 7.0 * s + 3.0, None, 2.0)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4)
+
+
+def test_feature_distances_match_numpy():
+    t, s = features((4, 3, 3, 2), 1), features((4, 3, 3, 2), 2)
+    ft, fs = t.reshape(4, -1), s.reshape(4, -1)
+    cos = (ft * fs).sum(1) / np.linalg.norm(ft, axis=1) / np.linalg.norm(fs, axis=1)
+    for distance, expected in (
+        ("mse", ((fs - ft) ** 2).mean(1)),
+        ("mae", np.abs(fs - ft).mean(1)),
+        ("cosine", 1 - cos),
+    ):
+        got = losses.FeatureDistanceTerm(distance).compute(t, s)
+        np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"distance='l3'"):
+        losses.FeatureDistanceTerm("l3")
+
+
+def test_relational_terms_match_the_papers_formulas():
+    t, s = features((6, 5), 3), features((6, 3), 4)  # different widths
+    for function, reference in (
+        (losses.rkd_distance_loss, numpy_rkd_distance),
+        (losses.rkd_angle_loss, numpy_rkd_angle),
+        (losses.pkt_loss, numpy_pkt),
+    ):
+        np.testing.assert_allclose(
+            np.asarray(function(t, s)), reference(t, s), rtol=1e-4, atol=1e-6
+        )
+    total, per_example = numpy_sp(t, s)
+    got = np.asarray(losses.similarity_preserving_loss(t, s))
+    np.testing.assert_allclose(got, per_example, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(got.mean(), total, rtol=1e-4)
+    # Relational terms are zero when the student reproduces the teacher's
+    # structure, whatever its width: a scaled rotation of the features.
+    rotation = np.linalg.qr(np.random.default_rng(0).normal(size=(5, 5)))[0]
+    same = 3.0 * t @ rotation.astype("float32")
+    for function in (losses.rkd_distance_loss, losses.rkd_angle_loss, losses.pkt_loss):
+        assert float(np.max(np.abs(function(t, same)))) < 1e-4
+
+
+def test_attention_transfer_matches_numpy_and_needs_the_same_spatial_size():
+    t, s = features((3, 4, 4, 5), 5), features((3, 4, 4, 2), 6)
+    np.testing.assert_allclose(
+        np.asarray(losses.AttentionTransferTerm().compute(t, s)),
+        numpy_at(t, s),
+        rtol=1e-4,
+    )
+    with pytest.raises(ValueError, match=r"same spatial size.*\(3, 2, 2, 2\)"):
+        losses.attention_transfer_loss(t, s[:, :2, :2])
+
+
+def test_ctkd_reverses_the_temperatures_gradient():
+    t, s = random_logits(seed=7), random_logits(seed=8)
+    term = losses.CTKDTerm("kd")
+    term.reversal.assign(0.5)
+    with tf.GradientTape() as tape:
+        value = tf.reduce_mean(term.compute(t, s))
+
+    def reference(theta):  # NumPy: KD at T = 1 + 20 * sigmoid(theta)
+        return numpy_kd(t.astype("float64"), s, 1 + 20 / (1 + np.exp(-theta))).mean()
+
+    np.testing.assert_allclose(float(value), reference(1.0), rtol=1e-4)
+    assert term.learned_temperature() == pytest.approx(1 + 20 / (1 + np.exp(-1.0)))
+    numeric = (reference(1.0 + 1e-4) - reference(1.0 - 1e-4)) / 2e-4
+    assert abs(numeric) > 1e-4  # the test can fail: the gradient is not 0
+    (gradient,) = tape.gradient(value, [term.theta])
+    np.testing.assert_allclose(float(gradient), -0.5 * numeric, rtol=1e-3)
+    restored = losses.CTKDTerm.from_config(term.get_config())
+    assert isinstance(restored.term, losses.KDTerm) and restored.t_end == 20.0
+
+
+def test_unknown_term_names_suggest_the_closest():
+    with pytest.raises(ValueError, match=r"distillation_loss='kdd'.*Did you mean 'kd'"):
+        losses.get_term("kdd")
+    with pytest.raises(ValueError, match=r"loss='cosin'.*Did you mean 'cosine'"):
+        kd.hints.Hint("a", "b", loss="cosin")
+    with pytest.raises(ValueError, match=r"not the class.*pass KDTerm\(\)"):
+        losses.get_term(losses.KDTerm)
+    with pytest.raises(ValueError, match=r"KLDivergence\(\).*distillation_loss='kd'"):
+        losses.get_term(keras.losses.KLDivergence())

@@ -149,3 +149,12 @@ def test_a_saved_nan_parameter_fails_at_load(tmp_path):
         ValueError, match=r"saved distiller holds an invalid `alpha`.*nan"
     ):
         keras.models.load_model(path)
+
+
+def test_term_parameters_follow_their_family_rules():
+    assert params.check("dkd_weight", 0.0) == 0.0
+    with pytest.raises(ValueError, match=r"`dkd_weight` must be >= 0 \(the weight of"):
+        params.check("dkd_weight", -0.5)
+    with pytest.raises(ValueError, match=r"`ctkd_reversal` must be >= 0"):
+        params.check("ctkd_reversal", -1.0)
+    assert params.spec("weight") is None  # a bare suffix is no family member

@@ -128,3 +128,78 @@ print("trained", len(history.history["loss"]))
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("trained 2")
+
+
+# A custom term, as a user writes it (13 lines), in its own module.
+CUSTOM_TERM = '''
+import keras
+from keras import ops
+
+import keras_distill as kd
+
+
+@keras.saving.register_keras_serializable(package="my_terms")
+class SoftL1(kd.losses.DistillationTerm):
+    """Mean absolute difference of the softened distributions."""
+
+    default_name = "soft_l1"
+
+    def call(self, teacher, student, labels=None, temperature=None):
+        p, q = ops.softmax(teacher / temperature), ops.softmax(student / temperature)
+        return ops.mean(ops.abs(p - q), axis=-1)
+'''
+
+
+def test_a_custom_term_trains_saves_and_loads_in_a_fresh_process(tmp_path, monkeypatch):
+    (tmp_path / "my_terms.py").write_text(CUSTOM_TERM)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    import my_terms
+
+    x, y = digits_subset(n=64)
+    student = tiny_student(hidden=4)
+    distiller = kd.Distiller(
+        student,
+        trained_teacher(),
+        distillation_loss=["kd", my_terms.SoftL1(), kd.losses.CTKDTerm()],
+        distillation_loss_weights=[0.5, 2.0, 1.0],
+    )
+    distiller.compile(optimizer="adam")
+    before = [w.copy() for w in student.get_weights()]
+    reversal = kd.callbacks.ParameterScheduler("ctkd_reversal", 1.0)
+    history = distiller.fit(
+        x, y, epochs=1, batch_size=32, verbose=0, callbacks=[reversal]
+    )
+    assert history.history["soft_l1_loss"][0] > 0
+    learned = distiller.distillation_loss[2].learned_temperature()
+    assert learned != pytest.approx(1 + 20 / (1 + np.exp(-1.0)), abs=1e-6)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, student.get_weights()))
+    code = LOAD.replace(
+        "print(type(model).__name__)",
+        "print(type(model).__name__, [t.name for t in model.distillation_loss],"
+        " [round(float(w), 3) for w in model.distillation_loss_weights],"
+        " round(model.distillation_loss[2].learned_temperature(), 5))",
+    )
+    path, xs, ys = (str(tmp_path / n) for n in ("m.keras", "x.npy", "y.npy"))
+    distiller.save(path)
+    np.save(xs, x[:8])
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code.replace("import keras_distill", "import my_terms"),
+            path,
+            xs,
+            ys,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    np.testing.assert_allclose(
+        np.load(ys), distiller.predict(x[:8], verbose=0), atol=1e-5
+    )
+    assert result.stdout.strip().splitlines()[-1] == (
+        f"Distiller ['kd', 'soft_l1', 'ctkd'] [0.5, 2.0, 1.0] {round(learned, 5)}"
+    )

@@ -123,3 +123,14 @@ def test_bad_arguments(build, match):
 def test_join_rejects_non_schedules():
     with pytest.raises(TypeError, match="schedules\\[1\\].*'x'"):
         schedules.join([1.0, "x"], [2])
+
+
+def test_the_documented_dkd_warm_up_and_ctkd_curriculum():
+    # docs/terms.md: DKD's min(epoch / 20, 1) with epochs counted from 1, and
+    # CTKD's reversal strength (1 - cos(pi * e / 10)) / 2, then 1.
+    warm_up = schedules.linear(1 / 20, 1.0, 19)
+    curriculum = schedules.cosine(0.0, 1.0, 10)
+    for epoch in range(30):
+        assert warm_up(epoch) == pytest.approx(min((epoch + 1) / 20, 1.0))
+        strength = (1 - math.cos(math.pi * min(epoch, 10) / 10)) / 2
+        assert curriculum(epoch) == pytest.approx(strength, abs=1e-12)
