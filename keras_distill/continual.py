@@ -140,6 +140,11 @@ def _heads(model):
     return heads, features
 
 
+def _inputs(model):
+    """The model's inputs in the structure it was built with (no warnings)."""
+    return model.inputs[0] if len(model.inputs) == 1 else model.inputs
+
+
 def _copy(model):
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
@@ -184,7 +189,7 @@ def add_task_head(model, num_classes, name=None):
     new_head = keras.layers.Dense(num_classes, name=name)(features)
     base = model.name.split("__")[0]
     return keras.Model(
-        clone.inputs, [*clone.outputs, new_head], name=f"{base}__{count}_heads"
+        _inputs(clone), [*clone.outputs, new_head], name=f"{base}__{count}_heads"
     )
 
 
@@ -230,7 +235,7 @@ def grow_head(model, num_new_classes):
     old_kernel, old_bias = head.get_weights()
     kernel[:, :old], bias[:old] = old_kernel, old_bias
     grown.set_weights([kernel, bias])
-    return keras.Model(clone.inputs, outputs, name=model.name)
+    return keras.Model(_inputs(clone), outputs, name=model.name)
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")
@@ -279,7 +284,7 @@ def old_classes_view(model, num_old_classes):
         )
     logits = model.outputs[0]
     old = FirstClasses(num_old_classes, name="old_classes")(logits)
-    return keras.Model(model.inputs, [old, logits], name=f"{model.name}_view")
+    return keras.Model(_inputs(model), [old, logits], name=f"{model.name}_view")
 
 
 def warm_up_head(
@@ -317,7 +322,7 @@ def warm_up_head(
     heads, features = _heads(model)
     head = heads[-1]
     epochs = _check_count(epochs, "epochs")
-    inputs = keras.Model(model.inputs, features).predict(
+    inputs = keras.Model(_inputs(model), features).predict(
         x, batch_size=256, verbose=0
     )
     probe = keras.Sequential([keras.Input(inputs.shape[1:]), head])
@@ -540,7 +545,7 @@ class ExemplarMemory:
         features = None
         if self.selection == "herding" and per_class and new:
             _, feature_tensor = _heads(model)
-            features = keras.Model(model.inputs, feature_tensor).predict(
+            features = keras.Model(_inputs(model), feature_tensor).predict(
                 x, batch_size=256, verbose=0
             )
         rng = np.random.default_rng([int(self.seed), total])
@@ -656,12 +661,12 @@ def _check_tasks(tasks, scenario):
             f"`scenario` must be one of {SCENARIOS} (task- or class-incremental). "
             f"Received: scenario={scenario!r}"
         )
-    tasks = list(tasks) if isinstance(tasks, list | tuple) else None
-    if not tasks:
+    if not isinstance(tasks, list | tuple) or not tasks:
         raise ValueError(
             "`tasks` must be a non-empty list of `kd.continual.Task`s (see "
             f"`split_classes`). Received: tasks={tasks!r}"
         )
+    tasks = list(tasks)
     seen = {}
     for i, task in enumerate(tasks):
         if not isinstance(task, Task):
@@ -1070,6 +1075,13 @@ def learn(
     if learning_rate <= 0:
         raise ValueError(
             f"`learning_rate` must be > 0. Received: learning_rate={learning_rate!r}"
+        )
+    if isinstance(memory_size, bool) or not isinstance(memory_size, int | np.integer) or (
+        memory_size < 0
+    ):
+        raise ValueError(
+            "`memory_size` (the number of stored old examples) must be an integer "
+            f">= 0. Received: memory_size={memory_size!r}"
         )
     memory = None
     if method == "icarl":

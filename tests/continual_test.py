@@ -272,3 +272,150 @@ def test_table_and_heat_map(tmp_path):
     path = kd.continual.plot_accuracy_matrices({"lwf": [a, a], "finetune": a}, tmp_path / "m.png")
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+# -- Sequences of tasks ------------------------------------------------------------
+
+
+def _small_tasks(groups, n=150):
+    from tests.helpers import digits
+
+    small = {k: (x[:n], y[:n]) for k, (x, y) in digits().items()}
+    return kd.continual.split_classes(small, groups)
+
+
+def build_mlp(num_classes):
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(num_classes),
+        ]
+    )
+
+
+_KILLED_RUN = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+import keras_distill as kd
+from tests.continual_test import _small_tasks, build_mlp
+original = kd.continual.LearningWithoutForgetting.fit
+calls = []
+def fit(self, *args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:  # the third task's training: kill -9 ourselves
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(self, *args, **kwargs)
+kd.continual.LearningWithoutForgetting.fit = fit
+kd.continual.learn(_small_tasks([[0, 1], [2, 3], [4, 5]]), build_mlp, {out!r},
+                   method="icarl", memory_size=12, epochs=5)
+"""
+
+
+@pytest.mark.slow
+def test_class_incremental_sequence_resumes_after_kill_9(tmp_path):
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    out = str(tmp_path / "run")
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_RUN.format(root=ROOT, out=out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    with open(os.path.join(out, "run.json")) as f:
+        state = json.load(f)
+    assert state["finished"] == 2
+    stamps = {
+        name: os.stat(os.path.join(out, name)).st_mtime_ns
+        for name in ("task_1.keras", "task_2.keras", "memory_2.npz")
+    }
+    assert not os.path.exists(os.path.join(out, "task_3.keras"))
+
+    tasks = _small_tasks([[0, 1], [2, 3], [4, 5]])
+    result = kd.continual.learn(
+        tasks, build_mlp, out, method="icarl", memory_size=12, epochs=5
+    )
+    assert result.trained == [2]  # tasks 1 and 2 were not trained again
+    for name, stamp in stamps.items():
+        assert os.stat(os.path.join(out, name)).st_mtime_ns == stamp, name
+    a = result.accuracy
+    assert a.shape == (3, 3)
+    np.testing.assert_array_equal(a[:2], np.asarray(state["accuracy"], "float64"))
+    assert np.all(np.isnan(a[np.triu_indices(3, 1)]))
+    assert np.all(np.isfinite(a[np.tril_indices(3)]))
+    assert a[2, 2] > 0.8  # the new classes are learnt
+    final = keras.models.load_model(result.model_path(2))
+    assert final.output_shape == (None, 6)  # one head, grown to every class
+    memory = kd.continual.ExemplarMemory(12)
+    memory.load(os.path.join(out, "memory_3.npz"))
+    assert np.bincount(memory.arrays()[1]).tolist() == [2] * 6
+    # Everything done: a third call trains nothing and gives the same matrix.
+    again = kd.continual.learn(
+        tasks, build_mlp, out, method="icarl", memory_size=12, epochs=5
+    )
+    assert again.trained == []
+    np.testing.assert_array_equal(again.accuracy, a)
+    # Other settings are refused rather than mixed into the folder.
+    with pytest.raises(ValueError, match="other settings.*epochs"):
+        kd.continual.learn(tasks, build_mlp, out, method="icarl", memory_size=12)
+
+
+def test_task_incremental_sequence_and_baselines(tmp_path):
+    tasks = _small_tasks([[0, 1, 2], [3, 4]])
+    results = kd.continual.compare(
+        tasks,
+        build_mlp,
+        tmp_path,
+        methods=["lwf", "joint"],
+        scenario="task",
+        epochs=2,
+        warmup_epochs=2,
+    )
+    for method, result in results.items():
+        assert result.accuracy.shape == (2, 2) and np.isnan(result.accuracy[0, 1])
+        model = keras.models.load_model(result.model_path(1))
+        assert [o.shape[-1] for o in model.outputs] == [3, 2], method
+        assert result.accuracy[1, 1] > 0.6, (method, result.accuracy)
+    # The task-1 model is the same for both (same seed, same training).
+    np.testing.assert_allclose(
+        results["lwf"].accuracy[0, 0], results["joint"].accuracy[0, 0]
+    )
+
+
+def test_learn_bad_input(tmp_path):
+    tasks = _small_tasks([[0, 1], [2, 3]])
+    learn = kd.continual.learn
+    with pytest.raises(ValueError, match=r"non-empty list.*tasks=\[\]"):
+        learn([], build_mlp, tmp_path)
+    overlapping = _small_tasks([[0, 1], [1, 2]])
+    with pytest.raises(ValueError, match="Class 1 is in task 0 and task 1"):
+        learn(overlapping, build_mlp, tmp_path)
+    with pytest.raises(ValueError, match="memory_size=-3"):
+        learn(tasks, build_mlp, tmp_path, method="icarl", memory_size=-3)
+    with pytest.raises(ValueError, match="4 classes need memory_size >= 4"):
+        learn(tasks, build_mlp, tmp_path, method="icarl", memory_size=3)
+    with pytest.raises(ValueError, match="method='ewc'"):
+        learn(tasks, build_mlp, tmp_path, method="ewc")
+    with pytest.raises(ValueError, match="scenario='domain'"):
+        learn(tasks, build_mlp, tmp_path, scenario="domain")
+    with pytest.raises(ValueError, match="scenario='class'"):
+        learn(tasks, build_mlp, tmp_path, scenario="task", method="icarl")
+    with pytest.raises(ValueError, match="warmup_epochs=-1"):
+        learn(tasks, build_mlp, tmp_path, scenario="task", warmup_epochs=-1)
+    with pytest.raises(ValueError, match=r"labels \[7\] outside its classes \(0, 1\)"):
+        bad = kd.continual.Task(
+            (tasks[0].train[0], np.full(len(tasks[0].train[1]), 7)), tasks[0].test, (0, 1)
+        )
+        learn([bad], build_mlp, tmp_path)
+    with pytest.raises(ValueError, match=r"Classes \[42\] of group \[0, 42\]"):
+        _small_tasks([[0, 42]])
+    with pytest.raises(ValueError, match="one output of `num_classes` logits"):
+        learn(tasks, lambda n: build_mlp(n + 1), tmp_path / "wrong")
+    assert not os.path.exists(tmp_path / "run.json")  # nothing ran
