@@ -239,38 +239,55 @@ def grow_head(model, num_new_classes):
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")
-class FirstClasses(keras.layers.Layer):
-    """The first `count` logits of its input: the old classes' outputs.
+class ClassSlice(keras.layers.Layer):
+    """The logits `start:stop` of its input (e.g. the old classes' outputs).
 
     Args:
-        count: Number of leading logits kept.
+        start: First logit kept.
+        stop: One past the last logit kept. Defaults to `None`: to the end.
         **kwargs: Passed to `keras.layers.Layer`.
     """
 
-    def __init__(self, count, **kwargs):
+    def __init__(self, start, stop=None, **kwargs):
         super().__init__(**kwargs)
-        self.count = _check_count(count, "count")
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise ValueError(f"`start` must be an integer >= 0. Received: start={start!r}")
+        if stop is not None and (
+            isinstance(stop, bool) or not isinstance(stop, int) or stop <= start
+        ):
+            raise ValueError(
+                f"`stop` must be None or an integer > start={start}. Received: "
+                f"stop={stop!r}"
+            )
+        self.start, self.stop = start, stop
 
     def call(self, inputs):
-        return inputs[..., : self.count]
+        return inputs[..., self.start : self.stop]
 
     def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], self.count)
+        size = input_shape[-1]
+        stop = size if self.stop is None else self.stop
+        return (*input_shape[:-1], None if size is None else stop - self.start)
 
     def get_config(self):
-        return {**super().get_config(), "count": self.count}
+        return {**super().get_config(), "start": self.start, "stop": self.stop}
 
 
-def old_classes_view(model, num_old_classes):
-    """`model` seen as `[old classes' logits, all logits]`, sharing its layers.
+def old_classes_view(model, num_old_classes, new_classes_only=False):
+    """`model` seen as `[old classes' logits, logits]`, sharing its layers.
 
     The form `LearningWithoutForgetting` takes in the class-incremental
-    setting (LwF.MC): the KD term reads the first output, the labels and
-    metrics the second.
+    setting: the KD term reads the first output, the labels and metrics the
+    second, which holds every class (labels are class indices), or with
+    `new_classes_only` only the new classes (labels counted from the first
+    new class; the cross-entropy then leaves the old logits to the KD term,
+    as FACIL's LwF does by default).
 
     Args:
         model: A one-output model (e.g. from `grow_head`).
         num_old_classes: Number of leading logits the old model had.
+        new_classes_only: Whether the second output holds only the new
+            classes' logits. Defaults to `False`.
 
     Returns:
         A two-output `keras.Model` sharing `model`'s layers.
@@ -283,7 +300,9 @@ def old_classes_view(model, num_old_classes):
             f"logits. Received outputs {[tuple(o.shape) for o in model.outputs]}."
         )
     logits = model.outputs[0]
-    old = FirstClasses(num_old_classes, name="old_classes")(logits)
+    old = ClassSlice(0, num_old_classes, name="old_classes")(logits)
+    if new_classes_only:
+        logits = ClassSlice(num_old_classes, name="new_classes")(logits)
     return keras.Model(_inputs(model), [old, logits], name=f"{model.name}_view")
 
 
@@ -849,7 +868,7 @@ def plot_accuracy_matrices(results, path, task_names=None, title=None):
         axis.set_xticks(range(len(mean)), names, fontsize=8)
         axis.set_yticks(range(len(mean)), names, fontsize=8)
         axis.set_xlabel("accuracy on task")
-        axis.set_ylabel("after training task")
+    axes[0][0].set_ylabel("after training task")
     figure.colorbar(image, ax=list(axes[0]), shrink=0.8, label="accuracy")
     if title:
         figure.suptitle(title, fontsize=11)
@@ -1199,12 +1218,15 @@ def _train_step(
     else:
         seen = int(model.outputs[0].shape[-1])
         trained = grow_head(model, len(task.classes))
-        student = old_classes_view(trained, seen)
+        # LwF.MC without a memory: the labels' cross-entropy over the new
+        # classes only, the old logits kept by the KD term alone.
+        new_only = method == "lwf"
+        student = old_classes_view(trained, seen, new_classes_only=new_only)
         if memory is not None and len(memory):
             x_old, y_old = memory.arrays()
             x = np.concatenate([x, x_old])
             y = np.concatenate([np.asarray(y), y_old])
-        labels = _labels(y, task, scenario, class_order)
+        labels = _labels(y, task, scenario, class_order) - (seen if new_only else 0)
     lwf = LearningWithoutForgetting(
         student, model, alpha=weight, temperature=temperature
     )

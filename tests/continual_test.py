@@ -22,14 +22,17 @@ def load_example(name):
 
 @pytest.mark.slow
 def test_lwf_keeps_old_task_accuracy_above_fine_tuning():
-    results = load_example("lifelong").run(task1_epochs=30, task2_epochs=30, seed=0)
+    results = load_example("lifelong").run(
+        task1_epochs=30, task2_epochs=30, seed=0, methods=("fine-tuning", "LwF")
+    )
     before, _ = results["after task 1"]
     ft_old, ft_new = results["fine-tuning"]
     lwf_old, lwf_new = results["LwF"]
-    # Measured with seed 0: before 0.983; fine-tuning 0.933 / 0.989; LwF 0.983 / 0.933.
+    # Measured with seed 0: before 0.983; fine-tuning 0.933 / 0.989; LwF (warm-up,
+    # alpha 0.8) 0.983 / 0.972 (before the paper's weighting and warm-up: 0.983 / 0.933).
     assert lwf_old - ft_old >= 0.03, results
     assert lwf_old >= before - 0.02, results
-    assert lwf_new >= 0.85 and ft_new >= 0.9, results
+    assert lwf_new >= ft_new - 0.03 and ft_new >= 0.9, results
 
 
 def test_add_task_head_copies_and_leaves_the_old_model_alone():
@@ -181,6 +184,9 @@ def test_add_task_head_twice_and_grow_head_keep_the_old_outputs():
     np.testing.assert_allclose(logits[:, :3], old(x), atol=1e-6)
     view = kd.continual.old_classes_view(grown, 3)
     np.testing.assert_allclose(view(x)[0], old(x), atol=1e-6)
+    np.testing.assert_allclose(view(x)[1], logits, atol=1e-6)
+    new_only = kd.continual.old_classes_view(grown, 3, new_classes_only=True)
+    np.testing.assert_allclose(new_only(x)[1], logits[:, 3:], atol=1e-6)
     with pytest.raises(ValueError, match="num_new_classes=0"):
         kd.continual.grow_head(old, 0)
     with pytest.raises(ValueError, match="one output"):
