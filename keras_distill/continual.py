@@ -1148,7 +1148,7 @@ def learn(
     class_order = {c: i for i, c in enumerate(c for t in tasks for c in t.classes)}
     finished = state["finished"]
     model = None
-    if finished:
+    if 0 < finished < len(tasks):
         model = keras.models.load_model(
             os.path.join(directory, f"task_{finished}.keras"), compile=False
         )
