@@ -20,8 +20,10 @@ Writes `continual.md` (every table) and one heat map PNG per setting into
 the output folder (default `continual_benchmark/`). Runs are saved per
 method and seed under that folder, so an interrupted benchmark resumes.
 
-Run: `.venv/bin/python benchmarks/continual.py [--out DIR] [--only two-task,digits-class,digits-task,mnist1d-class] [--seeds 0,1,2]`
-(about 40 minutes on 2 busy CPU cores).
+Run: `.venv/bin/python benchmarks/continual.py [--out DIR] [--seeds 0,1,2]
+[--only two-task,digits-class,digits-task,mnist1d-class]` (about 70 minutes of
+wall time on 2 CPU cores shared with other jobs; a rerun with finished runs
+only rewrites the tables and heat maps, in seconds).
 """
 
 import argparse
@@ -92,12 +94,21 @@ def two_task(out, seeds, epochs=30, warmup_epochs=20):
             finals = []
             for seed in seeds:
                 folder = os.path.join(
-                    out, "two_task", "".join(map(str, task1)), f"{method}_w{warmup}",
+                    out,
+                    "two_task",
+                    "".join(map(str, task1)),
+                    f"{method}_w{warmup}",
                     f"seed{seed}",
                 )
                 result = continual.learn(
-                    tasks, digits_mlp, folder, scenario="task", method=method,
-                    epochs=epochs, warmup_epochs=warmup, seed=seed,
+                    tasks,
+                    digits_mlp,
+                    folder,
+                    scenario="task",
+                    method=method,
+                    epochs=epochs,
+                    warmup_epochs=warmup,
+                    seed=seed,
                 )
                 finals.append(result.accuracy[1])
             rows[label] = np.asarray(finals)
@@ -129,8 +140,9 @@ def two_task(out, seeds, epochs=30, warmup_epochs=20):
     return "\n".join(lines) + "\n\n" + "\n".join(header + verdicts)
 
 
-def sequence(name, arrays, build, scenario, out, seeds, epochs, learning_rate,
-             memory_size):
+def sequence(
+    name, arrays, build, scenario, out, seeds, epochs, learning_rate, memory_size
+):
     """5 tasks of 2 classes. Returns (Markdown, {method: [matrices]})."""
     tasks = continual.split_classes(arrays, PAIRS)
     methods = ["finetune", "lwf", "icarl", "joint"]
@@ -139,9 +151,15 @@ def sequence(name, arrays, build, scenario, out, seeds, epochs, learning_rate,
     matrices = {m: [] for m in methods}
     for seed in seeds:
         results = continual.compare(
-            tasks, build, os.path.join(out, f"{name}_{scenario}", f"seed{seed}"),
-            methods=methods, scenario=scenario, epochs=epochs,
-            learning_rate=learning_rate, memory_size=memory_size, seed=seed,
+            tasks,
+            build,
+            os.path.join(out, f"{name}_{scenario}", f"seed{seed}"),
+            methods=methods,
+            scenario=scenario,
+            epochs=epochs,
+            learning_rate=learning_rate,
+            memory_size=memory_size,
+            seed=seed,
         )
         for method, result in results.items():
             matrices[method].append(result.accuracy)
@@ -162,7 +180,9 @@ def sequence(name, arrays, build, scenario, out, seeds, epochs, learning_rate,
         )
     path = os.path.join(out, f"{name}_{scenario}.png")
     continual.plot_accuracy_matrices(
-        named, path, task_names=names,
+        named,
+        path,
+        task_names=names,
         title=f"Split {name}, {scenario}-incremental, mean of seeds {seeds}",
     )
     return text, named
@@ -192,8 +212,15 @@ def main():
     for scenario in ("class", "task"):
         if f"digits-{scenario}" in only:
             text, _ = sequence(
-                "digits", digits, digits_mlp, scenario, args.out, seeds,
-                epochs=20, learning_rate=1e-2, memory_size=100,
+                "digits",
+                digits,
+                digits_mlp,
+                scenario,
+                args.out,
+                seeds,
+                epochs=20,
+                learning_rate=1e-2,
+                memory_size=100,
             )
             sections.append(
                 f"## Split digits, 5 tasks of 2 classes, {scenario}-incremental\n\n"
@@ -202,8 +229,15 @@ def main():
             print(sections[-1], flush=True)
     if "mnist1d-class" in only:
         text, _ = sequence(
-            "mnist1d", kd.data.load_mnist1d(seed=0), mnist1d_mlp, "class", args.out,
-            seeds, epochs=20, learning_rate=3e-3, memory_size=200,
+            "mnist1d",
+            kd.data.load_mnist1d(seed=0),
+            mnist1d_mlp,
+            "class",
+            args.out,
+            seeds,
+            epochs=20,
+            learning_rate=3e-3,
+            memory_size=200,
         )
         sections.append(
             "## Split MNIST-1D, 5 tasks of 2 classes, class-incremental\n\n" + text

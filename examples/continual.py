@@ -35,7 +35,9 @@ def build_model(num_classes):
 
 def main():
     groups = [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
-    tasks = kd.continual.split_classes(kd.data.load_digits(seed=0), groups[:3] if QUICK else groups)
+    tasks = kd.continual.split_classes(
+        kd.data.load_digits(seed=0), groups[:3] if QUICK else groups
+    )
     results = kd.continual.compare(
         tasks,
         build_model,
@@ -50,7 +52,8 @@ def main():
     print("\nLwF.MC, accuracy on each task (columns) after each task (rows):")
     print(kd.continual.format_matrix(results["lwf"].accuracy, [t.name for t in tasks]))
     path = kd.continual.plot_accuracy_matrices(
-        matrices, os.path.join("continual_runs", "accuracy.png"),
+        matrices,
+        os.path.join("continual_runs", "accuracy.png"),
         task_names=[t.name for t in tasks],
     )
     print(f"\nheat map: {path}")

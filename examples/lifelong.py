@@ -69,8 +69,12 @@ def run(
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     model.fit(*train1, epochs=task1_epochs, batch_size=32, verbose=verbose)
-    results = {"after task 1": (accuracy(model.predict(test1[0], verbose=0), test1[1]),
-                                float("nan"))}
+    results = {
+        "after task 1": (
+            accuracy(model.predict(test1[0], verbose=0), test1[1]),
+            float("nan"),
+        )
+    }
     lwf_alpha = kd.continual.alpha_for_lambda(1.0, temperature=2.0)  # 0.8
     for name in methods:
         keras.utils.set_random_seed(seed + 1)
@@ -95,8 +99,13 @@ def main():
     if len(sys.argv) > 1:
         task1 = tuple(int(c) for c in sys.argv[1].split(","))
     seed = int(sys.argv[2]) if len(sys.argv) > 2 else 0
-    results = run(task1_epochs=epochs, task2_epochs=epochs, seed=seed, task1=task1,
-                  warmup_epochs=3 if QUICK else 20)
+    results = run(
+        task1_epochs=epochs,
+        task2_epochs=epochs,
+        seed=seed,
+        task1=task1,
+        warmup_epochs=3 if QUICK else 20,
+    )
     print(f"task 1: classes {list(task1)}; task 2: the others; seed {seed}")
     print("| method | old task accuracy | new task accuracy |")
     print("|---|---:|---:|")

@@ -106,12 +106,19 @@ def _log_softmax(z):
 def test_lwf_loss_is_the_papers_with_one_kd_term_per_old_head():
     keras.utils.set_random_seed(0)
     base = keras.Sequential(
-        [keras.Input((4,)), keras.layers.Dense(6, activation="relu"), keras.layers.Dense(3)]
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(6, activation="relu"),
+            keras.layers.Dense(3),
+        ]
     )
     teacher = kd.continual.add_task_head(base, 2)  # two old heads: 3 and 2 classes
     student = kd.continual.add_task_head(teacher, 4)
     student.set_weights(
-        [w + 0.3 * np.random.default_rng(1).normal(size=w.shape) for w in student.get_weights()]
+        [
+            w + 0.3 * np.random.default_rng(1).normal(size=w.shape)
+            for w in student.get_weights()
+        ]
     )
     t = 2.0
     lwf = kd.continual.LearningWithoutForgetting(student, teacher, temperature=t)
@@ -133,14 +140,20 @@ def test_lwf_loss_is_the_papers_with_one_kd_term_per_old_head():
     np.testing.assert_allclose(kd_term, reference_kd, rtol=1e-4)
     np.testing.assert_allclose(ce, reference_ce, rtol=1e-4)
     # alpha = 0.8 is lambda_o = 1: total = 0.8 * (CE + 1 * KL / 1) at T = 2.
-    np.testing.assert_allclose(total, 0.8 * (reference_ce + reference_kd / t**2), rtol=1e-4)
+    np.testing.assert_allclose(
+        total, 0.8 * (reference_ce + reference_kd / t**2), rtol=1e-4
+    )
 
 
 def test_lwf_rejects_a_teacher_that_does_not_match_the_old_heads():
-    base = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6), keras.layers.Dense(3)])
+    base = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(6), keras.layers.Dense(3)]
+    )
     other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5)])
     with pytest.raises(ValueError, match=r"teacher output sizes \[5\].*\[3\]"):
-        kd.continual.LearningWithoutForgetting(kd.continual.add_task_head(base, 2), other)
+        kd.continual.LearningWithoutForgetting(
+            kd.continual.add_task_head(base, 2), other
+        )
 
 
 def test_warm_up_trains_the_new_head_only():
@@ -171,7 +184,11 @@ def test_warm_up_trains_the_new_head_only():
 def test_add_task_head_twice_and_grow_head_keep_the_old_outputs():
     keras.utils.set_random_seed(0)
     old = keras.Sequential(
-        [keras.Input((4,)), keras.layers.Dense(6, activation="relu"), keras.layers.Dense(3)]
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(6, activation="relu"),
+            keras.layers.Dense(3),
+        ]
     )
     x = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
     three = kd.continual.add_task_head(kd.continual.add_task_head(old, 2), 4)
@@ -194,7 +211,9 @@ def test_add_task_head_twice_and_grow_head_keep_the_old_outputs():
 
 
 def test_class_incremental_lwf_saves_and_loads(tmp_path):
-    old = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6), keras.layers.Dense(3)])
+    old = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(6), keras.layers.Dense(3)]
+    )
     view = kd.continual.old_classes_view(kd.continual.grow_head(old, 2), 3)
     lwf = kd.continual.LearningWithoutForgetting(view, old)
     lwf.compile(optimizer="adam")
@@ -219,14 +238,19 @@ def test_herding_picks_the_example_nearest_the_mean_first_and_tracks_it():
     assert order[0] == np.argmin(np.linalg.norm(unit - mean, axis=1))
     herded = np.linalg.norm(unit[order].mean(0) - mean)
     randoms = [
-        np.linalg.norm(unit[rng.permutation(60)[:10]].mean(0) - mean) for _ in range(200)
+        np.linalg.norm(unit[rng.permutation(60)[:10]].mean(0) - mean)
+        for _ in range(200)
     ]
     assert herded < np.percentile(randoms, 1)
 
 
 def test_memory_keeps_a_fixed_budget_split_by_class(tmp_path):
     model = keras.Sequential(
-        [keras.Input((3,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(2)]
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(4, activation="relu"),
+            keras.layers.Dense(2),
+        ]
     )
     rng = np.random.default_rng(0)
     memory = kd.continual.ExemplarMemory(12, selection="herding")
@@ -275,7 +299,9 @@ def test_table_and_heat_map(tmp_path):
     table = kd.continual.format_table({"lwf": [a, a * 0.9], "finetune": a})
     assert "| lwf | 0.665 [0.630, 0.700] |" in table
     assert "| finetune | 0.700 |" in table
-    path = kd.continual.plot_accuracy_matrices({"lwf": [a, a], "finetune": a}, tmp_path / "m.png")
+    path = kd.continual.plot_accuracy_matrices(
+        {"lwf": [a, a], "finetune": a}, tmp_path / "m.png"
+    )
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
@@ -417,7 +443,9 @@ def test_learn_bad_input(tmp_path):
         learn(tasks, build_mlp, tmp_path, scenario="task", warmup_epochs=-1)
     with pytest.raises(ValueError, match=r"labels \[7\] outside its classes \(0, 1\)"):
         bad = kd.continual.Task(
-            (tasks[0].train[0], np.full(len(tasks[0].train[1]), 7)), tasks[0].test, (0, 1)
+            (tasks[0].train[0], np.full(len(tasks[0].train[1]), 7)),
+            tasks[0].test,
+            (0, 1),
         )
         learn([bad], build_mlp, tmp_path)
     with pytest.raises(ValueError, match=r"Classes \[42\] of group \[0, 42\]"):
