@@ -41,6 +41,7 @@ from keras_distill import continual  # noqa: E402
 PAIRS = [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
 TWO_TASK_SPLITS = [(0, 1, 2, 3, 4), (0, 2, 4, 6, 8), (1, 4, 5, 7, 9)]
 SETTINGS = ("two-task", "digits-class", "digits-task", "mnist1d-class")
+DISPLAY = {"digits": "digits", "mnist1d": "MNIST-1D"}
 
 
 def digits_mlp(num_classes):
@@ -183,7 +184,7 @@ def sequence(
         named,
         path,
         task_names=names,
-        title=f"Split {name}, {scenario}-incremental, mean of seeds {seeds}",
+        title=f"Split {DISPLAY[name]}, {scenario}-incremental, mean of seeds {seeds}",
     )
     return text, named
 
