@@ -146,15 +146,25 @@ def _inputs(model):
 
 
 def _copy(model):
+    """A trainable copy of `model` with its weights.
+
+    Trainable whatever the state of `model`: a model that has been a
+    teacher was frozen by the `Distiller`, and `clone_model` copies the
+    layers' `trainable` flags, which would freeze the new model's trunk.
+    """
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
+    clone.trainable = True
+    for layer in clone.layers:
+        layer.trainable = True
     return clone
 
 
 def add_task_head(model, num_classes, name=None):
     """A copy of `model` with one more head, for a new task (task-incremental).
 
-    The copy shares nothing with `model` (which stays the frozen teacher):
+    The copy shares nothing with `model` (which stays the frozen teacher)
+    and is trainable even if `model` was frozen (e.g. by being a teacher):
     its trunk and heads start from `model`'s weights, and a new
     `Dense(num_classes)` head reads the trunk's features (the input of
     `model`'s heads). Called again on its result, it adds a third head, and

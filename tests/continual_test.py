@@ -195,7 +195,13 @@ def test_add_task_head_twice_and_grow_head_keep_the_old_outputs():
     outputs = three(x)
     assert [o.shape[-1] for o in outputs] == [3, 2, 4]
     np.testing.assert_allclose(outputs[0], old(x), atol=1e-6)
+    # A model that has been a teacher is frozen; copies of it must train.
+    kd.continual.LearningWithoutForgetting(kd.continual.add_task_head(old, 4), old)
+    assert not old.layers[0].trainable
+    again = kd.continual.add_task_head(old, 4)
+    assert len(again.trainable_weights) == len(again.weights) == 6
     grown = kd.continual.grow_head(old, 2)
+    assert len(grown.trainable_weights) == len(grown.weights) == 4
     logits = np.asarray(grown(x))
     assert logits.shape == (5, 5)
     np.testing.assert_allclose(logits[:, :3], old(x), atol=1e-6)
