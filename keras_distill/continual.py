@@ -466,6 +466,25 @@ class LearningWithoutForgetting(Distiller):
             start += size
         return total
 
+    def compute_distillation_terms(
+        self, x, y, y_pred, sample_weight=None, teacher_targets=None, training=True
+    ):
+        # For the Distiller of the pluggable distillation terms (on main
+        # after the `terms` merge), whose step calls this method rather than
+        # `_soft_term`: one KD term per old head, summed. Checked on a trial
+        # merge by `test_lwf_loss_is_the_papers_with_one_kd_term_per_old_head`.
+        if not self._old_sizes or len(self._old_sizes) == 1:
+            return super().compute_distillation_terms(
+                x, y, y_pred, sample_weight, teacher_targets, training
+            )
+        teacher = self.teacher_logits(x, teacher_targets)
+        student = kd_losses.to_logits(
+            self.soft_predictions(y_pred), self.student_outputs
+        )
+        per_example = self._soft_term(teacher, student, y)
+        kd = kd_losses.reduce_per_example(per_example, sample_weight)
+        return self._combine(y, y_pred, sample_weight, [kd])
+
     def _check_labels(self, x, y, where):
         pass  # the new head's class count is checked by the loss itself
 

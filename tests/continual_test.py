@@ -139,6 +139,9 @@ def test_lwf_loss_is_the_papers_with_one_kd_term_per_old_head():
     reference_ce = -np.mean(_log_softmax(new[2])[np.arange(6), y])
     np.testing.assert_allclose(kd_term, reference_kd, rtol=1e-4)
     np.testing.assert_allclose(ce, reference_ce, rtol=1e-4)
+    # The step computes the same (one batch of 6 examples).
+    logged = lwf.evaluate(x, y, batch_size=6, verbose=0, return_dict=True)
+    np.testing.assert_allclose(logged["distillation_loss"], reference_kd, rtol=1e-4)
     # alpha = 0.8 is lambda_o = 1: total = 0.8 * (CE + 1 * KL / 1) at T = 2.
     np.testing.assert_allclose(
         total, 0.8 * (reference_ce + reference_kd / t**2), rtol=1e-4
