@@ -42,6 +42,7 @@ def test_there_are_examples():
         "export_and_serve.py",
         "transfer.py",
         "lifelong.py",
+        "continual.py",
         "multi_teacher.py",
         "feature_hints.py",
     } <= names
