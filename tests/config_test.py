@@ -230,3 +230,14 @@ def test_two_terms_of_one_kind_need_their_own_names():
         config.parse("output: x\ndistill: {loss: {ctkd: {term: dkx}}}\n")
     with pytest.raises(ConfigError, match=r":2: distill.loss must name at least one"):
         config.parse("output: x\ndistill: {loss: []}\n")
+
+
+def test_tune_terms_are_checked_like_distill_loss():
+    cfg = config.parse("output: x\ntune:\n  terms: [kd, {dkd: {beta: 2.0}}]\n")
+    kd_term, dkd_term = config.build_terms(cfg["tune"]["terms"], path=("tune", "terms"))
+    assert (kd_term.name, dkd_term.name, dkd_term.beta) == ("kd", "dkd", 2.0)
+    assert "terms" not in config.parse("output: x\n")["tune"]
+    with pytest.raises(
+        ConfigError, match=r"r.yaml:3: tune.terms\[1\]: unknown distillation term 'dk'"
+    ):
+        config.parse("output: x\ntune:\n  terms: [kd, dk]\n", source="r.yaml")

@@ -134,6 +134,8 @@ SCHEMA = {
     "tune": {
         "max_trials": ("int", 5),
         "epochs": ("int", 5),
+        # Distillation terms to choose from (as `distill.loss` entries).
+        "terms": ("terms", None),
         # Defaults to `<output>_tune`, so `train` and `tune` never collide.
         "output": ("str", None),
     },
@@ -437,6 +439,8 @@ def _check_values(config, source):
     terms = build_terms(config["distill"]["loss"], source)
     _check_term_weights(config["distill"].get("loss_weights"), terms, source)
     known = ("alpha", "temperature", *term_parameters(terms))
+    if config["tune"].get("terms") is not None:
+        build_terms(config["tune"]["terms"], source, ("tune", "terms"))
     if "curriculum" in config:
         from keras_distill import curriculum
 
@@ -522,26 +526,27 @@ def _build_term(spec, path, source):
         raise ConfigError(f"{where}: {_name(path)}.{name}: {error}") from None
 
 
-def build_terms(loss, source="<config>"):
+def build_terms(loss, source="<config>", path=("distill", "loss")):
     """The `DistillationTerm`s of a validated `distill.loss`, in order.
 
     A name builds `losses.TERMS[name]()`; `{name: {options}}` passes the
     options to its constructor (`name` among them, to tell two terms of one
-    kind apart). Errors are `ConfigError`s with the entry's `FILE:LINE`.
+    kind apart). Errors are `ConfigError`s with the entry's `FILE:LINE`;
+    `path` is the key the terms are under (`tune.terms` too).
     """
     from keras_distill import distiller
 
     entries = loss if isinstance(loss, list) else [loss]
     many = isinstance(loss, list)
     terms = [
-        _build_term(spec, ("distill", "loss") + ((i,) if many else ()), source)
+        _build_term(spec, path + ((i,) if many else ()), source)
         for i, spec in enumerate(entries)
     ]
     names = [term.name for term in terms]
     for i, name in enumerate(names):
         if name in names[:i]:
             raise ConfigError(
-                f"{_where(source, 'distill', 'loss', i)}: distill.loss[{i}]: the "
+                f"{_where(source, *path, i)}: {_name(path + (i,))}: the "
                 f"term name '{name}' is used twice (it names the `{name}_loss` log "
                 f"and the `{name}_weight` parameter); give one a name, e.g. "
                 f"{{{type(terms[i]).default_name}: {{name: {name}_2}}}}."
@@ -549,9 +554,7 @@ def build_terms(loss, source="<config>"):
     try:
         distiller._check_term_names(terms)
     except ValueError as error:
-        raise ConfigError(
-            f"{_where(source, 'distill', 'loss')}: distill.loss: {error}"
-        ) from None
+        raise ConfigError(f"{_where(source, *path)}: {_name(path)}: {error}") from None
     return terms
 
 

@@ -474,6 +474,9 @@ def _tune(cfg, out, verbose):
             student_spec["hidden"] = hp.Choice("hidden", [8, 16, 32])
         return _model(student_spec, "student", splits)[0]
 
+    terms = cfg["tune"].get("terms")
+    if terms is not None:
+        terms = kd_config.build_terms(terms, cfg.get("_source", ""), ("tune", "terms"))
     best_hp, distiller, search = kd_tuner.tune(
         teacher,
         build_student,
@@ -486,6 +489,7 @@ def _tune(cfg, out, verbose):
         batch_size=cfg["batch_size"],
         seed=cfg["seed"],
         verbose=0,  # the table is printed below, once
+        terms=terms,
     )
     trials = [
         (
