@@ -241,3 +241,17 @@ def test_tune_terms_are_checked_like_distill_loss():
         ConfigError, match=r"r.yaml:3: tune.terms\[1\]: unknown distillation term 'dk'"
     ):
         config.parse("output: x\ntune:\n  terms: [kd, dk]\n", source="r.yaml")
+
+
+def test_the_example_configs_are_valid():
+    import pathlib
+
+    folder = pathlib.Path(__file__).resolve().parent.parent / "examples" / "configs"
+    paths = sorted(folder.glob("*.yaml"))
+    assert len(paths) >= 2
+    for path in paths:
+        cfg = config.load(path)
+        config.build_terms(cfg["distill"]["loss"], str(path))
+    terms = config.load(folder / "digits_terms.yaml")
+    assert terms["distill"]["loss_weights"] == [0.7, 0.3]
+    assert set(terms["schedules"]) == {"dkd_weight"}
