@@ -513,7 +513,7 @@ def _plain_distiller(trial, teacher):
         alpha=float(keras.ops.convert_to_numpy(trial.alpha)),
         temperature=float(keras.ops.convert_to_numpy(trial.temperature)),
         teacher_outputs=trial.teacher_outputs,
-        distillation_loss=trial.distillation_loss,  # with its learned variables
+        distillation_loss=trial.distillation_loss,  # the best trial's term
     )
     learning_rate = float(keras.ops.convert_to_numpy(trial.optimizer.learning_rate))
     return kd_models.compile_classifier(distiller, learning_rate)
