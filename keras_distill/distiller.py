@@ -1202,7 +1202,9 @@ class Distiller(keras.Model):
         import tensorflow as tf
 
         total, student_loss, distillation_loss, hint_loss, term_losses = losses
-        sums = [tf.reduce_sum(tf.cast(g, "float32")) for g in gradients if g is not None]
+        sums = [
+            tf.reduce_sum(tf.cast(g, "float32")) for g in gradients if g is not None
+        ]
         gradient_sum = tf.add_n(sums) if sums else tf.constant(0.0)
         ok = tf.math.is_finite(total + gradient_sum)
         nan = tf.constant(float("nan"))
@@ -1219,9 +1221,7 @@ class Distiller(keras.Model):
 
         def message():
             inputs = [
-                tf.reduce_sum(
-                    tf.cast(tf.logical_not(tf.math.is_finite(t)), "int64")
-                )
+                tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(t)), "int64"))
                 for t in keras.tree.flatten(x)
                 if t is not None and t.dtype.is_floating
             ]
@@ -1347,7 +1347,11 @@ class Distiller(keras.Model):
                 self._check_labels(validation_data, None, "validation_data")
         counter = _StepCounter()
         if len(args) < 4:  # `callbacks` not given by position
-            kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), counter]
+            given = list(kwargs.get("callbacks") or [])
+            # First, so that the user's loggers (CSVLogger, TensorBoard) see
+            # the learned temperatures too.
+            learned = [_LogLearnedTemperatures()] if self._learned_terms() else []
+            kwargs["callbacks"] = [*learned, *given, counter]
         history = super().fit(x, y, *args, **kwargs)
         if counter.epochs and not counter.steps:
             raise ValueError(
@@ -1356,6 +1360,26 @@ class Distiller(keras.Model):
                 f"x={x!r}"
             )
         return history
+
+    def _learned_terms(self):
+        """The terms that learn their temperature (CTKD), in hints too."""
+        return [
+            term
+            for term in (*self.distillation_terms, *self.hint_terms)
+            if isinstance(term, kd_losses.CTKDTerm)
+        ]
+
+    def learned_temperatures(self):
+        """`{"<term>_temperature": float}` of the terms that learn it (CTKD).
+
+        `fit()` writes them into each epoch's logs (and so the `History`,
+        `CSVLogger` and TensorBoard), the value at the end of the epoch, so
+        CTKD's curriculum is visible epoch by epoch.
+        """
+        return {
+            f"{term.name}_temperature": term.learned_temperature()
+            for term in self._learned_terms()
+        }
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         with kd_checks.raise_readable():
@@ -1511,6 +1535,14 @@ class _Untracked:
 
     def __init__(self, models):
         self.models = list(models)
+
+
+class _LogLearnedTemperatures(keras.callbacks.Callback):
+    """Writes `Distiller.learned_temperatures()` into each epoch's logs."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update(self.model.learned_temperatures())
 
 
 class _StepCounter(keras.callbacks.Callback):

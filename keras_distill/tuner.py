@@ -102,6 +102,13 @@ def _hypermodel_class():
             metrics: Compiled metrics. Defaults to `["accuracy"]`.
             teacher_outputs: `"logits"` or `"probabilities"`: what the
                 teacher's last layer returns. Defaults to `"logits"`.
+            terms: `None` (every trial uses `"kd"`) or a list of
+                distillation terms to choose from, the hyperparameter
+                `"distillation_loss"` (a `Choice` of their names): names in
+                `keras_distill.losses.TERMS` (e.g. `["kd", "dkd"]`) or
+                `DistillationTerm`s (e.g. `KDTerm(standardize=True,
+                name="ls_kd")`), each trial getting a fresh copy (from its
+                config). Defaults to `None`.
 
         Example:
 
@@ -124,8 +131,10 @@ def _hypermodel_class():
             metrics=("accuracy",),
             teacher_outputs="logits",
             name="distiller",
+            terms=None,
         ):
             super().__init__(name=name)
+            self.terms = _term_choices(terms)
             self.teacher_outputs = kd_losses.check_output_kind(
                 teacher_outputs, "teacher_outputs"
             )
@@ -164,12 +173,14 @@ def _hypermodel_class():
                 )
                 if r is not None and r[0] != r[1]
             ]
+            if len(self.terms or ()) > 1:
+                searched.append(self.terms)
             if not searched and isinstance(build_student, keras.Model):
                 raise ValueError(
                     "The search space is empty: every range is None or a single "
                     "value and the student is fixed. Give `temperature_range`, "
                     "`alpha_range` or `learning_rate_range` a (min, max) with "
-                    "min < max."
+                    "min < max, or `terms` several terms."
                 )
             self.teacher = teacher
             self.build_student = build_student
@@ -201,6 +212,15 @@ def _hypermodel_class():
                 self.learning_rate,
                 sampling="log",
             )
+            term = "kd"
+            if self.terms is not None:
+                names = list(self.terms)
+                name = (
+                    hp.Choice("distillation_loss", names)
+                    if len(names) > 1
+                    else hp.Fixed("distillation_loss", names[0])
+                )
+                term = kd_losses.get_term(self.terms[name])  # a fresh copy
             if isinstance(self.build_student, keras.Model):
                 student = keras.models.clone_model(self.build_student)
             else:
@@ -211,6 +231,7 @@ def _hypermodel_class():
                 alpha=alpha,
                 temperature=temperature,
                 teacher_outputs=self.teacher_outputs,
+                distillation_loss=term,
             )
             return kd_models.compile_classifier(distiller, learning_rate, self.metrics)
 
@@ -263,6 +284,30 @@ def _hypermodel_class():
                 )
 
     return DistillerHyperModel
+
+
+def _term_choices(terms):
+    """`{name: spec}` of the terms to search (a name or a term's saved config)."""
+    if terms is None:
+        return None
+    if not isinstance(terms, list | tuple) or not terms:
+        raise ValueError(
+            "`terms` must be a non-empty list of distillation terms (names such "
+            f"as 'kd' and 'dkd', or `DistillationTerm`s). Received: terms={terms!r}"
+        )
+    choices = {}
+    for i, spec in enumerate(terms):
+        term = kd_losses.get_term(spec, f"terms[{i}]")
+        if term.name in choices:
+            raise ValueError(
+                f"`terms` holds two terms named {term.name!r} (the choice is made "
+                "by name); pass `name=` to one of them. Received: terms="
+                f"{terms!r}"
+            )
+        choices[term.name] = (
+            spec if isinstance(spec, str) else keras.saving.serialize_keras_object(term)
+        )
+    return choices
 
 
 def __getattr__(name):
@@ -351,6 +396,9 @@ def tune(
     **hypermodel_kwargs,
 ):
     """Searches temperature and alpha (and more), then rebuilds the best distiller.
+
+    `terms=["kd", "dkd"]` (passed to `DistillerHyperModel`) also searches
+    the distillation term.
 
     Runs in Keras Tuner's distributed mode too (the `KERASTUNER_*` environment
     variables, see `docs/tuning.md`), with the same script in every process:
@@ -465,6 +513,7 @@ def _plain_distiller(trial, teacher):
         alpha=float(keras.ops.convert_to_numpy(trial.alpha)),
         temperature=float(keras.ops.convert_to_numpy(trial.temperature)),
         teacher_outputs=trial.teacher_outputs,
+        distillation_loss=trial.distillation_loss,  # the best trial's term
     )
     learning_rate = float(keras.ops.convert_to_numpy(trial.optimizer.learning_rate))
     return kd_models.compile_classifier(distiller, learning_rate)

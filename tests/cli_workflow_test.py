@@ -220,3 +220,39 @@ def test_help_and_argument_errors_do_not_import_tensorflow():
     assert "keras-distill: error: argument command: invalid choice: 'trian'" in (
         result.stderr
     )
+
+
+def test_train_with_weighted_terms_options_and_their_schedules(tmp_path):
+    out = tmp_path / "terms_out"
+    cfg = tmp_path / "terms.yaml"
+    cfg.write_text(
+        f"data: digits\noutput: {out}\nbatch_size: 256\n"
+        "teacher: {model: teacher_cnn, epochs: 1}\n"
+        "student: {model: student_mlp, hidden: 8}\n"
+        "distill:\n  epochs: 2\n  loss:\n    - kd: {standardize: true}\n"
+        "    - ctkd: {term: {dkd: {beta: 2.0}}}\n  loss_weights: [0.7, 0.3]\n"
+        "schedules:\n  ctkd_weight: {kind: linear, start: 0.1, end: 0.3, steps: 1}\n"
+        "  ctkd_reversal: {kind: linear, start: 0.0, end: 1.0, steps: 1}\n"
+        "export: false\n"
+    )
+    assert cli.main(["train", str(cfg), "--verbose", "0"]) == 0
+    history = runs.read_history(out / "history.csv")
+    assert history["ctkd_weight"] == pytest.approx([0.1, 0.3])
+    assert history["kd_weight"] == pytest.approx([0.7, 0.7])
+    assert history["ctkd_reversal"] == pytest.approx([0.0, 1.0])
+    # Each term is logged; the distillation loss is their weighted sum (the
+    # per-epoch means are means of the per-batch sums, so it holds exactly).
+    for epoch in range(2):
+        mixed = 0.7 * history["kd_loss"][epoch] + (
+            history["ctkd_weight"][epoch] * history["ctkd_loss"][epoch]
+        )
+        assert history["distillation_loss"][epoch] == pytest.approx(mixed, rel=1e-4)
+    # CTKD's temperature: still its start after epoch 0 (no reversal), then
+    # learned; the CSV log has it.
+    temperatures = history["ctkd_temperature"]
+    assert temperatures[0] == pytest.approx(1 + 20 / (1 + np.exp(-1.0)), rel=1e-5)
+    assert temperatures[1] != pytest.approx(temperatures[0], rel=1e-5)
+    distiller = keras.models.load_model(out / "distiller.keras")
+    kd_term, ctkd_term = distiller.distillation_loss
+    assert kd_term.standardize and ctkd_term.term.beta == 2.0
+    assert ctkd_term.learned_temperature() == pytest.approx(temperatures[1], rel=1e-5)

@@ -736,6 +736,48 @@ def test_ctkd_trains_its_temperature_up_the_loss_once_the_reversal_is_on(tmp_pat
     assert float(term.theta) == learned
 
 
+def test_ctkd_logs_its_learned_temperature_every_epoch():
+    t, s = random_logits(seed=41), random_logits(seed=42)
+    x = np.zeros((8, 1), "float32")
+    distiller = kd.Distiller(
+        FixedLogits(s),
+        FixedLogits(t),
+        alpha=0.0,
+        distillation_loss=[kd.losses.CTKDTerm("kd", name="ct"), "mse"],
+    )
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+    term = distiller.distillation_loss[0]
+    seen, actual = [], []
+
+    class Watch(keras.callbacks.Callback):  # a user's callback, like CSVLogger
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(logs["ct_temperature"])
+            actual.append(term.learned_temperature())
+
+    history = distiller.fit(
+        x,
+        epochs=3,
+        batch_size=4,
+        verbose=0,
+        callbacks=[
+            kd.callbacks.ParameterScheduler(
+                "ct_reversal", kd.schedules.linear(0, 1, 1)
+            ),
+            Watch(),
+        ],
+    )
+    logged = history.history["ct_temperature"]
+    assert logged == seen and logged == pytest.approx(actual, rel=1e-6)
+    # Epoch 0 has reversal 0: T stays 1 + 20 * sigmoid(1); then it moves.
+    assert logged[0] == pytest.approx(1 + 20 / (1 + np.exp(-1.0)), rel=1e-6)
+    assert logged[0] != logged[1] != logged[2] and max(logged) < 20.0
+    assert distiller.learned_temperatures() == {"ct_temperature": actual[-1]}
+    plain = kd.Distiller(FixedLogits(s), FixedLogits(t), distillation_loss="kd")
+    plain.compile(optimizer="sgd")
+    assert plain.learned_temperatures() == {}
+    assert "kd_temperature" not in plain.fit(x, epochs=1, verbose=0).history
+
+
 def test_top_k_cached_outputs_serve_only_the_plain_kd_term():
     from keras_distill import targets
 

@@ -211,3 +211,53 @@ def test_tune_refuses_a_search_without_trials(max_trials):
             max_trials=max_trials,
             directory="/nonexistent/never-used",
         )
+
+
+@pytest.mark.slow
+def test_search_over_the_distillation_term_pays_for_the_teacher_once(splits, tmp_path):
+    (x, y), (xv, yv) = splits
+    train, val = (x[:160], y[:160]), (xv[:80], yv[:80])
+    teacher = counting_teacher()
+    terms = ["kd", kd.losses.DKDTerm(beta=2.0, name="dkd_b2")]
+    best_hp, distiller, tuner = kd.tune(
+        teacher,
+        models.student_mlp(hidden=8),  # fixed: only the term is searched
+        train,
+        val,
+        max_trials=2,
+        epochs=1,
+        directory=tmp_path,
+        overwrite=True,
+        verbose=0,
+        temperature_range=(4.0, 4.0),
+        alpha_range=(0.5, 0.5),
+        terms=terms,
+        batch_size=80,
+    )
+    assert teacher.predicted == len(train[0]) + len(val[0])
+    tried = {
+        t.hyperparameters["distillation_loss"] for t in tuner.oracle.trials.values()
+    }
+    assert tried == {"kd", "dkd_b2"}
+    chosen = distiller.distillation_loss
+    assert chosen.name == best_hp["distillation_loss"]
+    if chosen.name == "dkd_b2":
+        assert isinstance(chosen, kd.losses.DKDTerm) and chosen.beta == 2.0
+        assert chosen is not terms[1]  # each trial has its own copy
+    else:
+        assert isinstance(chosen, kd.losses.KDTerm)
+    assert "distillation_loss" in kd.tuner.trial_table(tuner)
+
+
+@pytest.mark.parametrize(
+    "terms, message",
+    [
+        ([], r"non-empty list"),
+        ("kd", r"non-empty list.*terms='kd'"),
+        (["kd", "dkdd"], r"terms\[1\]='dkdd'\. Did you mean 'dkd'"),
+        (["kd", kd.losses.KDTerm(standardize=True)], r"two terms named 'kd'"),
+    ],
+)
+def test_bad_term_choices(terms, message):
+    with pytest.raises(ValueError, match=message):
+        kd.DistillerHyperModel(trained_teacher(), models.student_mlp(), terms=terms)

@@ -24,6 +24,21 @@ curriculum:               # optional: easiest examples first, scored by the teac
 export: true
 ```
 
+`distill.loss` is a term name (`losses.TERMS`: kd, mse, dkd, ctkd, rkd_distance,
+rkd_angle, pkt, sp, at), a term with options, or a list of them, weighted by
+`distill.loss_weights`; `schedules` may also schedule the terms' parameters
+(`<term>_weight`, `<term>_reversal`, rules from `params`):
+
+```yaml
+distill:
+  loss:
+    - kd: {standardize: true}
+    - dkd: {beta: 2.0}
+  loss_weights: [0.7, 0.3]
+schedules:
+  dkd_weight: {kind: linear, start: 0.05, end: 0.3, steps: 19}
+```
+
 Errors name the key and its line, and unknown keys suggest the closest one.
 """
 
@@ -68,6 +83,14 @@ _TYPES = {
     "bool": (lambda v: isinstance(v, bool), "true or false"),
 }
 
+
+class _Each:
+    """A mapping of any plain keys, each value checked against `schema`."""
+
+    def __init__(self, schema):
+        self.schema = schema
+
+
 _SCHEDULE = {
     "kind": ("str", "linear"),
     "start": ("float", None),
@@ -96,9 +119,13 @@ SCHEMA = {
         "temperature": ("float", 4.0),
         "epochs": ("int", 30),
         "learning_rate": ("float", 1e-2),
-        "loss": ("str", "kd"),
+        # A term name, `{name: {options}}`, or a list of them (`_check_terms`).
+        "loss": ("terms", "kd"),
+        # A number or a list of numbers, one per term.
+        "loss_weights": ("weights", None),
     },
-    "schedules": {"alpha": _SCHEDULE, "temperature": _SCHEDULE},
+    # Any parameter of the distiller (checked once the terms are known).
+    "schedules": _Each(_SCHEDULE),
     "curriculum": {
         "pacing": ("str", "linear"),
         "min_fraction": ("float", 0.25),
@@ -107,6 +134,8 @@ SCHEMA = {
     "tune": {
         "max_trials": ("int", 5),
         "epochs": ("int", 5),
+        # Distillation terms to choose from (as `distill.loss` entries).
+        "terms": ("terms", None),
         # Defaults to `<output>_tune`, so `train` and `tune` never collide.
         "output": ("str", None),
     },
@@ -136,13 +165,13 @@ def _suggest(value, choices):
     return f" Did you mean '{close[0]}'?" if close else ""
 
 
-def _check(node, schema, path, source):
+def _items(node, path, source):
+    """`(key, key_node, value_node)` of a mapping node: plain keys, no repeats."""
     if not isinstance(node, yaml.MappingNode):
-        where = ".".join(path) or "the file"
+        where = _name(path) or "the file"
         raise ConfigError(
             f"{_at(source, node)}: {where} must be a mapping of keys to values."
         )
-    result = {}
     seen = {}
     for key_node, value_node in node.value:
         if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != (
@@ -153,60 +182,150 @@ def _check(node, schema, path, source):
                 f"{key_node.tag.rsplit(':', 1)[-1]} key."
             )
         key = key_node.value
-        where = ".".join(path) or "the top level"
+        where = _name(path) or "the top level"
         if key in seen:
             raise ConfigError(
                 f"{_at(source, key_node)}: the key '{key}' is given twice in {where} "
                 f"(first on line {seen[key]}); keep one."
             )
         seen[key] = _line(key_node)
+        KEY_LINES[(source, path + (key,))] = _line(key_node)
+        yield key, key_node, value_node
+
+
+def _name(path):
+    """`distill.loss[1].dkd` for the key path `("distill", "loss", 1, "dkd")`."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else part
+    return text
+
+
+def _value(node, path, source):
+    try:
+        return yaml.safe_load(yaml.serialize(node))
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or error
+        raise ConfigError(
+            f"{_at(source, node)}: {_name(path)}: {problem} (only plain YAML values "
+            "are allowed)."
+        ) from None
+
+
+def _check(node, schema, path, source):
+    result = {}
+    for key, key_node, value_node in _items(node, path, source):
         if key not in schema:
+            where = _name(path) or "the top level"
             raise ConfigError(
                 f"{_at(source, key_node)}: unknown key {_short(key)} in {where}."
                 f"{_suggest(key, schema)} Valid keys: {', '.join(schema)}."
             )
         spec = schema[key]
+        if isinstance(spec, _Each):
+            result[key] = {
+                name: _check(inner, spec.schema, path + (key, name), source)
+                for name, _, inner in _items(value_node, path + (key,), source)
+            }
+            continue
         if isinstance(spec, dict):
             result[key] = _check(value_node, spec, path + (key,), source)
             continue
         kind, _ = spec
-        try:
-            value = yaml.safe_load(yaml.serialize(value_node))
-        except yaml.YAMLError as error:
-            problem = getattr(error, "problem", None) or error
-            raise ConfigError(
-                f"{_at(source, value_node)}: {'.'.join(path + (key,))}: "
-                f"{problem} (only plain YAML values are allowed)."
-            ) from None
+        LINES[(source, path + (key,))] = _line(value_node)
+        if kind == "terms":
+            result[key] = _check_terms(value_node, path + (key,), source)
+            continue
+        value = _value(value_node, path + (key,), source)
+        if kind == "weights":
+            result[key] = _check_weights(value_node, value, path + (key,), source)
+            continue
         check, expected = _TYPES[kind]
         if not check(value):
             raise ConfigError(
-                f"{_at(source, value_node)}: {'.'.join(path + (key,))} must "
+                f"{_at(source, value_node)}: {_name(path + (key,))} must "
                 f"be {expected}. Received: {_short(value)}"
             )
         result[key] = float(value) if kind == "float" else value
-        LINES[(source, path + (key,))] = _line(value_node)
     return result
 
 
-# (source, key path) -> line, for errors found after parsing.
+_TERM_FORM = (
+    "a term name (e.g. kd), a term with options (e.g. {dkd: {beta: 2.0}}) or a "
+    "list of them"
+)
+
+
+def _check_terms(node, path, source):
+    """The shape of `distill.loss`; names and options are checked later."""
+    if isinstance(node, yaml.SequenceNode):
+        if not node.value:
+            raise ConfigError(
+                f"{_at(source, node)}: {_name(path)} must name at least one term."
+            )
+        return [
+            _check_term(item, path + (i,), source) for i, item in enumerate(node.value)
+        ]
+    return _check_term(node, path, source)
+
+
+def _check_term(node, path, source):
+    """One term: `name` or `{name: {option: value, ...}}` (a plain value)."""
+    LINES[(source, path)] = _line(node)
+    if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:str":
+        return node.value
+    if isinstance(node, yaml.MappingNode) and len(node.value) == 1:
+        ((name, _, options),) = _items(node, path, source)
+        if isinstance(options, yaml.ScalarNode) and options.tag.endswith(":null"):
+            return {name: {}}
+        checked = {}
+        for key, _, value_node in _items(options, path + (name,), source):
+            LINES[(source, path + (name, key))] = _line(value_node)
+            if key == "term" and isinstance(value_node, yaml.MappingNode):
+                # CTKD's wrapped term, itself a term with options.
+                checked[key] = _check_term(value_node, path + (name, key), source)
+            else:
+                checked[key] = _value(value_node, path + (name, key), source)
+        return {name: checked}
+    raise ConfigError(
+        f"{_at(source, node)}: {_name(path)} must be {_TERM_FORM}. Received: "
+        f"{_short(_value(node, path, source))}"
+    )
+
+
+def _check_weights(node, value, path, source):
+    """A number, or a list of numbers (their rule is checked with the terms)."""
+    values = value if isinstance(value, list) else [value]
+    items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+    for i, (item, item_node) in enumerate(zip(values, items)):
+        here = path + (i,) if isinstance(value, list) else path
+        LINES[(source, here)] = _line(item_node)
+        if not _float(item):
+            raise ConfigError(
+                f"{_at(source, item_node)}: {_name(here)} must be a number or a list "
+                f"of numbers, one per term. Received: {_short(item)}"
+            )
+    return [float(v) for v in values] if isinstance(value, list) else float(value)
+
+
+# (source, key path) -> line, for errors found after parsing: of the value,
+# and of the key.
 LINES = {}
+KEY_LINES = {}
 
 
 def _where(source, *path):
     """`FILE:LINE` of a key (its value's line), or `FILE` if unknown."""
-    line = LINES.get((source, tuple(path)))
+    line = LINES.get((source, tuple(path))) or KEY_LINES.get((source, tuple(path)))
     return f"{source}:{line}" if line else source
 
 
 def _defaults(schema, given):
     out = {}
     for key, spec in schema.items():
-        if isinstance(spec, dict):
-            if spec is _SCHEDULE:
-                if key in given:
-                    out[key] = given[key]
-                continue
+        if isinstance(spec, _Each):
+            out[key] = dict(given.get(key, {}))
+        elif isinstance(spec, dict):
             if key in OPTIONAL_SECTIONS and key not in given:
                 continue
             out[key] = _defaults(spec, given.get(key, {}))
@@ -317,12 +436,11 @@ def _check_values(config, source):
             "'logits' or 'probabilities'. Received: "
             f"{_short(config['teacher']['outputs'])}"
         )
-    if config["distill"]["loss"] not in ("kd", "mse", "dkd"):
-        raise ConfigError(
-            f"{_where(source, 'distill', 'loss')}: distill.loss must be 'kd', 'mse' "
-            f"or 'dkd'. Received: {_short(config['distill']['loss'])}"
-            f"{_suggest(config['distill']['loss'], ('kd', 'mse', 'dkd'))}"
-        )
+    terms = build_terms(config["distill"]["loss"], source)
+    _check_term_weights(config["distill"].get("loss_weights"), terms, source)
+    known = ("alpha", "temperature", *term_parameters(terms))
+    if config["tune"].get("terms") is not None:
+        build_terms(config["tune"]["terms"], source, ("tune", "terms"))
     if "curriculum" in config:
         from keras_distill import curriculum
 
@@ -334,6 +452,12 @@ def _check_values(config, source):
                 f"{_where(source, 'curriculum')}: curriculum: {error}"
             ) from None
     for name, spec in config.get("schedules", {}).items():
+        if name not in known:
+            raise ConfigError(
+                f"{_where(source, 'schedules', name)}: unknown key {_short(name)} in "
+                f"schedules: this run has no parameter of that name."
+                f"{_suggest(name, known)} Valid keys: {', '.join(known)}."
+            )
         kind = spec.get("kind", "linear")
         here = _where(source, "schedules", name, "kind")
         if kind not in SCHEDULE_KINDS:
@@ -357,6 +481,133 @@ def _check_values(config, source):
         except ValueError as error:
             raise ConfigError(
                 f"{_where(source, 'schedules', name)}: schedules.{name}: {error}"
+            ) from None
+
+
+def _term_options(cls):
+    """The options of a term class: its `__init__` arguments (`name` included)."""
+    import inspect
+
+    return [
+        p.name
+        for p in list(inspect.signature(cls.__init__).parameters.values())[1:]
+        if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+
+
+def _build_term(spec, path, source):
+    from keras_distill import losses
+
+    name, options = (spec, {}) if isinstance(spec, str) else next(iter(spec.items()))
+    here = _where(source, *path)
+    if name not in losses.TERMS:
+        raise ConfigError(
+            f"{here}: {_name(path)}: unknown distillation term {_short(name)}."
+            f"{_suggest(name, losses.TERMS)} Known terms: {', '.join(losses.TERMS)}."
+        )
+    cls = losses.TERMS[name]
+    allowed = _term_options(cls)
+    for key in options:
+        if key not in allowed:
+            raise ConfigError(
+                f"{_where(source, *path, name, key)}: {_name(path)}.{name}: unknown "
+                f"option {_short(key)} of the term {name}."
+                f"{_suggest(key, allowed)} Its options: {', '.join(allowed)}."
+            )
+    kwargs = dict(options)
+    if isinstance(kwargs.get("term"), dict):
+        kwargs["term"] = _build_term(kwargs["term"], path + (name, "term"), source)
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as error:
+        # The option the message names, if any, gives the line.
+        named = [key for key in options if f"`{key}`" in str(error)]
+        where = _where(source, *path, name, named[0]) if named else here
+        raise ConfigError(f"{where}: {_name(path)}.{name}: {error}") from None
+
+
+def build_terms(loss, source="<config>", path=("distill", "loss")):
+    """The `DistillationTerm`s of a validated `distill.loss`, in order.
+
+    A name builds `losses.TERMS[name]()`; `{name: {options}}` passes the
+    options to its constructor (`name` among them, to tell two terms of one
+    kind apart). Errors are `ConfigError`s with the entry's `FILE:LINE`;
+    `path` is the key the terms are under (`tune.terms` too).
+    """
+    from keras_distill import distiller
+
+    entries = loss if isinstance(loss, list) else [loss]
+    many = isinstance(loss, list)
+    terms = [
+        _build_term(spec, path + ((i,) if many else ()), source)
+        for i, spec in enumerate(entries)
+    ]
+    names = [term.name for term in terms]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ConfigError(
+                f"{_where(source, *path, i)}: {_name(path + (i,))}: the "
+                f"term name '{name}' is used twice (it names the `{name}_loss` log "
+                f"and the `{name}_weight` parameter); give one a name, e.g. "
+                f"{{{type(terms[i]).default_name}: {{name: {name}_2}}}}."
+            )
+    try:
+        distiller._check_term_names(terms)
+    except ValueError as error:
+        raise ConfigError(f"{_where(source, *path)}: {_name(path)}: {error}") from None
+    return terms
+
+
+def term_parameters(terms):
+    """The schedulable parameters the terms give a run's distiller, by name.
+
+    Each term's weight (`<name>_weight`, `params.FAMILIES`; a run creates
+    the weights when `loss_weights` is given, there are several terms, or a
+    weight is scheduled) and the terms' own parameters (CTKD's
+    `<name>_reversal`).
+    """
+    from keras_distill import params
+
+    names = [params.term_weight_name(term.name) for term in terms]
+    for term in terms:
+        names += list(term.parameter_variables())
+    return names
+
+
+def term_weights(config, terms):
+    """The `distillation_loss_weights` a run passes the `Distiller`, or None."""
+    from keras_distill import params
+
+    weights = config["distill"].get("loss_weights")
+    if weights is not None:
+        return weights if isinstance(weights, list) else [weights]
+    scheduled = {params.term_weight_name(term.name) for term in terms}
+    if len(terms) > 1 or scheduled & set(config.get("schedules", {})):
+        return [1.0] * len(terms)
+    return None
+
+
+def _check_term_weights(weights, terms, source):
+    from keras_distill import params
+
+    if weights is None:
+        return
+    many = isinstance(weights, list)
+    values = weights if many else [weights]
+    if len(values) != len(terms):
+        names = ", ".join(term.name for term in terms)
+        raise ConfigError(
+            f"{_where(source, 'distill', 'loss_weights')}: distill.loss_weights "
+            f"needs one weight per term of distill.loss ({len(terms)}: {names}). "
+            f"Received {len(values)}: {_short(weights)}"
+        )
+    for i, (term, value) in enumerate(zip(terms, values)):
+        path = ("distill", "loss_weights") + ((i,) if many else ())
+        try:
+            params.check(params.term_weight_name(term.name), value)
+        except ValueError as error:
+            raise ConfigError(
+                f"{_where(source, *path)}: {_name(path)}: {error}"
             ) from None
 
 

@@ -54,31 +54,53 @@ def plot_run(history, path, teacher_accuracy=None, title="keras_distill run"):
         curves.append([teacher_accuracy])
     _zoom(ax_acc, curves)
     ax_acc.set(title="Accuracy", xlabel="epoch", ylabel="accuracy")
-    for key in ("loss", "student_loss", "distillation_loss", "hint_loss"):
+    fixed = ("loss", "student_loss", "distillation_loss", "hint_loss")
+    # With several distillation terms, each term's loss (training only).
+    term_losses = _term_keys(history, "_loss", exclude=fixed)
+    for key in (*fixed, *term_losses):
         for prefix, style in (("", "-"), ("val_", "--")):
+            if key in term_losses and prefix:
+                continue
             values = np.asarray(history.get(prefix + key, []), "float64")
             if values.size and np.all(values[np.isfinite(values)] > 0):
                 ax_loss.plot(epochs, values, style, label=prefix + key)
     ax_loss.set_yscale("log")
     ax_loss.set(title="Losses (log scale)", xlabel="epoch", ylabel="loss")
-    for key, label in (
+    weights = [
         ("alpha", "alpha (weight of the labels)"),
         ("curriculum_fraction", "curriculum: fraction of the data"),
         ("hint_weight", "hint_weight"),
-    ):
+    ]
+    # The terms' weights and CTKD's reversal strength (`params.FAMILIES`).
+    weights += [
+        (key, key)
+        for suffix in ("_weight", "_reversal")
+        for key in _term_keys(history, suffix, exclude=("hint_weight",))
+    ]
+    highest = 1.0
+    for key, label in weights:
         if key in history:
             ax_frac.plot(epochs, history[key], marker="o", markersize=3, label=label)
+            highest = max(highest, float(np.nanmax(history[key])))
     ax_frac.set(
-        title="Scheduled weights", xlabel="epoch", ylabel="value", ylim=(-0.05, 1.05)
+        title="Scheduled weights",
+        xlabel="epoch",
+        ylabel="value",
+        ylim=(-0.05, 1.05 * highest),
     )
-    if "temperature" in history:
+    # The distiller's temperature, and each CTKD term's learned one.
+    for index, key in enumerate(
+        ("temperature", *_term_keys(history, "_temperature", exclude=("temperature",)))
+    ):
+        if key not in history:
+            continue
         ax_temp.plot(
             epochs,
-            history["temperature"],
+            history[key],
             marker="o",
             markersize=3,
-            color="C3",
-            label="temperature",
+            color=f"C{3 + index}",
+            label=key if index else "temperature",
         )
     ax_temp.set(title="Temperature", xlabel="epoch", ylabel="T")
     for ax in axes.flat:
@@ -89,6 +111,18 @@ def plot_run(history, path, teacher_accuracy=None, title="keras_distill run"):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _term_keys(history, suffix, exclude=()):
+    """The training-log keys ending in `suffix` (e.g. `dkd_weight`), in order."""
+    return [
+        key
+        for key in history
+        if key.endswith(suffix)
+        and len(key) > len(suffix)
+        and not key.startswith("val_")
+        and key not in exclude
+    ]
 
 
 def summary_markdown(rows, title="Results"):

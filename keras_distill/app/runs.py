@@ -18,12 +18,17 @@ RUN_MARKER = "run.json"
 
 
 class LogParameters(keras.callbacks.Callback):
-    """Writes the distiller's `alpha` and `temperature` into the epoch logs."""
+    """Writes the distiller's parameters into the epoch logs.
+
+    `alpha`, `temperature` and those of its terms (`<term>_weight`,
+    `<term>_reversal`; `Distiller.parameter_variables()`), so a scheduled
+    term weight shows in the history next to the loss it weights.
+    """
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            for name in ("alpha", "temperature"):
-                logs.setdefault(name, float(getattr(self.model, name).numpy()))
+            for name, variable in self.model.parameter_variables().items():
+                logs.setdefault(name, float(keras.ops.convert_to_numpy(variable)))
 
 
 # The marker a run writes first into its output folder: it says the folder is
@@ -284,13 +289,17 @@ def _train(cfg, out, mode, verbose):
     teacher_val = teacher.evaluate(splits.val, verbose=0, return_dict=True)
     keras.utils.set_random_seed(cfg["seed"] + 1)
     student, _ = _model(cfg["student"], "student", splits)
+    terms = kd_config.build_terms(cfg["distill"]["loss"], cfg.get("_source", ""))
     distiller = Distiller(
         student,
         teacher,
         alpha=cfg["distill"]["alpha"],
         temperature=cfg["distill"]["temperature"],
         teacher_outputs=cfg["teacher"]["outputs"],
-        distillation_loss=cfg["distill"]["loss"],
+        distillation_loss=terms
+        if isinstance(cfg["distill"]["loss"], list)
+        else terms[0],
+        distillation_loss_weights=kd_config.term_weights(cfg, terms),
     )
     _compile(distiller, cfg["distill"]["learning_rate"])
     from keras_distill.callbacks import ParameterScheduler
@@ -465,6 +474,9 @@ def _tune(cfg, out, verbose):
             student_spec["hidden"] = hp.Choice("hidden", [8, 16, 32])
         return _model(student_spec, "student", splits)[0]
 
+    terms = cfg["tune"].get("terms")
+    if terms is not None:
+        terms = kd_config.build_terms(terms, cfg.get("_source", ""), ("tune", "terms"))
     best_hp, distiller, search = kd_tuner.tune(
         teacher,
         build_student,
@@ -477,6 +489,7 @@ def _tune(cfg, out, verbose):
         batch_size=cfg["batch_size"],
         seed=cfg["seed"],
         verbose=0,  # the table is printed below, once
+        terms=terms,
     )
     trials = [
         (
