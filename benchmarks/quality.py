@@ -13,7 +13,8 @@ learning rate (Adam, cosine decay) in every row. Writes, into `--output`:
 - `quality.json`: all per-seed numbers.
 
 With `--readme README.md` it rewrites the block between
-`<!-- quality:begin -->` and `<!-- quality:end -->` from the same output, so
+`<!-- quality:begin -->` and `<!-- quality:end -->` (`quality-patient`,
+`quality-progressive` for the other experiments) from the same output, so
 the README's numbers are never typed by hand.
 
 `--experiment patient` runs the long-schedule comparison instead
@@ -26,6 +27,10 @@ Run (from the repository root):
     .venv/bin/python benchmarks/quality.py --workers 2 --readme README.md
     .venv/bin/python benchmarks/quality.py --quick          # seconds, a smoke test
     .venv/bin/python benchmarks/quality.py --experiment patient --workers 2
+    .venv/bin/python benchmarks/quality.py --experiment progressive --workers 2
+
+`--experiment progressive` compares plain KD with variants of the progressive
+recipe (`keras_distill.app.quality.PROGRESSIVE_VARIANTS`) at equal epochs.
 """
 
 import argparse
@@ -42,8 +47,15 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
-# The patient experiment's block.
-PATIENT_BEGIN, PATIENT_END = "<!-- quality-patient:begin -->", "<!-- quality-patient:end -->"
+# The README block each experiment rewrites.
+MARKERS = {
+    "table": (BEGIN, END),
+    "patient": ("<!-- quality-patient:begin -->", "<!-- quality-patient:end -->"),
+    "progressive": (
+        "<!-- quality-progressive:begin -->",
+        "<!-- quality-progressive:end -->",
+    ),
+}
 PATIENT_METHODS = ("scratch", "scratch_aug", "kd_aug", "function_matching")
 TITLES = {"digits": "digits (8x8)", "mnist1d": "MNIST-1D"}
 
@@ -80,7 +92,9 @@ def run(
     results = {"seeds": list(seeds), "data": {}}
     tasks = []
     for name in data_sets:
-        setup = quality.default_setup(name, epochs=(epochs or {}).get(name), quick=quick)
+        setup = quality.default_setup(
+            name, epochs=(epochs or {}).get(name), quick=quick
+        )
         if teacher_dir:
             setup = dataclasses.replace(setup, teacher_dir=teacher_dir)
         model, teacher_accuracy, teacher_seconds = quality.teacher(setup, 0)
@@ -98,8 +112,13 @@ def run(
             },
             "rows": {m: {"accuracy": [], "seconds": []} for m in methods},
         }
-        log(f"{name}: teacher {teacher_accuracy:.4f}; {len(methods)} methods x {len(seeds)} seeds, {setup.epochs} epochs")
-        tasks += [(name, dataclasses.asdict(setup), m, s) for m in methods for s in seeds]
+        log(
+            f"{name}: teacher {teacher_accuracy:.4f}; {len(methods)} methods x "
+            f"{len(seeds)} seeds, {setup.epochs} epochs"
+        )
+        tasks += [
+            (name, dataclasses.asdict(setup), m, s) for m in methods for s in seeds
+        ]
 
     def record(outcome):
         name, method, seed, accuracy, seconds = outcome
@@ -112,7 +131,9 @@ def run(
     start = time.perf_counter()
     if workers and workers > 1:
         context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        with concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=context
+        ) as pool:
             for outcome in pool.map(_task, tasks):
                 record(outcome)
     else:
@@ -126,6 +147,14 @@ def run(
             for key in ("seed", "accuracy", "seconds"):
                 row[key] = [row[key][i] for i in order]
     return results
+
+
+def describe(method):
+    from keras_distill.app import quality
+
+    if method.startswith("progressive:"):
+        return quality.PROGRESSIVE_VARIANTS[method.split(":", 1)[1]]
+    return quality.METHODS[method]
 
 
 def _fmt(value, digits=4):
@@ -169,79 +198,75 @@ def tables(results):
             f"{teacher['accuracy']:.4f}."
         )
         lines.append("")
+        baseline = "scratch" if "scratch" in rows else next(iter(rows))
         lines.append(
-            "| method | test accuracy (mean) | std | 95% interval | min-max | vs scratch | verdict | time per seed (s) |"
+            "| method | test accuracy (mean) | std | 95% interval | min-max | "
+            f"vs {baseline} | verdict | time per seed (s) |"
         )
         lines.append("|---|---:|---:|---:|---:|---:|---|---:|")
-        scratch = stats.get("scratch")
+        scratch = stats[baseline]
         scratch_few = stats.get("scratch_few")
         for method, row in rows.items():
             s = stats[method]
-            base = scratch_few if method.endswith("_few") else scratch
-            base_name = "scratch_few" if method.endswith("_few") else "scratch"
-            if base is None or method == base_name:
+            few = method.endswith("_few") and scratch_few is not None
+            base = scratch_few if few else scratch
+            base_name = "scratch_few" if few else baseline
+            if method == base_name:
                 delta, judged = "", ""
             else:
                 delta = f"{s['mean'] - base['mean']:+.4f}"
                 judged = verdict(s, base)
             seconds = sum(row["seconds"]) / max(len(row["seconds"]), 1)
             lines.append(
-                f"| `{method}`: {quality.METHODS[method]} | {_fmt(s['mean'])} | "
+                f"| `{method}`: {describe(method)} | {_fmt(s['mean'])} | "
                 f"{_fmt(s['std'])} | {_fmt(s['low'])}-{_fmt(s['high'])} | "
-                f"{_fmt(s['min'])}-{_fmt(s['max'])} | {delta} | {judged} | {seconds:.1f} |"
+                f"{_fmt(s['min'])}-{_fmt(s['max'])} | {delta} | {judged} | "
+                f"{seconds:.1f} |"
             )
         lines.append("")
-        if scratch is not None:
-            helps = [
-                m for m in rows
-                if not m.endswith("_few") and m != "scratch"
-                and verdict(stats[m], scratch) == "helps"
-            ]
-            others = [
-                m for m in rows
-                if not m.endswith("_few") and m != "scratch" and m not in helps
-            ]
+        full = [m for m in rows if not m.endswith("_few") and m != baseline]
+        helps = [m for m in full if verdict(stats[m], scratch) == "helps"]
+        hurts = [m for m in full if verdict(stats[m], scratch) == "hurts"]
+        level = [m for m in full if m not in helps and m not in hurts]
+
+        def names(ms):
+            return ", ".join(f"`{m}`" for m in ms)
+
+        text = f"On {TITLES.get(name, name)}"
+        text += " with all labels" if "scratch_few" in rows else ""
+        text += (
+            f", beat `{baseline}` by more than the seeds' spread: {names(helps)}."
+            if helps
+            else f", no method beats `{baseline}` by more than the seeds' spread."
+        )
+        if level:
+            text += f" No clear difference from `{baseline}`: {names(level)}."
+        if hurts:
+            text += f" Worse than `{baseline}` by more than the spread: {names(hurts)}."
+        lines.append(text)
+        if "scratch_aug" in rows:
+            for method in ("kd_aug", "function_matching"):
+                if method in rows:
+                    lines.append(
+                        f"Against the same augmentations without a teacher "
+                        f"(`scratch_aug`, {_fmt(stats['scratch_aug']['mean'])}): "
+                        f"`{method}` {_fmt(stats[method]['mean'])}, "
+                        f"{stats[method]['mean'] - stats['scratch_aug']['mean']:+.4f} "
+                        f"({verdict(stats[method], stats['scratch_aug'])})."
+                    )
+        if "kd_few" in rows and scratch_few is not None:
             lines.append(
-                f"On {TITLES.get(name, name)} with all labels, "
-                + (
-                    "the rows that beat scratch by more than the seeds' spread: "
-                    + ", ".join(f"`{m}`" for m in helps)
-                    if helps
-                    else "no method beats scratch by more than the seeds' spread"
-                )
-                + ". "
-                + (
-                    "No clear gain (or a loss) from: "
-                    + ", ".join(f"`{m}`" for m in others)
-                    + "."
-                    if others
-                    else ""
-                )
+                f"With {round(100 * setup['label_fraction'])}% of the labels, KD with "
+                f"the rest as a transfer set: {_fmt(stats['kd_few']['mean'])} vs "
+                f"{_fmt(scratch_few['mean'])} from scratch "
+                f"({verdict(stats['kd_few'], scratch_few)})."
             )
-            if "scratch_aug" in rows:
-                for method in ("kd_aug", "function_matching"):
-                    if method in rows:
-                        lines.append(
-                            f"Against the same augmentations without a teacher "
-                            f"(`scratch_aug`, {_fmt(stats['scratch_aug']['mean'])}): "
-                            f"`{method}` {_fmt(stats[method]['mean'])}, "
-                            f"{stats[method]['mean'] - stats['scratch_aug']['mean']:+.4f} "
-                            f"({verdict(stats[method], stats['scratch_aug'])})."
-                        )
-            if "kd_few" in rows and scratch_few is not None:
-                lines.append(
-                    f"With {round(100 * setup['label_fraction'])}% of the labels, KD with "
-                    f"the rest as a transfer set: {_fmt(stats['kd_few']['mean'])} vs "
-                    f"{_fmt(scratch_few['mean'])} from scratch "
-                    f"({verdict(stats['kd_few'], scratch_few)})."
-                )
-            lines.append("")
+        lines.append("")
     lines.append(
         f"Wall time of the whole run: {results['wall_seconds'] / 60:.1f} min with "
-        f"{results['workers']} worker process(es). \"helps\"/\"hurts\": the mean "
-        "differs from scratch's by more than the larger of the two standard "
-        "deviations over seeds; \"vs scratch\" compares the few-label rows with "
-        "`scratch_few`."
+        f'{results["workers"]} worker process(es). "helps"/"hurts": the mean '
+        "differs from the baseline's by more than the larger of the two standard "
+        "deviations over seeds; the few-label rows are compared with `scratch_few`."
     )
     return "\n".join(lines)
 
@@ -257,8 +282,13 @@ def plot(results, path):
 
     names = list(results["data"])
     fig, axes = plt.subplots(
-        1, len(names), figsize=(6.5 * len(names), 0.42 * max(
-            len(d["rows"]) for d in results["data"].values()) + 1.8), squeeze=False
+        1,
+        len(names),
+        figsize=(
+            6.5 * len(names),
+            0.42 * max(len(d["rows"]) for d in results["data"].values()) + 1.8,
+        ),
+        squeeze=False,
     )
     for ax, name in zip(axes[0], names):
         data = results["data"][name]
@@ -270,17 +300,28 @@ def plot(results, path):
             ax.scatter(values, [y] * len(values), s=12, color="tab:blue", alpha=0.6)
             if s["n"] > 1:
                 ax.errorbar(
-                    s["mean"], y, xerr=[[s["mean"] - s["low"]], [s["high"] - s["mean"]]],
-                    fmt="o", color="black", capsize=3, markersize=4,
+                    s["mean"],
+                    y,
+                    xerr=[[s["mean"] - s["low"]], [s["high"] - s["mean"]]],
+                    fmt="o",
+                    color="black",
+                    capsize=3,
+                    markersize=4,
                 )
         if "scratch" in data["rows"]:
             ax.axvline(
                 quality.summarise(data["rows"]["scratch"]["accuracy"])["mean"],
-                color="tab:red", linestyle="--", linewidth=1, label="scratch (mean)",
+                color="tab:red",
+                linestyle="--",
+                linewidth=1,
+                label="scratch (mean)",
             )
         ax.axvline(
-            data["teacher"]["accuracy"], color="tab:green", linestyle=":",
-            linewidth=1, label="teacher",
+            data["teacher"]["accuracy"],
+            color="tab:green",
+            linestyle=":",
+            linewidth=1,
+            label="teacher",
         )
         ax.set_yticks(range(len(methods)))
         ax.set_yticklabels(list(reversed(methods)))
@@ -297,7 +338,7 @@ def plot(results, path):
 
 
 def rewrite_readme(path, block, begin=BEGIN, end=END):
-    """Replaces the text between the `begin` and `end` markers in `path` with `block`."""
+    """Replaces the text between the `begin` and `end` markers with `block`."""
     with open(path, encoding="utf-8") as f:
         text = f.read()
     if begin not in text or end not in text:
@@ -318,7 +359,9 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None, help="for every data set")
     parser.add_argument("--workers", type=int, default=0)
-    parser.add_argument("--experiment", choices=("table", "patient"), default="table")
+    parser.add_argument(
+        "--experiment", choices=("table", "patient", "progressive"), default="table"
+    )
     parser.add_argument("--output", default=None)
     parser.add_argument("--readme", default=None, help="README to rewrite the block of")
     args = parser.parse_args(argv)
@@ -330,6 +373,14 @@ def main(argv=None):
         epochs = {name: args.epochs or (2 if args.quick else 300) for name in data_sets}
         seeds = range(args.seeds or (2 if args.quick else 8))
         output = args.output or os.path.join("distill_runs", "quality", "patient")
+    elif args.experiment == "progressive":
+        methods = args.methods or ["kd"] + [
+            f"progressive:{v}" for v in quality.PROGRESSIVE_VARIANTS
+        ]
+        data_sets = args.data
+        epochs = {name: args.epochs for name in data_sets} if args.epochs else None
+        seeds = range(args.seeds or (2 if args.quick else 5))
+        output = args.output or os.path.join("distill_runs", "quality", "progressive")
     else:
         methods = args.methods or list(quality.METHODS)
         data_sets = args.data
@@ -350,10 +401,7 @@ def main(argv=None):
     print(text)
     print(f"wrote {output}/quality.md, quality.png, quality.json")
     if args.readme:
-        if args.experiment == "patient":
-            rewrite_readme(args.readme, text, PATIENT_BEGIN, PATIENT_END)
-        else:
-            rewrite_readme(args.readme, text)
+        rewrite_readme(args.readme, text, *MARKERS[args.experiment])
         print(f"rewrote the results block of {args.readme}")
     return results
 

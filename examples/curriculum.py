@@ -68,7 +68,10 @@ def scratch(teacher, seed, train, val):
     student = kd.models.student_mlp(hidden=HIDDEN)
     kd.models.compile_classifier(student, learning_rate=1e-2)
     student.fit(
-        *train, batch_size=BATCH_SIZE, epochs=STUDENT_EPOCHS, validation_data=val,
+        *train,
+        batch_size=BATCH_SIZE,
+        epochs=STUDENT_EPOCHS,
+        validation_data=val,
         verbose=0,
     )
     return student
@@ -154,7 +157,10 @@ def main():
             scores.append(accuracy(getattr(model, "student", model), *test))
         rows.append((name, scores))
     width = max(len(name) for name, _ in rows)
-    print(f"{'student':<{width}}  test accuracy: mean +/- std (min-max), {len(SEEDS)} seeds")
+    print(
+        f"{'student':<{width}}  test accuracy: mean +/- std (min-max), "
+        f"{len(SEEDS)} seeds"
+    )
     for name, scores in rows:
         print(
             f"{name:<{width}}  {np.mean(scores):.3f} +/- {np.std(scores):.3f} "

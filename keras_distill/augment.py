@@ -49,7 +49,6 @@ outputs for this reason.
 import keras
 
 from keras_distill import schedules
-from keras_distill import targets as kd_targets
 
 LABEL_MODES = ("keep", "drop")
 
@@ -116,6 +115,8 @@ class Shift(Augmentation):
     def __init__(self, max_shift, axis=1, mode="roll"):
         self.max_shift = schedules.whole_number(max_shift, "max_shift")
         self.axis = int(axis)
+        if self.axis == 0:
+            raise ValueError("`shift` cannot shift along the batch axis (axis=0).")
         if mode not in ("roll", "zeros"):
             raise ValueError(
                 f"`mode` must be 'roll' or 'zeros'. Received: mode={mode!r}"
@@ -141,7 +142,8 @@ class Shift(Augmentation):
         moved = tf.gather(x, index, axis=self.axis, batch_dims=1)
         if self.mode == "zeros":
             inside = tf.cast((positions >= 0) & (positions < length), x.dtype)
-            shape = [-1, length] + [1] * (x.shape.rank - 2)
+            rank, axis = x.shape.rank, self.axis % x.shape.rank
+            shape = [-1] + [1] * (axis - 1) + [length] + [1] * (rank - axis - 1)
             moved = moved * tf.reshape(inside, shape)
         return moved
 
@@ -321,6 +323,8 @@ def augment_dataset(dataset, augmentation, seed: int = 0, labels: str = "keep"):
     seeds = tf.data.Dataset.random(seed=int(seed), rerandomize_each_iteration=True)
     seeds = seeds.batch(2, drop_remainder=True)
 
+    # Plain Python structure checks only: nothing for AutoGraph to convert.
+    @tf.autograph.experimental.do_not_convert
     def apply(batch, pair):
         if isinstance(batch, tuple):
             x, rest = batch[0], batch[1:]
@@ -328,8 +332,8 @@ def augment_dataset(dataset, augmentation, seed: int = 0, labels: str = "keep"):
             x, rest = batch, ()
         if isinstance(x, dict | tuple | list):
             raise ValueError(
-                "`augment_dataset` needs a single input tensor per batch. "
-                f"Received inputs of structure {keras.tree.map_structure(lambda t: t.shape, x)}."
+                "`augment_dataset` needs a single input tensor per batch. Received "
+                f"inputs of structure {keras.tree.map_structure(lambda t: t.shape, x)}."
             )
         x = augmentation(x, pair)
         if labels == "drop" or not rest:

@@ -46,6 +46,16 @@ def test_shift_rolls_each_example_by_at_most_max_shift():
     np.testing.assert_array_equal(zeros[keep], moved[keep])
 
 
+def test_shift_with_zeros_along_the_width_of_images():
+    x = np.ones((5, 4, 6, 1), "float32")  # (batch, height, width, channels)
+    moved = augment.shift(2, axis=2, mode="zeros")(x, SEED).numpy()
+    # Whole columns are zeroed (never rows), at most 2 of them per image.
+    columns = moved[..., 0].sum(axis=1)  # (batch, width)
+    assert set(np.unique(columns)) <= {0.0, 4.0}
+    assert ((columns == 0).sum(axis=1) <= 2).all()
+    assert (columns == 0).any()
+
+
 def test_scale_and_noise():
     x = np.ones((4, 6, 1), "float32")
     scaled = augment.scale(0.5, 2.0)(x, SEED).numpy()

@@ -71,13 +71,17 @@ def test_table_rows_columns_and_verdicts(tmp_path):
         "vs scratch | verdict | time per seed (s) |"
     )
     assert header in text
-    lines = {line.split(":")[0]: line for line in text.splitlines() if line.startswith("| `")}
+    lines = {
+        line.split(":")[0]: line for line in text.splitlines() if line.startswith("| `")
+    }
     assert list(lines) == ["| `scratch`", "| `kd`", "| `function_matching`", "| `dkd`"]
     assert "| helps |" in lines["| `function_matching`"]
     assert "| hurts |" in lines["| `dkd`"]
     assert "| no clear difference |" in lines["| `kd`"]
     assert "+0.2000" in lines["| `function_matching`"]
-    assert "beat scratch by more than the seeds' spread: `function_matching`" in text
+    assert "beat `scratch` by more than the seeds' spread: `function_matching`." in text
+    assert "No clear difference from `scratch`: `kd`." in text
+    assert "Worse than `scratch` by more than the spread: `dkd`." in text
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{bench.BEGIN}\nold 0.1234\n{bench.END}\nrest\n")
     bench.rewrite_readme(str(readme), text)
@@ -90,8 +94,13 @@ def test_quick_run_trains_every_row_and_writes_table_and_png(tmp_path):
     bench = benchmark()
     methods = ["scratch", "kd", "function_matching", "scratch_few", "kd_few"]
     results = bench.run(
-        ["digits"], methods, [0, 1], quick=True, epochs={"digits": 1},
-        log=lambda *_: None, teacher_dir=str(tmp_path / "teachers"),
+        ["digits"],
+        methods,
+        [0, 1],
+        quick=True,
+        epochs={"digits": 1},
+        log=lambda *_: None,
+        teacher_dir=str(tmp_path / "teachers"),
     )
     rows = results["data"]["digits"]["rows"]
     assert list(rows) == methods

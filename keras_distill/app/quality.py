@@ -27,20 +27,42 @@ DATA_SETS = ("digits", "mnist1d")
 # name -> (title, what it is); the benchmark's rows, in order.
 METHODS = {
     "scratch": "student on the labels alone",
-    "scratch_aug": "student on the labels, with the function-matching row's label-preserving augmentations (a control)",
+    "scratch_aug": (
+        "student on the labels, with the function-matching row's "
+        "label-preserving augmentations (a control)"
+    ),
     "kd": "KD, alpha 0.1, T 4",
     "kd_schedules": "KD, T 8->2 (linear), alpha 0.1->0.5 (cosine)",
-    "curriculum": "KD on a teacher-scored curriculum (linear pacing from 25% over half the epochs)",
-    "progressive": "progressive recipe: distill -> curriculum -> fine-tune (`fit_progressive`)",
+    "curriculum": (
+        "KD on a teacher-scored curriculum (linear pacing from 25% over half "
+        "the epochs)"
+    ),
+    "progressive": (
+        "progressive recipe: distill -> curriculum -> fine-tune (`fit_progressive`)"
+    ),
     "dkd": "Decoupled KD (`distillation_loss='dkd'`), T 4",
     "multi_teacher": "KD from two teachers (seeds 0 and 1), averaged",
     "hints": "KD + a FitNets hint (teacher `dense` -> student hidden layer)",
-    "function_matching": "function matching: x-only batches, augmentation + mixup seen by teacher and student, T 1",
-    "kd_aug": "KD (alpha 0.1, T 4) on the label-preserving augmentations, teacher online on the same batch",
-    "keras_default": "`keras.distillation.Distiller`, `LogitsDistillation(temperature=4)` with its default loss",
-    "keras_kl": "`keras.distillation.Distiller`, `LogitsDistillation(temperature=4, loss=keras.losses.KLDivergence())`",
+    "function_matching": (
+        "function matching: x-only batches, augmentation + mixup seen by "
+        "teacher and student, T 1"
+    ),
+    "kd_aug": (
+        "KD (alpha 0.1, T 4) on the label-preserving augmentations, teacher "
+        "online on the same batch"
+    ),
+    "keras_default": (
+        "`keras.distillation.Distiller`, `LogitsDistillation(temperature=4)` "
+        "with its default loss"
+    ),
+    "keras_kl": (
+        "`keras.distillation.Distiller`, `LogitsDistillation(temperature=4, "
+        "loss=keras.losses.KLDivergence())`"
+    ),
     "scratch_few": "student on 10% of the labels",
-    "kd_few": "KD on 10% of the labels + the other 90% as x-only batches (transfer set)",
+    "kd_few": (
+        "KD on 10% of the labels + the other 90% as x-only batches (transfer set)"
+    ),
 }
 
 
@@ -96,7 +118,7 @@ def arrays(setup):
 
 
 def augmentation(setup):
-    """The function-matching augmentation of the data set (and its label-keeping part)."""
+    """`(label-preserving part, full augmentation)` of function matching."""
     from keras_distill import augment
 
     if setup.name == "mnist1d":
@@ -140,9 +162,10 @@ def teacher(setup, seed=0, verbose=0):
 
     from keras_distill import models
 
+    size = setup.train_examples or "all"
     path = os.path.join(
         setup.teacher_dir,
-        f"{setup.name}_seed{seed}_e{setup.teacher_epochs}_n{setup.train_examples or 'all'}.keras",
+        f"{setup.name}_seed{seed}_e{setup.teacher_epochs}_n{size}.keras",
     )
     (x, y), (x_test, y_test) = arrays(setup)
     seconds = 0.0
@@ -207,7 +230,7 @@ def train(method, setup, seed, verbose=0):
     import keras_distill as kd
     from keras_distill import augment, models, recipes
 
-    if method not in METHODS:
+    if method not in METHODS and not method.startswith("progressive:"):
         raise ValueError(f"Unknown method {method!r}; one of {list(METHODS)}.")
     (x, y), (x_test, y_test) = arrays(setup)
     epochs, batch = setup.epochs, setup.batch_size
@@ -224,8 +247,12 @@ def train(method, setup, seed, verbose=0):
     def distiller(**kwargs):
         kwargs.setdefault("alpha", 0.1)
         kwargs.setdefault("temperature", 4.0)
-        model = kd.Distiller(student, teachers if len(teachers) > 1 else teachers[0], **kwargs)
-        model.compile(optimizer=_optimizer(setup, steps), loss=_loss(), metrics=["accuracy"])
+        model = kd.Distiller(
+            student, teachers if len(teachers) > 1 else teachers[0], **kwargs
+        )
+        model.compile(
+            optimizer=_optimizer(setup, steps), loss=_loss(), metrics=["accuracy"]
+        )
         return model
 
     start = time.perf_counter()
@@ -262,7 +289,9 @@ def train(method, setup, seed, verbose=0):
         )
     elif method == "curriculum":
         model = distiller()
-        data = kd.curriculum.Curriculum.from_teacher(teachers[0], x, y, verbose=0, seed=seed)
+        data = kd.curriculum.Curriculum.from_teacher(
+            teachers[0], x, y, verbose=0, seed=seed
+        )
         pacing = kd.curriculum.pacing("linear", 0.25, max(epochs // 2, 1))
         model.fit(
             data.dataset(batch),
@@ -290,6 +319,21 @@ def train(method, setup, seed, verbose=0):
         keep, _ = augmentation(setup)
         ds = augment.augment_dataset(_dataset((x, y), batch, seed), keep, seed=seed)
         distiller().fit(ds, shuffle=False, **fit)
+    elif method.startswith("progressive:"):
+        stages = progressive_variant(method.split(":", 1)[1], epochs)
+        model = distiller(
+            alpha=float(stages[0].alpha(0)), temperature=float(stages[0].temperature(0))
+        )
+        data = kd.curriculum.Curriculum.from_teacher(
+            teachers[0], x, y, verbose=0, seed=seed
+        )
+        callback = recipes.ProgressiveDistillation(stages, data)
+        model.fit(
+            data.dataset(batch),
+            shuffle=False,
+            callbacks=[callback],
+            **{**fit, "epochs": callback.total_epochs},
+        )
     elif method == "function_matching":
         _, mixed = augmentation(setup)
         ds = augment.function_matching_dataset(x, batch, mixed, seed=seed)
@@ -297,21 +341,29 @@ def train(method, setup, seed, verbose=0):
     elif method in ("keras_default", "keras_kl"):
         from keras import distillation
 
-        loss = {} if method == "keras_default" else {"loss": keras.losses.KLDivergence()}
+        loss = (
+            {} if method == "keras_default" else {"loss": keras.losses.KLDivergence()}
+        )
         model = distillation.Distiller(
             teacher=teachers[0],
             student=student,
-            distillation_losses=distillation.LogitsDistillation(temperature=4.0, **loss),
+            distillation_losses=distillation.LogitsDistillation(
+                temperature=4.0, **loss
+            ),
             student_loss_weight=0.1,
         )
-        model.compile(optimizer=_optimizer(setup, steps), loss=_loss(), metrics=["accuracy"])
+        model.compile(
+            optimizer=_optimizer(setup, steps), loss=_loss(), metrics=["accuracy"]
+        )
         model.fit(x, y, batch_size=batch, **fit)
     elif method in ("scratch_few", "kd_few"):
         labelled, rest = _few_labels_split(y, setup.label_fraction, seed)
         labelled_ds = _dataset((x[labelled], y[labelled]), batch, seed)
         few_steps = _steps(len(labelled), batch)
         if method == "scratch_few":
-            student.compile(optimizer=_optimizer(setup, epochs * few_steps), loss=_loss())
+            student.compile(
+                optimizer=_optimizer(setup, epochs * few_steps), loss=_loss()
+            )
             student.fit(labelled_ds, shuffle=False, **fit)
         else:
             # One epoch of labelled batches, then one of x-only batches of the
@@ -324,6 +376,64 @@ def train(method, setup, seed, verbose=0):
                 model.fit(unlabelled_ds, epochs=1, shuffle=False, verbose=verbose)
     seconds = time.perf_counter() - start
     return accuracy(student, x_test, y_test), seconds
+
+
+PROGRESSIVE_VARIANTS = {
+    "default": (
+        "fit_progressive's stages: 40% distill (T 6, 80% easiest), 40% "
+        "curriculum (T 6->2 cosine, data 80%->100%), 20% fine-tune (alpha 1)"
+    ),
+    "kd_finetune": "the default, but the fine-tune stage keeps KD (alpha 0.5, T 2)",
+    "anneal": (
+        "annealing KD (Jafari et al. 2021): all data, T 8->1 (cosine) over 90%, "
+        "then 10% fine-tune at alpha 0.5"
+    ),
+    "short_curriculum": (
+        "curriculum from 50% (root pacing) over the first 30%, KD T 4 "
+        "throughout, no label-only stage"
+    ),
+}
+
+
+def progressive_variant(name, epochs):
+    """The stages of one `PROGRESSIVE_VARIANTS` entry for `epochs` epochs."""
+    from keras_distill import curriculum, recipes, schedules
+
+    if name == "default" or name == "kd_finetune":
+        distill = max(1, round(0.4 * epochs))
+        finetune = max(1, round(0.2 * epochs))
+        stages = recipes.progressive_stages(
+            distill,
+            epochs - distill - finetune,
+            finetune,
+            alpha=0.1,
+            temperature=6.0,
+            min_fraction=0.8,
+            finetune_learning_rate_factor=1.0,
+        )
+        if name == "kd_finetune":
+            stages[-1] = recipes.Stage(finetune, 0.5, 2.0, 1.0, name="finetune")
+        return stages
+    if name == "anneal":
+        finetune = max(1, round(0.1 * epochs))
+        main = epochs - finetune
+        return [
+            recipes.Stage(
+                main, 0.1, schedules.cosine(8.0, 1.0, max(main - 1, 1)), name="anneal"
+            ),
+            recipes.Stage(finetune, 0.5, 1.0, name="finetune"),
+        ]
+    if name == "short_curriculum":
+        ramp = max(1, round(0.3 * epochs))
+        return [
+            recipes.Stage(
+                ramp, 0.1, 4.0, curriculum.pacing("root", 0.5, ramp), name="curriculum"
+            ),
+            recipes.Stage(epochs - ramp, 0.1, 4.0, name="distill"),
+        ]
+    raise ValueError(
+        f"Unknown progressive variant {name!r}; one of {list(PROGRESSIVE_VARIANTS)}."
+    )
 
 
 def t_quantile_975(df: int) -> float:
