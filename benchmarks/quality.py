@@ -364,7 +364,17 @@ def main(argv=None):
     )
     parser.add_argument("--output", default=None)
     parser.add_argument("--readme", default=None, help="README to rewrite the block of")
+    parser.add_argument(
+        "--from-json",
+        default=None,
+        help="rewrite table, PNG (and README block) from a quality.json; no training",
+    )
     args = parser.parse_args(argv)
+    if args.from_json:
+        with open(args.from_json) as f:
+            results = json.load(f)
+        output = args.output or os.path.dirname(os.path.abspath(args.from_json))
+        return write(results, output, args.readme, results.get("experiment", "table"))
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
     if args.experiment == "patient":
@@ -391,6 +401,11 @@ def main(argv=None):
         epochs = {name: 3 for name in data_sets}  # the progressive row needs 3
     results = run(data_sets, methods, list(seeds), args.workers, args.quick, epochs)
     results["experiment"] = args.experiment
+    return write(results, output, args.readme, args.experiment)
+
+
+def write(results, output, readme=None, experiment="table"):
+    """Writes quality.md/.json/.png into `output` (and the README block)."""
     os.makedirs(output, exist_ok=True)
     text = tables(results)
     with open(os.path.join(output, "quality.md"), "w") as f:
@@ -400,9 +415,9 @@ def main(argv=None):
     plot(results, os.path.join(output, "quality.png"))
     print(text)
     print(f"wrote {output}/quality.md, quality.png, quality.json")
-    if args.readme:
-        rewrite_readme(args.readme, text, *MARKERS[args.experiment])
-        print(f"rewrote the results block of {args.readme}")
+    if readme:
+        rewrite_readme(readme, text, *MARKERS[experiment])
+        print(f"rewrote the results block of {readme}")
     return results
 
 

@@ -92,7 +92,9 @@ def test_table_rows_columns_and_verdicts(tmp_path):
 
 def test_quick_run_trains_every_row_and_writes_table_and_png(tmp_path):
     bench = benchmark()
-    methods = ["scratch", "kd", "function_matching", "scratch_few", "kd_few"]
+    # Two rows (one with a teacher) and two seeds: the
+    # benchmark itself runs every row; the table code is tested above.
+    methods = ["scratch", "kd"]
     results = bench.run(
         ["digits"],
         methods,

@@ -151,6 +151,9 @@ def _steps(n, batch_size):
     return math.ceil(n / batch_size)
 
 
+_TEACHERS = {}  # path -> loaded teacher, per process
+
+
 def teacher(setup, seed=0, verbose=0):
     """The data set's teacher for `seed`: loaded from its cache, else trained and saved.
 
@@ -169,7 +172,9 @@ def teacher(setup, seed=0, verbose=0):
     )
     (x, y), (x_test, y_test) = arrays(setup)
     seconds = 0.0
-    if os.path.exists(path):
+    if path in _TEACHERS:
+        model = _TEACHERS[path]
+    elif os.path.exists(path):
         model = keras.models.load_model(path)
     else:
         keras.utils.set_random_seed(seed)
@@ -192,6 +197,7 @@ def teacher(setup, seed=0, verbose=0):
         os.makedirs(setup.teacher_dir, exist_ok=True)
         model.save(path + ".tmp.keras")
         os.replace(path + ".tmp.keras", path)
+    _TEACHERS[path] = model  # frozen by the Distiller; reused by later rows
     return model, accuracy(model, x_test, y_test), seconds
 
 
