@@ -416,6 +416,16 @@ def write(results, output, readme=None, experiment="table"):
     print(text)
     print(f"wrote {output}/quality.md, quality.png, quality.json")
     if readme:
+        # The figure goes next to the README (docs/), linked from its block.
+        import shutil
+
+        image = os.path.join("docs", f"quality_{experiment}.png")
+        folder = os.path.dirname(os.path.abspath(readme))
+        os.makedirs(os.path.join(folder, "docs"), exist_ok=True)
+        shutil.copyfile(
+            os.path.join(output, "quality.png"), os.path.join(folder, image)
+        )
+        text += f"\n\n![every seed's test accuracy per row]({image})"
         rewrite_readme(readme, text, *MARKERS[experiment])
         print(f"rewrote the results block of {readme}")
     return results
