@@ -124,3 +124,24 @@ def test_few_labels_split_is_stratified_and_disjoint():
     assert len(labelled) == 40 and len(rest) == 360
     assert np.bincount(y[labelled]).tolist() == [4] * 10
     assert not set(labelled) & set(rest)
+
+
+def test_mnist1d_demo_rows_have_the_demo_row_fields(tmp_path):
+    rows = quality.mnist1d_demo_rows(
+        seeds=(0,), epochs=1, quick=True, teacher_dir=str(tmp_path)
+    )
+    fields = {
+        "model",
+        "parameters",
+        "test_accuracy",
+        "test_loss",
+        "train_seconds",
+        "accuracy_min",
+        "accuracy_max",
+        "seeds",
+    }
+    assert [set(row) for row in rows] == [fields] * 3
+    assert [row["seeds"] for row in rows] == [1, 1, 1]
+    assert "teacher" in rows[0]["model"] and "distilled" in rows[2]["model"]
+    assert rows[1]["parameters"] == rows[2]["parameters"] < rows[0]["parameters"]
+    assert all(0.0 <= row["test_accuracy"] <= 1.0 for row in rows)

@@ -89,9 +89,9 @@ class Setup:
 def default_setup(name, epochs=None, quick=False):
     """The benchmark's settings for `name` (`"digits"` or `"mnist1d"`)."""
     if name == "digits":
-        setup = Setup("digits", epochs or 40, 32, 1e-2, 40, hidden=16)
+        setup = Setup("digits", epochs or 30, 32, 1e-2, 40, hidden=16)
     elif name == "mnist1d":
-        setup = Setup("mnist1d", epochs or 100, 64, 1e-2, 40, hidden=256)
+        setup = Setup("mnist1d", epochs or 30, 64, 1e-2, 40, hidden=256)
     else:
         raise ValueError(f"`name` must be one of {DATA_SETS}. Received: {name!r}")
     if quick:
@@ -471,7 +471,14 @@ def summarise(values):
     }
 
 
-def mnist1d_demo_rows(seeds=(0, 1, 2), epochs=30, label_fraction=0.1, verbose=0):
+def mnist1d_demo_rows(
+    seeds=(0, 1, 2),
+    epochs=30,
+    label_fraction=0.1,
+    verbose=0,
+    quick=False,
+    teacher_dir=None,
+):
     """The demo's MNIST-1D rows: scratch vs KD with 10% labels and a transfer set.
 
     With a tenth of the labels, the same 256-unit MLP trained from scratch
@@ -480,6 +487,17 @@ def mnist1d_demo_rows(seeds=(0, 1, 2), epochs=30, label_fraction=0.1, verbose=0)
     10-20 s per seed on 2 CPU cores); see `benchmarks/quality.py` for the
     full-label comparison, where plain KD does not help.
 
+    Args:
+        seeds: Student seeds. Defaults to `(0, 1, 2)`.
+        epochs: Student epochs. Defaults to `30`.
+        label_fraction: Fraction of labelled training signals. Defaults to
+            `0.1`.
+        verbose: Passed to `fit()`. Defaults to `0`.
+        quick: A smoke run on 128 signals with a one-epoch teacher.
+            Defaults to `False`.
+        teacher_dir: Where the teacher is cached. Defaults to
+            `distill_runs/quality/teachers` (`teachers_quick` when `quick`).
+
     Returns:
         A list of dicts with the demo's `Row` fields (`model`, `parameters`,
         `test_accuracy` (mean), `test_loss` (NaN: not measured here),
@@ -487,8 +505,12 @@ def mnist1d_demo_rows(seeds=(0, 1, 2), epochs=30, label_fraction=0.1, verbose=0)
         teacher first.
     """
     setup = dataclasses.replace(
-        default_setup("mnist1d"), epochs=epochs, label_fraction=label_fraction
+        default_setup("mnist1d", quick=quick),
+        epochs=epochs,
+        label_fraction=label_fraction,
     )
+    if teacher_dir:
+        setup = dataclasses.replace(setup, teacher_dir=teacher_dir)
     model, teacher_accuracy, teacher_seconds = teacher(setup, 0, verbose=verbose)
     rows = [
         {
