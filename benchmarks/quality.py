@@ -331,7 +331,7 @@ def plot(results, path):
             f"{len(results['seeds'])} seeds"
         )
         ax.grid(axis="x", alpha=0.3)
-        ax.legend(loc="lower left", fontsize=8)
+        ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
