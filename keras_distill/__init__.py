@@ -33,6 +33,7 @@ from keras_distill.version import __version__
 # `import keras_distill` works without the optional extras (keras-tuner,
 # tfds) and stays light.
 _LAZY_MODULES = (
+    "augment",
     "cache",
     "callbacks",
     "checks",
