@@ -47,6 +47,7 @@ _LAZY_MODULES = (
     "params",
     "recipes",
     "schedules",
+    "serving",
     "targets",
     "transfer",
     "tuner",
