@@ -457,9 +457,10 @@ class StreamingCurriculum(Curriculum):
     """A curriculum over a `tf.data` source too large for memory.
 
     Like `Curriculum`, but the examples stay in the source (e.g. TFRecord
-    files) and are read again every epoch: only one score, one rank and one
-    input fingerprint per example are held in memory (28 bytes), and the
-    shuffle buffer is bounded. Each epoch streams the source, keeps the
+    files) and are read again every epoch: only a score, a rank and an
+    input fingerprint per example are held in memory (about 50 bytes per
+    example with their copies in the pipeline), and the shuffle buffer is
+    bounded. Each epoch streams the source, keeps the
     examples whose difficulty rank is below the current count, cycles
     through them until the epoch has `n` examples (as `Curriculum` does; at
     fraction `f` an epoch reads the source about `1 / f` times), and
