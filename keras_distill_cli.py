@@ -96,7 +96,8 @@ def build_parser():
 
     evaluate = sub.add_parser(
         "evaluate",
-        help="Test accuracy of a saved model, and its serving cost beside the teacher's.",
+        help="Test accuracy of a saved model, and its serving cost beside the "
+        "teacher's.",
     )
     evaluate.add_argument("model", help="A saved distiller or student (.keras).")
     evaluate.add_argument("--data", default="digits")

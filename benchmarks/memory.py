@@ -38,7 +38,9 @@ OLD = os.environ.get("OLD", "1") == "1"
 FEATURES = 64
 CLASSES = 10
 BATCH = 256
-MODES = ["online", "cached", "curriculum"] + (["cached, whole-data shuffle"] if OLD else [])
+MODES = ["online", "cached", "curriculum"] + (
+    ["cached, whole-data shuffle"] if OLD else []
+)
 
 
 def write_shards(directory, total):

@@ -149,9 +149,7 @@ def instrument_search(tuner, hypermodel, clock):
 
 def run_search(teacher, train, val, directory, kind="random", clock=None, **extra):
     hypermodel = kd.DistillerHyperModel(teacher, build_student, **extra)
-    common = dict(
-        objective="val_accuracy", directory=directory, seed=0, overwrite=True
-    )
+    common = dict(objective="val_accuracy", directory=directory, seed=0, overwrite=True)
     # kd.tune's tuner classes (trials with the same student share one trace),
     # or Keras Tuner's own ("plain": a new model, session cleared, per trial).
     if kind == "plain":
@@ -200,7 +198,9 @@ def online_search(teacher, train, val, directory):
         overwrite=True,
     )
     start = time.perf_counter()
-    tuner.search(*train, validation_data=val, epochs=EPOCHS, batch_size=BATCH, verbose=0)
+    tuner.search(
+        *train, validation_data=val, epochs=EPOCHS, batch_size=BATCH, verbose=0
+    )
     return time.perf_counter() - start
 
 
@@ -253,14 +253,15 @@ def main():
     with tempfile.TemporaryDirectory() as directory:
         # The widths the search draws, so the bound trains the same students.
         _, probe = run_search(teacher, train, val, os.path.join(directory, "probe"))
-        widths = [
-            t.hyperparameters.get("hidden") for t in probe.oracle.trials.values()
-        ]
+        widths = [t.hyperparameters.get("hidden") for t in probe.oracle.trials.values()]
         for rep in range(REPS):
             last = rep == REPS - 1
             search_clock, bound_clock = (Clock(), Clock()) if last else (None, None)
             seconds, _ = run_search(
-                teacher, train, val, os.path.join(directory, f"s{rep}"),
+                teacher,
+                train,
+                val,
+                os.path.join(directory, f"s{rep}"),
                 clock=search_clock,
             )
             times["search"].append(seconds)
@@ -300,9 +301,13 @@ def main():
     )
     print(f"| that search / bound | {best['plain'] / best['bound']:.3f} |")
     if ONLINE:
-        print(f"| search distilling online (teacher in every step) | "
-              f"{best['online']:.2f} |")
-        print(f"| online / teacher paid once | {best['online'] / best['search']:.2f}x |")
+        print(
+            f"| search distilling online (teacher in every step) | "
+            f"{best['online']:.2f} |"
+        )
+        print(
+            f"| online / teacher paid once | {best['online'] / best['search']:.2f}x |"
+        )
     if clocks:
         print("\nWhere the time goes (the last interleaved run of each):")
         print("| part | search (s) | bound (s) | difference (s) |")

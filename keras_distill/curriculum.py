@@ -521,9 +521,11 @@ class StreamingCurriculum(Curriculum):
                 "`source` must be an unbatched `tf.data.Dataset` of examples. "
                 f"Received: {source!r} of type {type(source).__name__}"
             )
-        if isinstance(shuffle_buffer, bool) or not isinstance(
-            shuffle_buffer, int | np.integer
-        ) or shuffle_buffer < 1:
+        if (
+            isinstance(shuffle_buffer, bool)
+            or not isinstance(shuffle_buffer, int | np.integer)
+            or shuffle_buffer < 1
+        ):
             raise ValueError(
                 "`shuffle_buffer` must be a whole number >= 1 (examples). "
                 f"Received: shuffle_buffer={shuffle_buffer!r}"
@@ -638,8 +640,7 @@ class StreamingCurriculum(Curriculum):
 
     def ids_dataset(self, shuffle: bool = True):
         raise NotImplementedError(
-            "A StreamingCurriculum reads its examples from its source; use "
-            "`dataset()`."
+            "A StreamingCurriculum reads its examples from its source; use `dataset()`."
         )
 
     def dataset(
@@ -686,8 +687,7 @@ class StreamingCurriculum(Curriculum):
             expected = stored[index]
             ok = tf.reduce_all(
                 tf.abs(given - expected)
-                <= kd_cache._FINGERPRINT_RTOL
-                * (tf.abs(given) + tf.abs(expected) + 1.0)
+                <= kd_cache._FINGERPRINT_RTOL * (tf.abs(given) + tf.abs(expected) + 1.0)
             )
             with tf.control_dependencies([tf.debugging.Assert(ok, [message])]):
                 return tf.nest.map_structure(tf.identity, element)

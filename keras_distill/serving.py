@@ -124,7 +124,7 @@ def saved_model_predictor(path, signature=SIGNATURE_NAME):
             f"The signature {signature!r} of {path!r} has {len(specs)} inputs; "
             "a predictor needs exactly one."
         )
-    (name, spec), = specs.items()
+    ((name, spec),) = specs.items()
 
     def predict(batch):
         outputs = function(**{name: tf.constant(batch, dtype=spec.dtype)})
@@ -389,7 +389,12 @@ def tflite_predictor(path, signature=SIGNATURE_NAME, num_threads=None):
 
 
 def accuracy_and_loss(predict, x, y, batch_size=256):
-    """Test accuracy and cross-entropy of a predictor's `probabilities`.
+    """Test accuracy and cross-entropy of a predictor.
+
+    Computed from the `logits` output when there is one (as Keras computes
+    a test loss), else from `probabilities` (clipped at 1e-12). An int8
+    model's probabilities are quantized in steps of 1/256, so some are 0:
+    its logits give the meaningful loss.
 
     Args:
         predict: A predictor (`saved_model_predictor`, `tflite_predictor`).
@@ -401,21 +406,24 @@ def accuracy_and_loss(predict, x, y, batch_size=256):
         `(accuracy, loss)` as floats.
     """
     x = _inputs(x, "x")
-    y = np.asarray(y).reshape(-1)
+    y = np.asarray(y).reshape(-1).astype("int64")
     if len(y) != len(x):
         raise ValueError(
             f"`x` and `y` must hold the same number of examples. Received: "
             f"{len(x)} inputs and {len(y)} labels."
         )
-    probabilities = np.concatenate(
-        [
-            predict(x[start : start + batch_size])["probabilities"]
-            for start in range(0, len(x), batch_size)
-        ]
-    ).astype("float64")
-    picked = probabilities[np.arange(len(y)), y.astype("int64")]
-    accuracy = float(np.mean(np.argmax(probabilities, axis=-1) == y))
-    loss = float(np.mean(-np.log(np.clip(picked, 1e-12, 1.0))))
+    outputs = [
+        predict(x[start : start + batch_size]) for start in range(0, len(x), batch_size)
+    ]
+    if "logits" in outputs[0]:
+        logits = np.concatenate([o["logits"] for o in outputs]).astype("float64")
+        shifted = logits - logits.max(axis=-1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    else:
+        probabilities = np.concatenate([o["probabilities"] for o in outputs])
+        log_probs = np.log(np.clip(probabilities.astype("float64"), 1e-12, 1.0))
+    accuracy = float(np.mean(np.argmax(log_probs, axis=-1) == y))
+    loss = float(np.mean(-log_probs[np.arange(len(y)), y]))
     return accuracy, loss
 
 

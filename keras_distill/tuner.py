@@ -17,7 +17,6 @@ than a few epochs of a small student).
 
 import contextlib
 import json
-
 import os
 import warnings
 
@@ -320,6 +319,7 @@ def _hypermodel_class():
 
 def _architecture_key(student):
     """The student's architecture as text (layer names left out), or None."""
+
     def strip(value):
         if isinstance(value, dict):
             return {k: strip(v) for k, v in value.items() if k != "name"}

@@ -216,7 +216,11 @@ def test_streaming_curriculum_scores_like_teacher_difficulty_and_stages():
     x, y = unique_digits(60)
     teacher = helpers.trained_teacher()
     staged = curriculum.StreamingCurriculum.from_teacher(
-        teacher, streaming_source(x, y), batch_size=16, verbose=0, seed=0,
+        teacher,
+        streaming_source(x, y),
+        batch_size=16,
+        verbose=0,
+        seed=0,
         shuffle_buffer=8,
     )
     expected = curriculum.teacher_difficulty(teacher, x, y, verbose=0)
@@ -292,6 +296,7 @@ def test_streaming_curriculum_bad_input():
         )
     with pytest.raises(ValueError, match="no examples"):
         curriculum.StreamingCurriculum.from_teacher(
-            helpers.trained_teacher(), tf.data.Dataset.from_tensor_slices(x[:0]),
+            helpers.trained_teacher(),
+            tf.data.Dataset.from_tensor_slices(x[:0]),
             verbose=0,
         )

@@ -38,6 +38,8 @@ def test_demo_runs_end_to_end_and_distilled_student_beats_chance(tmp_path, capsy
         assert row["throughput"] > 0, row
     assert teacher["size_kib"] > 3 * student["size_kib"] > 3 * int8["size_kib"]
     serving = results["serving"]
-    assert abs(int8["test_accuracy"] - serving["student (distilled)"]["accuracy"]) < 0.05
+    assert (
+        abs(int8["test_accuracy"] - serving["student (distilled)"]["accuracy"]) < 0.05
+    )
     assert "latency batch 1, p50 / p99 (ms)" in printed
     assert "speed-up vs teacher" in (out / "results.md").read_text()

@@ -521,7 +521,9 @@ def _arrays(cfg):
 def _accuracy(model, evaluation):
     correct = total = 0
     for x, y in evaluation:
-        predictions = np.argmax(keras.ops.convert_to_numpy(model(x, training=False)), -1)
+        predictions = np.argmax(
+            keras.ops.convert_to_numpy(model(x, training=False)), -1
+        )
         correct += int(np.sum(predictions == keras.ops.convert_to_numpy(y).reshape(-1)))
         total += len(predictions)
     return correct, total
@@ -609,7 +611,11 @@ def evaluate(
         for name, m in measured.items():
             row = rows.setdefault(
                 name,
-                {"model": name, "parameters": m["parameters"], "accuracy": m["accuracy"]},
+                {
+                    "model": name,
+                    "parameters": m["parameters"],
+                    "accuracy": m["accuracy"],
+                },
             )
             row.update(
                 {
