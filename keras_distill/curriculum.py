@@ -458,9 +458,9 @@ class StreamingCurriculum(Curriculum):
 
     Like `Curriculum`, but the examples stay in the source (e.g. TFRecord
     files) and are read again every epoch: only a score, a rank and an
-    input fingerprint per example are held in memory (about 50 bytes per
-    example with their copies in the pipeline), and the shuffle buffer is
-    bounded. Each epoch streams the source, keeps the
+    input fingerprint per example are held in memory (about 80 bytes per
+    example at peak, with their copies in the pipeline), and the shuffle
+    buffer is bounded. Each epoch streams the source, keeps the
     examples whose difficulty rank is below the current count, cycles
     through them until the epoch has `n` examples (as `Curriculum` does; at
     fraction `f` an epoch reads the source about `1 / f` times), and
