@@ -318,7 +318,12 @@ def _hypermodel_class():
 
 
 def _architecture_key(student):
-    """The student's architecture as text (layer names left out), or None."""
+    """The student's architecture as text (layer names left out), or None.
+
+    `None` (never reused) for a student that is not built yet (its weights
+    are unknown) or that has no config: its config and the shapes and dtypes
+    of its weights make the key.
+    """
 
     def strip(value):
         if isinstance(value, dict):
@@ -327,12 +332,17 @@ def _architecture_key(student):
             return [strip(v) for v in value]
         return value
 
+    if not student.weights:
+        return None
     try:
         config = student.get_config()
     except NotImplementedError:  # a subclassed model without get_config
         return None
+    weights = [(tuple(w.shape), str(w.dtype)) for w in student.weights]
     return json.dumps(
-        [type(student).__name__, strip(config)], sort_keys=True, default=str
+        [type(student).__module__, type(student).__qualname__, strip(config), weights],
+        sort_keys=True,
+        default=str,
     )
 
 

@@ -276,3 +276,23 @@ def test_hyperband_search_resumes_trials_from_their_checkpoints(splits, tmp_path
     score = tuner.oracle.get_best_trials(1)[0].score
     got = distiller.evaluate(*val, verbose=0, return_dict=True)["accuracy"]
     assert got == pytest.approx(score, abs=1e-6)
+
+
+def test_architecture_key_tells_students_apart_and_skips_unbuilt_ones():
+    from keras_distill.tuner import _architecture_key
+
+    same = [models.student_mlp(hidden=8, name=f"s{i}") for i in range(2)]
+    assert _architecture_key(same[0]) == _architecture_key(same[1])
+    assert _architecture_key(models.student_mlp(hidden=16)) != _architecture_key(
+        same[0]
+    )
+
+    class Unbuilt(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(10)
+
+        def call(self, x):
+            return self.dense(x)
+
+    assert _architecture_key(Unbuilt()) is None  # weights unknown: never reused
