@@ -16,7 +16,9 @@ reported, so load on the machine slows both alike):
 - **bound**: one `teacher.predict` over the training and validation arrays,
   plus N plain students (the widths the search drew), each built, compiled
   and fitted on the labels for E epochs with the same validation data, batch
-  size and optimizer.
+  size, optimizer and kind of input pipeline (`tf.data` from the arrays,
+  shuffled, batched: Keras's NumPy adapter is slower per epoch and would
+  flatter the search).
 
 Also reported, from instrumentation of the search run: where its time goes
 (building and compiling the trials, the first epoch of each fit, which
@@ -30,7 +32,8 @@ the same hypermodel and budget of epochs per trial: trials per hour and the
 best validation accuracy of each.
 
 Run: `.venv/bin/python benchmarks/tuner_teacher_once.py` (about 4 minutes;
-`TRIALS=4 EPOCHS=3 REPS=1` for a quicker, noisier run).
+`TRIALS=4 EPOCHS=3 REPS=1` for a quicker, noisier run; `DISTINCT=1` draws the
+students' widths from 16 values, so that trials rarely share an architecture).
 """
 
 import collections
@@ -73,7 +76,14 @@ def teacher_model():
     )
 
 
+# DISTINCT=1: widths drawn from 16 values, so that trials rarely share an
+# architecture (nothing to reuse: the worst case for the search).
+DISTINCT = os.environ.get("DISTINCT", "0") == "1"
+
+
 def build_student(hp):
+    if DISTINCT:
+        return models.student_mlp(hidden=hp.Int("hidden", 4, 64, step=4))
     return models.student_mlp(hidden=hp.Choice("hidden", [8, 16, 32]))
 
 
@@ -206,6 +216,8 @@ def online_search(teacher, train, val, directory):
 
 def run_bound(teacher, train, val, widths, clock=None):
     """One teacher pass + one plain student fit per trial (same widths)."""
+    import tensorflow as tf
+
     start = time.perf_counter()
     t0 = time.perf_counter()
     teacher.predict(train[0], batch_size=256, verbose=0)
@@ -220,11 +232,17 @@ def run_bound(teacher, train, val, widths, clock=None):
             clock.parts["build and compile the trial"] += time.perf_counter() - t0
         callbacks = [EpochTimes(clock)] if clock is not None else []
         t0 = time.perf_counter()
+        # The same input pipeline as a trial's (Keras's NumPy adapter is
+        # slower per epoch), so that the bound is not flattered.
         student.fit(
-            *train,
-            validation_data=val,
+            tf.data.Dataset.from_tensor_slices(train)
+            .shuffle(len(train[0]), seed=0)
+            .batch(BATCH)
+            .prefetch(tf.data.AUTOTUNE),
+            validation_data=tf.data.Dataset.from_tensor_slices(val)
+            .batch(256)
+            .prefetch(tf.data.AUTOTUNE),
             epochs=EPOCHS,
-            batch_size=BATCH,
             verbose=0,
             callbacks=callbacks,
         )
