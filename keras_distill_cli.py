@@ -49,7 +49,14 @@ def _tune(args):
 def _evaluate(args):
     from keras_distill.app import runs
 
-    runs.evaluate(args.model, source=args.data, batch_size=args.batch_size)
+    runs.evaluate(
+        args.model,
+        source=args.data,
+        batch_size=args.batch_size,
+        teacher=args.teacher,
+        serving=args.serving,
+        int8=args.int8,
+    )
     return 0
 
 
@@ -87,10 +94,31 @@ def build_parser():
     tune.add_argument("--overwrite", action="store_true")
     tune.set_defaults(func=_tune)
 
-    evaluate = sub.add_parser("evaluate", help="Test accuracy of a saved model.")
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="Test accuracy of a saved model, and its serving cost beside the "
+        "teacher's.",
+    )
     evaluate.add_argument("model", help="A saved distiller or student (.keras).")
     evaluate.add_argument("--data", default="digits")
     evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument(
+        "--teacher",
+        default=None,
+        help="A saved teacher (.keras) to compare a plain student with "
+        "(a distiller's own teacher by default).",
+    )
+    evaluate.add_argument(
+        "--no-serving",
+        dest="serving",
+        action="store_false",
+        help="Skip exporting and timing the SavedModels.",
+    )
+    evaluate.add_argument(
+        "--int8",
+        action="store_true",
+        help="Also quantize the student to int8 TFLite and report it.",
+    )
     evaluate.set_defaults(func=_evaluate)
 
     export = sub.add_parser(

@@ -48,6 +48,7 @@ _LAZY_MODULES = (
     "params",
     "recipes",
     "schedules",
+    "serving",
     "targets",
     "transfer",
     "tuner",

@@ -68,3 +68,32 @@ def add_to_mean(metric, value, weight) -> None:
     weight = keras.ops.cast(weight, metric.total.dtype)
     assign_add(metric.total, keras.ops.cast(value, metric.total.dtype) * weight)
     assign_add(metric.count, weight)
+
+def tuner_try_build(tuner, hp):
+    """Keras Tuner's `Tuner._try_build(hp)` without clearing the session.
+
+    Keras Tuner (1.4) calls `keras.backend.clear_session()` and runs
+    `gc.collect()` twice before every trial. With TensorFlow's traced graphs
+    alive each collection takes a few hundred ms, and clearing the session
+    empties TensorFlow's kernel cache, so a compiled model reused from an
+    earlier trial instantiates its traced step again (1-2 s on 2 CPU cores),
+    which is as long as a few epochs of a small student. Python's automatic
+    garbage collection still runs. Relies on
+    `Tuner._build_hypermodel`, `Tuner.max_model_size` and
+    `keras_tuner.src.engine.tuner.maybe_compute_model_size`.
+    """
+    import keras_tuner
+    from keras_tuner.src.engine import tuner as tuner_module
+
+    model = tuner._build_hypermodel(hp)
+    if not isinstance(model, keras.Model):
+        raise keras_tuner.errors.FatalTypeError(
+            "Expected the model-building function, or HyperModel.build() to return "
+            f"a valid Keras Model instance. Received: {model} of type {type(model)}."
+        )
+    size = tuner_module.maybe_compute_model_size(model)
+    if tuner.max_model_size and size > tuner.max_model_size:
+        raise keras_tuner.errors.FailedTrialError(
+            f"Oversized model: {size} parameters. Skip model."
+        )
+    return model

@@ -37,6 +37,8 @@ MANIFEST = "manifest.json"
 # `TeacherCache.dataset(in_memory="auto")` holds targets up to this size in RAM.
 IN_MEMORY_LIMIT = 1 << 30
 FORMAT_VERSION = 1
+# Default shuffle buffer, in examples, for a `tf.data.Dataset` of examples.
+STREAM_SHUFFLE_BUFFER = 10_000
 
 
 def tf_zip(*datasets):
@@ -656,8 +658,12 @@ class TeacherCache:
             batch_size: Batch size. Defaults to `32`.
             shuffle: Shuffle examples (with their targets) every epoch.
                 Defaults to `False`.
-            shuffle_buffer: Shuffle buffer size. Defaults to `None`: the whole
-                dataset.
+            shuffle_buffer: Shuffle buffer size, in examples. Defaults to
+                `None`: the whole data for arrays, and at most
+                `STREAM_SHUFFLE_BUFFER` (10,000) examples for a
+                `tf.data.Dataset`, whose examples may not fit in memory (its
+                examples stream from their files; memory does not grow with
+                the data).
             seed: Shuffle seed. Defaults to `None`.
             check_data: Fingerprint all of `x` against the manifest first.
                 Defaults to `False` (the example count is always checked).
@@ -707,14 +713,23 @@ class TeacherCache:
             in_memory = not from_dataset and self.size_bytes <= IN_MEMORY_LIMIT
         # Arrays are checked once, here, at no cost per step; a dataset's
         # examples are checked per batch in the input pipeline.
-        stored = None
+        with_fingerprints = False
         if verify_alignment:
             if from_dataset:
-                stored = self.stored_fingerprints()
+                # Streamed from the shards below (not read into memory) unless
+                # the targets are.
+                with_fingerprints = FINGERPRINT_PART in self.manifest["parts"]
             else:
                 self.check_alignment(x)
-        with_fingerprints = stored is not None
+        if shuffle and shuffle_buffer is None:
+            # A dataset source may not fit in memory: a bounded buffer.
+            shuffle_buffer = (
+                min(self.num_examples, STREAM_SHUFFLE_BUFFER)
+                if from_dataset
+                else self.num_examples
+            )
         if in_memory:
+            stored = self.stored_fingerprints() if with_fingerprints else None
             targets = self.load()
             if from_dataset:
                 ds = tf.data.Dataset.zip(
@@ -727,7 +742,7 @@ class TeacherCache:
             else:
                 ds = tf.data.Dataset.from_tensor_slices((*parts, targets))
             if shuffle:
-                ds = ds.shuffle(shuffle_buffer or self.num_examples, seed=seed)
+                ds = ds.shuffle(shuffle_buffer, seed=seed)
             ds = ds.batch(batch_size)
             if from_dataset:
                 ds = self._checked_pipeline(ds, with_fingerprints).map(_flatten)
@@ -745,7 +760,7 @@ class TeacherCache:
         )
         ds = tf.data.Dataset.zip((examples, records, fingerprint_records))
         if shuffle:
-            ds = ds.shuffle(shuffle_buffer or self.num_examples, seed=seed)
+            ds = ds.shuffle(shuffle_buffer, seed=seed)
         ds = ds.batch(batch_size)
         decode = self._decode
         ds = ds.map(

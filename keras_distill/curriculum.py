@@ -424,8 +424,312 @@ class Curriculum:
         )
 
 
+# Default shuffle buffer of the streamed pipelines, in examples: memory that
+# does not grow with the data.
+STREAM_SHUFFLE_BUFFER = 10_000
+
+
+def _stream_parts(element):
+    """`(x, y)` of a source element: `x`, `(x,)`, `(x, y)` or `(x, y, w)`."""
+    if isinstance(element, tuple | list):
+        return element[0], (element[1] if len(element) > 1 else None)
+    return element, None
+
+
+def _scores_of_batch(logits, labels):
+    log_probs = ops.convert_to_numpy(ops.log_softmax(logits, axis=-1))
+    if labels is None:
+        return 1.0 - np.exp(log_probs.max(axis=-1))
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[-1] > 1:
+        labels = labels.argmax(axis=-1)
+    labels = labels.reshape(-1).astype("int64")
+    classes = log_probs.shape[-1]
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        raise ValueError(
+            f"Labels must be integers in [0, {classes}). Received labels from "
+            f"{labels.min()} to {labels.max()}."
+        )
+    return -log_probs[np.arange(len(labels)), labels]
+
+
+class StreamingCurriculum(Curriculum):
+    """A curriculum over a `tf.data` source too large for memory.
+
+    Like `Curriculum`, but the examples stay in the source (e.g. TFRecord
+    files) and are read again every epoch: only a score, a rank and an
+    input fingerprint per example are held in memory (about 80 bytes per
+    example at peak, with their copies in the pipeline), and the shuffle
+    buffer is bounded. Each epoch streams the source, keeps the
+    examples whose difficulty rank is below the current count, cycles
+    through them until the epoch has `n` examples (as `Curriculum` does; at
+    fraction `f` an epoch reads the source about `1 / f` times), and
+    shuffles them in consecutive blocks of `shuffle_buffer` examples
+    (stateless permutations of the seed, the epoch and the block, so a
+    resumed run draws the epochs an uninterrupted one draws). Examples move
+    within their block only: order the files so that a block mixes classes,
+    or make `shuffle_buffer` large.
+
+    Examples are identified by their position in the source, which must
+    therefore yield them in the same order every time it is iterated (files
+    read in a fixed order, no shuffling before this pipeline). Each example's
+    input is checked in the pipeline against the fingerprint recorded when
+    it was scored, so a source whose order changed fails instead of training
+    on the wrong curriculum.
+
+    Use it with `keras_distill.callbacks.CurriculumScheduler` like a
+    `Curriculum`.
+
+    Args:
+        source: An unbatched `tf.data.Dataset` of examples (`x`, `(x, y)` or
+            `(x, y, sample_weight)`), in a fixed order, that can be iterated
+            again and again.
+        difficulty: One score per example of `source`, in its order
+            (higher is harder).
+        fingerprints: Per-example input fingerprints, `(n, 2)`, from
+            `keras_distill.cache.fingerprints`, checked in the pipeline.
+            Defaults to `None` (no check).
+        shuffle_buffer: Examples per shuffled block. Defaults to `10_000`.
+        seed: Seed of the shuffles. Defaults to `None`.
+
+    Example:
+
+    ```python
+    files = sorted(tf.io.gfile.glob("data/train-*.tfrecord"))
+    source = tf.data.TFRecordDataset(files).map(parse)   # (x, y), in order
+    curriculum = kd.curriculum.StreamingCurriculum.from_teacher(teacher, source)
+    distiller.fit(curriculum.dataset(batch_size=256), epochs=10, callbacks=[
+        kd.callbacks.CurriculumScheduler(
+            curriculum, kd.curriculum.pacing("linear", 0.2, 6)
+        )
+    ])
+    ```
+    """
+
+    def __init__(
+        self,
+        source,
+        difficulty,
+        fingerprints=None,
+        shuffle_buffer=STREAM_SHUFFLE_BUFFER,
+        seed=None,
+    ):
+        import tensorflow as tf
+
+        if not isinstance(source, tf.data.Dataset):
+            raise TypeError(
+                "`source` must be an unbatched `tf.data.Dataset` of examples. "
+                f"Received: {source!r} of type {type(source).__name__}"
+            )
+        if (
+            isinstance(shuffle_buffer, bool)
+            or not isinstance(shuffle_buffer, int | np.integer)
+            or shuffle_buffer < 1
+        ):
+            raise ValueError(
+                "`shuffle_buffer` must be a whole number >= 1 (examples). "
+                f"Received: shuffle_buffer={shuffle_buffer!r}"
+            )
+        difficulty = np.asarray(difficulty, dtype="float32").reshape(-1)
+        if len(difficulty) == 0:
+            raise ValueError("A curriculum needs at least one example.")
+        if not np.all(np.isfinite(difficulty)):
+            bad = int(np.argmax(~np.isfinite(difficulty)))
+            raise ValueError(
+                f"`difficulty` must be finite. Received {difficulty[bad]!r} for "
+                f"example {bad}."
+            )
+        count = int(source.cardinality())
+        if count >= 0 and count != len(difficulty):
+            raise ValueError(
+                f"`source` holds {count} examples but `difficulty` has "
+                f"{len(difficulty)} scores: one score per example is needed."
+            )
+        if fingerprints is not None:
+            fingerprints = np.asarray(fingerprints, dtype="float64")
+            if fingerprints.shape != (len(difficulty), 2):
+                raise ValueError(
+                    "`fingerprints` must have shape (examples, 2), from "
+                    "`kd.cache.fingerprints`. Received shape "
+                    f"{fingerprints.shape} for {len(difficulty)} examples."
+                )
+        self.source = source
+        self.x = self.y = self.sample_weight = None
+        self.num_examples = len(difficulty)
+        self.difficulty = difficulty
+        self.fingerprints = fingerprints
+        self.shuffle_buffer = int(shuffle_buffer)
+        self.seed = int(np.random.randint(2**31 - 1)) if seed is None else int(seed)
+        self.order = np.argsort(difficulty, kind="stable").astype("int64")
+        self.ranks = np.empty(self.num_examples, "int32")
+        self.ranks[self.order] = np.arange(self.num_examples, dtype="int32")
+        self.count = tf.Variable(
+            self.num_examples, dtype=tf.int64, trainable=False, name="curriculum_count"
+        )
+        self.shuffle_key = tf.Variable(
+            0, dtype=tf.int64, trainable=False, name="curriculum_shuffle_key"
+        )
+
+    @classmethod
+    def from_teacher(
+        cls,
+        teacher,
+        source,
+        batch_size: int = 256,
+        teacher_outputs: str = "logits",
+        verbose="auto",
+        shuffle_buffer=STREAM_SHUFFLE_BUFFER,
+        seed=None,
+    ):
+        """Scores `source` with the teacher in one streamed pass.
+
+        The score is `teacher_difficulty`'s: the teacher's cross-entropy on
+        the label, or one minus its confidence for unlabeled examples.
+        Each example's input fingerprint is recorded in the same pass.
+
+        Args:
+            teacher: A trained `keras.Model` or a `Distiller`.
+            source: An unbatched `tf.data.Dataset` of `x`, `(x, y)` or
+                `(x, y, sample_weight)`, in a fixed order.
+            batch_size: Batch size of the scoring pass. Defaults to `256`.
+            teacher_outputs: `"logits"` or `"probabilities"`. Defaults to
+                `"logits"`.
+            verbose: Progress bar (`"auto"`, 0 or 1). Defaults to `"auto"`.
+            shuffle_buffer: Defaults to `10_000`.
+            seed: Defaults to `None`.
+        """
+        import tensorflow as tf
+
+        from keras_distill import cache as kd_cache
+        from keras_distill.distiller import Distiller
+
+        if isinstance(teacher, Distiller):
+            teacher, teacher_outputs = teacher.teacher, teacher.teacher_outputs
+        kd_losses.check_output_kind(teacher_outputs, "teacher_outputs")
+        if not isinstance(source, tf.data.Dataset):
+            raise TypeError(
+                "`source` must be an unbatched `tf.data.Dataset` of examples. "
+                f"Received: {source!r} of type {type(source).__name__}"
+            )
+
+        @tf.function(reduce_retracing=True)
+        def logits_of(x):
+            return kd_losses.to_logits(teacher(x, training=False), teacher_outputs)
+
+        cardinality = int(source.cardinality())
+        steps = -(-cardinality // int(batch_size)) if cardinality > 0 else None
+        bar = keras.utils.Progbar(
+            steps, verbose=1 if verbose == "auto" else verbose, unit_name="batch"
+        )
+        scores, prints = [], []
+        batches = source.batch(int(batch_size)).prefetch(2)
+        for step, batch in enumerate(batches):
+            x, y = _stream_parts(batch)
+            scores.append(_scores_of_batch(logits_of(x), y).astype("float32"))
+            prints.append(kd_cache.fingerprints(ops.convert_to_numpy(x)))
+            bar.update(step + 1)
+        if not scores:
+            raise ValueError("`source` yielded no examples to score.")
+        return cls(
+            source,
+            np.concatenate(scores),
+            fingerprints=np.concatenate(prints),
+            shuffle_buffer=shuffle_buffer,
+            seed=seed,
+        )
+
+    def ids_dataset(self, shuffle: bool = True):
+        raise NotImplementedError(
+            "A StreamingCurriculum reads its examples from its source; use `dataset()`."
+        )
+
+    def dataset(
+        self,
+        batch_size: int = 32,
+        shuffle: bool = True,
+        drop_remainder: bool = False,
+    ):
+        """The staged input, streamed: batches from the easiest examples.
+
+        Args:
+            batch_size: Examples per batch. Defaults to `32`.
+            shuffle: Shuffle (within blocks of `shuffle_buffer` examples)
+                every epoch. Defaults to `True`.
+            drop_remainder: Drop a last, smaller batch. Defaults to `False`.
+
+        Returns:
+            A `tf.data.Dataset` of batches, `ceil(n / batch_size)` per epoch.
+        """
+        import tensorflow as tf
+
+        from keras_distill import cache as kd_cache
+        from keras_distill import checks as kd_checks
+
+        if int(batch_size) < 1:
+            raise ValueError(f"`batch_size` must be >= 1. Received: {batch_size!r}")
+        ranks = tf.constant(self.ranks)
+        stored = None if self.fingerprints is None else tf.constant(self.fingerprints)
+        count, key = self.count, self.shuffle_key
+        size, seed, buffer = self.num_examples, self.seed, self.shuffle_buffer
+        source = self.source
+        message = (
+            f"{kd_checks.PREFIX}The curriculum's source yielded an example that is "
+            "not the one scored at its position (fingerprint mismatch): the source "
+            "must yield its examples in the same order every time (files in a "
+            f"fixed order, no shuffling before the curriculum).{kd_checks.END}"
+        )
+
+        def checked(index, element):
+            if stored is None:
+                return element
+            x, _ = _stream_parts(element)
+            given = kd_cache._fingerprints_tf(x[None])[0]
+            expected = stored[index]
+            ok = tf.reduce_all(
+                tf.abs(given - expected)
+                <= kd_cache._FINGERPRINT_RTOL * (tf.abs(given) + tf.abs(expected) + 1.0)
+            )
+            with tf.control_dependencies([tf.debugging.Assert(ok, [message])]):
+                return tf.nest.map_structure(tf.identity, element)
+
+        def epoch(_):
+            shuffle_key = key.assign_add(1) - 1
+            limit = tf.cast(count.read_value(), tf.int32)
+            kept = (
+                source.enumerate()
+                .filter(lambda i, e: tf.gather(ranks, i) < limit)
+                .map(checked)
+                .repeat()
+                .take(size)
+            )
+            if not shuffle:
+                return kept
+
+            def shuffle_block(index, block):
+                # A stateless permutation of (seed, epoch key, block): the same
+                # epochs in a resumed run as in an uninterrupted one.
+                rows = tf.shape(tf.nest.flatten(block)[0])[0]
+                order = tf.random.experimental.stateless_shuffle(
+                    tf.range(rows),
+                    seed=tf.stack(
+                        [tf.constant(seed, tf.int64), shuffle_key * 1_000_003 + index]
+                    ),
+                )
+                return tf.nest.map_structure(lambda a: tf.gather(a, order), block)
+
+            return kept.batch(buffer).enumerate().map(shuffle_block).unbatch()
+
+        ds = tf.data.Dataset.range(1).flat_map(epoch)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(size))
+        return ds.batch(int(batch_size), drop_remainder=drop_remainder).prefetch(
+            tf.data.AUTOTUNE
+        )
+
+
 __all__ = [
     "Curriculum",
+    "StreamingCurriculum",
+    "STREAM_SHUFFLE_BUFFER",
     "RootPacing",
     "PACING_KINDS",
     "check_fraction",

@@ -6,8 +6,17 @@ The teacher's outputs on the training and validation data are computed once
 per search (per data array) and every trial trains from them, so a trial
 costs what training the student alone costs. Trial checkpoints hold the
 student's weights only.
+
+During a search run by `kd.tune` (or inside `hypermodel.reusing_models()`),
+a trial whose student has the same architecture as an earlier trial's reuses
+that trial's compiled distiller, with freshly initialised weights, a reset
+optimizer and the new hyperparameters assigned to its variables: its
+training step is not traced again (tracing the distiller's step costs more
+than a few epochs of a small student).
 """
 
+import contextlib
+import json
 import os
 import warnings
 
@@ -188,6 +197,9 @@ def _hypermodel_class():
             self.metrics = list(metrics)
             self.teacher_calls = 0
             self._targets = {}
+            self._datasets = {}
+            self._compiled = {}
+            self._reuse_depth = 0
 
         # -- The search space -------------------------------------------------
 
@@ -225,6 +237,17 @@ def _hypermodel_class():
                 student = keras.models.clone_model(self.build_student)
             else:
                 student = self.build_student(hp)
+            key = _architecture_key(student) if self._reuse_depth else None
+            if key is not None:
+                # A reused distiller keeps its traced step, so the term is part
+                # of the key; a term with state of its own (CTKD's learned
+                # temperature) is never reused, since the reset does not know it.
+                spec = self.terms[name] if self.terms is not None else "kd"
+                stateful = isinstance(term, keras.layers.Layer) and term.weights
+                key = None if stateful else key + json.dumps(spec, default=str)
+            reused = self._compiled.get(key) if key is not None else None
+            if reused is not None:
+                return _reset_trial(reused, student, alpha, temperature, learning_rate)
             distiller = TrialDistiller(
                 student,
                 self.teacher,
@@ -233,7 +256,36 @@ def _hypermodel_class():
                 teacher_outputs=self.teacher_outputs,
                 distillation_loss=term,
             )
-            return kd_models.compile_classifier(distiller, learning_rate, self.metrics)
+            distiller = kd_models.compile_classifier(
+                distiller, learning_rate, self.metrics
+            )
+            if key is not None:
+                self._compiled[key] = distiller
+            return distiller
+
+        @contextlib.contextmanager
+        def reusing_models(self):
+            """Within it, trials with the same student architecture share one
+            compiled distiller (re-initialised per trial), so its step is
+            traced once.
+
+            `kd.tune` searches within it. Do not keep a model that `build`
+            returned inside it beyond its trial: a later trial resets it.
+
+            Example:
+
+            ```python
+            with hypermodel.reusing_models():
+                tuner.search(x, y, validation_data=(x_val, y_val), epochs=5)
+            ```
+            """
+            self._reuse_depth += 1
+            try:
+                yield self
+            finally:
+                self._reuse_depth -= 1
+                if not self._reuse_depth:
+                    self._compiled.clear()
 
         # -- Training from the teacher's outputs, computed once ---------------
 
@@ -252,10 +304,17 @@ def _hypermodel_class():
             """`(x, y, {"teacher_logits": ...})` batches for arrays `x`, `y`."""
             import tensorflow as tf
 
-            logits = self.teacher_logits(x)
-            ds = tf.data.Dataset.from_tensor_slices(
-                (x, y, {TEACHER_LOGITS_KEY: logits})
-            )
+            # The arrays are copied into the pipeline once per search, not
+            # once per trial; each trial gets its own shuffle (the same
+            # order in every trial, as with a new pipeline).
+            key = (id(x), len(x), id(y))
+            if key not in self._datasets:
+                logits = self.teacher_logits(x)
+                slices = tf.data.Dataset.from_tensor_slices(
+                    (x, y, {TEACHER_LOGITS_KEY: logits})
+                )
+                self._datasets[key] = (x, y, slices)  # holds the ids' arrays
+            ds = self._datasets[key][2]
             if shuffle:
                 ds = ds.shuffle(len(x), seed=seed)
             return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
@@ -310,6 +369,51 @@ def _term_choices(terms):
     return choices
 
 
+def _architecture_key(student):
+    """The student's architecture as text (layer names left out), or None.
+
+    `None` (never reused) for a student that is not built yet (its weights
+    are unknown) or that has no config: its config and the shapes and dtypes
+    of its weights make the key.
+    """
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k != "name"}
+        if isinstance(value, list | tuple):
+            return [strip(v) for v in value]
+        return value
+
+    if not student.weights:
+        return None
+    try:
+        config = student.get_config()
+    except NotImplementedError:  # a subclassed model without get_config
+        return None
+    weights = [(tuple(w.shape), str(w.dtype)) for w in student.weights]
+    return json.dumps(
+        [type(student).__module__, type(student).__qualname__, strip(config), weights],
+        sort_keys=True,
+        default=str,
+    )
+
+
+def _reset_trial(distiller, student, alpha, temperature, learning_rate):
+    """`distiller` as a fresh trial: `student`'s initial weights, a reset
+    optimizer, the trial's hyperparameters (all assigned, so the traced
+    step stays valid)."""
+    distiller.student.set_weights(student.get_weights())
+    optimizer = distiller.optimizer
+    for variable in optimizer.variables:
+        variable.assign(np.zeros(variable.shape, variable.dtype))
+    optimizer.learning_rate.assign(learning_rate)
+    distiller.alpha = alpha
+    distiller.temperature = temperature
+    distiller.reset_metrics()
+    distiller.stop_training = False
+    return distiller
+
+
 def __getattr__(name):
     if name == "DistillerHyperModel":
         cls = _hypermodel_class()
@@ -330,6 +434,28 @@ def distributed_role():
     return "chief" if "chief" in os.environ.get("KERASTUNER_TUNER_ID", "") else "worker"
 
 
+def tuner_class(kind):
+    """The Keras Tuner class `kd.tune` uses for `kind`.
+
+    A subclass of `keras_tuner.RandomSearch`, `BayesianOptimization` or
+    `Hyperband` that searches within `DistillerHyperModel.reusing_models()`
+    (trials with the same student architecture are traced once) and records
+    the trials this process ran.
+
+    Args:
+        kind: `"random"`, `"bayesian"` or `"hyperband"`.
+
+    Example:
+
+    ```python
+    tuner = kd.tuner.tuner_class("hyperband")(
+        hypermodel, objective="val_accuracy", max_epochs=9, directory="tuning"
+    )
+    ```
+    """
+    return _tuner_class(_keras_tuner(), kind)
+
+
 def _tuner_class(kt, kind):
     bases = {
         "random": kt.RandomSearch,
@@ -342,7 +468,11 @@ def _tuner_class(kt, kind):
         )
 
     class DistillTuner(bases[kind]):
-        """Also records the ids of the trials this process ran (`trials_run`)."""
+        """Records the ids of the trials this process ran (`trials_run`),
+        searches within `DistillerHyperModel.reusing_models()` and keeps
+        the session (and the reused models' instantiated steps) between
+        trials: Keras Tuner's per-trial `clear_session()` and two full garbage
+        collections cost more than a small student's epochs."""
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
@@ -351,6 +481,15 @@ def _tuner_class(kt, kind):
         def on_trial_begin(self, trial):
             self.trials_run.append(trial.trial_id)
             super().on_trial_begin(trial)
+
+        def _try_build(self, hp):
+            return _compat.tuner_try_build(self, hp)
+
+        def search(self, *args, **kwargs):
+            # Trials with the same student architecture share one traced step.
+            reusing = getattr(self.hypermodel, "reusing_models", None)
+            with reusing() if reusing else contextlib.nullcontext():
+                return super().search(*args, **kwargs)
 
     return DistillTuner
 
@@ -393,6 +532,7 @@ def tune(
     batch_size=32,
     seed=0,
     verbose=1,
+    hyperband_factor=3,
     **hypermodel_kwargs,
 ):
     """Searches temperature and alpha (and more), then rebuilds the best distiller.
@@ -414,7 +554,11 @@ def tune(
         val: `(x, y)` validation arrays.
         max_trials: Trials to run. Defaults to `10`.
         epochs: Epochs per trial. Defaults to `5`.
-        tuner: `"random"`, `"bayesian"` or `"hyperband"`. Defaults to `"random"`.
+        tuner: `"random"`, `"bayesian"` or `"hyperband"`. Hyperband
+            (Li et al. 2018) trains many trials for a few epochs and
+            continues only the best (from their checkpoints) up to `epochs`;
+            its brackets, not `max_trials`, set how many trials run.
+            Defaults to `"random"`.
         directory: Tuner folder; in a distributed search, a folder every
             process sees (the chief loads the best trial's student weights
             from it). Defaults to `"distill_runs/tuning"`.
@@ -428,6 +572,9 @@ def tune(
         verbose: `0` prints nothing; `1` prints the trial table (the chief)
             or the trials run (a worker), with quiet trials; `2` also shows
             each trial's epochs (Keras `verbose=2`). Defaults to `1`.
+        hyperband_factor: Hyperband's reduction factor (a whole number >= 2:
+            each round keeps 1 in `factor` trials). Used with
+            `tuner="hyperband"` only. Defaults to `3`.
         **hypermodel_kwargs: Passed to `DistillerHyperModel` (ranges, ...).
 
     Returns:
@@ -463,7 +610,18 @@ def tune(
         seed=seed,
     )
     if tuner == "hyperband":
-        search = tuner_class(hypermodel, max_epochs=epochs, **common)
+        if (
+            isinstance(hyperband_factor, bool)
+            or not isinstance(hyperband_factor, int | np.integer)
+            or hyperband_factor < 2
+        ):
+            raise ValueError(
+                "`hyperband_factor` must be a whole number >= 2. Received: "
+                f"hyperband_factor={hyperband_factor!r}"
+            )
+        search = tuner_class(
+            hypermodel, max_epochs=epochs, factor=int(hyperband_factor), **common
+        )
     else:
         search = tuner_class(hypermodel, max_trials=max_trials, **common)
     # On the chief this serves the oracle until every trial is done; the

@@ -248,3 +248,29 @@ def test_tfdata_input_and_dataset_pairing(teacher, data, tmp_path):
     cached = distiller.evaluate(ds, verbose=0, return_dict=True)
     online = distiller.evaluate(x, y, batch_size=100, verbose=0, return_dict=True)
     np.testing.assert_allclose(cached["loss"], online["loss"], rtol=1e-5)
+
+
+def test_a_dataset_source_is_shuffled_in_a_bounded_buffer(tmp_path, monkeypatch):
+    # Data from files may not fit in memory: by default a dataset source is
+    # shuffled in at most STREAM_SHUFFLE_BUFFER examples, never all of them.
+    from keras_distill import cache as kd_cache
+
+    monkeypatch.setattr(kd_cache, "STREAM_SHUFFLE_BUFFER", 4)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    cache = build(teacher, x, tmp_path / "c", dtype="float32", rows_per_shard=16)
+    source = tf.data.Dataset.from_tensor_slices((x, np.arange(64)))
+    seen = []
+    for xb, yb, targets in cache.dataset(source, batch_size=8, shuffle=True, seed=2):
+        np.testing.assert_allclose(
+            targets["teacher_logits"], teacher(xb), rtol=1e-5, atol=1e-6
+        )
+        seen.extend(yb.numpy().tolist())
+    assert sorted(seen) == list(range(64)) and seen != list(range(64))
+    # With a buffer of 4, output position i holds one of examples 0 .. i + 3.
+    assert all(index <= position + 3 for position, index in enumerate(seen))
+    # Arrays are still shuffled as a whole (they are in memory anyway).
+    ds = cache.dataset(x, np.arange(64), batch_size=64, shuffle=True, seed=2)
+    order = next(iter(ds))[1].numpy()
+    assert any(index > position + 3 for position, index in enumerate(order))

@@ -56,6 +56,12 @@ def test_train_writes_a_complete_run_and_refuses_to_overwrite(tmp_path, capsys):
     assert "holds a finished run" in capsys.readouterr().err
     assert cli.main(["evaluate", str(out / "student.keras")]) == 0
     assert "accuracy" in capsys.readouterr().out
+    # A distiller is reported beside its teacher, with the serving columns.
+    assert cli.main(["evaluate", str(out / "distiller.keras"), "--int8"]) == 0
+    printed = capsys.readouterr().out
+    for text in ("| teacher |", "| student |", "| student, int8 TFLite |"):
+        assert text in printed, printed
+    assert "latency_p50_ms" in printed
 
 
 @pytest.mark.slow

@@ -204,3 +204,99 @@ def test_bad_pacing_value_raises_before_training():
         callbacks.CurriculumScheduler(data, 0)
     with pytest.raises(TypeError, match="Curriculum"):
         callbacks.CurriculumScheduler((x, y), 0.5)
+
+
+def streaming_source(x, y):
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices((x, y))
+
+
+def test_streaming_curriculum_scores_like_teacher_difficulty_and_stages():
+    x, y = unique_digits(60)
+    teacher = helpers.trained_teacher()
+    staged = curriculum.StreamingCurriculum.from_teacher(
+        teacher,
+        streaming_source(x, y),
+        batch_size=16,
+        verbose=0,
+        seed=0,
+        shuffle_buffer=8,
+    )
+    expected = curriculum.teacher_difficulty(teacher, x, y, verbose=0)
+    np.testing.assert_allclose(staged.difficulty, expected, rtol=1e-4, atol=1e-5)
+    order = np.argsort(expected, kind="stable")
+    staged.set_fraction(0.25, shuffle_key=0)  # the easiest 15
+    ds = staged.dataset(batch_size=7)
+    assert int(ds.cardinality()) == 9  # ceil(60 / 7): every epoch is n examples
+    labels_seen, images = [], []
+    for xb, yb in ds:
+        images.append(xb.numpy())
+        labels_seen.append(yb.numpy())
+    images = np.concatenate(images)
+    assert len(images) == 60
+    index = {x[i].tobytes(): i for i in range(len(x))}
+    ids = [index[image.tobytes()] for image in images]
+    assert set(ids) == set(order[:15].tolist())  # each easy one, only those
+    first = ids
+    staged.set_fraction(0.25, shuffle_key=0)
+    again = [index[b.tobytes()] for xb, _ in ds for b in xb.numpy()]
+    assert again == first  # same key, same epoch (resumable)
+    staged.set_fraction(1.0, shuffle_key=1)
+    full = [index[b.tobytes()] for xb, _ in ds for b in xb.numpy()]
+    assert sorted(full) == list(range(60)) and full != list(range(60))
+    # Shuffled in blocks of 8 examples: example i stays in block i // 8.
+    assert all(i // 8 == p // 8 for p, i in enumerate(full))
+
+
+def test_streaming_curriculum_trains_with_the_scheduler_and_checks_the_order():
+    import tensorflow as tf
+
+    x, y = unique_digits(48)
+    teacher = helpers.trained_teacher()
+    staged = curriculum.StreamingCurriculum.from_teacher(
+        teacher, streaming_source(x, y), verbose=0, seed=0
+    )
+    distiller = kd.Distiller(helpers.tiny_student(), teacher)
+    distiller.compile(optimizer="adam")
+    history = distiller.fit(
+        staged.dataset(batch_size=16),
+        epochs=2,
+        verbose=0,
+        shuffle=False,
+        callbacks=[callbacks.CurriculumScheduler(staged, 0.5)],
+    )
+    assert history.history["curriculum_examples"] == [24.0, 24.0]
+    # A source in another order than when it was scored fails, naming why.
+    reordered = curriculum.StreamingCurriculum(
+        streaming_source(x[::-1].copy(), y[::-1].copy()),
+        staged.difficulty,
+        fingerprints=staged.fingerprints,
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="same order"):
+        for _ in reordered.dataset(batch_size=16):
+            pass
+
+
+def test_streaming_curriculum_bad_input():
+    import tensorflow as tf
+
+    x, y = unique_digits(8)
+    with pytest.raises(TypeError, match="tf.data.Dataset"):
+        curriculum.StreamingCurriculum(x, np.zeros(8))
+    with pytest.raises(ValueError, match="8 examples but `difficulty` has 5"):
+        curriculum.StreamingCurriculum(streaming_source(x, y), np.zeros(5))
+    with pytest.raises(ValueError, match="shuffle_buffer=0"):
+        curriculum.StreamingCurriculum(
+            streaming_source(x, y), np.zeros(8), shuffle_buffer=0
+        )
+    with pytest.raises(ValueError, match=r"shape \(examples, 2\)"):
+        curriculum.StreamingCurriculum(
+            streaming_source(x, y), np.zeros(8), fingerprints=np.zeros((8, 3))
+        )
+    with pytest.raises(ValueError, match="no examples"):
+        curriculum.StreamingCurriculum.from_teacher(
+            helpers.trained_teacher(),
+            tf.data.Dataset.from_tensor_slices(x[:0]),
+            verbose=0,
+        )

@@ -18,6 +18,7 @@ def test_demo_runs_end_to_end_and_distilled_student_beats_chance(tmp_path, capsy
         "student (scratch)",
         "student (distilled)",
         "student (progressive)",
+        "student (distilled), int8 TFLite (first seed)",
     }
     chance = 0.1
     assert rows["student (distilled)"]["test_accuracy"] > 3 * chance
@@ -28,3 +29,17 @@ def test_demo_runs_end_to_end_and_distilled_student_beats_chance(tmp_path, capsy
     assert (out / "curves.png").stat().st_size > 10_000
     assert (out / "results.md").read_text().count("|") > 20
     assert (out / "serving" / "digits" / "1" / "saved_model.pb").is_file()
+    assert (out / "serving" / "digits_teacher" / "1" / "saved_model.pb").is_file()
+    # The serving columns: the exported teacher and student, measured.
+    teacher, student = rows["teacher"], rows["student (distilled)"]
+    int8 = rows["student (distilled), int8 TFLite (first seed)"]
+    for row in (teacher, student, int8):
+        assert 0 < row["latency_p50_ms"] <= row["latency_p99_ms"], row
+        assert row["throughput"] > 0, row
+    assert teacher["size_kib"] > 3 * student["size_kib"] > 3 * int8["size_kib"]
+    serving = results["serving"]
+    assert (
+        abs(int8["test_accuracy"] - serving["student (distilled)"]["accuracy"]) < 0.05
+    )
+    assert "latency batch 1, p50 / p99 (ms)" in printed
+    assert "speed-up vs teacher" in (out / "results.md").read_text()

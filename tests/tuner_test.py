@@ -261,3 +261,88 @@ def test_search_over_the_distillation_term_pays_for_the_teacher_once(splits, tmp
 def test_bad_term_choices(terms, message):
     with pytest.raises(ValueError, match=message):
         kd.DistillerHyperModel(trained_teacher(), models.student_mlp(), terms=terms)
+
+
+def test_a_reused_trial_model_trains_exactly_like_a_fresh_one(splits):
+    import keras_tuner as kt
+
+    (x, y), _ = splits
+    x, y = x[:64], y[:64]
+    keras.utils.set_random_seed(0)
+    hypermodel = kd.DistillerHyperModel(models.teacher_cnn(), build_student)
+
+    def hp(hidden, temperature, alpha):
+        values = kt.HyperParameters()
+        values.Fixed("hidden", hidden)
+        values.Fixed("temperature", temperature)
+        values.Fixed("alpha", alpha)
+        return values
+
+    def train(model):
+        data = hypermodel.dataset(x, y, batch_size=16)
+        model.fit(data, epochs=1, verbose=0, shuffle=False)
+        return model.student.get_weights()
+
+    keras.utils.set_random_seed(3)
+    fresh = hypermodel.build(hp(8, 2.0, 0.3))  # outside: never reused
+    expected = train(fresh)
+    with hypermodel.reusing_models():
+        keras.utils.set_random_seed(4)
+        first = hypermodel.build(hp(8, 7.0, 0.9))
+        train(first)  # moves the weights and Adam's moments
+        keras.utils.set_random_seed(3)
+        again = hypermodel.build(hp(8, 2.0, 0.3))
+        other = hypermodel.build(hp(16, 2.0, 0.3))
+    assert again is first and other is not first
+    assert float(again.temperature) == 2.0 and float(again.alpha) == pytest.approx(0.3)
+    assert int(again.optimizer.iterations) == 0
+    got = train(again)  # fresh weights, fresh optimizer: the fresh model's result
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert hypermodel.build(hp(8, 2.0, 0.3)) is not first  # outside again
+
+
+@pytest.mark.slow
+def test_hyperband_search_resumes_trials_from_their_checkpoints(splits, tmp_path):
+    train, val = splits
+    best_hp, distiller, tuner = kd.tune(
+        trained_teacher(),
+        lambda hp: models.student_mlp(hidden=8),
+        (train[0][:256], train[1][:256]),
+        val,
+        epochs=2,
+        tuner="hyperband",
+        hyperband_factor=2,
+        directory=tmp_path,
+        verbose=0,
+    )
+    trials = list(tuner.oracle.trials.values())
+    # Brackets of factor 2 up to 2 epochs: some trials continue an earlier
+    # trial's checkpoint ("tuner/trial_id") for their second epoch.
+    continued = [t for t in trials if "tuner/trial_id" in t.hyperparameters.values]
+    assert len(trials) >= 3 and continued
+    assert all(t.hyperparameters.values["tuner/initial_epoch"] == 1 for t in continued)
+    assert isinstance(distiller, kd.Distiller)
+    score = tuner.oracle.get_best_trials(1)[0].score
+    got = distiller.evaluate(*val, verbose=0, return_dict=True)["accuracy"]
+    assert got == pytest.approx(score, abs=1e-6)
+
+
+def test_architecture_key_tells_students_apart_and_skips_unbuilt_ones():
+    from keras_distill.tuner import _architecture_key
+
+    same = [models.student_mlp(hidden=8, name=f"s{i}") for i in range(2)]
+    assert _architecture_key(same[0]) == _architecture_key(same[1])
+    assert _architecture_key(models.student_mlp(hidden=16)) != _architecture_key(
+        same[0]
+    )
+
+    class Unbuilt(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(10)
+
+        def call(self, x):
+            return self.dense(x)
+
+    assert _architecture_key(Unbuilt()) is None  # weights unknown: never reused

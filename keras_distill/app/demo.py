@@ -6,6 +6,11 @@ student distilled from the teacher, and the same student with the
 progressive recipe (distill -> curriculum -> fine-tune). It prints and saves
 a table (parameters, test accuracy as mean and range over the seeds, test
 loss, training time) and a training-curve PNG.
+
+It then exports the teacher and the (first seed's) distilled student as TF
+Serving SavedModels, quantizes the student to int8 TFLite, and measures them
+side by side in one interleaved run: size on disk, latency of one-example
+requests (p50, p99) and throughput at batch 256, the speed the student buys.
 """
 
 import json
@@ -30,6 +35,11 @@ class Row:
     accuracy_min: float = float("nan")
     accuracy_max: float = float("nan")
     seeds: int = 1
+    # The exported model, measured in the same run (`report.serving_comparison`).
+    size_kib: float = float("nan")
+    latency_p50_ms: float = float("nan")
+    latency_p99_ms: float = float("nan")
+    throughput: float = float("nan")  # examples per second at batch 256
 
 
 @dataclass
@@ -42,6 +52,8 @@ class Settings:
     temperature: float = 4.0
     seed: int = 0
     seeds: int = 3
+    int8: bool = True  # also quantize the student to int8 TFLite
+    serving_requests: int = 300  # one-example requests timed per model
 
     @classmethod
     def quick(cls):
@@ -162,22 +174,94 @@ def run(settings=None, verbose=2):
     return rows, histories, first
 
 
+def _cell(value, spec):
+    return "-" if not np.isfinite(value) else format(value, spec)
+
+
 def format_table(rows):
-    """The result rows as a Markdown table (mean and range over seeds)."""
+    """The result rows as a Markdown table (mean and range over seeds).
+
+    The serving columns (size on disk, latency at batch 1, throughput at
+    batch 256) are filled for the models that were exported and measured.
+    """
     lines = [
         "| model | parameters | seeds | test accuracy (mean) | range (min-max) "
-        "| test loss (mean) | training time (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| test loss (mean) | training time (s) | size on disk (KiB) "
+        "| latency batch 1, p50 / p99 (ms) | throughput batch 256 (examples/s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         spread = (
             f"{r.accuracy_min:.4f}-{r.accuracy_max:.4f}" if r.seeds > 1 else "(1 run)"
         )
+        latency = (
+            f"{r.latency_p50_ms:.3f} / {r.latency_p99_ms:.3f}"
+            if np.isfinite(r.latency_p50_ms)
+            else "-"
+        )
         lines.append(
             f"| {r.model} | {r.parameters:,} | {r.seeds} | {r.test_accuracy:.4f} | "
-            f"{spread} | {r.test_loss:.4f} | {r.train_seconds:.1f} |"
+            f"{spread} | {r.test_loss:.4f} | {_cell(r.train_seconds, '.1f')} | "
+            f"{_cell(r.size_kib, ',.0f')} | {latency} | {_cell(r.throughput, ',.0f')} |"
         )
     return "\n".join(lines)
+
+
+STUDENT = "student (distilled)"
+INT8 = "student (distilled), int8 TFLite"
+
+
+def measure_serving(distiller, settings, output_dir):
+    """Exports the teacher and the student, measures them side by side.
+
+    Returns:
+        `report.serving_comparison`'s rows: `"teacher"`,
+        `"student (distilled)"` and, with `settings.int8`, the int8 student.
+    """
+    from keras_distill.app import report
+
+    splits = data.load_digits(seed=settings.seed)
+    serving_dir = os.path.join(output_dir, "serving")
+    print("== serving: exporting the teacher and the student, measuring both")
+    return report.serving_comparison(
+        {
+            "teacher": (distiller.teacher, os.path.join(serving_dir, "digits_teacher")),
+            STUDENT: (distiller, os.path.join(serving_dir, "digits")),
+        },
+        *splits["test"],
+        quantize=STUDENT if settings.int8 else None,
+        representative=splits["train"][0],
+        requests=settings.serving_requests,
+    )
+
+
+def merge_serving(rows, serving):
+    """Rows with the serving columns filled in, and the int8 row appended."""
+    rows = list(rows)
+    for row in rows:
+        measured = serving.get(row.model)
+        if measured is not None:
+            row.size_kib = measured["size_bytes"] / 1024
+            row.latency_p50_ms = measured["latency_p50_ms"]
+            row.latency_p99_ms = measured["latency_p99_ms"]
+            row.throughput = measured["throughput"]
+    if INT8 in serving:
+        measured = serving[INT8]
+        rows.append(
+            Row(
+                "student (distilled), int8 TFLite (first seed)",
+                measured["parameters"],
+                measured["accuracy"],
+                measured["loss"],
+                float("nan"),
+                seeds=1,
+                size_kib=measured["size_bytes"] / 1024,
+                latency_p50_ms=measured["latency_p50_ms"],
+                latency_p99_ms=measured["latency_p99_ms"],
+                throughput=measured["throughput"],
+            )
+        )
+    return rows
 
 
 def plot_curves(histories, path):
@@ -238,24 +322,53 @@ def main(output_dir="distill_runs/demo", quick=False, verbose=2):
     os.makedirs(output_dir, exist_ok=True)
     start = time.perf_counter()
     rows, histories, distiller = run(settings, verbose=verbose)
+    from keras_distill.app import report
+
+    serving_start = time.perf_counter()
+    serving = measure_serving(distiller, settings, output_dir)
+    serving_seconds = time.perf_counter() - serving_start
+    rows = merge_serving(rows, serving)
     table = format_table(rows)
+    serving_table = report.serving_markdown(serving, reference="teacher")
     chance = 1.0 / data.NUM_DIGIT_CLASSES
     seconds = time.perf_counter() - start
+    notes = (
+        f"Test accuracy over {settings.seeds} student seeds, the teacher trained "
+        f"once; chance accuracy: {chance:.2f}. Serving: the exported SavedModels "
+        "(the first seed's student), reloaded with TensorFlow alone and measured "
+        f"interleaved in this run ({settings.serving_requests} one-example "
+        "requests each, in-process calls of the signature; exporting, "
+        f"quantizing and measuring took {serving_seconds:.0f} s)."
+    )
+    if INT8 in serving:
+        notes += (
+            f" int8 TFLite: test accuracy {serving[INT8]['accuracy']:.4f} vs "
+            f"{serving[STUDENT]['accuracy']:.4f} for the same student in float32, "
+            f"{serving[INT8]['size_bytes'] / 1024:.1f} KiB vs "
+            f"{serving[STUDENT]['size_bytes'] / 1024:.1f} KiB."
+        )
     print(
-        f"\n{table}\n\n(test accuracy over {settings.seeds} student seeds, the "
-        f"teacher trained once; chance accuracy: {chance:.2f}; total {seconds:.0f} s)"
+        f"\n{table}\n\n{notes}\n\nWhat the student buys (the exported models, "
+        f"measured side by side):\n\n{serving_table}\n\n(total {seconds:.0f} s)"
     )
     with open(os.path.join(output_dir, "results.md"), "w") as f:
-        f.write(table + "\n")
+        f.write(f"{table}\n\n{notes}\n\n{serving_table}\n")
     with open(os.path.join(output_dir, "results.json"), "w") as f:
         json.dump(
-            {"settings": asdict(settings), "rows": [asdict(r) for r in rows]},
+            {
+                "settings": asdict(settings),
+                "rows": [asdict(r) for r in rows],
+                "serving": serving,
+                "seconds": seconds,
+            },
             f,
             indent=2,
         )
     plot_curves(histories, os.path.join(output_dir, "curves.png"))
     print(f"Wrote {output_dir}/results.md, results.json and curves.png")
-    from keras_distill.export import export_student
-
-    export_student(distiller, os.path.join(output_dir, "serving", "digits"))
+    print(
+        f"Exported the student to {serving[STUDENT]['path']} and the teacher to "
+        f"{serving['teacher']['path']}"
+        + (f"; int8 TFLite: {serving[INT8]['path']}" if INT8 in serving else "")
+    )
     return rows

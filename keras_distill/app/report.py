@@ -1,5 +1,7 @@
 """Run reports: a PNG of the training curves and schedules, and a Markdown table."""
 
+import os
+
 import numpy as np
 
 _CURVE_KEYS = ("alpha", "temperature", "curriculum_fraction")
@@ -196,3 +198,137 @@ def plot_tuning(trials, path, title="Tuning: validation accuracy"):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def serving_comparison(
+    models,
+    x_test,
+    y_test,
+    quantize=None,
+    representative=None,
+    requests=300,
+    throughput_batch=256,
+    warmup_requests=4,
+):
+    """Exports models as SavedModels and measures them side by side.
+
+    Every model is exported with `kd.export_student` (as it would be
+    served), reloaded with TensorFlow alone, and measured in one interleaved
+    run (`kd.serving.measure_speed`): SavedModel size, latency of
+    one-example requests (p50, p99), throughput at batches of
+    `throughput_batch`, and test accuracy and loss of the exported model.
+
+    Args:
+        models: A dict `{name: (model, base_dir)}`: a `keras.Model` or a
+            `Distiller` (its student is exported), and the TF Serving folder
+            to export it into (a new version).
+        x_test: Test inputs (NumPy); requests are drawn from them.
+        y_test: Integer test labels.
+        quantize: The name of one model to also quantize to int8 TFLite
+            (`kd.serving.quantize_int8`), measured beside the others as
+            `"<name> (int8 TFLite)"`. Defaults to `None` (none).
+        representative: Calibration inputs for `quantize` (training
+            inputs). Defaults to `None`.
+        requests: One-example requests timed per model. Defaults to `300`.
+        throughput_batch: Defaults to `256`.
+        warmup_requests: Passed to `export_student`. Defaults to `4`.
+
+    Returns:
+        A dict `{name: row}`, each row a dict with `parameters`,
+        `size_bytes`, `latency_p50_ms`, `latency_p99_ms`, `throughput`
+        (examples/s), `accuracy`, `loss`, `path` and `runtime`.
+    """
+    from keras_distill import serving
+    from keras_distill.export import _student_of, export_student
+
+    if quantize is not None and quantize not in models:
+        raise ValueError(
+            f"`quantize` must be one of the models' names {sorted(models)}. "
+            f"Received: quantize={quantize!r}"
+        )
+    if quantize is not None and representative is None:
+        raise ValueError("`quantize` needs `representative` (calibration inputs).")
+    x_test = np.asarray(x_test)
+    rows, predictors = {}, {}
+    for name, (model, base_dir) in models.items():
+        exported = export_student(
+            model,
+            base_dir,
+            sample_inputs=x_test[:4],
+            warmup_requests=warmup_requests,
+            verbose=False,
+        )
+        predictors[name] = serving.saved_model_predictor(exported.path)
+        rows[name] = {
+            "parameters": int(_student_of(model)[0].count_params()),
+            "size_bytes": int(exported.size_bytes),
+            "path": exported.path,
+            "runtime": "SavedModel (TensorFlow)",
+        }
+        if name == quantize:
+            # Beside the TF Serving folder, not in it.
+            base = os.path.abspath(base_dir).rstrip(os.sep)
+            quantized = serving.quantize_int8(
+                exported.path,
+                representative,
+                output_path=f"{base}-{exported.version}-int8.tflite",
+            )
+            int8_name = f"{name}, int8 TFLite"
+            predictors[int8_name] = serving.tflite_predictor(quantized.path)
+            rows[int8_name] = {
+                "parameters": rows[name]["parameters"],
+                "size_bytes": int(quantized.size_bytes),
+                "path": quantized.path,
+                "runtime": "TFLite interpreter (int8)",
+            }
+    speeds = serving.measure_speed(
+        predictors, x_test, requests=requests, throughput_batch=throughput_batch
+    )
+    for name, row in rows.items():
+        accuracy, loss = serving.accuracy_and_loss(predictors[name], x_test, y_test)
+        speed = speeds[name]
+        row.update(
+            latency_p50_ms=speed.latency_p50_ms,
+            latency_p99_ms=speed.latency_p99_ms,
+            throughput=speed.throughput,
+            throughput_batch=speed.throughput_batch,
+            requests=speed.requests,
+            accuracy=accuracy,
+            loss=loss,
+        )
+    return rows
+
+
+def serving_markdown(rows, reference=None):
+    """The rows of `serving_comparison` as a Markdown table.
+
+    Args:
+        rows: `serving_comparison`'s result.
+        reference: The name of the row the speed-ups are relative to (the
+            teacher). Defaults to `None` (no speed-up column).
+    """
+    lines = [
+        "| model | parameters | size on disk (KiB) | test accuracy "
+        "| latency batch 1, p50 / p99 (ms) | throughput batch 256 (examples/s) "
+        + ("| speed-up vs " + reference + " (p50 / throughput) " if reference else "")
+        + "| runtime |",
+        "|---|---:|---:|---:|---:|---:|" + ("---:|" if reference else "") + "---|",
+    ]
+    base = rows.get(reference) if reference else None
+    for name, r in rows.items():
+        cells = [
+            name,
+            f"{r['parameters']:,}",
+            f"{r['size_bytes'] / 1024:,.0f}",
+            f"{r['accuracy']:.4f}",
+            f"{r['latency_p50_ms']:.3f} / {r['latency_p99_ms']:.3f}",
+            f"{r['throughput']:,.0f}",
+        ]
+        if base is not None:
+            cells.append(
+                f"{base['latency_p50_ms'] / r['latency_p50_ms']:.1f}x / "
+                f"{r['throughput'] / base['throughput']:.1f}x"
+            )
+        cells.append(r["runtime"])
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,122 @@
+"""Start-up: the time of `import keras_distill` against `import keras`'s.
+
+Each import runs in a fresh Python process (nothing cached in memory but the
+OS's file cache), alternating the two for `RUNS` rounds, so that a load on
+the machine slows both alike; the import itself is timed inside the process
+(interpreter start-up excluded). Also lists what `import keras_distill`
+loads beyond `import keras` (top-level packages), and checks that the
+optional extras (Keras Tuner, TFDS, the app's packages, TF Serving's API,
+TFLite) are not among them.
+
+Run: `.venv/bin/python benchmarks/import_time.py` (about a minute; `RUNS=3`
+for a quicker one).
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+RUNS = int(os.environ.get("RUNS", 5))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+PROBE = """
+import json, sys, time
+start = time.perf_counter()
+import {module}
+seconds = time.perf_counter() - start
+print(json.dumps({{"seconds": seconds, "modules": sorted(sys.modules)}}))
+"""
+# What keras_distill adds once keras is loaded (less noisy than a difference
+# of two noisy totals).
+INCREMENT = """
+import json, time
+import keras
+start = time.perf_counter()
+import keras_distill
+print(json.dumps({"seconds": time.perf_counter() - start, "modules": []}))
+"""
+
+OPTIONAL = (
+    "keras_tuner",
+    "tensorflow_datasets",
+    "matplotlib",
+    "yaml",
+    "sklearn",
+    "tensorflow_serving",
+    "tensorflow.lite.python.lite",
+    "keras_distill.app",
+    "keras_distill.tuner",
+    "keras_distill.serving",
+    "keras_distill.export",
+    "keras_distill.cache",
+    "keras_distill.data",
+)
+
+
+def probe(module):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    code = INCREMENT if module == "increment" else PROBE.format(module=module)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        check=True,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main():
+    times = {"keras": [], "keras_distill": [], "increment": []}
+    modules = {}
+    for round_index in range(RUNS):
+        order = list(times) if round_index % 2 == 0 else list(times)[::-1]
+        for module in order:
+            result = probe(module)
+            times[module].append(result["seconds"])
+            modules[module] = set(result["modules"])
+    increment = times.pop("increment")
+    extra = sorted(modules["keras_distill"] - modules["keras"])
+    packages = sorted({name.split(".")[0] for name in extra})
+    loaded_optional = [
+        name
+        for name in OPTIONAL
+        if name in modules["keras_distill"] and name not in modules["keras"]
+    ]
+    by_keras = [name for name in OPTIONAL if name in modules["keras"]]
+    keras_s = statistics.median(times["keras"])
+    ours_s = statistics.median(times["keras_distill"])
+    print(
+        f"`import` in a fresh process, median of {RUNS} alternating runs "
+        f"({os.cpu_count()} CPU cores)"
+    )
+    print("| import | median (s) | min (s) | max (s) |")
+    print("|---|---:|---:|---:|")
+    for name, values in times.items():
+        print(
+            f"| {name} | {statistics.median(values):.2f} | {min(values):.2f} | "
+            f"{max(values):.2f} |"
+        )
+    print(f"| keras_distill / keras (medians) | {ours_s / keras_s:.3f} | | |")
+    print(f"| keras_distill - keras (medians) | {ours_s - keras_s:+.3f} s | | |")
+    print(
+        f"| `import keras_distill` after `import keras` | "
+        f"{statistics.median(increment):.3f} | {min(increment):.3f} | "
+        f"{max(increment):.3f} |"
+    )
+    print(
+        f"\n`import keras_distill` loads {len(extra)} modules beyond `import keras`, "
+        f"from the packages: {', '.join(packages) or 'none'}"
+    )
+    print(
+        "optional or lazily loaded modules that `import keras_distill` adds: "
+        f"{loaded_optional or 'none'} (already loaded by `import keras`: "
+        f"{by_keras or 'none'})"
+    )
+
+
+if __name__ == "__main__":
+    main()
