@@ -26,6 +26,11 @@ def test_demo_runs_end_to_end_and_distilled_student_beats_chance(tmp_path, capsy
     assert (
         rows["teacher"]["parameters"] > 10 * rows["student (distilled)"]["parameters"]
     )
+    # The MNIST-1D rows (10% labels): teacher, scratch and distilled students.
+    mnist1d = [row["model"] for row in results["mnist1d_rows"]]
+    assert len(mnist1d) == 3 and "MNIST-1D" in printed
+    assert "scratch" in mnist1d[1] and "distilled" in mnist1d[2]
+    assert all(row["seeds"] == 2 for row in results["mnist1d_rows"][1:])
     assert (out / "curves.png").stat().st_size > 10_000
     assert (out / "results.md").read_text().count("|") > 20
     assert (out / "serving" / "digits" / "1" / "saved_model.pb").is_file()
