@@ -86,7 +86,9 @@ def prepare_output(path, cfg, command, overwrite=False):
       run resumes (finished teacher kept, the student's epochs restored by
       `BackupAndRestore`);
     - holding this tool's other or finished run: refused unless `overwrite`,
-      which removes only the files a run writes (`WRITTEN`);
+      which removes only the files a run writes (`_remove_run_files`: the
+      top-level `WRITTEN` files, and inside `serving/`, `tensorboard/`,
+      `backup/`, `tuner/` only the run's own files, never a user's);
     - holding files this tool did not write: refused, even with `overwrite`.
     The current folder, the home folder and the config's folder are never
     used as outputs.
@@ -126,12 +128,7 @@ def prepare_output(path, cfg, command, overwrite=False):
             "--overwrite to replace it."
         )
     else:
-        for name in WRITTEN:
-            target = os.path.join(path, name)
-            if os.path.isdir(target) and not os.path.islink(target):
-                shutil.rmtree(target)
-            elif os.path.lexists(target):
-                os.remove(target)
+        _remove_run_files(path, state)
         mode = "new"
     os.makedirs(path, exist_ok=True)
     if mode == "new":
@@ -146,6 +143,71 @@ def prepare_output(path, cfg, command, overwrite=False):
             },
         )
     return mode
+
+
+# The folders a run writes into, and which of their files are the run's own:
+# TensorBoard's event files, the export's version (and temporary) folders, the
+# whole BackupAndRestore and Keras Tuner folders. Anything else inside them
+# (a user's `serving/mine/`, `tensorboard/my_run/`) is foreign and stays.
+_RUN_FOLDERS = ("tensorboard", "backup", "serving", "tuner")
+
+
+def _is_run_file(relative):
+    parts = relative.split(os.sep)
+    if parts[0] == "tensorboard":
+        return (
+            len(parts) == 3
+            and parts[1] in ("train", "validation")
+            and parts[2].startswith("events.out.tfevents.")
+        )
+    if parts[0] == "serving":
+        return len(parts) > 2 and (
+            parts[1].isdigit() or parts[1].startswith(".tmp-keras-distill-")
+        )
+    return parts[0] in ("backup", "tuner") and len(parts) > 1
+
+
+def _run_files(path):
+    """The files under `_RUN_FOLDERS` a run writes (relative paths), sorted."""
+    found = []
+    for folder in _RUN_FOLDERS:
+        top = os.path.join(path, folder)
+        if os.path.islink(top) or not os.path.isdir(top):
+            continue
+        for root, _, files in os.walk(top):
+            for name in files:
+                relative = os.path.relpath(os.path.join(root, name), path)
+                if _is_run_file(relative):
+                    found.append(relative)
+    return sorted(found)
+
+
+def _remove_run_files(path, state):
+    """Removes what a run wrote in `path`, never a file it did not write.
+
+    The top-level `WRITTEN` files are removed; inside the run's folders only
+    the files the finished run recorded (`state["written"]`), or for an
+    unfinished run the files of the run's own kinds (`_is_run_file`), then
+    the folders left empty. A foreign file keeps its folders.
+    """
+    written = _run_files(path)
+    if state.get("finished") and isinstance(state.get("written"), list):
+        recorded = set(state["written"])
+        written = [name for name in written if name in recorded]
+    for name in written:
+        os.remove(os.path.join(path, name))
+    for name in WRITTEN:
+        target = os.path.join(path, name)
+        if os.path.islink(target):
+            os.remove(target)  # the link, never what it points to
+        elif name in _RUN_FOLDERS and os.path.isdir(target):
+            for root, _, _ in sorted(os.walk(target), key=lambda w: -len(w[0])):
+                try:
+                    os.rmdir(root)  # only empty folders
+                except OSError:
+                    pass
+        elif not os.path.isdir(target) and os.path.lexists(target):
+            os.remove(target)
 
 
 def _read_state(path):
@@ -167,6 +229,7 @@ def _write_state(path, state):
 def _finish(path):
     state = _read_state(path) or {}
     state["finished"] = True
+    state["written"] = _run_files(path)  # what --overwrite may remove
     _write_state(path, state)
 
 
