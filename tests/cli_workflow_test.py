@@ -307,3 +307,29 @@ def test_overwrite_of_a_finished_run_keeps_a_version_added_after_it(tmp_path):
     runs.prepare_output(str(out), cfg, "train", overwrite=True)
     assert (out / "serving" / "7" / "saved_model.pb").read_text() == "a user's export"
     assert not (out / "serving" / "1").exists()
+
+
+@pytest.mark.parametrize("changed", ["data", "teacher"])
+def test_a_killed_run_whose_files_changed_is_not_resumed(tmp_path, changed):
+    rng = np.random.default_rng(0)
+    npz, model = tmp_path / "d.npz", tmp_path / "t.keras"
+    np.savez(npz, x_train=rng.normal(size=(8, 3)), y_train=np.arange(8) % 2)
+    model.write_bytes(b"a teacher")
+    out = tmp_path / "out"
+    cfg = {
+        "output": str(out),
+        "_source": str(tmp_path / "c.yaml"),
+        "data": f"npz:{npz}",
+        "teacher": {"model": str(model)},
+    }
+    assert runs.prepare_output(str(out), cfg, "train") == "new"
+    (out / "history.csv").write_text("epoch\n0\n")  # killed after an epoch
+    assert runs.prepare_output(str(out), cfg, "train") == "resume"
+    if changed == "data":
+        np.savez(npz, x_train=rng.normal(size=(8, 3)), y_train=np.arange(8) % 3)
+    else:
+        model.write_bytes(b"another teacher")
+    with pytest.raises(FileExistsError, match="changed since.*--overwrite"):
+        runs.prepare_output(str(out), cfg, "train")
+    assert runs.prepare_output(str(out), cfg, "train", overwrite=True) == "new"
+    assert runs.prepare_output(str(out), cfg, "train") == "resume"

@@ -66,6 +66,47 @@ def config_digest(cfg):
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _file_digest(path, chunk=1 << 20):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sources_digest(cfg):
+    """A fingerprint of the files a config reads (what a resumed run must match).
+
+    The config's text names `npz:data.npz` or `teacher.keras`, not their
+    contents: a file replaced between a killed run and its rerun would mix
+    two data sets (or teachers) in one student. Hashes the contents of an
+    `npz:` file and of `.keras` models; an `images:` folder by its file
+    names, sizes and modification times (reading every image would cost a
+    pass over the data).
+    """
+    parts = {}
+    source = cfg.get("data", "")
+    kind, _, rest = source.partition(":")
+    if kind == "npz" and os.path.isfile(rest):
+        parts["data"] = _file_digest(rest)
+    elif kind == "images" and os.path.isdir(rest):
+        listing = []
+        for root, dirs, files in os.walk(rest):
+            dirs.sort()
+            for name in sorted(files):
+                stat = os.stat(os.path.join(root, name))
+                listing.append(
+                    f"{os.path.relpath(os.path.join(root, name), rest)}"
+                    f"\0{stat.st_size}\0{stat.st_mtime_ns}"
+                )
+        parts["data"] = hashlib.sha256("\n".join(listing).encode()).hexdigest()
+    for role in ("teacher", "student"):
+        model = (cfg.get(role) or {}).get("model", "")
+        if model.endswith(".keras") and os.path.isfile(model):
+            parts[role] = _file_digest(model)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
 def _refused_folders(config_path):
     here = os.path.realpath(os.getcwd())
     home = os.path.realpath(os.path.expanduser("~"))
@@ -82,8 +123,8 @@ def prepare_output(path, cfg, command, overwrite=False):
     """Prepares the output folder; returns `"new"` or `"resume"`.
 
     - empty or missing: a new run;
-    - holding this tool's unfinished run of the same config and command: the
-      run resumes (finished teacher kept, the student's epochs restored by
+    - holding this tool's unfinished run of the same config and command,
+      reading the same files (`sources_digest`; else refused): the run resumes (finished teacher kept, the student's epochs restored by
       `BackupAndRestore`);
     - holding this tool's other or finished run: refused unless `overwrite`,
       which removes only the files a run writes (`_remove_run_files`: the
@@ -102,6 +143,7 @@ def prepare_output(path, cfg, command, overwrite=False):
             "distill_runs/NAME)."
         )
     digest = config_digest(cfg)
+    sources = sources_digest(cfg)
     state = _read_state(path)
     entries = set(os.listdir(path)) if os.path.isdir(path) else set()
     if not entries:
@@ -119,6 +161,13 @@ def prepare_output(path, cfg, command, overwrite=False):
         and state.get("command") == command
         and not state.get("finished")
     ):
+        if state.get("sources") != sources:
+            raise FileExistsError(
+                f"The output folder {path!r} holds an unfinished run of this config, "
+                "but the files it reads changed since (the data file or a .keras "
+                f"model of {state.get('config_path')}); resuming would mix them. "
+                "Pass --overwrite to start the run again, or choose another `output`."
+            )
         mode = "resume"
     elif not overwrite:
         what = "a finished run" if state.get("finished") else "another run"
@@ -138,6 +187,7 @@ def prepare_output(path, cfg, command, overwrite=False):
                 "tool": "keras-distill",
                 "command": command,
                 "config": digest,
+                "sources": sources,
                 "config_path": os.path.abspath(cfg.get("_source", "")),
                 "finished": False,
             },
