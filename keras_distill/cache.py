@@ -266,6 +266,12 @@ class TeacherCache:
         import tensorflow as tf
 
         kd_losses.check_output_kind(teacher_outputs, "teacher_outputs")
+        # The Distiller's own checks: the last activation here, the first
+        # batch's values below (a teacher of unknown architecture).
+        from keras_distill import distiller as kd_distiller
+
+        kd_distiller._check_declared_outputs("teacher", teacher, teacher_outputs)
+        check_values = kd_distiller._last_activation(teacher) is None
         if dtype not in ("float16", "float32"):
             raise ValueError(
                 f"`dtype` must be 'float16' or 'float32'. Received: dtype={dtype!r}"
@@ -337,6 +343,18 @@ class TeacherCache:
         count = 0
         try:
             for step, batch in enumerate(_batches(x, batch_size)):
+                if check_values:
+                    check_values = False
+                    raw = teacher(tf.constant(batch[:8]), training=False)
+                    looks = kd_distiller._looks_like(
+                        np.asarray(keras.ops.convert_to_numpy(raw), "float64")
+                    )
+                    if looks is not None and looks != teacher_outputs:
+                        raise ValueError(
+                            kd_distiller._outputs_message(
+                                "teacher", teacher, teacher_outputs, looks
+                            )
+                        )
                 data_digest.update(np.ascontiguousarray(batch).tobytes())
                 outputs = {
                     n: v.numpy() for n, v in run_teacher(tf.constant(batch)).items()

@@ -248,3 +248,35 @@ def test_tfdata_input_and_dataset_pairing(teacher, data, tmp_path):
     cached = distiller.evaluate(ds, verbose=0, return_dict=True)
     online = distiller.evaluate(x, y, batch_size=100, verbose=0, return_dict=True)
     np.testing.assert_allclose(cached["loss"], online["loss"], rtol=1e-5)
+
+
+class SoftmaxTeacher(keras.Model):
+    """A subclassed teacher (no known last activation) returning probabilities."""
+
+    def __init__(self, teacher):
+        super().__init__(name="softmax_teacher")
+        self.teacher = teacher
+
+    def call(self, x, training=False):
+        return keras.ops.softmax(self.teacher(x, training=training))
+
+
+@pytest.mark.parametrize("kind", ["sequential", "subclassed"])
+def test_build_refuses_probabilities_declared_as_logits(teacher, data, tmp_path, kind):
+    x, _ = data
+    if kind == "sequential":
+        probabilities = keras.Sequential([teacher, keras.layers.Softmax()])
+    else:
+        probabilities = SoftmaxTeacher(teacher)
+    with pytest.raises(
+        ValueError, match="returns probabilities, but teacher_outputs='logits'"
+    ):
+        build(probabilities, x[:64], tmp_path / "c")
+    assert not (tmp_path / "c" / "manifest.json").exists()
+    # Declared as what they are, they are cached as their logits.
+    cache = build(probabilities, x[:64], tmp_path / "c", teacher_outputs="probabilities")
+    stored = cache.load()["teacher_logits"]
+    expected = keras.ops.convert_to_numpy(keras.ops.log_softmax(teacher(x[:64])))
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(keras.ops.log_softmax(stored)), expected, atol=1e-2
+    )
