@@ -753,6 +753,10 @@ class TeacherCache:
 
         if teacher is not None:
             self.check_teacher(teacher)
+        if sample_weight is not None:
+            from keras_distill import distiller as kd_distiller
+
+            kd_distiller._warn_if_no_weight(sample_weight)
         if check_data:
             self.check_data(x)
         from_dataset = isinstance(x, tf.data.Dataset)

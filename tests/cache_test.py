@@ -274,9 +274,20 @@ def test_build_refuses_probabilities_declared_as_logits(teacher, data, tmp_path,
         build(probabilities, x[:64], tmp_path / "c")
     assert not (tmp_path / "c" / "manifest.json").exists()
     # Declared as what they are, they are cached as their logits.
-    cache = build(probabilities, x[:64], tmp_path / "c", teacher_outputs="probabilities")
+    cache = build(
+        probabilities, x[:64], tmp_path / "c", teacher_outputs="probabilities"
+    )
     stored = cache.load()["teacher_logits"]
     expected = keras.ops.convert_to_numpy(keras.ops.log_softmax(teacher(x[:64])))
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(keras.ops.log_softmax(stored)), expected, atol=1e-2
     )
+
+
+def test_all_zero_sample_weights_warn_when_paired_with_the_cache(
+    teacher, data, tmp_path
+):
+    x, y = data
+    cache = build(teacher, x[:64], tmp_path / "c")
+    with pytest.warns(UserWarning, match="Every `sample_weight` is 0"):
+        cache.dataset(x[:64], y[:64], sample_weight=np.zeros(64))

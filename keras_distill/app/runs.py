@@ -124,7 +124,8 @@ def prepare_output(path, cfg, command, overwrite=False):
 
     - empty or missing: a new run;
     - holding this tool's unfinished run of the same config and command,
-      reading the same files (`sources_digest`; else refused): the run resumes (finished teacher kept, the student's epochs restored by
+      reading the same files (`sources_digest`; else refused): the run
+      resumes (finished teacher kept, the student's epochs restored by
       `BackupAndRestore`);
     - holding this tool's other or finished run: refused unless `overwrite`,
       which removes only the files a run writes (`_remove_run_files`: the
