@@ -16,6 +16,7 @@ Two forms:
   (`keras_distill.losses.topk_kd_loss`).
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -116,6 +117,47 @@ def _fingerprints_tf(x):
 
 def _fingerprints_match(a, b):
     return np.abs(a - b) <= _FINGERPRINT_RTOL * (np.abs(a) + np.abs(b) + 1.0)
+
+
+# Caches built since: fingerprints of the float32 *bits*, compared exactly. The
+# relative tolerance above let a large feature hide the others (with
+# `x[:, 0] = 1e7` a permutation passed). Each example's float32 values are
+# read as 16-bit words and projected on fixed random integer weights, in
+# float64: every product and partial sum is an integer below 2**53, hence
+# exact in any summation order (NumPy here, `tf.matmul` in a pipeline), so
+# equal bits give equal fingerprints and no tolerance is needed.
+FINGERPRINT_BITS = "float32-bits"
+
+
+@functools.lru_cache(maxsize=8)
+def _bit_weights(words):
+    # 2**16 per word times 2**bits per weight, summed over `words`, < 2**53.
+    bits = max(1, min(16, 52 - 16 - int(np.ceil(np.log2(max(words, 2))))))
+    rng = np.random.default_rng(20231124)
+    weights = rng.integers(1, 2**bits, (words, _FINGERPRINT_WIDTH))
+    return weights.astype("float64")
+
+
+def bit_fingerprints(x, chunk=4096):
+    """Per-example exact fingerprints `(n, 2)` (float64) of an input array."""
+    x = np.asarray(x)
+    flat = np.ascontiguousarray(x.reshape(len(x), -1), dtype="float32")
+    words = flat.view(np.uint16)
+    weights = _bit_weights(words.shape[1])
+    out = np.empty((len(words), _FINGERPRINT_WIDTH))
+    for start in range(0, len(words), chunk):
+        out[start : start + chunk] = words[start : start + chunk] @ weights
+    return out
+
+
+def _bit_fingerprints_tf(x):
+    """The same fingerprints as `bit_fingerprints`, inside a `tf.data` pipeline."""
+    import tensorflow as tf
+
+    size = int(np.prod(x.shape[1:]))
+    flat = tf.cast(tf.reshape(x, [-1, size]), tf.float32)
+    words = tf.reshape(tf.bitcast(flat, tf.uint16), [-1, 2 * size])
+    return tf.matmul(tf.cast(words, tf.float64), tf.constant(_bit_weights(2 * size)))
 
 
 def _file_sha256(path, chunk=1 << 20):
@@ -268,6 +310,12 @@ class TeacherCache:
         import tensorflow as tf
 
         kd_losses.check_output_kind(teacher_outputs, "teacher_outputs")
+        # The Distiller's own checks: the last activation here, the first
+        # batch's values below (a teacher of unknown architecture).
+        from keras_distill import distiller as kd_distiller
+
+        kd_distiller._check_declared_outputs("teacher", teacher, teacher_outputs)
+        check_values = kd_distiller._last_activation(teacher) is None
         if dtype not in ("float16", "float32"):
             raise ValueError(
                 f"`dtype` must be 'float16' or 'float32'. Received: dtype={dtype!r}"
@@ -339,6 +387,18 @@ class TeacherCache:
         count = 0
         try:
             for step, batch in enumerate(_batches(x, batch_size)):
+                if check_values:
+                    check_values = False
+                    raw = teacher(tf.constant(batch[:8]), training=False)
+                    looks = kd_distiller._looks_like(
+                        np.asarray(keras.ops.convert_to_numpy(raw), "float64")
+                    )
+                    if looks is not None and looks != teacher_outputs:
+                        raise ValueError(
+                            kd_distiller._outputs_message(
+                                "teacher", teacher, teacher_outputs, looks
+                            )
+                        )
                 data_digest.update(np.ascontiguousarray(batch).tobytes())
                 outputs = {
                     n: v.numpy() for n, v in run_teacher(tf.constant(batch)).items()
@@ -359,7 +419,7 @@ class TeacherCache:
                             value,
                         )
                     writers[name][0].write(value)
-                fingerprint = fingerprints(batch)
+                fingerprint = bit_fingerprints(batch)
                 if FINGERPRINT_PART not in writers:
                     writers[FINGERPRINT_PART] = (
                         _ShardWriter(tmp, "fp64", rows_per_shard, prefix),
@@ -381,6 +441,7 @@ class TeacherCache:
                     "width": int(sample.shape[1]),
                     "shards": writer.close(),
                 }
+            parts[FINGERPRINT_PART]["kind"] = FINGERPRINT_BITS
             manifest = {
                 "format_version": FORMAT_VERSION,
                 "teacher_fingerprint": teacher_fingerprint(teacher),
@@ -568,19 +629,27 @@ class TeacherCache:
         ]
         return np.concatenate(rows).reshape(-1, part["width"])
 
+    def _exact_fingerprints(self):
+        part = self.manifest["parts"].get(FINGERPRINT_PART) or {}
+        return part.get("kind") == FINGERPRINT_BITS
+
     def check_alignment(self, x):
         """Raises `CacheMismatchError` unless array `x` holds, in order, the
         examples the cache was built from (compared by fingerprint)."""
         stored = self.stored_fingerprints()
         if stored is None:
             return
-        given = fingerprints(x)
+        exact = self._exact_fingerprints()
+        given = bit_fingerprints(x) if exact else fingerprints(x)
         if given.shape != stored.shape:
             raise CacheMismatchError(
                 f"The teacher cache at {self.directory!r} holds {len(stored)} "
                 f"examples but the data given has {len(given)}."
             )
-        match = np.all(_fingerprints_match(given, stored), axis=1)
+        if exact:
+            match = np.all(given == stored, axis=1)
+        else:
+            match = np.all(_fingerprints_match(given, stored), axis=1)
         if not match.all():
             index = int(np.argmin(match))
             raise CacheMismatchError(
@@ -604,14 +673,18 @@ class TeacherCache:
         from keras_distill import checks as kd_checks
 
         directory = self.directory
+        exact = self._exact_fingerprints()
 
         def check(examples, targets, stored):
             x = examples[0] if isinstance(examples, tuple) else examples
-            given = _fingerprints_tf(x)
-            ok = tf.reduce_all(
-                tf.abs(given - stored)
-                <= _FINGERPRINT_RTOL * (tf.abs(given) + tf.abs(stored) + 1.0)
-            )
+            if exact:
+                ok = tf.reduce_all(tf.equal(_bit_fingerprints_tf(x), stored))
+            else:  # a cache built before exact fingerprints
+                given = _fingerprints_tf(x)
+                ok = tf.reduce_all(
+                    tf.abs(given - stored)
+                    <= _FINGERPRINT_RTOL * (tf.abs(given) + tf.abs(stored) + 1.0)
+                )
             message = (
                 f"{kd_checks.PREFIX}The examples of the dataset given are not the "
                 f"examples the teacher cache at {directory!r} holds at those "
@@ -686,6 +759,10 @@ class TeacherCache:
 
         if teacher is not None:
             self.check_teacher(teacher)
+        if sample_weight is not None:
+            from keras_distill import distiller as kd_distiller
+
+            kd_distiller._warn_if_no_weight(sample_weight)
         if check_data:
             self.check_data(x)
         from_dataset = isinstance(x, tf.data.Dataset)

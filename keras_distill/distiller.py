@@ -1337,6 +1337,8 @@ class Distiller(keras.Model):
         _check_not_empty(x, "training data")
         self._check_output_kinds(x)
         self._check_labels(x, y, "training data")
+        positional = args[8] if len(args) > 8 else None  # fit's 11th argument
+        _warn_if_no_weight(kwargs.get("sample_weight", positional))
         validation_data = kwargs.get("validation_data")
         if validation_data is not None:
             if isinstance(validation_data, tuple | list):
@@ -1613,6 +1615,26 @@ def _check_not_empty(x, where):
     if shape is not None and len(shape) and shape[0] == 0:
         raise ValueError(
             f"The {where} holds no examples: inputs of shape {tuple(shape)}."
+        )
+
+
+def _warn_if_no_weight(sample_weight):
+    """Warns once (per call) when every sample weight is 0: nothing would train."""
+    if sample_weight is None or isinstance(sample_weight, dict):
+        return
+    try:
+        values = np.asarray(ops.convert_to_numpy(sample_weight), "float64")
+    except Exception:  # noqa: BLE001  (not array-like: Keras reports it)
+        return
+    if values.size and not np.any(values):
+        import warnings
+
+        warnings.warn(
+            f"Every `sample_weight` is 0 ({values.size} weights), so every loss "
+            "is 0 and training changes nothing. Give the examples to learn from a "
+            "weight > 0.",
+            UserWarning,
+            stacklevel=3,
         )
 
 

@@ -61,6 +61,11 @@ def _check_range(values, name, low, high=None, low_inclusive=True):
             f"`{name}` must be a (min, max) pair of numbers. "
             f"Received: {name}={values!r}"
         ) from None
+    if not (np.isfinite(lo) and np.isfinite(hi)):  # NaN passes every comparison
+        raise ValueError(
+            f"`{name}` must be a (min, max) pair of finite numbers. "
+            f"Received: {name}={values!r}"
+        )
     below = lo < low if low_inclusive else lo <= low
     if below or (high is not None and hi > high) or lo > hi:
         bounds = f"[{low}, {high}]" if high is not None else f"> {low}"

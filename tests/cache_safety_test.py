@@ -189,3 +189,39 @@ def test_kill_9_during_an_overwrite_leaves_the_old_cache_usable(
     new = build(teacher, x[:100], folder, overwrite=True)
     listed = {s["file"] for p in new.manifest["parts"].values() for s in p["shards"]}
     assert set(os.listdir(folder)) == listed | {"manifest.json"}
+
+
+@pytest.mark.parametrize("scale", [1e7, 1e12])
+def test_a_large_constant_feature_does_not_hide_a_permutation(
+    teacher, data, tmp_path, scale
+):
+    x, y = data
+    x = x.copy()
+    x.reshape(len(x), -1)[:, 0] = scale  # relative tolerances saw only this
+    cache = build(teacher, x, tmp_path / "c", dtype="float32")
+    perm = np.random.default_rng(0).permutation(len(x))
+    with pytest.raises(CacheMismatchError, match=r"examples differ"):
+        cache.dataset(x[perm], y[perm])
+    shuffled = tf.data.Dataset.from_tensor_slices(x[perm])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="fingerprint mismatch"):
+        list(cache.dataset(shuffled, batch_size=100, in_memory=True))
+    # The cached order passes, from arrays and from a dataset (exact in both).
+    cache.dataset(x, y)
+    assert len(list(cache.dataset(tf.data.Dataset.from_tensor_slices(x)))) == 10
+
+
+@pytest.mark.parametrize("shape", [(5, 8, 8, 1), (3, 3000), (2, 224, 224, 3)])
+def test_exact_fingerprints_agree_in_numpy_and_tf_in_any_batching(shape):
+    from keras_distill import cache as kd_cache
+
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal(shape) * 10.0 ** rng.integers(-30, 30, shape)).astype(
+        "float32"
+    )
+    whole = kd_cache.bit_fingerprints(x)
+    assert np.array_equal(whole, kd_cache.bit_fingerprints(x, chunk=1))
+    assert np.array_equal(whole, kd_cache._bit_fingerprints_tf(tf.constant(x)).numpy())
+    assert np.array_equal(whole[1:], kd_cache.bit_fingerprints(x[1:]))
+    y = x.copy()
+    y.reshape(len(y), -1)[0, -1] = np.nextafter(y.reshape(len(y), -1)[0, -1], np.inf)
+    assert not np.array_equal(kd_cache.bit_fingerprints(y)[0], whole[0])

@@ -274,3 +274,46 @@ def test_a_dataset_source_is_shuffled_in_a_bounded_buffer(tmp_path, monkeypatch)
     ds = cache.dataset(x, np.arange(64), batch_size=64, shuffle=True, seed=2)
     order = next(iter(ds))[1].numpy()
     assert any(index > position + 3 for position, index in enumerate(order))
+
+
+class SoftmaxTeacher(keras.Model):
+    """A subclassed teacher (no known last activation) returning probabilities."""
+
+    def __init__(self, teacher):
+        super().__init__(name="softmax_teacher")
+        self.teacher = teacher
+
+    def call(self, x, training=False):
+        return keras.ops.softmax(self.teacher(x, training=training))
+
+
+@pytest.mark.parametrize("kind", ["sequential", "subclassed"])
+def test_build_refuses_probabilities_declared_as_logits(teacher, data, tmp_path, kind):
+    x, _ = data
+    if kind == "sequential":
+        probabilities = keras.Sequential([teacher, keras.layers.Softmax()])
+    else:
+        probabilities = SoftmaxTeacher(teacher)
+    with pytest.raises(
+        ValueError, match="returns probabilities, but teacher_outputs='logits'"
+    ):
+        build(probabilities, x[:64], tmp_path / "c")
+    assert not (tmp_path / "c" / "manifest.json").exists()
+    # Declared as what they are, they are cached as their logits.
+    cache = build(
+        probabilities, x[:64], tmp_path / "c", teacher_outputs="probabilities"
+    )
+    stored = cache.load()["teacher_logits"]
+    expected = keras.ops.convert_to_numpy(keras.ops.log_softmax(teacher(x[:64])))
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(keras.ops.log_softmax(stored)), expected, atol=1e-2
+    )
+
+
+def test_all_zero_sample_weights_warn_when_paired_with_the_cache(
+    teacher, data, tmp_path
+):
+    x, y = data
+    cache = build(teacher, x[:64], tmp_path / "c")
+    with pytest.warns(UserWarning, match="Every `sample_weight` is 0"):
+        cache.dataset(x[:64], y[:64], sample_weight=np.zeros(64))

@@ -256,3 +256,80 @@ def test_train_with_weighted_terms_options_and_their_schedules(tmp_path):
     kd_term, ctkd_term = distiller.distillation_loss
     assert kd_term.standardize and ctkd_term.term.beta == 2.0
     assert ctkd_term.learned_temperature() == pytest.approx(temperatures[1], rel=1e-5)
+
+
+def _fake_run(out, cfg_path):
+    """A run's output folder as `train` leaves it, without training."""
+    cfg = {"output": str(out), "_source": str(cfg_path), "data": "digits"}
+    assert runs.prepare_output(str(out), cfg, "train") == "new"
+    for name in (
+        "student.keras",
+        "tensorboard/train/events.out.tfevents.1.host",
+        "tensorboard/validation/events.out.tfevents.1.host",
+        "serving/1/saved_model.pb",
+        "serving/1/variables/variables.index",
+        "backup/latest.weights.h5",
+    ):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("run")
+    return cfg
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_overwrite_keeps_user_files_inside_serving_and_tensorboard(tmp_path, finished):
+    out = tmp_path / "out"
+    cfg = _fake_run(out, tmp_path / "c.yaml")
+    if finished:
+        runs._finish(str(out))
+    mine = [
+        out / "serving" / "mine" / "notes.txt",
+        out / "tensorboard" / "my_run" / "notes.txt",
+        out / "tensorboard" / "train" / "notes.txt",
+    ]
+    for path in mine:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("keep")
+    assert runs.prepare_output(str(out), cfg, "train", overwrite=True) == "new"
+    assert all(path.read_text() == "keep" for path in mine)
+    assert not (out / "student.keras").exists()
+    assert not (out / "serving" / "1").exists()
+    assert not (out / "backup").exists()
+    assert not (out / "tensorboard" / "validation").exists()
+    assert os.listdir(out / "tensorboard" / "train") == ["notes.txt"]
+
+
+def test_overwrite_of_a_finished_run_keeps_a_version_added_after_it(tmp_path):
+    out = tmp_path / "out"
+    cfg = _fake_run(out, tmp_path / "c.yaml")
+    runs._finish(str(out))
+    (out / "serving" / "7").mkdir()
+    (out / "serving" / "7" / "saved_model.pb").write_text("a user's export")
+    runs.prepare_output(str(out), cfg, "train", overwrite=True)
+    assert (out / "serving" / "7" / "saved_model.pb").read_text() == "a user's export"
+    assert not (out / "serving" / "1").exists()
+
+
+@pytest.mark.parametrize("changed", ["data", "teacher"])
+def test_a_killed_run_whose_files_changed_is_not_resumed(tmp_path, changed):
+    rng = np.random.default_rng(0)
+    npz, model = tmp_path / "d.npz", tmp_path / "t.keras"
+    np.savez(npz, x_train=rng.normal(size=(8, 3)), y_train=np.arange(8) % 2)
+    model.write_bytes(b"a teacher")
+    out = tmp_path / "out"
+    cfg = {
+        "output": str(out),
+        "_source": str(tmp_path / "c.yaml"),
+        "data": f"npz:{npz}",
+        "teacher": {"model": str(model)},
+    }
+    assert runs.prepare_output(str(out), cfg, "train") == "new"
+    (out / "history.csv").write_text("epoch\n0\n")  # killed after an epoch
+    assert runs.prepare_output(str(out), cfg, "train") == "resume"
+    if changed == "data":
+        np.savez(npz, x_train=rng.normal(size=(8, 3)), y_train=np.arange(8) % 3)
+    else:
+        model.write_bytes(b"another teacher")
+    with pytest.raises(FileExistsError, match="changed since.*--overwrite"):
+        runs.prepare_output(str(out), cfg, "train")
+    assert runs.prepare_output(str(out), cfg, "train", overwrite=True) == "new"
+    assert runs.prepare_output(str(out), cfg, "train") == "resume"

@@ -255,3 +255,23 @@ def test_the_example_configs_are_valid():
     terms = config.load(folder / "digits_terms.yaml")
     assert terms["distill"]["loss_weights"] == [0.7, 0.3]
     assert set(terms["schedules"]) == {"dkd_weight"}
+
+
+@pytest.mark.parametrize("section", ["teacher", "distill"])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("-0.05", r"must be > 0.*Received: -0.05"),
+        ("0", r"must be > 0.*Received: 0"),
+        (".nan", r"must be a finite number"),
+        (".inf", r"must be a finite number"),
+        ("1.0e+39", r"float32"),
+    ],
+)
+def test_learning_rates_must_be_finite_and_positive(section, value, message):
+    text = f"output: x\n{section}:\n  learning_rate: {value}\n"
+    with pytest.raises(
+        ConfigError, match=rf"run.yaml:3: .*{section}.learning_rate.*{message}"
+    ):
+        config.parse(text, source="run.yaml")
+    config.parse(text.replace(value, "0.001"), source="run.yaml")

@@ -795,3 +795,14 @@ def test_top_k_cached_outputs_serve_only_the_plain_kd_term():
         distiller = fixed_distiller(t, s, distillation_loss=loss)
         with pytest.raises(ValueError, match=r"only the plain KD term can use"):
             distiller.compute_distillation_loss(x, None, distiller(x), None, topk)
+
+
+def test_all_zero_sample_weights_warn_once(recwarn):
+    x, y = digits_subset(n=64)
+    distiller = kd.Distiller(tiny_student(), trained_teacher())
+    distiller.compile(optimizer="adam")
+    distiller.fit(x, y, sample_weight=np.ones(64), epochs=1, batch_size=32, verbose=0)
+    assert not [w for w in recwarn if "sample_weight" in str(w.message)]
+    distiller.fit(x, y, sample_weight=np.zeros(64), epochs=2, batch_size=32, verbose=0)
+    zero = [w for w in recwarn if "Every `sample_weight` is 0" in str(w.message)]
+    assert len(zero) == 1, [str(w.message) for w in recwarn]

@@ -129,6 +129,15 @@ def test_user_hyperparameters_override_the_search_space(splits):
         ({"temperature_range": (0.0, 5.0)}, r"temperature_range.*> 0.0"),
         ({"temperature_range": (5.0, 2.0)}, "min <= max"),
         (
+            {"learning_rate_range": (float("nan"), float("nan"))},
+            r"learning_rate_range.*finite numbers.*\(nan, nan\)",
+        ),
+        (
+            {"learning_rate_range": (1e-3, float("inf"))},
+            r"learning_rate_range.*finite numbers.*\(0.001, inf\)",
+        ),
+        ({"learning_rate_range": (-1e-3, 1e-2)}, r"learning_rate_range.*> 0.0"),
+        (
             {"temperature_range": None, "alpha_range": (0.3, 0.3)},
             "search space is empty",
         ),

@@ -408,6 +408,8 @@ def _check_values(config, source):
             raise ConfigError(
                 f"{_where(source, 'distill', name)}: distill.{error}"
             ) from None
+    for section in ("teacher", "distill"):
+        _check_learning_rate(config[section]["learning_rate"], section, source)
     if config["batch_size"] < 1:
         raise ConfigError(
             f"{_where(source, 'batch_size')}: batch_size must be >= 1. "
@@ -609,6 +611,22 @@ def _check_term_weights(weights, terms, source):
             raise ConfigError(
                 f"{_where(source, *path)}: {_name(path)}: {error}"
             ) from None
+
+
+def _check_learning_rate(value, section, source):
+    """A learning rate must be finite and > 0 (a negative one ascends the loss)."""
+    from keras_distill import params
+
+    here = _where(source, section, "learning_rate")
+    try:
+        number = params.check_finite(value, f"{section}.learning_rate")
+    except ValueError as error:
+        raise ConfigError(f"{here}: {error}") from None
+    if not number > 0:
+        raise ConfigError(
+            f"{here}: {section}.learning_rate must be > 0 (the optimizer's step "
+            f"size). Received: {value!r}"
+        )
 
 
 def _check_data(value, source):

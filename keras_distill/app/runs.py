@@ -66,6 +66,47 @@ def config_digest(cfg):
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _file_digest(path, chunk=1 << 20):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sources_digest(cfg):
+    """A fingerprint of the files a config reads (what a resumed run must match).
+
+    The config's text names `npz:data.npz` or `teacher.keras`, not their
+    contents: a file replaced between a killed run and its rerun would mix
+    two data sets (or teachers) in one student. Hashes the contents of an
+    `npz:` file and of `.keras` models; an `images:` folder by its file
+    names, sizes and modification times (reading every image would cost a
+    pass over the data).
+    """
+    parts = {}
+    source = cfg.get("data", "")
+    kind, _, rest = source.partition(":")
+    if kind == "npz" and os.path.isfile(rest):
+        parts["data"] = _file_digest(rest)
+    elif kind == "images" and os.path.isdir(rest):
+        listing = []
+        for root, dirs, files in os.walk(rest):
+            dirs.sort()
+            for name in sorted(files):
+                stat = os.stat(os.path.join(root, name))
+                listing.append(
+                    f"{os.path.relpath(os.path.join(root, name), rest)}"
+                    f"\0{stat.st_size}\0{stat.st_mtime_ns}"
+                )
+        parts["data"] = hashlib.sha256("\n".join(listing).encode()).hexdigest()
+    for role in ("teacher", "student"):
+        model = (cfg.get(role) or {}).get("model", "")
+        if model.endswith(".keras") and os.path.isfile(model):
+            parts[role] = _file_digest(model)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
 def _refused_folders(config_path):
     here = os.path.realpath(os.getcwd())
     home = os.path.realpath(os.path.expanduser("~"))
@@ -82,11 +123,14 @@ def prepare_output(path, cfg, command, overwrite=False):
     """Prepares the output folder; returns `"new"` or `"resume"`.
 
     - empty or missing: a new run;
-    - holding this tool's unfinished run of the same config and command: the
-      run resumes (finished teacher kept, the student's epochs restored by
+    - holding this tool's unfinished run of the same config and command,
+      reading the same files (`sources_digest`; else refused): the run
+      resumes (finished teacher kept, the student's epochs restored by
       `BackupAndRestore`);
     - holding this tool's other or finished run: refused unless `overwrite`,
-      which removes only the files a run writes (`WRITTEN`);
+      which removes only the files a run writes (`_remove_run_files`: the
+      top-level `WRITTEN` files, and inside `serving/`, `tensorboard/`,
+      `backup/`, `tuner/` only the run's own files, never a user's);
     - holding files this tool did not write: refused, even with `overwrite`.
     The current folder, the home folder and the config's folder are never
     used as outputs.
@@ -100,6 +144,7 @@ def prepare_output(path, cfg, command, overwrite=False):
             "distill_runs/NAME)."
         )
     digest = config_digest(cfg)
+    sources = sources_digest(cfg)
     state = _read_state(path)
     entries = set(os.listdir(path)) if os.path.isdir(path) else set()
     if not entries:
@@ -117,6 +162,13 @@ def prepare_output(path, cfg, command, overwrite=False):
         and state.get("command") == command
         and not state.get("finished")
     ):
+        if state.get("sources") != sources:
+            raise FileExistsError(
+                f"The output folder {path!r} holds an unfinished run of this config, "
+                "but the files it reads changed since (the data file or a .keras "
+                f"model of {state.get('config_path')}); resuming would mix them. "
+                "Pass --overwrite to start the run again, or choose another `output`."
+            )
         mode = "resume"
     elif not overwrite:
         what = "a finished run" if state.get("finished") else "another run"
@@ -126,12 +178,7 @@ def prepare_output(path, cfg, command, overwrite=False):
             "--overwrite to replace it."
         )
     else:
-        for name in WRITTEN:
-            target = os.path.join(path, name)
-            if os.path.isdir(target) and not os.path.islink(target):
-                shutil.rmtree(target)
-            elif os.path.lexists(target):
-                os.remove(target)
+        _remove_run_files(path, state)
         mode = "new"
     os.makedirs(path, exist_ok=True)
     if mode == "new":
@@ -141,11 +188,77 @@ def prepare_output(path, cfg, command, overwrite=False):
                 "tool": "keras-distill",
                 "command": command,
                 "config": digest,
+                "sources": sources,
                 "config_path": os.path.abspath(cfg.get("_source", "")),
                 "finished": False,
             },
         )
     return mode
+
+
+# The folders a run writes into, and which of their files are the run's own:
+# TensorBoard's event files, the export's version (and temporary) folders, the
+# whole BackupAndRestore and Keras Tuner folders. Anything else inside them
+# (a user's `serving/mine/`, `tensorboard/my_run/`) is foreign and stays.
+_RUN_FOLDERS = ("tensorboard", "backup", "serving", "tuner")
+
+
+def _is_run_file(relative):
+    parts = relative.split(os.sep)
+    if parts[0] == "tensorboard":
+        return (
+            len(parts) == 3
+            and parts[1] in ("train", "validation")
+            and parts[2].startswith("events.out.tfevents.")
+        )
+    if parts[0] == "serving":
+        return len(parts) > 2 and (
+            parts[1].isdigit() or parts[1].startswith(".tmp-keras-distill-")
+        )
+    return parts[0] in ("backup", "tuner") and len(parts) > 1
+
+
+def _run_files(path):
+    """The files under `_RUN_FOLDERS` a run writes (relative paths), sorted."""
+    found = []
+    for folder in _RUN_FOLDERS:
+        top = os.path.join(path, folder)
+        if os.path.islink(top) or not os.path.isdir(top):
+            continue
+        for root, _, files in os.walk(top):
+            for name in files:
+                relative = os.path.relpath(os.path.join(root, name), path)
+                if _is_run_file(relative):
+                    found.append(relative)
+    return sorted(found)
+
+
+def _remove_run_files(path, state):
+    """Removes what a run wrote in `path`, never a file it did not write.
+
+    The top-level `WRITTEN` files are removed; inside the run's folders only
+    the files the finished run recorded (`state["written"]`), or for an
+    unfinished run the files of the run's own kinds (`_is_run_file`), then
+    the folders left empty. A foreign file keeps its folders.
+    """
+    written = _run_files(path)
+    if state.get("finished") and isinstance(state.get("written"), list):
+        recorded = set(state["written"])
+        written = [name for name in written if name in recorded]
+    for name in written:
+        os.remove(os.path.join(path, name))
+    for name in WRITTEN:
+        target = os.path.join(path, name)
+        if os.path.islink(target):
+            os.remove(target)  # the link, never what it points to
+        elif name in _RUN_FOLDERS and os.path.isdir(target):
+            for root, _, _ in sorted(os.walk(target), key=lambda w: -len(w[0])):
+                try:
+                    os.rmdir(root)  # only empty folders
+                except OSError:
+                    pass
+        elif not os.path.isdir(target) and os.path.lexists(target):
+            os.remove(target)
 
 
 def _read_state(path):
@@ -167,6 +280,7 @@ def _write_state(path, state):
 def _finish(path):
     state = _read_state(path) or {}
     state["finished"] = True
+    state["written"] = _run_files(path)  # what --overwrite may remove
     _write_state(path, state)
 
 
