@@ -830,16 +830,32 @@ class Distiller(keras.Model):
             )
         return ops.cast(total, "float32")
 
-    def compute_step_losses(self, x, y, sample_weight, teacher_targets, training):
+    def compute_step_losses(
+        self, x, y, sample_weight, teacher_targets, training, problems=None, where=None
+    ):
         """Runs the models on a batch and returns `(y_pred, losses)`.
 
         `losses` is `(total, student_loss, distillation_loss, hint_loss,
         term_losses)`; `hint_loss` is `None` without hints, `term_losses` the
         list of each term's (unweighted) loss. With hints, teacher and
         student each run once and give both outputs and features.
+
+        With `problems` (a list) and `where`, the labels that `check_batch`
+        could not check (a student whose class count is only known from its
+        traced outputs) are checked against the outputs, and the problems
+        appended to `problems` (the step's combined check).
         """
+
+        def late_check(y, y_pred):
+            if problems is None or self._labels_checked_early(y):
+                return y
+            found, y = self._late_label_problems(y, y_pred, where)
+            problems.extend(found)
+            return y
+
         if not self.hints:
             y_pred = self(x, training=training)
+            y = late_check(y, y_pred)
             losses = self.compute_distillation_terms(
                 x, y, y_pred, sample_weight, teacher_targets, training=training
             )
@@ -852,6 +868,7 @@ class Distiller(keras.Model):
                 "hold. Train with hints on uncached batches."
             )
         y_pred, student_features = self(x, training=training, return_features=True)
+        y = late_check(y, y_pred)
         teacher_logits, teacher_features = self.teacher_hint_targets(x)
         total, student_loss, distillation_loss, term_losses = (
             self.compute_distillation_terms(
@@ -1103,7 +1120,6 @@ class Distiller(keras.Model):
             and not isinstance(y, list | tuple | dict)
             and self._labels_are_sparse()
         ):
-            classes = _num_classes(self.student)
             labels = tf.convert_to_tensor(y)
             if labels.shape.rank == 2 and labels.shape[-1] not in (None, 1):
                 raise ValueError(
@@ -1113,38 +1129,97 @@ class Distiller(keras.Model):
                     "labels (e.g. `np.argmax(y, axis=-1)`) or compile with "
                     "`loss=keras.losses.CategoricalCrossentropy(from_logits=True)`."
                 )
-            if classes is not None and (
-                labels.dtype.is_floating or labels.dtype.is_integer
-            ):
-                if labels.dtype.is_integer:  # the common case: one clip, one test
-                    values = labels
-                    clipped = tf.clip_by_value(labels, 0, classes - 1)
-                    bad = tf.not_equal(clipped, labels)
-                else:
-                    values = tf.cast(labels, "float32")
-                    bad = (
-                        (values < 0)
-                        | (values >= classes)
-                        | (values != tf.floor(values))
-                    )
-                problems.append(
-                    (
-                        tf.reduce_any(bad),
-                        lambda: kd_checks.format_message(
-                            "Labels must be integers in [0, {}) for a student with "
-                            "{} classes. Received a label value of {} in {}.",
-                            classes,
-                            classes,
-                            kd_checks.first(values, bad),
-                            where(),
-                        ),
-                    )
+            if _output_count(self.student) == 1:
+                found, y = self._label_problem(
+                    labels, _num_classes(self.student), where
                 )
-                y = (
-                    clipped
-                    if labels.dtype.is_integer
-                    else tf.where(bad, tf.zeros_like(labels), labels)
+                problems += found
+        return problems, y, self._weight_problem(sample_weight, where, problems)
+
+    def _label_problem(self, labels, classes, where, head=""):
+        """`([(failed, message_fn)], labels)` for sparse labels of `classes` classes.
+
+        Returns no problem when `classes` is unknown or the labels are not
+        numbers; the labels come back with bad entries replaced by 0.
+        """
+        import tensorflow as tf
+
+        labels = tf.convert_to_tensor(labels)
+        if classes is None or not (labels.dtype.is_floating or labels.dtype.is_integer):
+            return [], labels
+        if labels.dtype.is_integer:  # the common case: one clip, one test
+            values = labels
+            clipped = tf.clip_by_value(labels, 0, classes - 1)
+            bad = tf.not_equal(clipped, labels)
+        else:
+            values = tf.cast(labels, "float32")
+            bad = (values < 0) | (values >= classes) | (values != tf.floor(values))
+        problem = (
+            tf.reduce_any(bad),
+            lambda: kd_checks.format_message(
+                "Labels must be integers in [0, {}) for a student with {} classes"
+                + head
+                + ". Received a label value of {} in {}.",
+                classes,
+                classes,
+                kd_checks.first(values, bad),
+                where(),
+            ),
+        )
+        fixed = (
+            clipped
+            if labels.dtype.is_integer
+            else tf.where(bad, tf.zeros_like(labels), labels)
+        )
+        return [problem], fixed
+
+    def _labels_checked_early(self, y):
+        """Whether `check_batch` checked these labels (a static class count)."""
+        return (
+            y is not None
+            and not isinstance(y, list | tuple | dict)
+            and _output_count(self.student) == 1
+            and _num_classes(self.student) is not None
+        )
+
+    def _late_label_problems(self, y, y_pred, where):
+        """The label check from the traced outputs, when `check_batch` could not.
+
+        A subclassed or multi-output student has no static output shape
+        before it runs; its traced outputs have one. Checks each sparse
+        label tensor against the last axis of the output it is compared with
+        (`hard_predictions`: LwF's new head, each output of a multi-output
+        student).
+
+        Returns:
+            `(problems, y)`, `y` with bad entries replaced.
+        """
+        if y is None or not self._labels_are_sparse():
+            return [], y
+        hard = self.hard_predictions(y_pred)
+        if not isinstance(y, list | tuple | dict) and not isinstance(
+            hard, list | tuple | dict
+        ):
+            return self._label_problem(y, hard.shape[-1], where)
+        if (
+            isinstance(y, list | tuple)
+            and isinstance(hard, list | tuple)
+            and len(y) == len(hard)
+        ):
+            problems, fixed = [], []
+            for i, (labels, output) in enumerate(zip(y, hard)):
+                found, labels = self._label_problem(
+                    labels, output.shape[-1], where, f" at output {i}"
                 )
+                problems += found
+                fixed.append(labels)
+            return problems, type(y)(fixed)
+        return [], y
+
+    def _weight_problem(self, sample_weight, where, problems):
+        """Appends the sample-weight check to `problems`; the repaired weights."""
+        import tensorflow as tf
+
         if sample_weight is not None:
             raw = tf.convert_to_tensor(sample_weight)
             weights = tf.cast(raw, "float32")
@@ -1161,7 +1236,7 @@ class Distiller(keras.Model):
                 )
             )
             sample_weight = tf.where(bad, tf.zeros_like(raw), raw)
-        return problems, y, sample_weight
+        return sample_weight
 
     def _check_all(self, problems):
         """`checks.check_all`, or nothing under XLA.
@@ -1297,7 +1372,7 @@ class Distiller(keras.Model):
         problems += found
         with tf.GradientTape() as tape:
             y_pred, losses = self.compute_step_losses(
-                x, y, sample_weight, teacher_targets, training=True
+                x, y, sample_weight, teacher_targets, True, problems, where
             )
             self._update_loss_trackers(x, *losses)
             total = losses[0]
@@ -1317,13 +1392,13 @@ class Distiller(keras.Model):
     def test_step(self, data):
         problems = kd_params.graph_problems(self.parameter_variables())
         x, y, sample_weight, teacher_targets = self.unpack_batch(data)
-        found, y, sample_weight = self.check_batch(
-            x, y, sample_weight, lambda: "an evaluation batch"
-        )
-        self._check_all(problems + found)
+        where = lambda: "an evaluation batch"  # noqa: E731
+        found, y, sample_weight = self.check_batch(x, y, sample_weight, where)
+        problems += found
         y_pred, losses = self.compute_step_losses(
-            x, y, sample_weight, teacher_targets, training=False
+            x, y, sample_weight, teacher_targets, False, problems, where
         )
+        self._check_all(problems)
         self._update_loss_trackers(x, *losses)
         return self._metrics_result(x, y, y_pred, sample_weight)
 

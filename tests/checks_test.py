@@ -175,3 +175,67 @@ def test_a_subclassed_model_is_checked_on_the_first_batch():
     distiller.compile(optimizer="adam")
     with pytest.raises(ValueError, match=r"teacher \(sub\) returns probabilities"):
         distiller.fit(x, y, epochs=1, verbose=0)
+
+
+class _SubclassedStudent(keras.Model):
+    """A student whose class count is only known once it runs."""
+
+    def __init__(self, classes=10, **kwargs):
+        super().__init__(**kwargs)
+        self.flat = keras.layers.Flatten()
+        self.dense = keras.layers.Dense(classes)
+
+    def call(self, x):
+        return self.dense(self.flat(x))
+
+
+@pytest.mark.parametrize("bad", [3.5, 10, -1])
+def test_labels_are_checked_for_a_student_of_unknown_class_count(bad):
+    x, y = digits_subset(n=64)
+    y = y.astype("float32" if bad == 3.5 else "int64")
+    y[40] = bad
+    distiller = kd.Distiller(_SubclassedStudent(), trained_teacher())
+    distiller.compile(optimizer="adam")
+    with pytest.raises(
+        ValueError,
+        match=rf"integers in \[0, 10\).*label value of {bad} in training step 2",
+    ):
+        distiller.fit(_dataset(x, y), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=rf"label value of {bad} in an evaluation"):
+        distiller.evaluate(_dataset(x, y), verbose=0)
+
+
+def test_lwf_labels_are_checked_against_the_new_head():
+    keras.utils.set_random_seed(0)
+    old = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    student = kd.continual.add_task_head(old, 2)  # new head: 2 classes
+    lwf = kd.continual.LearningWithoutForgetting(student, old)
+    lwf.compile(optimizer="adam")
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+    y = np.array([0, 1, 0, 1, 0, 1, 0, 2])  # 2 is an old-head class, not the new
+    with pytest.raises(ValueError, match=r"integers in \[0, 2\).*label value of 2"):
+        lwf.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    y = y.astype("float32")
+    y[-1] = 0.5
+    with pytest.raises(ValueError, match=r"label value of 0\.5"):
+        lwf.fit(x, y, batch_size=8, epochs=1, verbose=0)
+
+
+def test_labels_of_each_output_are_checked_against_its_head():
+    def two_heads(seed):
+        keras.utils.set_random_seed(seed)
+        inputs = keras.Input((6,))
+        return keras.Model(
+            inputs, [keras.layers.Dense(3)(inputs), keras.layers.Dense(4)(inputs)]
+        )
+
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 6), "float32")
+    y = [rng.integers(0, 3, 16), rng.integers(0, 4, 16)]
+    y[1][5] = 3  # fine for the 4-class head
+    distiller = kd.Distiller(two_heads(1), two_heads(0))
+    distiller.compile(optimizer="sgd")
+    distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    y[0][5] = 3  # too large for the 3-class head
+    with pytest.raises(ValueError, match=r"\[0, 3\).*at output 0.*label value of 3"):
+        distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
