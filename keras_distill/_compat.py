@@ -68,3 +68,16 @@ def add_to_mean(metric, value, weight) -> None:
     weight = keras.ops.cast(weight, metric.total.dtype)
     assign_add(metric.total, keras.ops.cast(value, metric.total.dtype) * weight)
     assign_add(metric.count, weight)
+
+
+def loss_function(loss):
+    """`(fn, kwargs)` of a `keras.losses.LossFunctionWrapper` (e.g. SCCE), else None.
+
+    Relies on the wrapper holding its function in `fn` and its arguments
+    (`from_logits`, `ignore_class`, ...) in `_fn_kwargs`.
+    """
+    from keras.src.losses.losses import LossFunctionWrapper
+
+    if not isinstance(loss, LossFunctionWrapper):
+        return None
+    return loss.fn, dict(getattr(loss, "_fn_kwargs", None) or {})

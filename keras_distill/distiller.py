@@ -241,6 +241,23 @@ def _num_classes(model):
     return shape[-1] if shape else None
 
 
+def _sparse_loss_of(loss):
+    """`(True, ignore_class)` if `loss` is sparse categorical CE, else None."""
+    if loss is None:
+        return True, None  # the default hard-label loss
+    if isinstance(loss, str):
+        try:
+            loss = keras.losses.get(loss)
+        except (ValueError, TypeError):
+            return None
+    if loss is keras.losses.sparse_categorical_crossentropy:
+        return True, None
+    wrapped = _compat.loss_function(loss)
+    if wrapped is not None and wrapped[0] is keras.losses.sparse_categorical_crossentropy:
+        return True, wrapped[1].get("ignore_class")
+    return None
+
+
 def _inference_view(teacher):
     """An uncompiled functional view of `teacher` that shares its layers.
 
@@ -1147,6 +1164,8 @@ class Distiller(keras.Model):
         labels = tf.convert_to_tensor(labels)
         if classes is None or not (labels.dtype.is_floating or labels.dtype.is_integer):
             return [], labels
+        sparse = self._sparse_loss()
+        ignore = sparse[1] if sparse else None
         if labels.dtype.is_integer:  # the common case: one clip, one test
             values = labels
             clipped = tf.clip_by_value(labels, 0, classes - 1)
@@ -1154,11 +1173,18 @@ class Distiller(keras.Model):
         else:
             values = tf.cast(labels, "float32")
             bad = (values < 0) | (values >= classes) | (values != tf.floor(values))
+        if ignore is not None:
+            # The label the loss ignores is legal (and kept as it is).
+            kept = tf.equal(values, tf.cast(ignore, values.dtype))
+            bad = bad & tf.logical_not(kept)
+            if labels.dtype.is_integer:
+                clipped = tf.where(kept, labels, clipped)
         problem = (
             tf.reduce_any(bad),
             lambda: kd_checks.format_message(
                 "Labels must be integers in [0, {}) for a student with {} classes"
                 + head
+                + ("" if ignore is None else f" (or {ignore}, the ignored class)")
                 + ". Received a label value of {} in {}.",
                 classes,
                 classes,
@@ -1256,12 +1282,25 @@ class Distiller(keras.Model):
 
     def _labels_are_sparse(self):
         """Whether the hard-label loss takes integer class ids."""
+        return self._sparse_loss() is not None
+
+    def _sparse_loss(self):
+        """`(True, ignore_class)` if the hard-label loss is sparse CE, else None.
+
+        Recognises the default (no loss), `SparseCategoricalCrossentropy`
+        (instance, its name or `keras.losses.sparse_categorical_crossentropy`)
+        and a list or dict of them (one per output). `ignore_class` is the
+        label the loss ignores (legal in the labels), or None.
+        """
         loss = getattr(self, "loss", None)
-        if loss is None:
-            return True
-        if isinstance(loss, str):
-            return loss in ("sparse_categorical_crossentropy",)
-        return isinstance(loss, keras.losses.SparseCategoricalCrossentropy)
+        if isinstance(loss, dict):
+            loss = list(loss.values())
+        losses = list(loss) if isinstance(loss, list | tuple) else [loss]
+        found = [_sparse_loss_of(item) for item in losses]
+        if not found or any(item is None for item in found):
+            return None
+        ignored = {item[1] for item in found}
+        return True, ignored.pop() if len(ignored) == 1 else None
 
     def _finite_problem(self, x, losses, gradients, where):
         """The loss or a gradient is not finite: stop the step before the update.
@@ -1515,7 +1554,12 @@ class Distiller(keras.Model):
         is_sparse = labels.ndim <= 1 or (labels.ndim == 2 and labels.shape[-1] == 1)
         if not is_sparse or labels.size == 0 or labels.dtype.kind not in "iuf":
             return
+        sparse = self._sparse_loss()
+        if sparse is None:
+            return
         bad = (labels < 0) | (labels >= num_classes) | (labels != np.round(labels))
+        if sparse[1] is not None:
+            bad &= labels != sparse[1]  # the class the loss ignores
         if np.any(bad):
             value = labels.reshape(-1)[np.argmax(bad.reshape(-1))].item()
             raise ValueError(

@@ -239,3 +239,48 @@ def test_labels_of_each_output_are_checked_against_its_head():
     y[0][5] = 3  # too large for the 3-class head
     with pytest.raises(ValueError, match=r"\[0, 3\).*at output 0.*label value of 3"):
         distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        keras.losses.sparse_categorical_crossentropy,
+        "SparseCategoricalCrossentropy",
+        [keras.losses.SparseCategoricalCrossentropy(from_logits=True)],
+    ],
+    ids=["function", "class-name", "list"],
+)
+def test_labels_are_checked_whatever_form_the_sparse_loss_takes(loss):
+    x, y = digits_subset(n=64)
+    y = y.astype("float32")
+    y[40] = 3.5
+    distiller = kd.Distiller(tiny_student(), trained_teacher())
+    distiller.compile(optimizer="adam", loss=loss)
+    with pytest.raises(ValueError, match=r"label value of 3\.5 in training step 2"):
+        distiller.fit(_dataset(x, y), epochs=1, verbose=0)
+
+
+def test_an_opaque_loss_gets_a_readable_label_error():
+    x, y = digits_subset(n=64)
+    y = y.copy()
+    y[40] = 10
+    scce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    distiller = kd.Distiller(tiny_student(), trained_teacher())
+    distiller.compile(optimizer="adam", loss=lambda t, p: scce(t, p))
+    with pytest.raises(ValueError, match=r"integers in \[0, 10\).*label value of 10"):
+        distiller.fit(_dataset(x, y), epochs=1, verbose=0)
+
+
+def test_the_class_the_loss_ignores_is_a_legal_label():
+    x, y = digits_subset(n=64)
+    y = y.copy()
+    y[:5] = -1
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=-1)
+    distiller = kd.Distiller(tiny_student(), trained_teacher())
+    distiller.compile(optimizer="adam", loss=loss)
+    distiller.fit(x, y, batch_size=32, epochs=1, verbose=0)  # also the pre-fit check
+    distiller.fit(_dataset(x, y), epochs=1, verbose=0)
+    assert np.isfinite(distiller.evaluate(_dataset(x, y), verbose=0)[0])
+    y[40] = -2
+    with pytest.raises(ValueError, match=r"or -1, the ignored class.*value of -2"):
+        distiller.fit(_dataset(x, y), epochs=1, verbose=0)
