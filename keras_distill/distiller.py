@@ -1501,6 +1501,14 @@ class Distiller(keras.Model):
             self._check_labels(x, y, "evaluation data")
             return super().evaluate(x, y, *args, **kwargs)
 
+    def train_on_batch(self, *args, **kwargs):
+        with kd_checks.raise_readable():
+            return super().train_on_batch(*args, **kwargs)
+
+    def test_on_batch(self, *args, **kwargs):
+        with kd_checks.raise_readable():
+            return super().test_on_batch(*args, **kwargs)
+
     def load_own_variables(self, store):
         super().load_own_variables(store)
         for name, variable in self.parameter_variables().items():

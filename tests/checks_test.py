@@ -284,3 +284,17 @@ def test_the_class_the_loss_ignores_is_a_legal_label():
     y[40] = -2
     with pytest.raises(ValueError, match=r"or -1, the ignored class.*value of -2"):
         distiller.fit(_dataset(x, y), epochs=1, verbose=0)
+
+
+def test_on_batch_methods_raise_the_readable_error():
+    x, y = digits_subset(n=16)
+    distiller = _distiller()
+    distiller.temperature.assign(0.0)
+    for method in (distiller.test_on_batch, distiller.train_on_batch):
+        with pytest.raises(ValueError, match=r"`temperature` must be > 0.*holds 0"):
+            method(x, y)
+    distiller.temperature.assign(4.0)
+    y = y.astype("float32")
+    y[3] = 2.5
+    with pytest.raises(ValueError, match=r"label value of 2\.5"):
+        distiller.train_on_batch(x, y)
