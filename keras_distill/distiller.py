@@ -1,5 +1,7 @@
 """The `Distiller` model: train a student from a frozen teacher with `fit()`."""
 
+import warnings
+
 import keras
 import numpy as np
 from keras import ops
@@ -1268,11 +1270,30 @@ class Distiller(keras.Model):
         """`checks.check_all`, or nothing under XLA.
 
         XLA compiles neither string formatting nor assertions, so with
-        `jit_compile=True` the in-step checks are off (documented).
+        `jit_compile=True` the in-step checks are off (documented; `fit()`
+        and `evaluate()` warn, see `_warn_if_checks_off`).
         """
-        if getattr(self, "jit_compile", False) is True:
+        if self._checks_off():
             return None
         return kd_checks.check_all(problems)
+
+    def _checks_off(self):
+        """Whether the step is compiled with XLA, so without its checks."""
+        return getattr(self, "jit_compile", False) is True
+
+    def _warn_if_checks_off(self, method):
+        """Warns once per `fit()`/`evaluate()` call when XLA turns the checks off."""
+        if self._checks_off():
+            warnings.warn(
+                f"{type(self).__name__}.{method}() runs with jit_compile=True "
+                "(XLA; also what jit_compile='auto' chooses on a GPU), which "
+                "compiles no assertions: the in-step checks (labels, sample "
+                "weights, NaN/inf loss or gradients, directly assigned parameters) "
+                "are off, and a bad batch trains silently. Compile with "
+                "`jit_compile=False` to get them back.",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def _named_models(self):
         yield "student", self.student
@@ -1448,6 +1469,7 @@ class Distiller(keras.Model):
             return self._checked_fit(x, y, *args, **kwargs)
 
     def _checked_fit(self, x, y, *args, **kwargs):
+        self._warn_if_checks_off("fit")
         _check_not_empty(x, "training data")
         self._check_output_kinds(x)
         self._check_labels(x, y, "training data")
@@ -1497,6 +1519,7 @@ class Distiller(keras.Model):
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         with kd_checks.raise_readable():
+            self._warn_if_checks_off("evaluate")
             _check_not_empty(x, "evaluation data")
             self._check_labels(x, y, "evaluation data")
             return super().evaluate(x, y, *args, **kwargs)

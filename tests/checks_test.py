@@ -298,3 +298,20 @@ def test_on_batch_methods_raise_the_readable_error():
     y[3] = 2.5
     with pytest.raises(ValueError, match=r"label value of 2\.5"):
         distiller.train_on_batch(x, y)
+
+
+@pytest.mark.parametrize("jit_compile", [True, False])
+def test_fit_and_evaluate_warn_when_xla_turns_the_checks_off(jit_compile):
+    import warnings
+
+    x, y = digits_subset(n=32)
+    distiller = kd.Distiller(tiny_student(), trained_teacher())
+    distiller.compile(optimizer="sgd", jit_compile=jit_compile)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        distiller.fit(x, y, batch_size=32, epochs=1, verbose=0)
+        distiller.evaluate(x, y, batch_size=32, verbose=0)
+    about_xla = [w for w in caught if "jit_compile=False" in str(w.message)]
+    assert len(about_xla) == (2 if jit_compile else 0)
+    if jit_compile:
+        assert "in-step checks" in str(about_xla[0].message)
