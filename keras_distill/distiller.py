@@ -787,6 +787,7 @@ class Distiller(keras.Model):
             kd_losses.to_logits(teacher(x, training=False), self.teacher_outputs)
             for teacher in self._teacher_views
         ]
+        self._check_ensemble_classes(logits)
         mixture = kd_losses.mix_teachers(
             logits,
             self._teacher_weights,
@@ -1046,6 +1047,27 @@ class Distiller(keras.Model):
         return loss + ops.sum(
             [ops.cast(ops.sum(extra), "float32") for extra in student_losses]
         )
+
+    def _check_ensemble_classes(self, logits):
+        """Names the teacher of an ensemble whose traced class count differs.
+
+        Subclassed teachers have no static output shape at construction;
+        their traced logits do, before the mixture stacks them.
+        """
+        student = (
+            _num_classes(self.student) if _output_count(self.student) == 1 else None
+        )
+        known = [(i, z.shape[-1]) for i, z in enumerate(logits) if z.shape[-1]]
+        reference = ("the student", student) if student is not None else None
+        if reference is None and known:
+            reference = (f"teacher[{known[0][0]}]", known[0][1])
+        for i, count in known:
+            if reference is not None and count != reference[1]:
+                raise ValueError(
+                    "Teacher and student must predict the same number of classes. "
+                    f"Received: teacher[{i}] ({self._teacher_views[i].name}) "
+                    f"predicts {count} classes, {reference[0]} {reference[1]}."
+                )
 
     @staticmethod
     def _check_class_counts(teacher_logits, student_logits):
