@@ -1386,6 +1386,15 @@ class Distiller(keras.Model):
             gradients_state = tf.where(
                 tf.math.is_finite(gradient_sum), "finite", "NaN or infinite"
             )
+            # A parameter outside its sound range (temperature 1e-30) is
+            # named first: then the inputs are not to blame.
+            note = kd_params.graph_unusual_note(self.parameter_variables())
+            advice = tf.where(
+                tf.equal(note, ""),
+                " Look for NaN or inf in the inputs or labels of that batch, or "
+                "lower the learning rate.",
+                tf.strings.join([" ", note]),
+            )
             return tf.strings.join(
                 [
                     kd_checks.format_message(
@@ -1401,10 +1410,10 @@ class Distiller(keras.Model):
                     kd_checks.format_message(
                         "; non-finite values in this batch's inputs: {}). Training "
                         "stopped before this step's update, so the weights are "
-                        "those of the last good step. Look for NaN or inf in the "
-                        "inputs or labels of that batch, or lower the learning rate.",
+                        "those of the last good step.",
                         bad_inputs,
                     ),
+                    advice,
                 ]
             )
 
