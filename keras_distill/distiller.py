@@ -1565,14 +1565,23 @@ class Distiller(keras.Model):
 
     def load_own_variables(self, store):
         super().load_own_variables(store)
+        self._check_stored_parameters("The saved distiller holds")
+
+    def save(self, filepath, *args, **kwargs):
+        # A file that `load_model()` would refuse is not written.
+        self._check_stored_parameters("The distiller to save holds")
+        return super().save(filepath, *args, **kwargs)
+
+    def _check_stored_parameters(self, prefix):
+        """Raises if a parameter variable holds a value its rule refuses."""
         for name, variable in self.parameter_variables().items():
             value = float(ops.convert_to_numpy(variable))
             try:
-                kd_params.check(name, value)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # the usual-range warning
+                    kd_params.check(name, value)
             except ValueError as error:
-                raise ValueError(
-                    f"The saved distiller holds an invalid `{name}`: {error}"
-                ) from None
+                raise ValueError(f"{prefix} an invalid `{name}`: {error}") from None
 
     def _check_output_kinds(self, x):
         """Checks `teacher_outputs`/`student_outputs` against the first batch.

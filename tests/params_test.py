@@ -186,3 +186,18 @@ def test_a_nan_loss_from_a_tiny_temperature_blames_the_temperature():
     assert "`temperature` holds 3e+38, outside [0.01, 1000]" in message
     assert "likely cause" in message
     assert "Look for NaN or inf in the inputs" not in message
+
+
+def test_save_refuses_a_parameter_that_load_model_would_refuse(tmp_path):
+    distiller = kd.Distiller(tiny_student(), trained_teacher())
+    distiller.compile(optimizer="sgd")
+    distiller.alpha.assign(7.0)
+    path = tmp_path / "d.keras"
+    with pytest.raises(
+        ValueError, match=r"distiller to save holds an invalid `alpha`.*in \[0, 1\]"
+    ):
+        distiller.save(path)
+    assert not path.exists()
+    distiller.alpha = 0.5
+    distiller.save(path)
+    assert float(keras.models.load_model(path).alpha.numpy()) == 0.5
