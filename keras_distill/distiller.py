@@ -255,7 +255,10 @@ def _sparse_loss_of(loss):
     if loss is keras.losses.sparse_categorical_crossentropy:
         return True, None
     wrapped = _compat.loss_function(loss)
-    if wrapped is not None and wrapped[0] is keras.losses.sparse_categorical_crossentropy:
+    if (
+        wrapped is not None
+        and wrapped[0] is keras.losses.sparse_categorical_crossentropy
+    ):
         return True, wrapped[1].get("ignore_class")
     return None
 
