@@ -97,3 +97,16 @@ def tuner_try_build(tuner, hp):
             f"Oversized model: {size} parameters. Skip model."
         )
     return model
+
+
+def loss_function(loss):
+    """`(fn, kwargs)` of a `keras.losses.LossFunctionWrapper` (e.g. SCCE), else None.
+
+    Relies on the wrapper holding its function in `fn` and its arguments
+    (`from_logits`, `ignore_class`, ...) in `_fn_kwargs`.
+    """
+    from keras.src.losses.losses import LossFunctionWrapper
+
+    if not isinstance(loss, LossFunctionWrapper):
+        return None
+    return loss.fn, dict(getattr(loss, "_fn_kwargs", None) or {})

@@ -192,6 +192,10 @@ class ParameterScheduler(keras.callbacks.Callback):
             )
         self._claim()
         self._check_ahead()
+        # A scheduler reused for another fit (or another model) must not
+        # trust the value it set last time: the variable may hold another.
+        self._variable = variables[self.name]
+        self.value = None
 
     def _claim(self):
         """Refuses a second `ParameterScheduler` on the same parameter in one fit."""
@@ -253,8 +257,10 @@ class ParameterScheduler(keras.callbacks.Callback):
         value = check_parameter_value(
             self.name, self.schedule(index), self._where(index)
         )
+        # Always assigned: the variable may have been set since (another
+        # fit, a new model, `distiller.alpha = ...`), whatever `self.value` says.
+        assign_parameter(self.model, self.name, value, self._where(index))
         if value != self.value:
-            assign_parameter(self.model, self.name, value, self._where(index))
             if self.verbose:
                 io_print = _compat.print_msg
                 io_print(f"{self._where(index)}: setting {self.name} to {value:.6g}.")
@@ -276,7 +282,17 @@ class ParameterScheduler(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and self.value is not None:
-            logs[self.name] = self.value
+            # What the variable holds, not what was last scheduled.
+            logs[self.name] = self._held(self.value)
+
+    def _held(self, default):
+        variable = getattr(self, "_variable", None)
+        if variable is None:
+            return default
+        held = float(keras.ops.convert_to_numpy(variable))
+        # The scheduled number when the variable holds it (as float32), so
+        # the logs read 0.1 rather than 0.10000000149.
+        return default if np.float32(default) == np.float32(held) else held
 
     def get_config(self):
         return {

@@ -18,6 +18,7 @@ checks.graph_assert(ok, lambda: checks.format_message(
 """
 
 import contextlib
+import re
 
 PREFIX = "keras_distill check failed: "
 END = " <end of message>"
@@ -85,6 +86,29 @@ def message_of(error):
     return None
 
 
+def _label_error_of(text):
+    """A readable message for TensorFlow's own out-of-range label error, or None.
+
+    A compiled loss the distiller cannot see into (a lambda around sparse
+    categorical cross-entropy) gets no in-step label check; its kernel's
+    error is translated instead.
+    """
+    match = re.search(
+        r"Received a label value of (-?\d+) which is outside the valid range of "
+        r"\[0, (\d+)\)",
+        text,
+    )
+    if match is None:
+        return None
+    value, classes = match.groups()
+    return (
+        f"Labels must be integers in [0, {classes}) for a student with {classes} "
+        f"classes. Received a label value of {value}: the compiled loss "
+        "(sparse categorical cross-entropy) refused it. Fix the labels of that "
+        "batch."
+    )
+
+
 @contextlib.contextmanager
 def raise_readable():
     """Turns a failed in-step check into a `ValueError` carrying its message."""
@@ -94,6 +118,8 @@ def raise_readable():
         yield
     except tf.errors.InvalidArgumentError as error:
         message = message_of(error)
+        if message is None:
+            message = _label_error_of(str(getattr(error, "message", error)))
         if message is None:
             raise
         raise ValueError(message) from None

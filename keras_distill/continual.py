@@ -486,7 +486,7 @@ class LearningWithoutForgetting(Distiller):
         return self._combine(y, y_pred, sample_weight, [kd])
 
     def _check_labels(self, x, y, where):
-        pass  # the new head's class count is checked by the loss itself
+        pass  # the step checks the labels against the new head (its traced shape)
 
 
 # -- Exemplar memory -------------------------------------------------------------

@@ -1,5 +1,7 @@
 """The `Distiller` model: train a student from a frozen teacher with `fit()`."""
 
+import warnings
+
 import keras
 import numpy as np
 from keras import ops
@@ -239,6 +241,26 @@ def _num_classes(model):
     if isinstance(shape, list | tuple) and shape and isinstance(shape[0], tuple):
         return None  # Several outputs: checked at the first batch instead.
     return shape[-1] if shape else None
+
+
+def _sparse_loss_of(loss):
+    """`(True, ignore_class)` if `loss` is sparse categorical CE, else None."""
+    if loss is None:
+        return True, None  # the default hard-label loss
+    if isinstance(loss, str):
+        try:
+            loss = keras.losses.get(loss)
+        except (ValueError, TypeError):
+            return None
+    if loss is keras.losses.sparse_categorical_crossentropy:
+        return True, None
+    wrapped = _compat.loss_function(loss)
+    if (
+        wrapped is not None
+        and wrapped[0] is keras.losses.sparse_categorical_crossentropy
+    ):
+        return True, wrapped[1].get("ignore_class")
+    return None
 
 
 def _inference_view(teacher):
@@ -768,6 +790,7 @@ class Distiller(keras.Model):
             kd_losses.to_logits(teacher(x, training=False), self.teacher_outputs)
             for teacher in self._teacher_views
         ]
+        self._check_ensemble_classes(logits)
         mixture = kd_losses.mix_teachers(
             logits,
             self._teacher_weights,
@@ -830,16 +853,32 @@ class Distiller(keras.Model):
             )
         return ops.cast(total, "float32")
 
-    def compute_step_losses(self, x, y, sample_weight, teacher_targets, training):
+    def compute_step_losses(
+        self, x, y, sample_weight, teacher_targets, training, problems=None, where=None
+    ):
         """Runs the models on a batch and returns `(y_pred, losses)`.
 
         `losses` is `(total, student_loss, distillation_loss, hint_loss,
         term_losses)`; `hint_loss` is `None` without hints, `term_losses` the
         list of each term's (unweighted) loss. With hints, teacher and
         student each run once and give both outputs and features.
+
+        With `problems` (a list) and `where`, the labels that `check_batch`
+        could not check (a student whose class count is only known from its
+        traced outputs) are checked against the outputs, and the problems
+        appended to `problems` (the step's combined check).
         """
+
+        def late_check(y, y_pred):
+            if problems is None or self._labels_checked_early(y):
+                return y
+            found, y = self._late_label_problems(y, y_pred, where)
+            problems.extend(found)
+            return y
+
         if not self.hints:
             y_pred = self(x, training=training)
+            y = late_check(y, y_pred)
             losses = self.compute_distillation_terms(
                 x, y, y_pred, sample_weight, teacher_targets, training=training
             )
@@ -852,6 +891,7 @@ class Distiller(keras.Model):
                 "hold. Train with hints on uncached batches."
             )
         y_pred, student_features = self(x, training=training, return_features=True)
+        y = late_check(y, y_pred)
         teacher_logits, teacher_features = self.teacher_hint_targets(x)
         total, student_loss, distillation_loss, term_losses = (
             self.compute_distillation_terms(
@@ -1011,6 +1051,27 @@ class Distiller(keras.Model):
             [ops.cast(ops.sum(extra), "float32") for extra in student_losses]
         )
 
+    def _check_ensemble_classes(self, logits):
+        """Names the teacher of an ensemble whose traced class count differs.
+
+        Subclassed teachers have no static output shape at construction;
+        their traced logits do, before the mixture stacks them.
+        """
+        student = (
+            _num_classes(self.student) if _output_count(self.student) == 1 else None
+        )
+        known = [(i, z.shape[-1]) for i, z in enumerate(logits) if z.shape[-1]]
+        reference = ("the student", student) if student is not None else None
+        if reference is None and known:
+            reference = (f"teacher[{known[0][0]}]", known[0][1])
+        for i, count in known:
+            if reference is not None and count != reference[1]:
+                raise ValueError(
+                    "Teacher and student must predict the same number of classes. "
+                    f"Received: teacher[{i}] ({self._teacher_views[i].name}) "
+                    f"predicts {count} classes, {reference[0]} {reference[1]}."
+                )
+
     @staticmethod
     def _check_class_counts(teacher_logits, student_logits):
         t_shape, s_shape = teacher_logits.shape, student_logits.shape
@@ -1103,7 +1164,6 @@ class Distiller(keras.Model):
             and not isinstance(y, list | tuple | dict)
             and self._labels_are_sparse()
         ):
-            classes = _num_classes(self.student)
             labels = tf.convert_to_tensor(y)
             if labels.shape.rank == 2 and labels.shape[-1] not in (None, 1):
                 raise ValueError(
@@ -1113,38 +1173,106 @@ class Distiller(keras.Model):
                     "labels (e.g. `np.argmax(y, axis=-1)`) or compile with "
                     "`loss=keras.losses.CategoricalCrossentropy(from_logits=True)`."
                 )
-            if classes is not None and (
-                labels.dtype.is_floating or labels.dtype.is_integer
-            ):
-                if labels.dtype.is_integer:  # the common case: one clip, one test
-                    values = labels
-                    clipped = tf.clip_by_value(labels, 0, classes - 1)
-                    bad = tf.not_equal(clipped, labels)
-                else:
-                    values = tf.cast(labels, "float32")
-                    bad = (
-                        (values < 0)
-                        | (values >= classes)
-                        | (values != tf.floor(values))
-                    )
-                problems.append(
-                    (
-                        tf.reduce_any(bad),
-                        lambda: kd_checks.format_message(
-                            "Labels must be integers in [0, {}) for a student with "
-                            "{} classes. Received a label value of {} in {}.",
-                            classes,
-                            classes,
-                            kd_checks.first(values, bad),
-                            where(),
-                        ),
-                    )
+            if _output_count(self.student) == 1:
+                found, y = self._label_problem(
+                    labels, _num_classes(self.student), where
                 )
-                y = (
-                    clipped
-                    if labels.dtype.is_integer
-                    else tf.where(bad, tf.zeros_like(labels), labels)
+                problems += found
+        return problems, y, self._weight_problem(sample_weight, where, problems)
+
+    def _label_problem(self, labels, classes, where, head=""):
+        """`([(failed, message_fn)], labels)` for sparse labels of `classes` classes.
+
+        Returns no problem when `classes` is unknown or the labels are not
+        numbers; the labels come back with bad entries replaced by 0.
+        """
+        import tensorflow as tf
+
+        labels = tf.convert_to_tensor(labels)
+        if classes is None or not (labels.dtype.is_floating or labels.dtype.is_integer):
+            return [], labels
+        sparse = self._sparse_loss()
+        ignore = sparse[1] if sparse else None
+        if labels.dtype.is_integer:  # the common case: one clip, one test
+            values = labels
+            clipped = tf.clip_by_value(labels, 0, classes - 1)
+            bad = tf.not_equal(clipped, labels)
+        else:
+            values = tf.cast(labels, "float32")
+            bad = (values < 0) | (values >= classes) | (values != tf.floor(values))
+        if ignore is not None:
+            # The label the loss ignores is legal (and kept as it is).
+            kept = tf.equal(values, tf.cast(ignore, values.dtype))
+            bad = bad & tf.logical_not(kept)
+            if labels.dtype.is_integer:
+                clipped = tf.where(kept, labels, clipped)
+        problem = (
+            tf.reduce_any(bad),
+            lambda: kd_checks.format_message(
+                "Labels must be integers in [0, {}) for a student with {} classes"
+                + head
+                + ("" if ignore is None else f" (or {ignore}, the ignored class)")
+                + ". Received a label value of {} in {}.",
+                classes,
+                classes,
+                kd_checks.first(values, bad),
+                where(),
+            ),
+        )
+        fixed = (
+            clipped
+            if labels.dtype.is_integer
+            else tf.where(bad, tf.zeros_like(labels), labels)
+        )
+        return [problem], fixed
+
+    def _labels_checked_early(self, y):
+        """Whether `check_batch` checked these labels (a static class count)."""
+        return (
+            y is not None
+            and not isinstance(y, list | tuple | dict)
+            and _output_count(self.student) == 1
+            and _num_classes(self.student) is not None
+        )
+
+    def _late_label_problems(self, y, y_pred, where):
+        """The label check from the traced outputs, when `check_batch` could not.
+
+        A subclassed or multi-output student has no static output shape
+        before it runs; its traced outputs have one. Checks each sparse
+        label tensor against the last axis of the output it is compared with
+        (`hard_predictions`: LwF's new head, each output of a multi-output
+        student).
+
+        Returns:
+            `(problems, y)`, `y` with bad entries replaced.
+        """
+        if y is None or not self._labels_are_sparse():
+            return [], y
+        hard = self.hard_predictions(y_pred)
+        if not isinstance(y, list | tuple | dict) and not isinstance(
+            hard, list | tuple | dict
+        ):
+            return self._label_problem(y, hard.shape[-1], where)
+        if (
+            isinstance(y, list | tuple)
+            and isinstance(hard, list | tuple)
+            and len(y) == len(hard)
+        ):
+            problems, fixed = [], []
+            for i, (labels, output) in enumerate(zip(y, hard)):
+                found, labels = self._label_problem(
+                    labels, output.shape[-1], where, f" at output {i}"
                 )
+                problems += found
+                fixed.append(labels)
+            return problems, type(y)(fixed)
+        return [], y
+
+    def _weight_problem(self, sample_weight, where, problems):
+        """Appends the sample-weight check to `problems`; the repaired weights."""
+        import tensorflow as tf
+
         if sample_weight is not None:
             raw = tf.convert_to_tensor(sample_weight)
             weights = tf.cast(raw, "float32")
@@ -1161,17 +1289,36 @@ class Distiller(keras.Model):
                 )
             )
             sample_weight = tf.where(bad, tf.zeros_like(raw), raw)
-        return problems, y, sample_weight
+        return sample_weight
 
     def _check_all(self, problems):
         """`checks.check_all`, or nothing under XLA.
 
         XLA compiles neither string formatting nor assertions, so with
-        `jit_compile=True` the in-step checks are off (documented).
+        `jit_compile=True` the in-step checks are off (documented; `fit()`
+        and `evaluate()` warn, see `_warn_if_checks_off`).
         """
-        if getattr(self, "jit_compile", False) is True:
+        if self._checks_off():
             return None
         return kd_checks.check_all(problems)
+
+    def _checks_off(self):
+        """Whether the step is compiled with XLA, so without its checks."""
+        return getattr(self, "jit_compile", False) is True
+
+    def _warn_if_checks_off(self, method):
+        """Warns once per `fit()`/`evaluate()` call when XLA turns the checks off."""
+        if self._checks_off():
+            warnings.warn(
+                f"{type(self).__name__}.{method}() runs with jit_compile=True "
+                "(XLA; also what jit_compile='auto' chooses on a GPU), which "
+                "compiles no assertions: the in-step checks (labels, sample "
+                "weights, NaN/inf loss or gradients, directly assigned parameters) "
+                "are off, and a bad batch trains silently. Compile with "
+                "`jit_compile=False` to get them back.",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def _named_models(self):
         yield "student", self.student
@@ -1181,12 +1328,25 @@ class Distiller(keras.Model):
 
     def _labels_are_sparse(self):
         """Whether the hard-label loss takes integer class ids."""
+        return self._sparse_loss() is not None
+
+    def _sparse_loss(self):
+        """`(True, ignore_class)` if the hard-label loss is sparse CE, else None.
+
+        Recognises the default (no loss), `SparseCategoricalCrossentropy`
+        (instance, its name or `keras.losses.sparse_categorical_crossentropy`)
+        and a list or dict of them (one per output). `ignore_class` is the
+        label the loss ignores (legal in the labels), or None.
+        """
         loss = getattr(self, "loss", None)
-        if loss is None:
-            return True
-        if isinstance(loss, str):
-            return loss in ("sparse_categorical_crossentropy",)
-        return isinstance(loss, keras.losses.SparseCategoricalCrossentropy)
+        if isinstance(loss, dict):
+            loss = list(loss.values())
+        losses = list(loss) if isinstance(loss, list | tuple) else [loss]
+        found = [_sparse_loss_of(item) for item in losses]
+        if not found or any(item is None for item in found):
+            return None
+        ignored = {item[1] for item in found}
+        return True, ignored.pop() if len(ignored) == 1 else None
 
     def _finite_problem(self, x, losses, gradients, where):
         """The loss or a gradient is not finite: stop the step before the update.
@@ -1229,6 +1389,15 @@ class Distiller(keras.Model):
             gradients_state = tf.where(
                 tf.math.is_finite(gradient_sum), "finite", "NaN or infinite"
             )
+            # A parameter outside its sound range (temperature 1e-30) is
+            # named first: then the inputs are not to blame.
+            note = kd_params.graph_unusual_note(self.parameter_variables())
+            advice = tf.where(
+                tf.equal(note, ""),
+                " Look for NaN or inf in the inputs or labels of that batch, or "
+                "lower the learning rate.",
+                tf.strings.join([" ", note]),
+            )
             return tf.strings.join(
                 [
                     kd_checks.format_message(
@@ -1244,10 +1413,10 @@ class Distiller(keras.Model):
                     kd_checks.format_message(
                         "; non-finite values in this batch's inputs: {}). Training "
                         "stopped before this step's update, so the weights are "
-                        "those of the last good step. Look for NaN or inf in the "
-                        "inputs or labels of that batch, or lower the learning rate.",
+                        "those of the last good step.",
                         bad_inputs,
                     ),
+                    advice,
                 ]
             )
 
@@ -1297,7 +1466,7 @@ class Distiller(keras.Model):
         problems += found
         with tf.GradientTape() as tape:
             y_pred, losses = self.compute_step_losses(
-                x, y, sample_weight, teacher_targets, training=True
+                x, y, sample_weight, teacher_targets, True, problems, where
             )
             self._update_loss_trackers(x, *losses)
             total = losses[0]
@@ -1317,13 +1486,13 @@ class Distiller(keras.Model):
     def test_step(self, data):
         problems = kd_params.graph_problems(self.parameter_variables())
         x, y, sample_weight, teacher_targets = self.unpack_batch(data)
-        found, y, sample_weight = self.check_batch(
-            x, y, sample_weight, lambda: "an evaluation batch"
-        )
-        self._check_all(problems + found)
+        where = lambda: "an evaluation batch"  # noqa: E731
+        found, y, sample_weight = self.check_batch(x, y, sample_weight, where)
+        problems += found
         y_pred, losses = self.compute_step_losses(
-            x, y, sample_weight, teacher_targets, training=False
+            x, y, sample_weight, teacher_targets, False, problems, where
         )
+        self._check_all(problems)
         self._update_loss_trackers(x, *losses)
         return self._metrics_result(x, y, y_pred, sample_weight)
 
@@ -1334,6 +1503,7 @@ class Distiller(keras.Model):
             return self._checked_fit(x, y, *args, **kwargs)
 
     def _checked_fit(self, x, y, *args, **kwargs):
+        self._warn_if_checks_off("fit")
         _check_not_empty(x, "training data")
         self._check_output_kinds(x)
         self._check_labels(x, y, "training data")
@@ -1385,20 +1555,38 @@ class Distiller(keras.Model):
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         with kd_checks.raise_readable():
+            self._warn_if_checks_off("evaluate")
             _check_not_empty(x, "evaluation data")
             self._check_labels(x, y, "evaluation data")
             return super().evaluate(x, y, *args, **kwargs)
 
+    def train_on_batch(self, *args, **kwargs):
+        with kd_checks.raise_readable():
+            return super().train_on_batch(*args, **kwargs)
+
+    def test_on_batch(self, *args, **kwargs):
+        with kd_checks.raise_readable():
+            return super().test_on_batch(*args, **kwargs)
+
     def load_own_variables(self, store):
         super().load_own_variables(store)
+        self._check_stored_parameters("The saved distiller holds")
+
+    def save(self, filepath, *args, **kwargs):
+        # A file that `load_model()` would refuse is not written.
+        self._check_stored_parameters("The distiller to save holds")
+        return super().save(filepath, *args, **kwargs)
+
+    def _check_stored_parameters(self, prefix):
+        """Raises if a parameter variable holds a value its rule refuses."""
         for name, variable in self.parameter_variables().items():
             value = float(ops.convert_to_numpy(variable))
             try:
-                kd_params.check(name, value)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # the usual-range warning
+                    kd_params.check(name, value)
             except ValueError as error:
-                raise ValueError(
-                    f"The saved distiller holds an invalid `{name}`: {error}"
-                ) from None
+                raise ValueError(f"{prefix} an invalid `{name}`: {error}") from None
 
     def _check_output_kinds(self, x):
         """Checks `teacher_outputs`/`student_outputs` against the first batch.
@@ -1442,7 +1630,12 @@ class Distiller(keras.Model):
         is_sparse = labels.ndim <= 1 or (labels.ndim == 2 and labels.shape[-1] == 1)
         if not is_sparse or labels.size == 0 or labels.dtype.kind not in "iuf":
             return
+        sparse = self._sparse_loss()
+        if sparse is None:
+            return
         bad = (labels < 0) | (labels >= num_classes) | (labels != np.round(labels))
+        if sparse[1] is not None:
+            bad &= labels != sparse[1]  # the class the loss ignores
         if np.any(bad):
             value = labels.reshape(-1)[np.argmax(bad.reshape(-1))].item()
             raise ValueError(

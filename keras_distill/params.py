@@ -7,6 +7,9 @@ recipe's stages, the tuner's search ranges, the YAML config and the loss
 classes. Values are checked as they will be stored: a float32
 `keras.Variable`, so a number that would become `0`, a subnormal or `inf`
 in float32 is refused as well. Adding a parameter is one line in `SPECS`.
+A parameter may also declare a `usual` range (the temperature's is
+[0.01, 1000], where softmax(z / T) stays sound in float32): a legal value
+outside it is warned about, and the step's NaN-loss message names it.
 
 `graph_problems()` is the in-step counterpart: a user's direct
 `distiller.temperature.assign(0.0)` bypasses the setters, so the train and
@@ -25,6 +28,7 @@ params.check("temperature", -1.0)   # ValueError: `temperature` must be > 0 ...
 
 import dataclasses
 import math
+import warnings
 
 import numpy as np
 
@@ -97,6 +101,10 @@ class Param:
     meaning: str = ""
     # How a user sets it, quoted when a direct `assign` broke the rule.
     setter: str = ""
+    # `(low, high)`: the range where the parameter's arithmetic stays sound
+    # in float32; a value outside it is legal but warned about (see
+    # `USUAL_RANGE_WHY`), and named when the step's loss becomes NaN.
+    usual: tuple | None = None
 
     @property
     def rule(self) -> str:
@@ -133,7 +141,25 @@ class Param:
                 f"{float(np.float32(number))!r}. Received: {self.name}={value!r}"
                 f"{context}"
             )
+        if self.usual is not None and not self.usual[0] <= number <= self.usual[1]:
+            warnings.warn(
+                f"`{self.name}`={value!r}{context} is outside "
+                f"[{self.usual[0]:g}, {self.usual[1]:g}], {USUAL_RANGE_WHY[self.name]}",
+                UserWarning,
+                stacklevel=3,
+            )
         return number
+
+
+# Why a value outside a parameter's `usual` range is suspect.
+USUAL_RANGE_WHY = {
+    "temperature": (
+        "where softmax(z / T) is sound in float32: far above it the softened "
+        "distributions are uniform and the KD term is 0 (the student learns "
+        "nothing from the teacher); far below it z / T overflows and the loss "
+        "becomes NaN. Typical values are 1 to 20."
+    ),
+}
 
 
 # name -> rule. Adding a schedulable parameter is one line here.
@@ -141,7 +167,14 @@ SPECS = {
     spec.name: spec
     for spec in (
         Param("alpha", 0.1, 0.0, 1.0, meaning="the weight of the hard-label loss"),
-        Param("temperature", 4.0, 0.0, low_open=True, meaning="the KD temperature"),
+        Param(
+            "temperature",
+            4.0,
+            0.0,
+            low_open=True,
+            meaning="the KD temperature",
+            usual=(0.01, 1000.0),
+        ),
         Param("hint_weight", 1.0, 0.0, meaning="the multiplier of the hint terms"),
     )
 }
@@ -267,6 +300,33 @@ def graph_problems(variables: dict) -> list:
         return tf.strings.strip(tf.strings.reduce_join(tf.stack(parts), separator=" "))
 
     return [(tf.logical_not(tf.reduce_all(ok)), message)]
+
+
+def graph_unusual_note(variables: dict):
+    """A string tensor naming the parameters outside their `usual` range, or "".
+
+    For the message of a failed step (built only when it fails): a NaN loss
+    at `temperature=1e-30` is the parameter's doing, not the inputs'.
+    """
+    import tensorflow as tf
+
+    parts = []
+    for name, variable in variables.items():
+        rule = spec(name)
+        if rule is None or rule.usual is None:
+            continue
+        value = tf.cast(variable, "float32")
+        low, high = rule.usual
+        text = tf.strings.format(
+            f"`{name}` holds {{}}, outside [{low:g}, {high:g}], "
+            f"{USUAL_RANGE_WHY[name]} It is the likely cause: set `{name}` within "
+            "that range.",
+            (value,),
+        )
+        parts.append(tf.where((value >= low) & (value <= high), "", text))
+    if not parts:
+        return tf.constant("")
+    return tf.strings.strip(tf.strings.reduce_join(tf.stack(parts), separator=" "))
 
 
 def _spec_of_variable(name):

@@ -389,3 +389,37 @@ def test_stage_config_round_trip():
     assert [restored.temperature(e) for e in range(3)] == pytest.approx([6, 4, 2])
     assert [restored.data_fraction(e) for e in range(3)] == [0.5, 0.75, 1.0]
     assert restored.learning_rate_factor(0) == 0.5
+
+
+def test_a_reused_scheduler_assigns_in_every_fit():
+    # The second fit's fresh distiller starts at temperature 4; a scheduler
+    # that remembered its last value (2) skipped the assignment while the
+    # History still said 2.
+    x, y = helpers.digits_subset(n=32)
+    scheduler = callbacks.ParameterScheduler("temperature", 2.0)
+    for _ in range(2):
+        distiller = make_distiller(temperature=4.0)
+        history = distiller.fit(
+            x, y, batch_size=32, epochs=1, verbose=0, callbacks=[scheduler]
+        )
+        assert float(distiller.temperature.numpy()) == 2.0
+        assert history.history["temperature"] == [2.0]
+    # The same model, set directly between two fits.
+    distiller.temperature = 7.0
+    distiller.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[scheduler])
+    assert float(distiller.temperature.numpy()) == 2.0
+
+
+def test_a_reused_progressive_callback_sets_alpha_in_every_fit():
+    x, y = helpers.digits_subset(n=32)
+    progressive = callbacks.ProgressiveDistillation(
+        [callbacks.Stage(1, alpha=0.5, temperature=3.0)]
+    )
+    for _ in range(2):
+        distiller = make_distiller(alpha=0.1, temperature=4.0)
+        history = distiller.fit(
+            x, y, batch_size=32, epochs=1, verbose=0, callbacks=[progressive]
+        )
+        assert float(distiller.alpha.numpy()) == 0.5
+        assert float(distiller.temperature.numpy()) == 3.0
+        assert history.history["alpha"] == [0.5]

@@ -175,3 +175,143 @@ def test_a_subclassed_model_is_checked_on_the_first_batch():
     distiller.compile(optimizer="adam")
     with pytest.raises(ValueError, match=r"teacher \(sub\) returns probabilities"):
         distiller.fit(x, y, epochs=1, verbose=0)
+
+
+class _SubclassedStudent(keras.Model):
+    """A student whose class count is only known once it runs."""
+
+    def __init__(self, classes=10, **kwargs):
+        super().__init__(**kwargs)
+        self.flat = keras.layers.Flatten()
+        self.dense = keras.layers.Dense(classes)
+
+    def call(self, x):
+        return self.dense(self.flat(x))
+
+
+@pytest.mark.parametrize("bad", [3.5, 10, -1])
+def test_labels_are_checked_for_a_student_of_unknown_class_count(bad):
+    x, y = digits_subset(n=64)
+    y = y.astype("float32" if bad == 3.5 else "int64")
+    y[40] = bad
+    distiller = kd.Distiller(_SubclassedStudent(), trained_teacher())
+    distiller.compile(optimizer="adam")
+    with pytest.raises(
+        ValueError,
+        match=rf"integers in \[0, 10\).*label value of {bad} in training step 2",
+    ):
+        distiller.fit(_dataset(x, y), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=rf"label value of {bad} in an evaluation"):
+        distiller.evaluate(_dataset(x, y), verbose=0)
+
+
+def test_lwf_labels_are_checked_against_the_new_head():
+    keras.utils.set_random_seed(0)
+    old = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    student = kd.continual.add_task_head(old, 2)  # new head: 2 classes
+    lwf = kd.continual.LearningWithoutForgetting(student, old)
+    lwf.compile(optimizer="adam")
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+    y = np.array([0, 1, 0, 1, 0, 1, 0, 2])  # 2 is an old-head class, not the new
+    with pytest.raises(ValueError, match=r"integers in \[0, 2\).*label value of 2"):
+        lwf.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    y = y.astype("float32")
+    y[-1] = 0.5
+    with pytest.raises(ValueError, match=r"label value of 0\.5"):
+        lwf.fit(x, y, batch_size=8, epochs=1, verbose=0)
+
+
+def test_labels_of_each_output_are_checked_against_its_head():
+    def two_heads(seed):
+        keras.utils.set_random_seed(seed)
+        inputs = keras.Input((6,))
+        return keras.Model(
+            inputs, [keras.layers.Dense(3)(inputs), keras.layers.Dense(4)(inputs)]
+        )
+
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 6), "float32")
+    y = [rng.integers(0, 3, 16), rng.integers(0, 4, 16)]
+    y[1][5] = 3  # fine for the 4-class head
+    distiller = kd.Distiller(two_heads(1), two_heads(0))
+    distiller.compile(optimizer="sgd")
+    distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    y[0][5] = 3  # too large for the 3-class head
+    with pytest.raises(ValueError, match=r"\[0, 3\).*at output 0.*label value of 3"):
+        distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        keras.losses.sparse_categorical_crossentropy,
+        "SparseCategoricalCrossentropy",
+        [keras.losses.SparseCategoricalCrossentropy(from_logits=True)],
+    ],
+    ids=["function", "class-name", "list"],
+)
+def test_labels_are_checked_whatever_form_the_sparse_loss_takes(loss):
+    x, y = digits_subset(n=64)
+    y = y.astype("float32")
+    y[40] = 3.5
+    distiller = kd.Distiller(tiny_student(), trained_teacher())
+    distiller.compile(optimizer="adam", loss=loss)
+    with pytest.raises(ValueError, match=r"label value of 3\.5 in training step 2"):
+        distiller.fit(_dataset(x, y), epochs=1, verbose=0)
+
+
+def test_an_opaque_loss_gets_a_readable_label_error():
+    x, y = digits_subset(n=64)
+    y = y.copy()
+    y[40] = 10
+    scce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    distiller = kd.Distiller(tiny_student(), trained_teacher())
+    distiller.compile(optimizer="adam", loss=lambda t, p: scce(t, p))
+    with pytest.raises(ValueError, match=r"integers in \[0, 10\).*label value of 10"):
+        distiller.fit(_dataset(x, y), epochs=1, verbose=0)
+
+
+def test_the_class_the_loss_ignores_is_a_legal_label():
+    x, y = digits_subset(n=64)
+    y = y.copy()
+    y[:5] = -1
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=-1)
+    distiller = kd.Distiller(tiny_student(), trained_teacher())
+    distiller.compile(optimizer="adam", loss=loss)
+    distiller.fit(x, y, batch_size=32, epochs=1, verbose=0)  # also the pre-fit check
+    distiller.fit(_dataset(x, y), epochs=1, verbose=0)
+    assert np.isfinite(distiller.evaluate(_dataset(x, y), verbose=0)[0])
+    y[40] = -2
+    with pytest.raises(ValueError, match=r"or -1, the ignored class.*value of -2"):
+        distiller.fit(_dataset(x, y), epochs=1, verbose=0)
+
+
+def test_on_batch_methods_raise_the_readable_error():
+    x, y = digits_subset(n=16)
+    distiller = _distiller()
+    distiller.temperature.assign(0.0)
+    for method in (distiller.test_on_batch, distiller.train_on_batch):
+        with pytest.raises(ValueError, match=r"`temperature` must be > 0.*holds 0"):
+            method(x, y)
+    distiller.temperature.assign(4.0)
+    y = y.astype("float32")
+    y[3] = 2.5
+    with pytest.raises(ValueError, match=r"label value of 2\.5"):
+        distiller.train_on_batch(x, y)
+
+
+@pytest.mark.parametrize("jit_compile", [True, False])
+def test_fit_and_evaluate_warn_when_xla_turns_the_checks_off(jit_compile):
+    import warnings
+
+    x, y = digits_subset(n=32)
+    distiller = kd.Distiller(tiny_student(), trained_teacher())
+    distiller.compile(optimizer="sgd", jit_compile=jit_compile)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        distiller.fit(x, y, batch_size=32, epochs=1, verbose=0)
+        distiller.evaluate(x, y, batch_size=32, verbose=0)
+    about_xla = [w for w in caught if "jit_compile=False" in str(w.message)]
+    assert len(about_xla) == (2 if jit_compile else 0)
+    if jit_compile:
+        assert "in-step checks" in str(about_xla[0].message)

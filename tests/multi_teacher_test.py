@@ -93,3 +93,25 @@ def test_teachers_with_different_class_counts(teachers):
 def test_bad_teacher_weights(teachers, weights):
     with pytest.raises(ValueError, match="teacher_weights"):
         kd.Distiller(tiny_student(), list(teachers), teacher_weights=weights)
+
+
+class _Subclassed(keras.Model):
+    def __init__(self, classes, **kwargs):
+        super().__init__(**kwargs)
+        self.flat = keras.layers.Flatten()
+        self.dense = keras.layers.Dense(classes)
+
+    def call(self, x):
+        return self.dense(self.flat(x))
+
+
+def test_an_ensemble_teacher_with_another_class_count_is_named(teachers):
+    x, y = digits_subset(n=32)
+    distiller = kd.Distiller(
+        tiny_student(), [teachers[0], _Subclassed(12, name="wide")]
+    )
+    distiller.compile(optimizer="sgd")
+    with pytest.raises(
+        ValueError, match=r"teacher\[1\] \(wide\) predicts 12 classes, the student 10"
+    ):
+        distiller.fit(x, y, batch_size=32, epochs=1, verbose=0)

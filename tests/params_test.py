@@ -158,3 +158,46 @@ def test_term_parameters_follow_their_family_rules():
     with pytest.raises(ValueError, match=r"`ctkd_reversal` must be >= 0"):
         params.check("ctkd_reversal", -1.0)
     assert params.spec("weight") is None  # a bare suffix is no family member
+
+
+@pytest.mark.parametrize("value", [1e-30, 1.2e-38, 1e19, 3e38])
+def test_a_temperature_outside_the_sound_range_is_warned_about(value):
+    with pytest.warns(UserWarning, match=r"`temperature`=.* outside \[0\.01, 1000\]"):
+        params.check("temperature", value)
+
+
+def test_usual_temperatures_are_not_warned_about():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for value in (0.01, 1.0, 4.0, 20.0, 1000.0):
+            params.check("temperature", value)
+
+
+def test_a_nan_loss_from_a_tiny_temperature_blames_the_temperature():
+    x, y = digits_subset(n=32)
+    with pytest.warns(UserWarning, match="outside"):
+        distiller = kd.Distiller(tiny_student(), trained_teacher(), temperature=3e38)
+    distiller.compile(optimizer="sgd")
+    with pytest.raises(ValueError) as error:
+        distiller.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    message = str(error.value)
+    assert "`temperature` holds 3e+38, outside [0.01, 1000]" in message
+    assert "likely cause" in message
+    assert "Look for NaN or inf in the inputs" not in message
+
+
+def test_save_refuses_a_parameter_that_load_model_would_refuse(tmp_path):
+    distiller = kd.Distiller(tiny_student(), trained_teacher())
+    distiller.compile(optimizer="sgd")
+    distiller.alpha.assign(7.0)
+    path = tmp_path / "d.keras"
+    with pytest.raises(
+        ValueError, match=r"distiller to save holds an invalid `alpha`.*in \[0, 1\]"
+    ):
+        distiller.save(path)
+    assert not path.exists()
+    distiller.alpha = 0.5
+    distiller.save(path)
+    assert float(keras.models.load_model(path).alpha.numpy()) == 0.5
