@@ -263,8 +263,6 @@ class Curriculum:
     """
 
     def __init__(self, x, y=None, difficulty=None, sample_weight=None, seed=None):
-        import tensorflow as tf
-
         arrays = [a for a in (x, y, sample_weight) if a is not None]
         sizes = {len(a) for a in keras.tree.flatten(arrays)}
         if difficulty is None:
@@ -280,6 +278,15 @@ class Curriculum:
                 "`x`, `y`, `sample_weight` and `difficulty` must hold the same "
                 f"number of examples. Received sizes {sorted(sizes)}."
             )
+        self._set_difficulty(difficulty, seed)
+        self.x, self.y, self.sample_weight = x, y, sample_weight
+
+    def _set_difficulty(self, difficulty, seed):
+        """Checks the scores and sets the order and the pacing state from them."""
+        import tensorflow as tf
+
+        if len(difficulty) == 0:
+            raise ValueError("A curriculum needs at least one example.")
         if not np.all(np.isfinite(difficulty)):
             bad = int(np.argmax(~np.isfinite(difficulty)))
             raise ValueError(
@@ -287,9 +294,6 @@ class Curriculum:
                 f"example {bad}."
             )
         self.num_examples = len(difficulty)
-        if self.num_examples == 0:
-            raise ValueError("A curriculum needs at least one example.")
-        self.x, self.y, self.sample_weight = x, y, sample_weight
         self.difficulty = difficulty
         self.seed = int(np.random.randint(2**31 - 1)) if seed is None else int(seed)
         # Stable sort: ties keep their original order, so runs are repeatable.
@@ -533,12 +537,6 @@ class StreamingCurriculum(Curriculum):
         difficulty = np.asarray(difficulty, dtype="float32").reshape(-1)
         if len(difficulty) == 0:
             raise ValueError("A curriculum needs at least one example.")
-        if not np.all(np.isfinite(difficulty)):
-            bad = int(np.argmax(~np.isfinite(difficulty)))
-            raise ValueError(
-                f"`difficulty` must be finite. Received {difficulty[bad]!r} for "
-                f"example {bad}."
-            )
         count = int(source.cardinality())
         if count >= 0 and count != len(difficulty):
             raise ValueError(
@@ -553,22 +551,13 @@ class StreamingCurriculum(Curriculum):
                     "`kd.cache.fingerprints`. Received shape "
                     f"{fingerprints.shape} for {len(difficulty)} examples."
                 )
+        self._set_difficulty(difficulty, seed)
         self.source = source
         self.x = self.y = self.sample_weight = None
-        self.num_examples = len(difficulty)
-        self.difficulty = difficulty
         self.fingerprints = fingerprints
         self.shuffle_buffer = int(shuffle_buffer)
-        self.seed = int(np.random.randint(2**31 - 1)) if seed is None else int(seed)
-        self.order = np.argsort(difficulty, kind="stable").astype("int64")
         self.ranks = np.empty(self.num_examples, "int32")
         self.ranks[self.order] = np.arange(self.num_examples, dtype="int32")
-        self.count = tf.Variable(
-            self.num_examples, dtype=tf.int64, trainable=False, name="curriculum_count"
-        )
-        self.shuffle_key = tf.Variable(
-            0, dtype=tf.int64, trainable=False, name="curriculum_shuffle_key"
-        )
 
     @classmethod
     def from_teacher(
