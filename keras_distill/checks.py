@@ -50,7 +50,15 @@ def check_all(problems):
 
     if not problems:
         return None
-    ok = tf.logical_not(tf.reduce_any(tf.stack([flag for flag, _ in problems])))
+    if len(problems) == 1:  # the common step: one flag, no stack
+        failed = problems[0][0]
+        # `failed` is usually `logical_not(ok)`: use `ok` itself.
+        negated = getattr(failed, "op", None) is not None and (
+            failed.op.type == "LogicalNot"
+        )
+        ok = failed.op.inputs[0] if negated else tf.logical_not(failed)
+    else:
+        ok = tf.logical_not(tf.reduce_any(tf.stack([flag for flag, _ in problems])))
 
     def message():
         parts = [tf.cond(flag, fn, lambda: tf.constant("")) for flag, fn in problems]
@@ -86,12 +94,14 @@ def message_of(error):
     return None
 
 
-def _label_error_of(text):
+def _label_error_of(text, where=None):
     """A readable message for TensorFlow's own out-of-range label error, or None.
 
-    A compiled loss the distiller cannot see into (a lambda around sparse
-    categorical cross-entropy) gets no in-step label check; its kernel's
-    error is translated instead.
+    On CPU, the sparse cross-entropy kernel refuses a label outside
+    `[0, classes)` itself, before any gradient exists, so the distiller's
+    step leaves integer labels to it (no op of its own); a compiled loss the
+    distiller cannot see into (a lambda around it) is covered the same way.
+    `where`, a callable, names the batch (e.g. "training step 3").
     """
     match = re.search(
         r"Received a label value of (-?\d+) which is outside the valid range of "
@@ -101,17 +111,30 @@ def _label_error_of(text):
     if match is None:
         return None
     value, classes = match.groups()
+    place = ""
+    if where is not None:
+        try:
+            place = f" in {where()}"
+        except Exception:  # noqa: BLE001  (the message matters more)
+            place = ""
     return (
         f"Labels must be integers in [0, {classes}) for a student with {classes} "
-        f"classes. Received a label value of {value}: the compiled loss "
-        "(sparse categorical cross-entropy) refused it. Fix the labels of that "
+        f"classes. Received a label value of {value}{place}: the loss (sparse "
+        "categorical cross-entropy) refused it before this step's update, so "
+        "the weights are those of the last good step. Fix the labels of that "
         "batch."
     )
 
 
 @contextlib.contextmanager
-def raise_readable():
-    """Turns a failed in-step check into a `ValueError` carrying its message."""
+def raise_readable(where=None):
+    """Turns a failed in-step check into a `ValueError` carrying its message.
+
+    Args:
+        where: Optional callable naming the batch that failed, for errors
+            raised by TensorFlow's kernels rather than by a check (which
+            names its batch itself).
+    """
     import tensorflow as tf
 
     try:
@@ -119,7 +142,7 @@ def raise_readable():
     except tf.errors.InvalidArgumentError as error:
         message = message_of(error)
         if message is None:
-            message = _label_error_of(str(getattr(error, "message", error)))
+            message = _label_error_of(str(getattr(error, "message", error)), where)
         if message is None:
             raise
         raise ValueError(message) from None

@@ -511,12 +511,9 @@ class Distiller(keras.Model):
         self._term_layout = layout
         # Tracked as layers: a term's config and variables save with the model.
         self.distillation_terms = terms
-        self._alpha = keras.Variable(
-            alpha, dtype="float32", trainable=False, name="alpha"
-        )
-        self._temperature = keras.Variable(
-            temperature, dtype="float32", trainable=False, name="temperature"
-        )
+        # Parameter variables check every assignment (`params.variable`).
+        self._alpha = kd_params.variable("alpha", alpha)
+        self._temperature = kd_params.variable("temperature", temperature)
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
         # One weight variable per term, with several terms or when weights
@@ -527,12 +524,7 @@ class Distiller(keras.Model):
             term_weights = [1.0] * len(terms)
         if term_weights is not None:
             self._term_weights = [
-                keras.Variable(
-                    weight,
-                    dtype="float32",
-                    trainable=False,
-                    name=kd_params.term_weight_name(term.name),
-                )
+                kd_params.variable(kd_params.term_weight_name(term.name), weight)
                 for term, weight in zip(terms, term_weights)
             ]
         self.term_loss_trackers = []
@@ -544,9 +536,7 @@ class Distiller(keras.Model):
         # save or schedule (a schedule for it would change nothing).
         self._hint_weight = None
         if hint_list:
-            self._hint_weight = keras.Variable(
-                hint_weight, dtype="float32", trainable=False, name="hint_weight"
-            )
+            self._hint_weight = kd_params.variable("hint_weight", hint_weight)
             self.hint_loss_tracker = keras.metrics.Mean(name="hint_loss")
         self._default_student_loss = keras.losses.SparseCategoricalCrossentropy(
             from_logits=student_outputs == "logits"
@@ -1173,7 +1163,14 @@ class Distiller(keras.Model):
                     "labels (e.g. `np.argmax(y, axis=-1)`) or compile with "
                     "`loss=keras.losses.CategoricalCrossentropy(from_logits=True)`."
                 )
-            if _output_count(self.student) == 1:
+            # Integer labels are left to the loss's kernel where it refuses
+            # them itself (and no ignored class needs naming in the message).
+            kernel_checks = (
+                labels.dtype.is_integer
+                and self._sparse_loss()[1] is None
+                and _kernel_checks_labels()
+            )
+            if _output_count(self.student) == 1 and not kernel_checks:
                 found, y = self._label_problem(
                     labels, _num_classes(self.student), where
                 )
@@ -1365,8 +1362,7 @@ class Distiller(keras.Model):
         sums = [
             tf.reduce_sum(tf.cast(g, "float32")) for g in gradients if g is not None
         ]
-        gradient_sum = tf.add_n(sums) if sums else tf.constant(0.0)
-        ok = tf.math.is_finite(total + gradient_sum)
+        ok = tf.math.is_finite(tf.add_n([tf.cast(total, "float32"), *sums]))
         nan = tf.constant(float("nan"))
         terms = [
             ("student_loss", student_loss if student_loss is not None else nan),
@@ -1386,6 +1382,7 @@ class Distiller(keras.Model):
                 if t is not None and t.dtype.is_floating
             ]
             bad_inputs = tf.add_n(inputs) if inputs else tf.constant(0, "int64")
+            gradient_sum = tf.add_n(sums) if sums else tf.constant(0.0)
             gradients_state = tf.where(
                 tf.math.is_finite(gradient_sum), "finite", "NaN or infinite"
             )
@@ -1452,9 +1449,8 @@ class Distiller(keras.Model):
     def train_step(self, data):
         import tensorflow as tf
 
-        # Values assigned directly to the variables bypass the setters: they
-        # join the step's one combined check, made before anything is updated.
-        problems = kd_params.graph_problems(self.parameter_variables())
+        # The parameters need no check here: their variables check every
+        # assignment (`params.variable`).
         x, y, sample_weight, teacher_targets = self.unpack_batch(data)
 
         def where():  # Formatted only when a check fails.
@@ -1462,8 +1458,7 @@ class Distiller(keras.Model):
                 "training step {}", self.optimizer.iterations + 1
             )
 
-        found, y, sample_weight = self.check_batch(x, y, sample_weight, where)
-        problems += found
+        problems, y, sample_weight = self.check_batch(x, y, sample_weight, where)
         with tf.GradientTape() as tape:
             y_pred, losses = self.compute_step_losses(
                 x, y, sample_weight, teacher_targets, True, problems, where
@@ -1477,18 +1472,19 @@ class Distiller(keras.Model):
         gradients = tape.gradient(scaled, trainable)
         problems.append(self._finite_problem(x, losses, gradients, where))
         check = self._check_all(problems)
-        # The update waits for the check: a failed one stops the step before
-        # any weight changes.
-        with tf.control_dependencies([check] if check is not None else []):
-            self.optimizer.apply_gradients(zip(gradients, trainable))
+        if check is not None:
+            # The gradients wait for the check, so a failed one stops the step
+            # before any weight changes. (Only the gradients: the optimizer's
+            # own scalar work need not wait, which keeps the check cheap.)
+            with tf.control_dependencies([check]):
+                gradients = [None if g is None else tf.identity(g) for g in gradients]
+        self.optimizer.apply_gradients(zip(gradients, trainable))
         return self._metrics_result(x, y, y_pred, sample_weight)
 
     def test_step(self, data):
-        problems = kd_params.graph_problems(self.parameter_variables())
         x, y, sample_weight, teacher_targets = self.unpack_batch(data)
         where = lambda: "an evaluation batch"  # noqa: E731
-        found, y, sample_weight = self.check_batch(x, y, sample_weight, where)
-        problems += found
+        problems, y, sample_weight = self.check_batch(x, y, sample_weight, where)
         y_pred, losses = self.compute_step_losses(
             x, y, sample_weight, teacher_targets, False, problems, where
         )
@@ -1498,8 +1494,12 @@ class Distiller(keras.Model):
 
     # -- Input checks before training -----------------------------------------
 
+    def _training_step_name(self):
+        """Names the step that failed: the optimizer counts only good steps."""
+        return f"training step {int(ops.convert_to_numpy(self.optimizer.iterations)) + 1}"
+
     def fit(self, x=None, y=None, *args, **kwargs):
-        with kd_checks.raise_readable():
+        with kd_checks.raise_readable(self._training_step_name):
             return self._checked_fit(x, y, *args, **kwargs)
 
     def _checked_fit(self, x, y, *args, **kwargs):
@@ -1554,22 +1554,25 @@ class Distiller(keras.Model):
         }
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
-        with kd_checks.raise_readable():
+        with kd_checks.raise_readable(lambda: "an evaluation batch"):
             self._warn_if_checks_off("evaluate")
             _check_not_empty(x, "evaluation data")
             self._check_labels(x, y, "evaluation data")
             return super().evaluate(x, y, *args, **kwargs)
 
     def train_on_batch(self, *args, **kwargs):
-        with kd_checks.raise_readable():
+        with kd_checks.raise_readable(self._training_step_name):
             return super().train_on_batch(*args, **kwargs)
 
     def test_on_batch(self, *args, **kwargs):
-        with kd_checks.raise_readable():
+        with kd_checks.raise_readable(lambda: "an evaluation batch"):
             return super().test_on_batch(*args, **kwargs)
 
     def load_own_variables(self, store):
-        super().load_own_variables(store)
+        try:  # The parameter variables refuse a bad value as it is assigned.
+            super().load_own_variables(store)
+        except ValueError as error:
+            raise ValueError(f"The saved distiller holds an invalid parameter: {error}") from None
         self._check_stored_parameters("The saved distiller holds")
 
     def save(self, filepath, *args, **kwargs):
@@ -1738,6 +1741,21 @@ class _LogLearnedTemperatures(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs.update(self.model.learned_temperatures())
+
+
+def _kernel_checks_labels():
+    """Whether the sparse cross-entropy kernel itself refuses a bad label.
+
+    TensorFlow's CPU kernel raises for a label outside `[0, classes)` before
+    any gradient exists (its GPU kernel gives NaN instead), so on CPU the
+    step leaves integer labels to it and spends no op of its own;
+    `checks.raise_readable` turns the kernel's error into the same message.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return not tf.config.list_logical_devices("GPU")
 
 
 class _StepCounter(keras.callbacks.Callback):

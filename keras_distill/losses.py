@@ -1208,9 +1208,8 @@ class CTKDTerm(DistillationTerm):
         self.theta = self.add_weight(
             shape=(), initializer=keras.initializers.Constant(1.0), name="theta"
         )
-        self.reversal = self.add_weight(
-            shape=(), initializer="zeros", trainable=False, name="reversal"
-        )
+        # Checked on every assignment (a schedule's value, a loaded weight).
+        self.reversal = kd_params.variable(f"{self.name}_reversal", 0.0)
 
     def temperature_of(self, theta):
         return self.t_start + self.t_end * ops.sigmoid(theta)

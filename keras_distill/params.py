@@ -11,10 +11,11 @@ A parameter may also declare a `usual` range (the temperature's is
 [0.01, 1000], where softmax(z / T) stays sound in float32): a legal value
 outside it is warned about, and the step's NaN-loss message names it.
 
-`graph_problems()` is the in-step counterpart: a user's direct
-`distiller.temperature.assign(0.0)` bypasses the setters, so the train and
-test steps assert the same rules on the stored values (a few scalar ops per
-step) and fail before any weight is updated.
+The variables that hold these parameters are `ParameterVariable`s
+(`variable()`), which apply the same rule to every assignment: a user's
+direct `distiller.temperature.assign(0.0)`, `set_weights()` and loading
+weights fail at once with the parameter's name and value, not at some later
+step, and the training step itself spends no op on them.
 
 Example:
 
@@ -23,6 +24,8 @@ from keras_distill import params
 
 params.check("alpha", 0.3)          # 0.3
 params.check("temperature", -1.0)   # ValueError: `temperature` must be > 0 ...
+temperature = params.variable("temperature", 4.0)
+temperature.assign(0.0)             # ValueError: `temperature` must be > 0 ...
 ```
 """
 
@@ -260,46 +263,103 @@ def _float32_bounds(spec: Param) -> tuple:
     return low, high
 
 
-def graph_problems(variables: dict) -> list:
-    """The rules on stored variables, for the traced step's combined check.
+def variable(name: str, value, where: str | None = None):
+    """A float32 non-trainable `ParameterVariable` holding parameter `name`.
 
-    All parameters are checked at once, in a handful of ops per step: their
-    values stacked and compared with two constant vectors of bounds.
+    `value` is checked first (as `check()` does). Every later assignment is
+    checked the same way.
 
-    Args:
-        variables: `{name: keras.Variable}` of declared parameters.
+    Example:
 
-    Returns:
-        A list of `(failed, message_fn)`: `failed` a boolean tensor,
-        `message_fn` a callable returning the message as a string tensor (run
-        only when the check fails; see `keras_distill.checks`).
+    ```python
+    alpha = params.variable("alpha", 0.1)
+    alpha.assign(0.5)     # fine
+    alpha.assign(5.0)     # ValueError: `alpha` must be in [0, 1] ...
+    ```
     """
+    import keras
+
+    _spec_of_variable(name).check(value, where)
+    return _variable_class(keras)(value, name=name)
+
+
+_CLASS = []
+
+
+def _variable_class(keras):
+    """The `ParameterVariable` class, made once (it subclasses the backend's)."""
+    if _CLASS:
+        return _CLASS[0]
+
+    class ParameterVariable(keras.Variable):
+        """A scalar `keras.Variable` whose every assignment obeys its rule.
+
+        Values from Python, NumPy or eager tensors are checked before they
+        are stored, with the `ValueError` of `check()` (naming the parameter,
+        the value and the rule). A value computed inside a traced function
+        (a user's own `tf.function`) is checked in the graph, by an assertion
+        that runs before the assignment.
+        """
+
+        def __init__(self, value, name):
+            super().__init__(value, dtype="float32", trainable=False, name=name)
+            self.parameter = name
+
+        def assign(self, value):
+            return super().assign(self._checked(value, "an assignment"))
+
+        def assign_add(self, delta):
+            return self.assign(self._sum(delta, 1.0))
+
+        def assign_sub(self, delta):
+            return self.assign(self._sum(delta, -1.0))
+
+        def _sum(self, delta, sign):
+            if _is_symbolic(delta):
+                import tensorflow as tf
+
+                return tf.cast(self.value, "float32") + sign * tf.cast(delta, "float32")
+            number = to_float(delta, self.parameter)
+            return float(np.asarray(self.numpy())) + sign * number
+
+        def _checked(self, value, where):
+            if _is_symbolic(value):
+                return _graph_checked(self.parameter, value)
+            number = to_float(value, self.parameter, f"{where} to it")
+            check(self.parameter, number, f"{where} to `{self.parameter}`")
+            return value
+
+    _CLASS.append(ParameterVariable)
+    return ParameterVariable
+
+
+def _is_symbolic(value) -> bool:
+    """Whether `value` is a graph tensor (inside a traced function)."""
+    try:
+        import tensorflow as tf
+    except ImportError:  # other backends: values are concrete
+        return False
+    return tf.is_tensor(value) and not hasattr(value, "numpy")
+
+
+def _graph_checked(name: str, value):
+    """`value` (a graph tensor) behind an assertion of parameter `name`'s rule."""
     import tensorflow as tf
 
-    if not variables:
-        return []
-    names = list(variables)
-    specs = [_spec_of_variable(name) for name in names]
-    bounds = np.array([_float32_bounds(rule) for rule in specs], "float32")
-    values = tf.stack([tf.cast(variables[name], "float32") for name in names])
-    ok = (values >= bounds[:, 0]) & (values <= bounds[:, 1])
+    from keras_distill import checks
 
-    def message():
-        parts = []
-        for index, (name, rule) in enumerate(zip(names, specs)):
-            setter = rule.setter or (
-                f"`distiller.{name} = value` or a `ParameterScheduler`"
-            )
-            text = tf.strings.format(
-                f"`{name}` must be {rule.rule} ({rule.meaning}); it holds {{}}. It "
-                f"was assigned directly (e.g. `{name}.assign(...)`), bypassing "
-                f"the checks: set it with {setter}.",
-                (values[index],),
-            )
-            parts.append(tf.where(ok[index], "", text))
-        return tf.strings.strip(tf.strings.reduce_join(tf.stack(parts), separator=" "))
-
-    return [(tf.logical_not(tf.reduce_all(ok)), message)]
+    rule = _spec_of_variable(name)
+    low, high = _float32_bounds(rule)
+    number = tf.cast(value, "float32")
+    ok = tf.logical_and(number >= low, number <= high)
+    setter = rule.setter or f"`distiller.{name} = value` or a `ParameterScheduler`"
+    text = (
+        f"`{name}` must be {rule.rule} ({rule.meaning}); a traced function "
+        f"assigned {{}} to it. Set it with {setter}."
+    )
+    passed = checks.graph_assert(ok, lambda: checks.format_message(text, number))
+    with tf.control_dependencies([passed]):
+        return tf.identity(value)
 
 
 def graph_unusual_note(variables: dict):

@@ -32,6 +32,26 @@ def test_a_bad_label_in_the_last_batch_names_value_range_and_step(bad):
         distiller.fit(_dataset(x, y), epochs=1, verbose=0)
 
 
+def test_a_bad_integer_label_stops_the_step_before_any_update():
+    # Integer labels are refused by the loss's own kernel (no op in the
+    # step): the failing step must still leave the weights of the last good one.
+    x, y = digits_subset(n=96)
+    y = y.copy()
+    y[70] = 10
+    distiller = _distiller()
+    seen = []
+    snapshot = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: seen.append(
+            [w.copy() for w in distiller.student.get_weights()]
+        )
+    )
+    with pytest.raises(ValueError, match=r"label value of 10 in training step 3"):
+        distiller.fit(_dataset(x, y), epochs=1, verbose=0, callbacks=[snapshot])
+    assert len(seen) == 2
+    assert weights_equal(seen[-1], distiller.student.get_weights())
+    assert int(distiller.optimizer.iterations.numpy()) == 2
+
+
 def test_a_fractional_label_after_the_first_batch_is_refused():
     x, y = digits_subset(n=96)
     y = y.astype("float32")
@@ -289,15 +309,15 @@ def test_the_class_the_loss_ignores_is_a_legal_label():
 def test_on_batch_methods_raise_the_readable_error():
     x, y = digits_subset(n=16)
     distiller = _distiller()
-    distiller.temperature.assign(0.0)
+    labels = y.astype("float32")
+    labels[3] = 2.5
     for method in (distiller.test_on_batch, distiller.train_on_batch):
-        with pytest.raises(ValueError, match=r"`temperature` must be > 0.*holds 0"):
-            method(x, y)
-    distiller.temperature.assign(4.0)
-    y = y.astype("float32")
-    y[3] = 2.5
-    with pytest.raises(ValueError, match=r"label value of 2\.5"):
-        distiller.train_on_batch(x, y)
+        with pytest.raises(ValueError, match=r"label value of 2\.5"):
+            method(x, labels)
+    bad = x.copy()
+    bad.flat[100] = np.inf
+    with pytest.raises(ValueError, match=r"NaN or infinite.*non-finite values.*: 1\)"):
+        distiller.train_on_batch(bad, y)
 
 
 @pytest.mark.parametrize("jit_compile", [True, False])
