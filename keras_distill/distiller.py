@@ -1095,9 +1095,15 @@ class Distiller(keras.Model):
         if y is None:
             # Compiled metrics (e.g. accuracy) need labels: leave them as they are.
             return self.get_metrics_result()
-        return self.compute_metrics(
-            x, y, self.hard_predictions(y_pred), sample_weight=sample_weight
-        )
+        # This batch's labels were counted, so the student loss has a value:
+        # no NaN guard to trace (see `get_metrics_result`).
+        self._labelled_batch = True
+        try:
+            return self.compute_metrics(
+                x, y, self.hard_predictions(y_pred), sample_weight=sample_weight
+            )
+        finally:
+            self._labelled_batch = False
 
     def soft_predictions(self, y_pred):
         """The student outputs that the KD term compares with the teacher."""
@@ -1115,7 +1121,9 @@ class Distiller(keras.Model):
             if metric is self._compile_metrics and not metric.built:
                 continue
             result = metric.result()
-            if metric is self.student_loss_tracker:
+            if metric is self.student_loss_tracker and not getattr(
+                self, "_labelled_batch", False
+            ):
                 # Never a made-up 0 for a loss that was never computed
                 # (unlabeled batches only): NaN until a labelled batch.
                 result = ops.where(
@@ -1134,7 +1142,10 @@ class Distiller(keras.Model):
 
         Shapes are checked while tracing. Labels (integers in `[0, classes)`)
         and sample weights (finite, >= 0) are checked in every batch, by the
-        step's one combined check (`_check_all`) before anything is updated.
+        step's one combined check (`_check_all`) before anything is updated;
+        on CPU, integer labels of a single-output student are left to the
+        sparse cross-entropy kernel, which refuses them itself before any
+        gradient exists (`_kernel_checks_labels`).
         `where` is a callable giving a string tensor that names the batch.
 
         Returns:

@@ -84,6 +84,12 @@ def test_a_nan_input_stops_training_and_keeps_the_last_good_weights():
     # ... and the weights are exactly those after the last good batch.
     replay.fit(x[:64], y[:64], epochs=1, batch_size=32, shuffle=False, verbose=0)
     assert weights_equal(replay.student.get_weights(), after)
+    # The optimizer counted the good steps only (1 + 2), and its state too.
+    assert int(distiller.optimizer.iterations.numpy()) == 3
+    assert weights_equal(
+        [v.numpy() for v in replay.optimizer.variables],
+        [v.numpy() for v in distiller.optimizer.variables],
+    )
 
 
 def test_a_nan_gradient_under_a_finite_loss_stops_training():
