@@ -137,6 +137,9 @@ def test_user_hyperparameters_override_the_search_space(splits):
             r"learning_rate_range.*finite numbers.*\(0.001, inf\)",
         ),
         ({"learning_rate_range": (-1e-3, 1e-2)}, r"learning_rate_range.*> 0.0"),
+        ({"learning_rate": 0.0}, r"`learning_rate` must be > 0.*learning_rate=0.0"),
+        ({"learning_rate": float("nan")}, r"`learning_rate` must be a finite"),
+        ({"learning_rate": "fast"}, r"`learning_rate` must be a number"),
         (
             {"temperature_range": None, "alpha_range": (0.3, 0.3)},
             "search space is empty",
