@@ -1079,6 +1079,8 @@ class Distiller(keras.Model):
         batch_size = ops.shape(next(t for t in keras.tree.flatten(x) if t is not None))[
             0
         ]
+        # Cast once for every tracker (their totals and counts are float32).
+        batch_size = ops.cast(batch_size, self._loss_tracker.total.dtype)
         for tracker, value in (
             (self._loss_tracker, total),
             (self.student_loss_tracker, student_loss),
