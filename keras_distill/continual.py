@@ -376,7 +376,8 @@ def holdout_split(y, validation_fraction=0.2, seed=0):
         members = np.flatnonzero(y == label)
         if len(members) < 2:
             raise ValueError(
-                f"Class {label!r} has {len(members)} training example: holding out "
+                f"Class {label.item()!r} has {len(members)} training example: "
+                "holding out "
                 "a validation slice for warmup_epochs='auto' needs at least 2 per "
                 "class. Pass an integer number of warm-up epochs instead."
             )
