@@ -25,9 +25,12 @@ the output folder (default `continual_benchmark/`). Runs are saved per
 method and seed under that folder, so an interrupted benchmark resumes.
 
 Run: `.venv/bin/python benchmarks/continual.py [--out DIR] [--seeds 0,1,2]
-[--only two-task,digits-class,digits-task,mnist1d-class]` (about 70 minutes of
-wall time on 2 CPU cores shared with other jobs; a rerun with finished runs
-only rewrites the tables and heat maps, in seconds).
+[--only two-task,digits-class,digits-task,mnist1d-class]` (`--only
+two-task,digits-task` took 29 minutes of wall time on 2 CPU cores shared with
+other jobs; the whole benchmark took about 70 minutes before the "auto"
+warm-up lengthened the task-incremental runs, and has not been re-timed since;
+a rerun with finished runs only rewrites the tables and heat maps, in
+seconds).
 """
 
 import argparse
