@@ -1,7 +1,9 @@
 """Lifelong learning on the digits: learn one task of 5 classes, then another.
 
 Learning without Forgetting (Li & Hoiem 2016) as in the paper: the new head
-is first trained alone with the trunk frozen (the warm-up), then everything
+is first trained alone with the trunk frozen (the warm-up, by default until
+its loss on a held-out 20% of the new task's training data stops
+improving: `warm_up_head(..., epochs="auto")`), then everything
 trains on the new task's labels plus the KD term towards the old model at
 T = 2 with the paper's lambda_o = 1, which is our alpha = T^2 / (T^2 + 1)
 = 0.8 (`kd.continual.alpha_for_lambda`). Compared with plain fine-tuning of
@@ -51,7 +53,7 @@ def run(
     task2_epochs=30,
     seed=0,
     task1=(0, 1, 2, 3, 4),
-    warmup_epochs=20,
+    warmup_epochs="auto",
     methods=METHODS,
     verbose=0,
 ):
@@ -80,7 +82,9 @@ def run(
         keras.utils.set_random_seed(seed + 1)
         student = kd.continual.add_task_head(model, num_classes=len(task2))
         if name != "fine-tuning" and warmup_epochs:
-            kd.continual.warm_up_head(student, *train2, epochs=warmup_epochs)
+            kd.continual.warm_up_head(
+                student, *train2, epochs=warmup_epochs, seed=seed + 1
+            )
         # alpha=1 is plain fine-tuning: only the new task's loss trains the trunk.
         lwf = kd.continual.LearningWithoutForgetting(
             student, model, alpha=lwf_alpha if name == "LwF" else 1.0, temperature=2.0
@@ -104,7 +108,7 @@ def main():
         task2_epochs=epochs,
         seed=seed,
         task1=task1,
-        warmup_epochs=3 if QUICK else 20,
+        warmup_epochs=3 if QUICK else "auto",
     )
     print(f"task 1: classes {list(task1)}; task 2: the others; seed {seed}")
     print("| method | old task accuracy | new task accuracy |")

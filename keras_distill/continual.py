@@ -318,48 +318,200 @@ def old_classes_view(model, num_old_classes, new_classes_only=False):
     return keras.Model(_inputs(model), [old, logits], name=f"{model.name}_view")
 
 
-def warm_up_head(model, x, y, epochs=20, learning_rate=1e-2, batch_size=32, verbose=0):
+def _check_warmup_epochs(value, name, low):
+    """`"auto"` or an integer >= `low` (the warm-up's length)."""
+    if value == "auto" and isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ValueError(
+            f"`{name}` must be \"auto\" (the new head trained on frozen features "
+            "until its loss on a held-out slice of the new task stops improving) "
+            f"or an integer >= {low}. Received: {name}={value!r}"
+        )
+    return int(value)
+
+
+def holdout_split(y, validation_fraction=0.2, seed=0):
+    """A stratified, seeded split of example indices into (train, validation).
+
+    Each class gives `round(validation_fraction * count)` of its examples to the
+    validation slice (at least one, and at least one stays for training),
+    drawn at random with `seed`; the rest are for training. The split
+    depends only on `y`, `validation_fraction` and `seed`.
+
+    Args:
+        y: Integer labels, shape `(n,)`.
+        validation_fraction: Share of each class held out, in (0, 1).
+            Defaults to `0.2`.
+        seed: Seed of the draw. Defaults to `0`.
+
+    Returns:
+        `(train_indices, validation_indices)`, sorted, disjoint, together
+        `range(n)`.
+
+    Example:
+
+    >>> train, val = holdout_split([0, 0, 0, 0, 0, 1, 1, 1, 1, 1], 0.2, seed=0)
+    >>> len(train), len(val)
+    (8, 2)
+    """
+    fraction = kd_params.check_finite(validation_fraction, "validation_fraction")
+    if not 0 < fraction < 1:
+        raise ValueError(
+            "`validation_fraction` (the share of the new task's training examples "
+            f"held out to stop the warm-up) must be in (0, 1). Received: "
+            f"validation_fraction={validation_fraction!r}"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise ValueError(f"`seed` must be an integer. Received: seed={seed!r}")
+    y = np.asarray(y)
+    if y.ndim != 1 or not len(y):
+        raise ValueError(
+            "A held-out slice needs a non-empty 1-D array of integer labels. "
+            f"Received labels of shape {y.shape}."
+        )
+    rng = np.random.default_rng(int(seed))
+    train, validation = [], []
+    for label in np.unique(y):
+        members = np.flatnonzero(y == label)
+        if len(members) < 2:
+            raise ValueError(
+                f"Class {label.item()!r} has {len(members)} training example: "
+                "holding out "
+                "a validation slice for warmup_epochs='auto' needs at least 2 per "
+                "class. Pass an integer number of warm-up epochs instead."
+            )
+        members = rng.permutation(members)
+        count = min(len(members) - 1, max(1, int(round(fraction * len(members)))))
+        validation.append(members[:count])
+        train.append(members[count:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(validation))
+
+
+def warm_up_head(
+    model,
+    x,
+    y,
+    epochs="auto",
+    learning_rate=1e-2,
+    batch_size=32,
+    verbose=0,
+    validation_fraction=0.2,
+    patience=10,
+    max_epochs=200,
+    tolerance=1e-4,
+    seed=0,
+):
     """Trains only the model's last head, with everything else frozen.
 
     Li and Hoiem's warm-up step: before training all weights, the new head
     is trained alone on the new task (the trunk and the old heads are
-    frozen, so the old outputs do not move and the KD term is constant).
-    The trunk's features are computed once (inference mode), then the head
-    is fitted on them with Adam and sparse categorical cross-entropy.
+    frozen, so the old outputs do not move and the KD term is constant)
+    "until convergence". The trunk's features are computed once (inference
+    mode), then the head is fitted on them with Adam and sparse categorical
+    cross-entropy.
+
+    With `epochs="auto"` (the default) convergence is decided on held-out
+    data, as the paper chooses its settings on held-out validation data: a
+    stratified slice of `x, y` (`validation_fraction` of each class, drawn
+    with `seed`, see `holdout_split`) is held out, the head is fitted on the
+    rest for at most `max_epochs` epochs and stopped when the validation
+    cross-entropy has not improved by more than `tolerance` for `patience`
+    epochs; the head keeps the weights of its best epoch
+    (`EarlyStopping(restore_best_weights=True)`). No test data is involved.
+    The defaults are scikit-learn's for `MLPClassifier(early_stopping=True)`
+    (`n_iter_no_change=10`, `tol=1e-4`, `max_iter=200`) except the
+    validation share (20% rather than 10%, so a small task still leaves
+    a few examples per class) and the monitored quantity (the held-out
+    cross-entropy, the warm-up's objective, rather than accuracy, which
+    moves in coarse steps on a small slice). With an integer, the head is
+    trained for exactly that many epochs on all of `x, y` (no hold-out).
 
     Args:
         model: A model whose last layer is the new `Dense` head (e.g. from
             `add_task_head`); its weights are updated in place.
         x: New-task inputs.
         y: New-task integer labels for the last head.
-        epochs: Epochs of the head's training. Defaults to `20`.
+        epochs: `"auto"` or a positive number of epochs. Defaults to
+            `"auto"`.
         learning_rate: Adam's learning rate. Defaults to `1e-2`.
         batch_size: Defaults to `32`.
         verbose: Passed to `fit()`. Defaults to `0`.
+        validation_fraction: With `"auto"`: share of each class held out,
+            in (0, 1). Defaults to `0.2`.
+        patience: With `"auto"`: epochs without a lower validation loss
+            before stopping. Defaults to `10`.
+        max_epochs: With `"auto"`: the cap on epochs. Defaults to `200`.
+        tolerance: With `"auto"`: the smallest decrease of the validation
+            loss that counts as an improvement (`min_delta`), >= 0.
+            Defaults to `1e-4`.
+        seed: With `"auto"`: seed of the held-out slice. Defaults to `0`.
 
     Returns:
-        The `History` of the head's training.
+        The `History` of the head's training, with `best_epoch`: the
+        number of epochs the head's final weights come from (`epochs` for
+        an integer; with `"auto"` the restored best epoch, and
+        `history["val_loss"]` holds the held-out loss per epoch).
 
     Example:
 
     ```python
     student = kd.continual.add_task_head(old_model, num_classes=5)
-    kd.continual.warm_up_head(student, x_task2, y_task2, epochs=20)
+    kd.continual.warm_up_head(student, x_task2, y_task2)  # epochs="auto"
     ```
     """
     _check_model(model)
     heads, features = _heads(model)
     head = heads[-1]
-    epochs = _check_count(epochs, "epochs")
+    epochs = _check_warmup_epochs(epochs, "epochs", low=1)
+    batch_size = _check_count(batch_size, "batch_size")
+    y = np.asarray(y)
+    if len(y) != len(x):
+        raise ValueError(
+            f"`x` and `y` must hold the same number of examples. Received "
+            f"{len(x)} inputs and {len(y)} labels."
+        )
+    if epochs == "auto":
+        patience = _check_count(patience, "patience")
+        max_epochs = _check_count(max_epochs, "max_epochs")
+        tolerance = kd_params.check_finite(tolerance, "tolerance")
+        if tolerance < 0:
+            raise ValueError(
+                "`tolerance` (the smallest decrease of the held-out loss that "
+                f"counts as an improvement) must be >= 0. Received: "
+                f"tolerance={tolerance!r}"
+            )
+        train, validation = holdout_split(y, validation_fraction, seed)
     inputs = keras.Model(_inputs(model), features).predict(x, batch_size=256, verbose=0)
     probe = keras.Sequential([keras.Input(inputs.shape[1:]), head])
     probe.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    return probe.fit(
-        inputs, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose
+    if epochs != "auto":
+        history = probe.fit(
+            inputs, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose
+        )
+        history.best_epoch = epochs
+        return history
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_loss",
+        patience=patience,
+        min_delta=tolerance,
+        restore_best_weights=True,
     )
+    history = probe.fit(
+        inputs[train],
+        y[train],
+        validation_data=(inputs[validation], y[validation]),
+        epochs=max_epochs,
+        batch_size=batch_size,
+        shuffle=True,
+        callbacks=[stop],
+        verbose=verbose,
+    )
+    history.best_epoch = stop.best_epoch + 1
+    return history
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")
@@ -924,6 +1076,9 @@ class SequenceResult:
         directory: The folder holding each step's model (`task_<i>.keras`).
         trained: The task indices this call trained (empty when everything
             was already done).
+        warmup_epochs: Per task, the epochs of the new head's warm-up its
+            weights come from (the best epoch with `"auto"`), `None` where
+            there was none.
     """
 
     accuracy: np.ndarray
@@ -932,6 +1087,7 @@ class SequenceResult:
     task_names: list
     directory: str
     trained: list
+    warmup_epochs: list = dataclasses.field(default_factory=list)
 
     def metrics(self):
         """`accuracy_metrics(self.accuracy)`."""
@@ -1021,7 +1177,7 @@ def learn(
     learning_rate=1e-2,
     alpha=None,
     temperature=2.0,
-    warmup_epochs=20,
+    warmup_epochs="auto",
     memory_size=200,
     selection="herding",
     seed=0,
@@ -1073,9 +1229,15 @@ def learn(
             `LearningWithoutForgetting`). Defaults to `None`: the paper's
             `lambda_o = 1`, `alpha_for_lambda(1.0, temperature)`.
         temperature: KD temperature. Defaults to `2.0`.
-        warmup_epochs: Epochs of the new head alone before each
-            task-incremental step (also for `"finetune"`, so both start
-            alike; `0` for none). Defaults to `20`.
+        warmup_epochs: The new head's training alone (trunk frozen) before
+            each task-incremental step (also for `"finetune"`, so both start
+            alike): `"auto"` trains it until its cross-entropy on a held-out
+            20% of the new task's training data (stratified, seeded by the
+            step's seed) has not improved by more than 1e-4 for 10 epochs
+            (at most 200) and keeps its best epoch (see `warm_up_head`); an integer trains it
+            for that many epochs on all the data; `0` skips it. The epochs
+            chosen are recorded in `run.json` (`"warmup_epochs_run"`).
+            Defaults to `"auto"`.
         memory_size: Stored examples for `"icarl"` (at least one per class).
             Defaults to `200`.
         selection: `"herding"` or `"random"` exemplars. Defaults to
@@ -1117,15 +1279,7 @@ def learn(
         )
     epochs = _check_count(epochs, "epochs")
     batch_size = _check_count(batch_size, "batch_size")
-    if (
-        isinstance(warmup_epochs, bool)
-        or not isinstance(warmup_epochs, int)
-        or (warmup_epochs < 0)
-    ):
-        raise ValueError(
-            "`warmup_epochs` must be an integer >= 0. Received: "
-            f"warmup_epochs={warmup_epochs!r}"
-        )
+    warmup_epochs = _check_warmup_epochs(warmup_epochs, "warmup_epochs", low=0)
     temperature = kd_params.check("temperature", temperature)
     alpha = (
         alpha_for_lambda(1.0, temperature)
@@ -1199,9 +1353,11 @@ def learn(
         if memory is not None:
             memory.load(os.path.join(directory, f"memory_{finished}.npz"))
     trained = []
+    state.setdefault("warmup_epochs_run", [None] * finished)
     for step in range(finished, len(tasks)):
         keras.utils.set_random_seed(int(seed) * 1000 + step)
         task = tasks[step]
+        notes = {}
         model = _train_step(
             model,
             tasks,
@@ -1218,6 +1374,8 @@ def learn(
             temperature,
             warmup_epochs,
             verbose,
+            int(seed) * 1000 + step,
+            notes,
         )
         if memory is not None:
             x, y = task.train
@@ -1226,6 +1384,7 @@ def learn(
         _save_model(model, os.path.join(directory, f"task_{step + 1}.keras"))
         row = _evaluate(model, tasks, step, scenario, class_order)
         state["accuracy"].append(row)
+        state["warmup_epochs_run"].append(notes.get("warmup_epochs"))
         state["finished"] = step + 1
         _write_json(state_path, state)
         trained.append(step)
@@ -1236,6 +1395,7 @@ def learn(
         task_names=[t.name for t in tasks],
         directory=directory,
         trained=trained,
+        warmup_epochs=list(state["warmup_epochs_run"]),
     )
 
 
@@ -1261,6 +1421,8 @@ def _train_step(
     temperature,
     warmup_epochs,
     verbose,
+    step_seed,
+    notes,
 ):
     task = tasks[step]
     x, y = task.train
@@ -1279,14 +1441,16 @@ def _train_step(
         student = add_task_head(model, len(task.classes))
         labels = _labels(y, task, scenario, class_order)
         if warmup_epochs:
-            warm_up_head(
+            history = warm_up_head(
                 student,
                 x,
                 labels,
                 epochs=warmup_epochs,
                 learning_rate=learning_rate,
                 batch_size=batch_size,
+                seed=step_seed,
             )
+            notes["warmup_epochs"] = int(history.best_epoch)
         trained = student
     else:
         seen = int(model.outputs[0].shape[-1])

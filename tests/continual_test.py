@@ -1,4 +1,5 @@
 import importlib.util
+import json
 import os
 
 import keras
@@ -28,8 +29,9 @@ def test_lwf_keeps_old_task_accuracy_above_fine_tuning():
     before, _ = results["after task 1"]
     ft_old, ft_new = results["fine-tuning"]
     lwf_old, lwf_new = results["LwF"]
-    # Measured with seed 0: before 0.983; fine-tuning 0.933 / 0.989; LwF (warm-up,
-    # alpha 0.8) 0.978 / 0.994. (0.983 / 0.933 when LwF's trunk was frozen by mistake.)
+    # Measured with seed 0: before 0.983; fine-tuning 0.933 / 0.989; LwF (warm-up
+    # "auto", alpha 0.8) 0.983 / 0.994. (0.983 / 0.933 when LwF's trunk was frozen by
+    # mistake.)
     assert lwf_old - ft_old >= 0.03, results
     assert lwf_old >= before - 0.02, results
     assert lwf_new >= ft_new - 0.01 and ft_new >= 0.9, results
@@ -182,6 +184,108 @@ def test_warm_up_trains_the_new_head_only():
     assert not np.array_equal(after[-2], before[-2])  # new kernel
     accuracy = np.mean(np.argmax(student.predict(x, verbose=0)[1], -1) == labels)
     assert accuracy > max(accuracy_before, 0.6) + 0.05, (accuracy_before, accuracy)
+
+
+def test_holdout_split_is_stratified_seeded_and_disjoint():
+    y = np.array([0] * 10 + [1] * 10 + [2] * 5)
+    train, val = kd.continual.holdout_split(y, 0.2, seed=3)
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(len(y)))
+    assert not set(train) & set(val)
+    assert np.bincount(y[val]).tolist() == [2, 2, 1]  # 20% of each class
+    again, _ = kd.continual.holdout_split(y, 0.2, seed=3)
+    other, _ = kd.continual.holdout_split(y, 0.2, seed=4)
+    np.testing.assert_array_equal(train, again)
+    assert not np.array_equal(train, other)
+    # At least one example of each class on both sides.
+    small = np.array([0, 0, 1, 1])
+    fit, tiny = kd.continual.holdout_split(small, 0.01)
+    assert small[tiny].tolist() == [0, 1] and small[fit].tolist() == [0, 1]
+
+
+def _warm_up_student(seed=0):
+    keras.utils.set_random_seed(seed)
+    base = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(3),
+        ]
+    )
+    return kd.continual.add_task_head(base, 2)
+
+
+def test_auto_warm_up_holds_out_data_stops_early_and_keeps_the_best_epoch():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 6)).astype("float32")
+    y = rng.integers(0, 2, size=100)  # random labels: the held-out loss soon rises
+    student = _warm_up_student()
+    before = [w.copy() for w in student.get_weights()]
+    history = kd.continual.warm_up_head(
+        student,
+        x,
+        y,
+        learning_rate=0.05,
+        batch_size=16,
+        patience=3,
+        max_epochs=300,
+        tolerance=0.0,
+        seed=7,
+    )
+    losses = history.history["val_loss"]
+    # Stopped early, `patience` epochs after the best one, whose weights it kept.
+    assert len(losses) < 300
+    assert history.best_epoch == int(np.argmin(losses)) + 1
+    assert len(losses) == history.best_epoch + 3
+    train, val = kd.continual.holdout_split(y, 0.2, seed=7)
+    assert len(val) == 20
+    # Fitted on the 80 training examples only: 5 batches of 16 per epoch.
+    assert history.params["steps"] == 5
+    # The held-out loss of the final head is the best epoch's, on that slice.
+    features = keras.Model(student.input, student.layers[-1].input)(x[val])
+    logits = student.layers[-1](features)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y[val], logits)
+    np.testing.assert_allclose(float(loss), min(losses), rtol=1e-4)
+    after = student.get_weights()
+    assert weights_equal(after[:-2], before[:-2])  # trunk and old head frozen
+
+
+def test_integer_warm_up_trains_on_everything_for_that_many_epochs():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 6)).astype("float32")
+    y = rng.integers(0, 2, size=40)
+    history = kd.continual.warm_up_head(_warm_up_student(), x, y, epochs=3, batch_size=8)
+    assert len(history.epoch) == 3 and history.best_epoch == 3
+    assert history.params["steps"] == 5 and "val_loss" not in history.history
+
+
+def test_warm_up_bad_input(tmp_path):
+    x = np.zeros((10, 6), "float32")
+    y = np.array([0] * 5 + [1] * 5)
+    student = _warm_up_student()
+    warm_up = kd.continual.warm_up_head
+    with pytest.raises(ValueError, match=r"\"auto\".*epochs='fast'"):
+        warm_up(student, x, y, epochs="fast")
+    with pytest.raises(ValueError, match=r"integer >= 1\. Received: epochs=0"):
+        warm_up(student, x, y, epochs=0)
+    with pytest.raises(ValueError, match=r"in \(0, 1\).*validation_fraction=1\.0"):
+        warm_up(student, x, y, validation_fraction=1.0)
+    with pytest.raises(ValueError, match="patience=0"):
+        warm_up(student, x, y, patience=0)
+    with pytest.raises(ValueError, match="max_epochs=2.5"):
+        warm_up(student, x, y, max_epochs=2.5)
+    with pytest.raises(ValueError, match=r">= 0\. Received: tolerance=-0\.1"):
+        warm_up(student, x, y, tolerance=-0.1)
+    with pytest.raises(ValueError, match="Class 1 has 1 training example"):
+        warm_up(student, x[:6], np.array([0, 0, 0, 0, 0, 1]))
+    with pytest.raises(ValueError, match="10 inputs and 9 labels"):
+        warm_up(student, x, y[:9])
+    tasks = _small_tasks([[0, 1], [2, 3]])
+    for bad in ("Auto", -1, 2.0, True, None):
+        with pytest.raises(ValueError, match=f"warmup_epochs={bad!r}"):
+            kd.continual.learn(
+                tasks, build_mlp, tmp_path, scenario="task", warmup_epochs=bad
+            )
+    assert not os.path.exists(tmp_path / "run.json")
 
 
 def test_add_task_head_twice_and_grow_head_keep_the_old_outputs():
@@ -406,6 +510,33 @@ def test_class_incremental_sequence_resumes_after_kill_9(tmp_path):
     # Other settings are refused rather than mixed into the folder.
     with pytest.raises(ValueError, match="other settings.*epochs"):
         kd.continual.learn(tasks, build_mlp, out, method="icarl", memory_size=12)
+
+
+def test_learn_warms_up_on_held_out_data_by_default(tmp_path):
+    tasks = _small_tasks([[0, 1], [2, 3]])
+    # Random labels for the new task, so that the held-out loss soon rises.
+    x, y = tasks[1].train
+    noisy = np.random.default_rng(0).choice([2, 3], size=len(y))
+    tasks[1] = kd.continual.Task((x, noisy), tasks[1].test, (2, 3))
+    result = kd.continual.learn(
+        tasks, build_mlp, tmp_path / "lwf", scenario="task", method="lwf", epochs=1
+    )
+    assert result.warmup_epochs[0] is None  # the first task has no new head
+    assert 1 <= result.warmup_epochs[1] < 150  # stopped long before the cap
+    with open(tmp_path / "lwf" / "run.json") as f:
+        state = json.load(f)
+    assert state["config"]["warmup_epochs"] == "auto"
+    assert state["warmup_epochs_run"] == result.warmup_epochs
+    plain = kd.continual.learn(
+        tasks,
+        build_mlp,
+        tmp_path / "ft",
+        scenario="task",
+        method="finetune",
+        epochs=1,
+        warmup_epochs=0,
+    )
+    assert plain.warmup_epochs == [None, None]
 
 
 def test_task_incremental_sequence_and_baselines(tmp_path):
