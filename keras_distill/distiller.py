@@ -1474,7 +1474,6 @@ class Distiller(keras.Model):
             y_pred, losses = self.compute_step_losses(
                 x, y, sample_weight, teacher_targets, True, problems, where
             )
-            self._update_loss_trackers(x, *losses)
             total = losses[0]
             scaled = self.optimizer.scale_loss(total) if self.optimizer else total
         # The student's and the hint adaptors' weights (the teachers are
@@ -1483,25 +1482,30 @@ class Distiller(keras.Model):
         gradients = tape.gradient(scaled, trainable)
         problems.append(self._finite_problem(x, losses, gradients, where))
         check = self._check_all(problems)
-        if check is not None:
-            # The gradients wait for the check, so a failed one stops the step
-            # before any weight changes. (Only the gradients: the optimizer's
-            # own scalar work need not wait, which keeps the check cheap.)
-            with tf.control_dependencies([check]):
-                gradients = [None if g is None else tf.identity(g) for g in gradients]
-        self.optimizer.apply_gradients(zip(gradients, trainable))
-        return self._metrics_result(x, y, y_pred, sample_weight)
+        # Every update waits for the check, so a failed one stops the step
+        # before any variable changes: not only the gradients' updates, but
+        # also what the optimizer changes without them (weight decay, the
+        # iteration count) and the loss and metric trackers. (Control edges,
+        # no extra op.)
+        with tf.control_dependencies([check] if check is not None else []):
+            self._update_loss_trackers(x, *losses)
+            self.optimizer.apply_gradients(zip(gradients, trainable))
+            return self._metrics_result(x, y, y_pred, sample_weight)
 
     def test_step(self, data):
+        import tensorflow as tf
+
         x, y, sample_weight, teacher_targets = self.unpack_batch(data)
         where = lambda: "an evaluation batch"  # noqa: E731
         problems, y, sample_weight = self.check_batch(x, y, sample_weight, where)
         y_pred, losses = self.compute_step_losses(
             x, y, sample_weight, teacher_targets, False, problems, where
         )
-        self._check_all(problems)
-        self._update_loss_trackers(x, *losses)
-        return self._metrics_result(x, y, y_pred, sample_weight)
+        check = self._check_all(problems)
+        # The trackers wait for the check: a failed batch is not counted.
+        with tf.control_dependencies([check] if check is not None else []):
+            self._update_loss_trackers(x, *losses)
+            return self._metrics_result(x, y, y_pred, sample_weight)
 
     # -- Input checks before training -----------------------------------------
 

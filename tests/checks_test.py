@@ -341,3 +341,30 @@ def test_fit_and_evaluate_warn_when_xla_turns_the_checks_off(jit_compile):
     assert len(about_xla) == (2 if jit_compile else 0)
     if jit_compile:
         assert "in-step checks" in str(about_xla[0].message)
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        lambda: keras.optimizers.AdamW(1e-3, weight_decay=0.5),
+        lambda: keras.optimizers.SGD(1e-2, weight_decay=0.5),
+    ],
+    ids=["adamw", "sgd_weight_decay"],
+)
+def test_a_failed_step_changes_no_variable_also_without_its_gradients(optimizer):
+    # Weight decay changes the weights without the gradients, and the loss
+    # trackers count the batch: neither may run on a step that fails.
+    x, y = digits_subset(n=64)
+    x = x.copy()
+    x[40] = np.nan
+    distiller = kd.Distiller(tiny_student(), trained_teacher())
+    distiller.compile(optimizer=optimizer())
+    distiller.fit(x[:32], y[:32], batch_size=32, verbose=0)
+    before = [v.numpy().copy() for v in distiller.student.weights]
+    slots = [v.numpy().copy() for v in distiller.optimizer.variables]
+    with pytest.raises(ValueError, match=r"NaN or infinite in training step 2"):
+        distiller.fit(x[32:], y[32:], batch_size=32, verbose=0)
+    assert weights_equal(before, [v.numpy() for v in distiller.student.weights])
+    assert weights_equal(slots, [v.numpy() for v in distiller.optimizer.variables])
+    # The trackers were reset by this fit() and counted nothing since.
+    assert all(float(v.numpy()) == 0.0 for m in distiller.metrics for v in m.variables)
