@@ -1485,12 +1485,13 @@ class Distiller(keras.Model):
         # Every update waits for the check, so a failed one stops the step
         # before any variable changes: not only the gradients' updates, but
         # also what the optimizer changes without them (weight decay, the
-        # iteration count) and the loss and metric trackers. (Control edges,
-        # no extra op.)
+        # iteration count) and the loss trackers. (Control edges, no extra
+        # op. The compiled metrics stay outside: under a multi-worker
+        # strategy their update cannot take the check as a control input.)
         with tf.control_dependencies([check] if check is not None else []):
-            self._update_loss_trackers(x, *losses)
             self.optimizer.apply_gradients(zip(gradients, trainable))
-            return self._metrics_result(x, y, y_pred, sample_weight)
+            self._update_loss_trackers(x, *losses)
+        return self._metrics_result(x, y, y_pred, sample_weight)
 
     def test_step(self, data):
         import tensorflow as tf
@@ -1505,7 +1506,7 @@ class Distiller(keras.Model):
         # The trackers wait for the check: a failed batch is not counted.
         with tf.control_dependencies([check] if check is not None else []):
             self._update_loss_trackers(x, *losses)
-            return self._metrics_result(x, y, y_pred, sample_weight)
+        return self._metrics_result(x, y, y_pred, sample_weight)
 
     # -- Input checks before training -----------------------------------------
 

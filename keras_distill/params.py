@@ -314,6 +314,13 @@ def _variable_class(keras):
         def assign_sub(self, delta):
             return self.assign(self._sum(delta, -1.0))
 
+        def _restore_from_tensors(self, restored_tensors):
+            # `tf.train.Checkpoint` restores through here, not `assign`.
+            key = next(iter(restored_tensors))
+            checked = dict(restored_tensors)
+            checked[key] = self._checked(restored_tensors[key], "a checkpoint restore")
+            return super()._restore_from_tensors(checked)
+
         def _sum(self, delta, sign):
             if _is_symbolic(delta):
                 import tensorflow as tf
