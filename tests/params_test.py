@@ -248,3 +248,24 @@ def test_a_checkpoint_restore_is_checked(tmp_path):
     with pytest.raises(ValueError, match=r"`alpha` must be in \[0, 1\].*alpha=5\.0"):
         tf.train.Checkpoint(**target.training_state()).restore(path)
     assert float(target.alpha.numpy()) == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("kind", ["tf", "keras"])
+def test_a_variable_assigned_in_a_traced_function_is_checked_in_the_graph(kind):
+    # A variable read in a traced function has a `numpy` method that only
+    # works eagerly: it is checked in the graph, like a tensor.
+    distiller = _distiller()
+    source = tf.Variable(0.25) if kind == "tf" else keras.Variable(0.25)
+
+    @tf.function
+    def copy():
+        distiller.alpha.assign(source)
+
+    copy()
+    assert float(distiller.alpha.numpy()) == 0.25
+    source.assign(5.0)
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"`alpha` must be in \[0, 1\].*assigned 5"
+    ):
+        copy()
+    assert float(distiller.alpha.numpy()) == 0.25
