@@ -1370,9 +1370,18 @@ class Distiller(keras.Model):
         import tensorflow as tf
 
         total, student_loss, distillation_loss, hint_loss, term_losses = losses
-        sums = [
-            tf.reduce_sum(tf.cast(g, "float32")) for g in gradients if g is not None
-        ]
+
+        def gradient_sums():
+            return [
+                tf.reduce_sum(tf.cast(g, "float32")) for g in gradients if g is not None
+            ]
+
+        # A `LossScaleOptimizer`'s scaled gradients overflow now and then by
+        # design: it skips those updates itself and lowers its scale. Its
+        # gradients are left to it (only the loss is checked), or mixed
+        # precision training would stop at the first overflow.
+        loss_scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+        sums = [] if loss_scaled else gradient_sums()
         ok = tf.math.is_finite(tf.add_n([tf.cast(total, "float32"), *sums]))
         nan = tf.constant(float("nan"))
         terms = [
@@ -1393,7 +1402,8 @@ class Distiller(keras.Model):
                 if t is not None and t.dtype.is_floating
             ]
             bad_inputs = tf.add_n(inputs) if inputs else tf.constant(0, "int64")
-            gradient_sum = tf.add_n(sums) if sums else tf.constant(0.0)
+            every = sums or gradient_sums()
+            gradient_sum = tf.add_n(every) if every else tf.constant(0.0)
             gradients_state = tf.where(
                 tf.math.is_finite(gradient_sum), "finite", "NaN or infinite"
             )
