@@ -368,3 +368,22 @@ def test_a_failed_step_changes_no_variable_also_without_its_gradients(optimizer)
     assert weights_equal(slots, [v.numpy() for v in distiller.optimizer.variables])
     # The trackers were reset by this fit() and counted nothing since.
     assert all(float(v.numpy()) == 0.0 for m in distiller.metrics for v in m.variables)
+
+
+def test_a_label_refused_by_the_kernel_leaves_weight_decay_undone():
+    # The kernel's error stops the step; AdamW's decay must not have run.
+    x, y = digits_subset(n=96)
+    y = y.copy()
+    y[80] = 10
+    distiller = kd.Distiller(tiny_student(), trained_teacher())
+    distiller.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=0.5))
+    seen = []
+    snapshot = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: seen.append(
+            [w.copy() for w in distiller.student.get_weights()]
+        )
+    )
+    with pytest.raises(ValueError, match=r"label value of 10 in training step 3"):
+        distiller.fit(_dataset(x, y), verbose=0, callbacks=[snapshot])
+    assert weights_equal(seen[-1], distiller.student.get_weights())
+    assert int(distiller.optimizer.iterations.numpy()) == 2
