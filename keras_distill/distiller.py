@@ -1299,7 +1299,7 @@ class Distiller(keras.Model):
             sample_weight = tf.where(bad, tf.zeros_like(raw), raw)
         return sample_weight
 
-    def _check_all(self, problems):
+    def _check_all(self, problems, guard=()):
         """`checks.check_all`, or nothing under XLA.
 
         XLA compiles neither string formatting nor assertions, so with
@@ -1308,7 +1308,7 @@ class Distiller(keras.Model):
         """
         if self._checks_off():
             return None
-        return kd_checks.check_all(problems)
+        return kd_checks.check_all(problems, guard)
 
     def _checks_off(self):
         """Whether the step is compiled with XLA, so without its checks."""
@@ -1491,16 +1491,22 @@ class Distiller(keras.Model):
         trainable = self.trainable_variables
         gradients = tape.gradient(scaled, trainable)
         problems.append(self._finite_problem(x, losses, gradients, where))
-        check = self._check_all(problems)
-        # Every update waits for the check, so a failed one stops the step
-        # before any variable changes: not only the gradients' updates, but
-        # also what the optimizer changes without them (weight decay, the
-        # iteration count) and the loss trackers. (Control edges, no extra
-        # op. The compiled metrics stay outside: under a multi-worker
-        # strategy their update cannot take the check as a control input.)
-        with tf.control_dependencies([check] if check is not None else []):
-            self.optimizer.apply_gradients(zip(gradients, trainable))
+        # Every write of the step waits for the check, so a failed one stops
+        # the step before any variable changes: the gradients' updates (the
+        # gradients wait for it), and the writes that do not use them (weight
+        # decay, the optimizer's counters, gradient accumulators), which the
+        # check orders after itself by naming their variables (`guard`, no op
+        # on a good step). The optimizer's own arithmetic need not wait.
+        check = self._check_all(
+            problems, guard=[*trainable, *self.optimizer.variables]
+        )
+        if check is not None:
+            with tf.control_dependencies([check]):
+                gradients = [None if g is None else tf.identity(g) for g in gradients]
+                self._update_loss_trackers(x, *losses)
+        else:
             self._update_loss_trackers(x, *losses)
+        self.optimizer.apply_gradients(zip(gradients, trainable))
         return self._metrics_result(x, y, y_pred, sample_weight)
 
     def test_step(self, data):
