@@ -1497,9 +1497,7 @@ class Distiller(keras.Model):
         # decay, the optimizer's counters, gradient accumulators), which the
         # check orders after itself by naming their variables (`guard`, no op
         # on a good step). The optimizer's own arithmetic need not wait.
-        check = self._check_all(
-            problems, guard=[*trainable, *self.optimizer.variables]
-        )
+        check = self._check_all(problems, guard=[*trainable, *self.optimizer.variables])
         if check is not None:
             with tf.control_dependencies([check]):
                 gradients = [None if g is None else tf.identity(g) for g in gradients]
