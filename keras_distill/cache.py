@@ -407,8 +407,18 @@ class TeacherCache:
                     if name == "indices":
                         value = value.astype("int32")
                     else:
+                        columns = slice(0, k or value.shape[1])
+                        if not np.all(np.isfinite(value[:, columns])):
+                            # Non-finite before any cast: no dtype would help.
+                            raise ValueError(
+                                f"The teacher produced non-finite outputs (NaN or "
+                                f"inf in its own {value.dtype} outputs) in batch "
+                                f"{step} (examples {step * batch_size} to "
+                                f"{step * batch_size + len(value) - 1}). Check "
+                                "those inputs and the teacher."
+                            )
                         value = value.astype(dtype)
-                        if not np.all(np.isfinite(value[:, : (k or value.shape[1])])):
+                        if not np.all(np.isfinite(value[:, columns])):
                             raise ValueError(
                                 f"The teacher produced non-finite outputs (in {dtype}) "
                                 f"in batch {step}; use dtype='float32'."

@@ -24,27 +24,39 @@ PREFIX = "keras_distill check failed: "
 END = " <end of message>"
 
 
-def graph_assert(ok, message_fn):
+def graph_assert(ok, message_fn, guard=()):
     """Fails the step with `message_fn()` (a string tensor) when `ok` is false.
 
     `message_fn` is only run when the check fails, so formatting costs
     nothing on good batches.
+
+    Args:
+        guard: Variables that no later op of the traced function may write
+            before the check has passed. The failing branch reads them (only
+            when it runs), so TensorFlow's automatic control dependencies
+            order every later write of each of them after the check: writes
+            that do not use the gradients (weight decay, an optimizer's
+            counters) wait for it too, while the rest of the step (the
+            optimizer's arithmetic) runs as early as before.
     """
     import tensorflow as tf
 
     def fail():
         message = tf.strings.join([PREFIX, message_fn(), END])
-        with tf.control_dependencies([tf.debugging.Assert(False, [message])]):
+        reads = [tf.size(variable) for variable in guard]
+        with tf.control_dependencies([tf.debugging.Assert(False, [message]), *reads]):
             return tf.constant(False)
 
     return tf.cond(ok, lambda: tf.constant(True), fail)
 
 
-def check_all(problems):
+def check_all(problems, guard=()):
     """One assertion for a list of `(failed, message_fn)` problems.
 
     The messages of the failed problems (only those) are formatted and
     joined when the check fails; a step that passes runs one `cond`.
+    `guard`: variables whose later writes wait for the check (see
+    `graph_assert`).
     """
     import tensorflow as tf
 
@@ -65,7 +77,7 @@ def check_all(problems):
         joined = tf.strings.reduce_join(tf.stack(parts), separator=" ")
         return tf.strings.strip(joined)
 
-    return graph_assert(ok, message)
+    return graph_assert(ok, message, guard)
 
 
 def format_message(template, *values):

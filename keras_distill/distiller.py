@@ -1301,7 +1301,7 @@ class Distiller(keras.Model):
             sample_weight = tf.where(bad, tf.zeros_like(raw), raw)
         return sample_weight
 
-    def _check_all(self, problems):
+    def _check_all(self, problems, guard=()):
         """`checks.check_all`, or nothing under XLA.
 
         XLA compiles neither string formatting nor assertions, so with
@@ -1310,7 +1310,7 @@ class Distiller(keras.Model):
         """
         if self._checks_off():
             return None
-        return kd_checks.check_all(problems)
+        return kd_checks.check_all(problems, guard)
 
     def _checks_off(self):
         """Whether the step is compiled with XLA, so without its checks."""
@@ -1372,9 +1372,18 @@ class Distiller(keras.Model):
         import tensorflow as tf
 
         total, student_loss, distillation_loss, hint_loss, term_losses = losses
-        sums = [
-            tf.reduce_sum(tf.cast(g, "float32")) for g in gradients if g is not None
-        ]
+
+        def gradient_sums():
+            return [
+                tf.reduce_sum(tf.cast(g, "float32")) for g in gradients if g is not None
+            ]
+
+        # A `LossScaleOptimizer`'s scaled gradients overflow now and then by
+        # design: it skips those updates itself and lowers its scale. Its
+        # gradients are left to it (only the loss is checked), or mixed
+        # precision training would stop at the first overflow.
+        loss_scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+        sums = [] if loss_scaled else gradient_sums()
         ok = tf.math.is_finite(tf.add_n([tf.cast(total, "float32"), *sums]))
         nan = tf.constant(float("nan"))
         terms = [
@@ -1395,7 +1404,8 @@ class Distiller(keras.Model):
                 if t is not None and t.dtype.is_floating
             ]
             bad_inputs = tf.add_n(inputs) if inputs else tf.constant(0, "int64")
-            gradient_sum = tf.add_n(sums) if sums else tf.constant(0.0)
+            every = sums or gradient_sums()
+            gradient_sum = tf.add_n(every) if every else tf.constant(0.0)
             gradients_state = tf.where(
                 tf.math.is_finite(gradient_sum), "finite", "NaN or infinite"
             )
@@ -1476,7 +1486,6 @@ class Distiller(keras.Model):
             y_pred, losses = self.compute_step_losses(
                 x, y, sample_weight, teacher_targets, True, problems, where
             )
-            self._update_loss_trackers(x, *losses)
             total = losses[0]
             scaled = self.optimizer.scale_loss(total) if self.optimizer else total
         # The student's and the hint adaptors' weights (the teachers are
@@ -1484,25 +1493,35 @@ class Distiller(keras.Model):
         trainable = self.trainable_variables
         gradients = tape.gradient(scaled, trainable)
         problems.append(self._finite_problem(x, losses, gradients, where))
-        check = self._check_all(problems)
+        # Every write of the step waits for the check, so a failed one stops
+        # the step before any variable changes: the gradients' updates (the
+        # gradients wait for it), and the writes that do not use them (weight
+        # decay, the optimizer's counters, gradient accumulators), which the
+        # check orders after itself by naming their variables (`guard`, no op
+        # on a good step). The optimizer's own arithmetic need not wait.
+        check = self._check_all(problems, guard=[*trainable, *self.optimizer.variables])
         if check is not None:
-            # The gradients wait for the check, so a failed one stops the step
-            # before any weight changes. (Only the gradients: the optimizer's
-            # own scalar work need not wait, which keeps the check cheap.)
             with tf.control_dependencies([check]):
                 gradients = [None if g is None else tf.identity(g) for g in gradients]
+                self._update_loss_trackers(x, *losses)
+        else:
+            self._update_loss_trackers(x, *losses)
         self.optimizer.apply_gradients(zip(gradients, trainable))
         return self._metrics_result(x, y, y_pred, sample_weight)
 
     def test_step(self, data):
+        import tensorflow as tf
+
         x, y, sample_weight, teacher_targets = self.unpack_batch(data)
         where = lambda: "an evaluation batch"  # noqa: E731
         problems, y, sample_weight = self.check_batch(x, y, sample_weight, where)
         y_pred, losses = self.compute_step_losses(
             x, y, sample_weight, teacher_targets, False, problems, where
         )
-        self._check_all(problems)
-        self._update_loss_trackers(x, *losses)
+        check = self._check_all(problems)
+        # The trackers wait for the check: a failed batch is not counted.
+        with tf.control_dependencies([check] if check is not None else []):
+            self._update_loss_trackers(x, *losses)
         return self._metrics_result(x, y, y_pred, sample_weight)
 
     # -- Input checks before training -----------------------------------------

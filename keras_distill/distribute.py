@@ -411,7 +411,12 @@ class _Checkpoint:
             return 0
         latest = tf.train.latest_checkpoint(self.directory)
         if latest is not None:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            try:  # The parameter variables refuse a bad restored value.
+                self.checkpoint.restore(latest).assert_existing_objects_matched()
+            except ValueError as error:
+                raise ValueError(
+                    f"The checkpoint {latest!r} holds an invalid parameter: {error}"
+                ) from None
         epoch = int(self.epoch.numpy())
         loop = self.loop
         total = loop._sum_across_workers(epoch)

@@ -314,6 +314,13 @@ def _variable_class(keras):
         def assign_sub(self, delta):
             return self.assign(self._sum(delta, -1.0))
 
+        def _restore_from_tensors(self, restored_tensors):
+            # `tf.train.Checkpoint` restores through here, not `assign`.
+            key = next(iter(restored_tensors))
+            checked = dict(restored_tensors)
+            checked[key] = self._checked(restored_tensors[key], "a checkpoint restore")
+            return super()._restore_from_tensors(checked)
+
         def _sum(self, delta, sign):
             if _is_symbolic(delta):
                 import tensorflow as tf
@@ -334,12 +341,19 @@ def _variable_class(keras):
 
 
 def _is_symbolic(value) -> bool:
-    """Whether `value` is a graph tensor (inside a traced function)."""
+    """Whether `value` has no concrete value yet (inside a traced function).
+
+    A graph tensor, but also a variable read inside a traced function (a
+    `tf.Variable` or `keras.Variable`, which have a `numpy` method that only
+    works eagerly).
+    """
     try:
         import tensorflow as tf
     except ImportError:  # other backends: values are concrete
         return False
-    return tf.is_tensor(value) and not hasattr(value, "numpy")
+    if not tf.is_tensor(value) and not isinstance(value, tf.Variable):
+        return False
+    return not hasattr(value, "numpy") or not tf.executing_eagerly()
 
 
 def _graph_checked(name: str, value):

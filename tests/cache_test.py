@@ -317,3 +317,17 @@ def test_all_zero_sample_weights_warn_when_paired_with_the_cache(
     cache = build(teacher, x[:64], tmp_path / "c")
     with pytest.warns(UserWarning, match="Every `sample_weight` is 0"):
         cache.dataset(x[:64], y[:64], sample_weight=np.zeros(64))
+
+
+def test_a_teacher_that_outputs_nan_itself_is_not_told_to_use_float32(tmp_path):
+    # The advice to cache in float32 is for float16 overflow only; NaN in the
+    # teacher's own outputs names the batch's examples instead.
+    x, _ = digits_subset(n=64)
+    x = x.copy()
+    x[40] = np.nan
+    teacher = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]
+    )
+    with pytest.raises(ValueError, match=r"in batch 1 \(examples 32 to 63\)") as info:
+        TeacherCache.build(teacher, x, str(tmp_path / "c"), batch_size=32, verbose=0)
+    assert "float32'" not in str(info.value)

@@ -341,3 +341,51 @@ def test_fit_and_evaluate_warn_when_xla_turns_the_checks_off(jit_compile):
     assert len(about_xla) == (2 if jit_compile else 0)
     if jit_compile:
         assert "in-step checks" in str(about_xla[0].message)
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        lambda: keras.optimizers.AdamW(1e-3, weight_decay=0.5),
+        lambda: keras.optimizers.SGD(1e-2, weight_decay=0.5),
+        lambda: keras.optimizers.Adam(1e-3, gradient_accumulation_steps=2),
+    ],
+    ids=["adamw", "sgd_weight_decay", "accumulation"],
+)
+def test_a_failed_step_changes_no_variable_also_without_its_gradients(optimizer):
+    # Weight decay changes the weights without the gradients, gradient
+    # accumulation resets its accumulators, and the loss trackers count the
+    # batch: none of it may run on a step that fails.
+    x, y = digits_subset(n=64)
+    x = x.copy()
+    x[40] = np.nan
+    distiller = kd.Distiller(tiny_student(), trained_teacher())
+    distiller.compile(optimizer=optimizer())
+    distiller.fit(x[:32], y[:32], batch_size=32, verbose=0)
+    before = [v.numpy().copy() for v in distiller.student.weights]
+    slots = [v.numpy().copy() for v in distiller.optimizer.variables]
+    with pytest.raises(ValueError, match=r"NaN or infinite in training step"):
+        distiller.fit(x[32:], y[32:], batch_size=32, verbose=0)
+    assert weights_equal(before, [v.numpy() for v in distiller.student.weights])
+    assert weights_equal(slots, [v.numpy() for v in distiller.optimizer.variables])
+    # The trackers were reset by this fit() and counted nothing since.
+    assert all(float(v.numpy()) == 0.0 for m in distiller.metrics for v in m.variables)
+
+
+def test_a_label_refused_by_the_kernel_leaves_weight_decay_undone():
+    # The kernel's error stops the step; AdamW's decay must not have run.
+    x, y = digits_subset(n=96)
+    y = y.copy()
+    y[80] = 10
+    distiller = kd.Distiller(tiny_student(), trained_teacher())
+    distiller.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=0.5))
+    seen = []
+    snapshot = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: seen.append(
+            [w.copy() for w in distiller.student.get_weights()]
+        )
+    )
+    with pytest.raises(ValueError, match=r"label value of 10 in training step 3"):
+        distiller.fit(_dataset(x, y), verbose=0, callbacks=[snapshot])
+    assert weights_equal(seen[-1], distiller.student.get_weights())
+    assert int(distiller.optimizer.iterations.numpy()) == 2

@@ -333,3 +333,24 @@ def test_a_killed_run_whose_files_changed_is_not_resumed(tmp_path, changed):
         runs.prepare_output(str(out), cfg, "train")
     assert runs.prepare_output(str(out), cfg, "train", overwrite=True) == "new"
     assert runs.prepare_output(str(out), cfg, "train") == "resume"
+
+
+def test_a_run_killed_while_saving_the_distiller_leaves_no_half_written_file(
+    tmp_path, monkeypatch
+):
+    # As a `kill -9` in the middle of `distiller.save`: the bytes written so
+    # far stay, the process stops. `distiller.keras` must not be half a file.
+    cfg, out = write_config(tmp_path, "save", epochs=1)
+    save = keras.Model.save
+
+    def killed_save(model, filepath, *args, **kwargs):
+        if "distiller" in os.path.basename(str(filepath)):
+            with open(filepath, "wb") as f:
+                f.write(b"PK\x03\x04 half a zip")
+            raise KeyboardInterrupt
+        return save(model, filepath, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "save", killed_save)
+    assert cli.main(["train", str(cfg), "--verbose", "0"]) != 0
+    assert (out / "teacher.keras").exists()
+    assert not (out / "distiller.keras").exists()

@@ -51,3 +51,23 @@ def test_kd_loss_is_float32_even_for_float16_logits():
     value = kd.losses.kd_loss(t, s, temperature=0.5)
     assert value.dtype == "float32"
     assert np.all(np.isfinite(np.asarray(value)))
+
+
+def test_a_loss_scale_overflow_is_skipped_not_an_error(policy):
+    # A LossScaleOptimizer skips the updates whose scaled gradients overflow
+    # and lowers its scale: the step's check must not stop training there.
+    policy("mixed_float16")
+    x, y = digits_subset(n=64)
+    teacher, student = _pair()
+    optimizer = keras.optimizers.LossScaleOptimizer(
+        keras.optimizers.Adam(1e-3), initial_scale=2.0**40
+    )
+    distiller = kd.Distiller(student, teacher)
+    distiller.compile(optimizer=optimizer)
+    distiller.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    assert float(optimizer.dynamic_scale.numpy()) < 2.0**40
+    # A NaN in the inputs still stops training with the step's error.
+    x = x.copy()
+    x[5] = np.nan
+    with pytest.raises(ValueError, match="became NaN or infinite"):
+        distiller.fit(x, y, batch_size=32, epochs=1, verbose=0)

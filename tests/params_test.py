@@ -236,3 +236,36 @@ def test_save_refuses_a_parameter_that_load_model_would_refuse(tmp_path):
     distiller.alpha = 0.5
     distiller.save(path)
     assert float(keras.models.load_model(path).alpha.numpy()) == 0.5
+
+
+def test_a_checkpoint_restore_is_checked(tmp_path):
+    # `tf.train.Checkpoint` (kd.distribute's per-epoch checkpoints) restores
+    # through the variable's `_restore_from_tensors`, not `assign`.
+    source = _distiller()
+    source.alpha.value.assign(5.0)  # a checkpoint written around the rule
+    path = tf.train.Checkpoint(**source.training_state()).save(str(tmp_path / "c"))
+    target = _distiller(alpha=0.3)
+    with pytest.raises(ValueError, match=r"`alpha` must be in \[0, 1\].*alpha=5\.0"):
+        tf.train.Checkpoint(**target.training_state()).restore(path)
+    assert float(target.alpha.numpy()) == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("kind", ["tf", "keras"])
+def test_a_variable_assigned_in_a_traced_function_is_checked_in_the_graph(kind):
+    # A variable read in a traced function has a `numpy` method that only
+    # works eagerly: it is checked in the graph, like a tensor.
+    distiller = _distiller()
+    source = tf.Variable(0.25) if kind == "tf" else keras.Variable(0.25)
+
+    @tf.function
+    def copy():
+        distiller.alpha.assign(source)
+
+    copy()
+    assert float(distiller.alpha.numpy()) == 0.25
+    source.assign(5.0)
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"`alpha` must be in \[0, 1\].*assigned 5"
+    ):
+        copy()
+    assert float(distiller.alpha.numpy()) == 0.25

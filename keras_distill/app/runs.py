@@ -49,6 +49,11 @@ WRITTEN = (
     "tuning.md",
     "history.json",
     "history.csv",
+    # Left by a run killed while saving (`_save_atomically`).
+    "teacher.partial.keras",
+    "distiller.partial.keras",
+    "student.partial.keras",
+    "best_distiller.partial.keras",
     "tensorboard",
     "backup",
     "serving",
@@ -471,8 +476,8 @@ def _train(cfg, out, mode, verbose):
             ),
         },
     ]
-    distiller.save(os.path.join(out, "distiller.keras"))
-    student.save(os.path.join(out, "student.keras"))
+    _save_atomically(distiller, os.path.join(out, "distiller.keras"))
+    _save_atomically(student, os.path.join(out, "student.keras"))
     report.plot_run(
         history,
         os.path.join(out, "report.png"),
@@ -625,7 +630,7 @@ def _tune(cfg, out, verbose):
             "# Tuning trials (best first)\n\n" + kd_tuner.trial_table(search) + "\n"
         )
     print(kd_tuner.trial_table(search))
-    distiller.save(os.path.join(out, "best_distiller.keras"))
+    _save_atomically(distiller, os.path.join(out, "best_distiller.keras"))
     result = {"best": best_hp.values, "trials": len(trials)}
     with open(os.path.join(out, RUN_MARKER), "w") as f:
         json.dump(result, f, indent=2)
