@@ -117,7 +117,7 @@ def checks_off(distiller):
     The check is the one `tf.cond` per step that stops a bad batch before
     the update; without it the step is what it would cost with no checks.
     """
-    distiller._check_all = lambda problems: None
+    distiller._check_all = lambda problems, guard=(): None
     return distiller
 
 
