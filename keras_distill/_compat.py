@@ -69,6 +69,7 @@ def add_to_mean(metric, value, weight) -> None:
     assign_add(metric.total, keras.ops.cast(value, metric.total.dtype) * weight)
     assign_add(metric.count, weight)
 
+
 def tuner_try_build(tuner, hp):
     """Keras Tuner's `Tuner._try_build(hp)` without clearing the session.
 

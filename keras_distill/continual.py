@@ -322,9 +322,13 @@ def _check_warmup_epochs(value, name, low):
     """`"auto"` or an integer >= `low` (the warm-up's length)."""
     if value == "auto" and isinstance(value, str):
         return value
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | np.integer)
+        or value < low
+    ):
         raise ValueError(
-            f"`{name}` must be \"auto\" (the new head trained on frozen features "
+            f'`{name}` must be "auto" (the new head trained on frozen features '
             "until its loss on a held-out slice of the new task stops improving) "
             f"or an integer >= {low}. Received: {name}={value!r}"
         )
@@ -490,7 +494,12 @@ def warm_up_head(
     )
     if epochs != "auto":
         history = probe.fit(
-            inputs, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose
+            inputs,
+            y,
+            epochs=epochs,
+            batch_size=batch_size,
+            shuffle=True,
+            verbose=verbose,
         )
         history.best_epoch = epochs
         return history
@@ -1234,8 +1243,9 @@ def learn(
             alike): `"auto"` trains it until its cross-entropy on a held-out
             20% of the new task's training data (stratified, seeded by the
             step's seed) has not improved by more than 1e-4 for 10 epochs
-            (at most 200) and keeps its best epoch (see `warm_up_head`); an integer trains it
-            for that many epochs on all the data; `0` skips it. The epochs
+            (at most 200) and keeps its best epoch (see `warm_up_head`); an
+            integer trains it for that many epochs on all the data; `0` skips
+            it. The epochs
             chosen are recorded in `run.json` (`"warmup_epochs_run"`).
             Defaults to `"auto"`.
         memory_size: Stored examples for `"icarl"` (at least one per class).

@@ -1528,7 +1528,9 @@ class Distiller(keras.Model):
 
     def _training_step_name(self):
         """Names the step that failed: the optimizer counts only good steps."""
-        return f"training step {int(ops.convert_to_numpy(self.optimizer.iterations)) + 1}"
+        return (
+            f"training step {int(ops.convert_to_numpy(self.optimizer.iterations)) + 1}"
+        )
 
     def fit(self, x=None, y=None, *args, **kwargs):
         with kd_checks.raise_readable(self._training_step_name):
@@ -1604,7 +1606,9 @@ class Distiller(keras.Model):
         try:  # The parameter variables refuse a bad value as it is assigned.
             super().load_own_variables(store)
         except ValueError as error:
-            raise ValueError(f"The saved distiller holds an invalid parameter: {error}") from None
+            raise ValueError(
+                f"The saved distiller holds an invalid parameter: {error}"
+            ) from None
         self._check_stored_parameters("The saved distiller holds")
 
     def save(self, filepath, *args, **kwargs):

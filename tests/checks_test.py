@@ -108,7 +108,8 @@ def test_a_nan_gradient_under_a_finite_loss_stops_training():
     distiller.compile(optimizer="adam")
     before = [w.copy() for w in student.get_weights()]
     with pytest.raises(
-        ValueError, match=r"in training step 1 \(loss [0-9.]+, .*gradients NaN or infinite; "
+        ValueError,
+        match=r"in training step 1 \(loss [0-9.]+, .*gradients NaN or infinite; ",
     ):
         distiller.fit(x, y, epochs=1, batch_size=32, verbose=0)
     assert weights_equal(before, student.get_weights())

@@ -253,7 +253,9 @@ def test_integer_warm_up_trains_on_everything_for_that_many_epochs():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 6)).astype("float32")
     y = rng.integers(0, 2, size=40)
-    history = kd.continual.warm_up_head(_warm_up_student(), x, y, epochs=3, batch_size=8)
+    history = kd.continual.warm_up_head(
+        _warm_up_student(), x, y, epochs=3, batch_size=8
+    )
     assert len(history.epoch) == 3 and history.best_epoch == 3
     assert history.params["steps"] == 5 and "val_loss" not in history.history
 

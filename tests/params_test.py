@@ -11,7 +11,7 @@ import tensorflow as tf
 
 import keras_distill as kd
 from keras_distill import params
-from tests.helpers import digits_subset, tiny_student, trained_teacher, weights_equal
+from tests.helpers import digits_subset, tiny_student, trained_teacher
 
 
 def _distiller(**kwargs):
@@ -64,7 +64,11 @@ def test_adding_a_parameter_is_one_declaration():
 @pytest.mark.parametrize(
     "name, value, match",
     [
-        ("temperature", 0.0, r"`temperature` must be > 0.*temperature=0\.0 at an assig"),
+        (
+            "temperature",
+            0.0,
+            r"`temperature` must be > 0.*temperature=0\.0 at an assig",
+        ),
         ("temperature", float("nan"), r"`temperature` must be a finite.*=nan at an"),
         ("alpha", 5.0, r"`alpha` must be in \[0, 1\].*alpha=5\.0 at an assignment"),
         ("alpha", 1e-46, r"`alpha` must be in \[0, 1\] and representable in float32"),
@@ -80,7 +84,10 @@ def test_a_direct_assignment_is_refused_at_once(name, value, match):
         variable.assign(value)
     with pytest.raises(ValueError, match=match):  # set_weights assigns too
         distiller.set_weights(
-            [np.asarray(value) if w is variable else w.numpy() for w in distiller.weights]
+            [
+                np.asarray(value) if w is variable else w.numpy()
+                for w in distiller.weights
+            ]
         )
     assert float(variable.numpy()) == held  # nothing was stored
     distiller.fit(x, y, epochs=1, batch_size=32, verbose=0)

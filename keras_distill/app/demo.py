@@ -61,7 +61,10 @@ class Settings:
     @classmethod
     def quick(cls):
         return cls(
-            teacher_epochs=3, student_epochs=6, seeds=2, mnist1d_epochs=2,
+            teacher_epochs=3,
+            student_epochs=6,
+            seeds=2,
+            mnist1d_epochs=2,
             quick_mnist1d=True,
         )
 
@@ -207,7 +210,8 @@ def format_table(rows):
         )
         lines.append(
             f"| {r.model} | {r.parameters:,} | {r.seeds} | {r.test_accuracy:.4f} | "
-            f"{spread} | {_cell(r.test_loss, '.4f')} | {_cell(r.train_seconds, '.1f')} | "
+            f"{spread} | {_cell(r.test_loss, '.4f')} | "
+            f"{_cell(r.train_seconds, '.1f')} | "
             f"{_cell(r.size_kib, ',.0f')} | {latency} | {_cell(r.throughput, ',.0f')} |"
         )
     return "\n".join(lines)
