@@ -1296,11 +1296,7 @@ def learn(
         if alpha is None
         else (kd_params.check("alpha", alpha))
     )
-    learning_rate = kd_params.check_finite(learning_rate, "learning_rate")
-    if learning_rate <= 0:
-        raise ValueError(
-            f"`learning_rate` must be > 0. Received: learning_rate={learning_rate!r}"
-        )
+    learning_rate = kd_params.check_positive(learning_rate, "learning_rate")
     if (
         isinstance(memory_size, bool)
         or not isinstance(memory_size, int | np.integer)
@@ -1365,7 +1361,8 @@ def learn(
     trained = []
     state.setdefault("warmup_epochs_run", [None] * finished)
     for step in range(finished, len(tasks)):
-        keras.utils.set_random_seed(int(seed) * 1000 + step)
+        step_seed = int(seed) * 1000 + step
+        keras.utils.set_random_seed(step_seed)
         task = tasks[step]
         notes = {}
         model = _train_step(
@@ -1384,7 +1381,7 @@ def learn(
             temperature,
             warmup_epochs,
             verbose,
-            int(seed) * 1000 + step,
+            step_seed,
             notes,
         )
         if memory is not None:

@@ -82,6 +82,14 @@ def check_finite(value, name: str, where: str | None = None) -> float:
     return number
 
 
+def check_positive(value, name: str) -> float:
+    """`value` as a float if it is finite and > 0 (e.g. a learning rate)."""
+    number = check_finite(value, name)
+    if not number > 0:
+        raise ValueError(f"`{name}` must be > 0. Received: {name}={value!r}")
+    return number
+
+
 @dataclasses.dataclass(frozen=True)
 class Param:
     """The rule of one scalar parameter.

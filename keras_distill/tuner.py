@@ -53,16 +53,6 @@ class TrialDistiller(Distiller):
         self.student.load_weights(filepath, **kwargs)
 
 
-def _check_learning_rate(value):
-    """The fixed `learning_rate` as a float: finite and > 0, else a `ValueError`."""
-    number = kd_params.check_finite(value, "learning_rate")
-    if number <= 0:
-        raise ValueError(
-            f"`learning_rate` must be > 0. Received: learning_rate={value!r}"
-        )
-    return number
-
-
 def _check_range(values, name, low, high=None, low_inclusive=True):
     try:
         lo, hi = (float(v) for v in values)
@@ -208,7 +198,9 @@ def _hypermodel_class():
                 )
             self.teacher = teacher
             self.build_student = build_student
-            self.learning_rate = _check_learning_rate(learning_rate)
+            self.learning_rate = kd_params.check_positive(
+                learning_rate, "learning_rate"
+            )
             self.metrics = list(metrics)
             self.teacher_calls = 0
             self._targets = {}
