@@ -111,3 +111,70 @@ def loss_function(loss):
     if not isinstance(loss, LossFunctionWrapper):
         return None
     return loss.fn, dict(getattr(loss, "_fn_kwargs", None) or {})
+
+
+# The key of the tensor that holds a step's scalar logs (see `packed_logs`).
+_PACKED_LOGS = "keras_distill/packed_logs:"
+
+
+def packed_logs_function(trainer, step_function):
+    """Keras's compiled train or test function, with the logs in one tensor.
+
+    Each value a compiled step returns costs the `fit()` loop per step (the
+    function's outputs, then one conversion to a Python number each), about
+    1% of a small student's step per value. The Distiller logs several
+    (`loss`, `student_loss`, `distillation_loss`, ...), so its step returns
+    its scalar float32 logs stacked in one tensor, and this function gives
+    them back by name, as NumPy scalars, in their order. Other values (none
+    by default) are returned as they are.
+
+    Relies on the TensorFlow trainer's `_make_function(step_function)`,
+    which builds what `make_train_function` / `make_test_function` store.
+    Returns None on other backends (the caller keeps Keras's own function).
+    """
+    if keras.backend.backend() != "tensorflow" or not hasattr(
+        trainer, "_make_function"
+    ):
+        return None
+    import numpy as np
+    import tensorflow as tf
+
+    layouts = []  # one `(order, packed names)` per traced structure
+
+    def packed_step(data):
+        logs = step_function(data)
+        if not isinstance(logs, dict):
+            return logs
+        names = [
+            key
+            for key, value in logs.items()
+            if tf.is_tensor(value)
+            and value.dtype == tf.float32
+            and value.shape.rank == 0
+        ]
+        if len(names) < 2:
+            return logs
+        layout = (list(logs), names)
+        if layout not in layouts:
+            layouts.append(layout)
+        packed = {key: value for key, value in logs.items() if key not in names}
+        packed[f"{_PACKED_LOGS}{layouts.index(layout)}"] = tf.stack(
+            [logs[key] for key in names]
+        )
+        return packed
+
+    function = trainer._make_function(packed_step)
+
+    def unpacked(iterator):
+        logs = function(iterator)
+        if not isinstance(logs, dict):
+            return logs
+        key = next((k for k in logs if k.startswith(_PACKED_LOGS)), None)
+        if key is None:
+            return logs
+        order, names = layouts[int(key[len(_PACKED_LOGS) :])]
+        logs = dict(logs)
+        logs.update(zip(names, np.asarray(logs.pop(key))))
+        return {name: logs[name] for name in order}
+
+    return unpacked

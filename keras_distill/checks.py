@@ -18,6 +18,7 @@ checks.graph_assert(ok, lambda: checks.format_message(
 """
 
 import contextlib
+import math
 import re
 
 PREFIX = "keras_distill check failed: "
@@ -80,6 +81,103 @@ def check_all(problems, guard=()):
     return graph_assert(ok, message, guard)
 
 
+# The tag of `assert_finite`'s message, followed by the names of its values.
+NONFINITE = "non-finite loss or gradients: "
+
+
+def assert_finite(named_values, ok, guard=()):
+    """Stops the step, in one op and without a `tf.cond`, when `ok` is false.
+
+    The cheap check of every training step (is the loss, and are its
+    gradients, finite?). TensorFlow's `Assert` kernel formats its data only
+    when it fails, so a passing step pays for one op; a `tf.cond` (as in
+    `graph_assert`) costs several on every step, about 2% of a small
+    student's step (`benchmarks/step_cost.py`). The failure carries the
+    values, which `raise_readable` turns into a message naming each.
+
+    Args:
+        named_values: `(name, scalar tensor)` pairs reported on failure (the
+            loss of each term; `"gradients"`, the sum of every gradient).
+        ok: Scalar bool tensor; the step fails when it is false.
+        guard: Variables that no later op of the traced function may read or
+            write before the check has passed. They are inputs of the op, so
+            TensorFlow's automatic control dependencies order every later use
+            of each after it (the optimizer's updates, weight decay, counters
+            and the loss trackers all wait; nothing else does).
+
+    Example:
+
+    ```python
+    checks.assert_finite([("loss", loss)], tf.math.is_finite(loss),
+                         guard=model.trainable_variables)
+    ```
+    """
+    import tensorflow as tf
+
+    names = ",".join(name for name, _ in named_values)
+    values = [tf.cast(value, "float32") for _, value in named_values]
+    return tf.raw_ops.Assert(
+        condition=ok,
+        data=[
+            tf.constant(f"{PREFIX}{NONFINITE}{names}{END}"),
+            *values,
+            *[variable.handle for variable in guard],
+        ],
+        summarize=1,
+    )
+
+
+def _nonfinite_message(text, error_text, where=None, note=None):
+    """The readable message of a failed `assert_finite`, or None.
+
+    `text` is the tagged message (`NONFINITE`, then the names), `error_text`
+    the whole error, in which each value follows the message in brackets.
+    """
+    names = text[len(NONFINITE) :].split(",")
+    tail = error_text.split(END, 1)[-1]
+    found = re.findall(r"\[([-+0-9.eEinfa]+)\]", tail)[: len(names)]
+    if len(found) != len(names):
+        return None
+    values = dict(zip(names, (float(value) for value in found)))
+    gradients = values.pop("gradients", None)
+    gradients_bad = gradients is not None and not math.isfinite(gradients)
+    loss_finite = all(math.isfinite(value) for value in values.values())
+    parts = ", ".join(f"{name} {value:.6g}" for name, value in values.items())
+    if gradients is not None:
+        parts += "; gradients " + ("NaN or infinite" if gradients_bad else "finite")
+    started = [
+        name
+        for name, value in values.items()
+        if name != "loss" and not math.isfinite(value)
+    ]
+    if not started and gradients_bad:
+        started = ["the gradients"]
+    if started:
+        parts += "; it started in " + ", ".join(started)
+    place = ""
+    if where is not None:
+        try:
+            place = f" in {where()}"
+        except Exception:  # noqa: BLE001  (the message matters more)
+            place = ""
+    advice = note() if note is not None else ""
+    if not advice:
+        advice = (
+            "The loss is finite but its gradients are not: look for NaN or inf "
+            "in the inputs of that batch (a ReLU can hide them from the loss: "
+            "relu(nan) is 0 on some CPUs) or for a layer whose gradient is "
+            "undefined there (such as sqrt at 0), or lower the learning rate."
+            if loss_finite and gradients_bad
+            else "Look for NaN or inf in the inputs or labels of that batch, "
+            "or lower the learning rate."
+        )
+    return (
+        f"The loss or its gradients became NaN or infinite{place} ({parts}). "
+        "Training stopped before this step's update, so the weights are those "
+        f"of the last good step. {advice}"
+    )
+
+
 def format_message(template, *values):
     """`template` with `{}` placeholders filled from tensors (in graph)."""
     import tensorflow as tf
@@ -139,22 +237,28 @@ def _label_error_of(text, where=None):
 
 
 @contextlib.contextmanager
-def raise_readable(where=None):
+def raise_readable(where=None, note=None):
     """Turns a failed in-step check into a `ValueError` carrying its message.
 
     Args:
         where: Optional callable naming the batch that failed, for errors
-            raised by TensorFlow's kernels rather than by a check (which
-            names its batch itself).
+            raised by TensorFlow's kernels or by `assert_finite` rather than
+            by a check that names its batch itself.
+        note: Optional callable returning advice for a non-finite loss that
+            takes precedence over the generic one (e.g. "the temperature is
+            outside its usual range"), or "".
     """
     import tensorflow as tf
 
     try:
         yield
     except tf.errors.InvalidArgumentError as error:
+        text = str(getattr(error, "message", error))
         message = message_of(error)
+        if message is not None and message.startswith(NONFINITE):
+            message = _nonfinite_message(message, text, where, note)
         if message is None:
-            message = _label_error_of(str(getattr(error, "message", error)), where)
+            message = _label_error_of(text, where)
         if message is None:
             raise
         raise ValueError(message) from None

@@ -1358,89 +1358,56 @@ class Distiller(keras.Model):
         ignored = {item[1] for item in found}
         return True, ignored.pop() if len(ignored) == 1 else None
 
-    def _finite_problem(self, x, losses, gradients, where):
+    def _check_finite(self, losses, gradients, guard):
         """The loss or a gradient is not finite: stop the step before the update.
 
         One NaN or inf input, label or teacher output usually makes the loss
         non-finite at once; where a layer swallows it (some CPU kernels give
         `relu(nan) = 0`) the loss stays finite but the gradients do not, so
         both are checked: the loss, and the sum of every gradient's sum (a
-        reduction per variable). The message, formatted only on failure, names
-        each term's value and counts the non-finite values in the batch's
-        inputs.
+        reduction per variable). One op (`checks.assert_finite`), which
+        reports each term's loss on failure; `raise_readable` names them and
+        the step.
         """
         import tensorflow as tf
 
+        if self._checks_off():
+            return
         total, student_loss, distillation_loss, hint_loss, term_losses = losses
-
-        def gradient_sums():
-            return [
-                tf.reduce_sum(tf.cast(g, "float32")) for g in gradients if g is not None
+        named = [("loss", total)]
+        if student_loss is not None:
+            named.append(("student_loss", student_loss))
+        named.append(("distillation_loss", distillation_loss))
+        if hint_loss is not None:
+            named.append(("hint_loss", hint_loss))
+        if len(term_losses) > 1:
+            named += [
+                (f"{term.name}_loss", value)
+                for term, value in zip(self.distillation_terms, term_losses)
             ]
-
+        flags = [tf.cast(total, "float32")]
         # A `LossScaleOptimizer`'s scaled gradients overflow now and then by
         # design: it skips those updates itself and lowers its scale. Its
         # gradients are left to it (only the loss is checked), or mixed
         # precision training would stop at the first overflow.
-        loss_scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
-        sums = [] if loss_scaled else gradient_sums()
-        ok = tf.math.is_finite(tf.add_n([tf.cast(total, "float32"), *sums]))
-        nan = tf.constant(float("nan"))
-        terms = [
-            ("student_loss", student_loss if student_loss is not None else nan),
-            ("distillation_loss", distillation_loss),
-            ("hint_loss", hint_loss if hint_loss is not None else nan),
-        ]
-        if len(term_losses) > 1:
-            terms += [
-                (f"{term.name}_loss", value)
-                for term, value in zip(self.distillation_terms, term_losses)
+        if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            sums = [
+                tf.reduce_sum(tf.cast(g, "float32")) for g in gradients if g is not None
             ]
+            if sums:
+                gradient_sum = tf.add_n(sums)
+                named.append(("gradients", gradient_sum))
+                flags.append(gradient_sum)
+        ok = tf.math.is_finite(tf.add_n(flags))
+        kd_checks.assert_finite(named, ok, guard)
 
-        def message():
-            inputs = [
-                tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(t)), "int64"))
-                for t in keras.tree.flatten(x)
-                if t is not None and t.dtype.is_floating
-            ]
-            bad_inputs = tf.add_n(inputs) if inputs else tf.constant(0, "int64")
-            every = sums or gradient_sums()
-            gradient_sum = tf.add_n(every) if every else tf.constant(0.0)
-            gradients_state = tf.where(
-                tf.math.is_finite(gradient_sum), "finite", "NaN or infinite"
-            )
-            # A parameter outside its sound range (temperature 1e-30) is
-            # named first: then the inputs are not to blame.
-            note = kd_params.graph_unusual_note(self.parameter_variables())
-            advice = tf.where(
-                tf.equal(note, ""),
-                " Look for NaN or inf in the inputs or labels of that batch, or "
-                "lower the learning rate.",
-                tf.strings.join([" ", note]),
-            )
-            return tf.strings.join(
-                [
-                    kd_checks.format_message(
-                        "The loss or its gradients became NaN or infinite in {} "
-                        "(loss {}, "
-                        + ", ".join(f"{name} {{}}" for name, _ in terms)
-                        + "; nan for a term this batch does not have; gradients ",
-                        where(),
-                        total,
-                        *[value for _, value in terms],
-                    ),
-                    gradients_state,
-                    kd_checks.format_message(
-                        "; non-finite values in this batch's inputs: {}). Training "
-                        "stopped before this step's update, so the weights are "
-                        "those of the last good step.",
-                        bad_inputs,
-                    ),
-                    advice,
-                ]
-            )
+    def _parameter_note(self):
+        """Names a parameter outside its sound range (the likely cause of a NaN)."""
+        return kd_params.unusual_note(self.parameter_variables())
 
-        return tf.logical_not(ok), message
+    def _readable_errors(self, where):
+        """`checks.raise_readable` for this distiller's steps."""
+        return kd_checks.raise_readable(where, note=self._parameter_note)
 
     def parameter_variables(self):
         """`{name: variable}` of the declared parameters this distiller holds."""
@@ -1492,22 +1459,51 @@ class Distiller(keras.Model):
         # frozen): the list Keras builds the optimizer with.
         trainable = self.trainable_variables
         gradients = tape.gradient(scaled, trainable)
-        problems.append(self._finite_problem(x, losses, gradients, where))
-        # Every write of the step waits for the check, so a failed one stops
-        # the step before any variable changes: the gradients' updates (the
-        # gradients wait for it), and the writes that do not use them (weight
-        # decay, the optimizer's counters, gradient accumulators), which the
-        # check orders after itself by naming their variables (`guard`, no op
-        # on a good step). The optimizer's own arithmetic need not wait.
-        check = self._check_all(problems, guard=[*trainable, *self.optimizer.variables])
-        if check is not None:
-            with tf.control_dependencies([check]):
-                gradients = [None if g is None else tf.identity(g) for g in gradients]
-                self._update_loss_trackers(x, *losses)
-        else:
-            self._update_loss_trackers(x, *losses)
+        # Every write of the step waits for the checks, so a failed one stops
+        # the step before any variable changes: the checks name (take as
+        # inputs) the trainable, optimizer and loss-tracker variables, and
+        # TensorFlow's automatic control dependencies order every later use
+        # of them after the checks: the updates, and the writes that do not
+        # use the gradients (weight decay, the optimizer's counters, gradient
+        # accumulators). The rest of the step runs as early as before.
+        guard = [*trainable, *self.optimizer.variables, *self._tracker_variables()]
+        self._check_all(problems, guard=guard)  # labels, weights (when present)
+        self._check_finite(losses, gradients, guard)
+        self._update_loss_trackers(x, *losses)
         self.optimizer.apply_gradients(zip(gradients, trainable))
         return self._metrics_result(x, y, y_pred, sample_weight)
+
+    def _tracker_variables(self):
+        """The variables of the distiller's loss trackers (not compiled metrics)."""
+        trackers = [
+            self._loss_tracker,
+            self.student_loss_tracker,
+            self.distillation_loss_tracker,
+            getattr(self, "hint_loss_tracker", None),
+            *self.term_loss_trackers,
+        ]
+        return [
+            v for tracker in trackers if tracker is not None for v in tracker.variables
+        ]
+
+    def make_train_function(self, force=False):
+        # The step's logs come back in one tensor (`_compat.packed_logs_function`).
+        if self.train_function is not None and not force:
+            return self.train_function
+        function = _compat.packed_logs_function(self, self.train_step)
+        if function is None:
+            return super().make_train_function(force)
+        self.train_function = function
+        return function
+
+    def make_test_function(self, force=False):
+        if self.test_function is not None and not force:
+            return self.test_function
+        function = _compat.packed_logs_function(self, self.test_step)
+        if function is None:
+            return super().make_test_function(force)
+        self.test_function = function
+        return function
 
     def test_step(self, data):
         import tensorflow as tf
@@ -1533,7 +1529,7 @@ class Distiller(keras.Model):
         )
 
     def fit(self, x=None, y=None, *args, **kwargs):
-        with kd_checks.raise_readable(self._training_step_name):
+        with self._readable_errors(self._training_step_name):
             return self._checked_fit(x, y, *args, **kwargs)
 
     def _checked_fit(self, x, y, *args, **kwargs):
@@ -1588,18 +1584,18 @@ class Distiller(keras.Model):
         }
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
-        with kd_checks.raise_readable(lambda: "an evaluation batch"):
+        with self._readable_errors(lambda: "an evaluation batch"):
             self._warn_if_checks_off("evaluate")
             _check_not_empty(x, "evaluation data")
             self._check_labels(x, y, "evaluation data")
             return super().evaluate(x, y, *args, **kwargs)
 
     def train_on_batch(self, *args, **kwargs):
-        with kd_checks.raise_readable(self._training_step_name):
+        with self._readable_errors(self._training_step_name):
             return super().train_on_batch(*args, **kwargs)
 
     def test_on_batch(self, *args, **kwargs):
-        with kd_checks.raise_readable(lambda: "an evaluation batch"):
+        with self._readable_errors(lambda: "an evaluation batch"):
             return super().test_on_batch(*args, **kwargs)
 
     def load_own_variables(self, store):

@@ -384,31 +384,31 @@ def _graph_checked(name: str, value):
         return tf.identity(value)
 
 
-def graph_unusual_note(variables: dict):
-    """A string tensor naming the parameters outside their `usual` range, or "".
+def unusual_note(variables: dict) -> str:
+    """A note naming the parameters outside their `usual` range, or "".
 
-    For the message of a failed step (built only when it fails): a NaN loss
-    at `temperature=1e-30` is the parameter's doing, not the inputs'.
+    For the message of a failed step: a NaN loss at `temperature=1e-30` is
+    the parameter's doing, not the inputs'.
+
+    Example:
+
+    >>> unusual_note({"temperature": 1e-30}).startswith("`temperature` holds")
+    True
     """
-    import tensorflow as tf
-
     parts = []
     for name, variable in variables.items():
         rule = spec(name)
         if rule is None or rule.usual is None:
             continue
-        value = tf.cast(variable, "float32")
+        value = float(np.asarray(variable))
         low, high = rule.usual
-        text = tf.strings.format(
-            f"`{name}` holds {{}}, outside [{low:g}, {high:g}], "
-            f"{USUAL_RANGE_WHY[name]} It is the likely cause: set `{name}` within "
-            "that range.",
-            (value,),
-        )
-        parts.append(tf.where((value >= low) & (value <= high), "", text))
-    if not parts:
-        return tf.constant("")
-    return tf.strings.strip(tf.strings.reduce_join(tf.stack(parts), separator=" "))
+        if not low <= value <= high:
+            parts.append(
+                f"`{name}` holds {value:g}, outside [{low:g}, {high:g}], "
+                f"{USUAL_RANGE_WHY[name]} It is the likely cause: set `{name}` "
+                "within that range."
+            )
+    return " ".join(parts)
 
 
 def _spec_of_variable(name):

@@ -75,7 +75,7 @@ def test_a_nan_input_stops_training_and_keeps_the_last_good_weights():
         # Depending on the CPU's kernels, the NaN reaches the loss or is
         # swallowed by a ReLU and only reaches the gradients: either stops.
         match=r"loss or its gradients became NaN or infinite in training step 4 "
-        r"\(loss .*non-finite values in this batch's inputs: 64\).*last good step",
+        r"\(loss .*; it started in .*\).*last good step.*NaN or inf in the inputs",
     ):
         distiller.fit(x, y, epochs=1, batch_size=32, shuffle=False, verbose=0)
     after = distiller.student.get_weights()
@@ -323,7 +323,9 @@ def test_on_batch_methods_raise_the_readable_error():
             method(x, labels)
     bad = x.copy()
     bad.flat[100] = np.inf
-    with pytest.raises(ValueError, match=r"NaN or infinite.*non-finite values.*: 1\)"):
+    with pytest.raises(
+        ValueError, match=r"NaN or infinite in training step 1 .*started in"
+    ):
         distiller.train_on_batch(bad, y)
 
 
@@ -390,3 +392,42 @@ def test_a_label_refused_by_the_kernel_leaves_weight_decay_undone():
         distiller.fit(_dataset(x, y), verbose=0, callbacks=[snapshot])
     assert weights_equal(seen[-1], distiller.student.get_weights())
     assert int(distiller.optimizer.iterations.numpy()) == 2
+
+
+def test_the_common_step_checks_in_one_op_without_a_cond():
+    # Integer labels on CPU, no sample weights: the kernel checks the labels,
+    # and the finite check is one `Assert` op (a `tf.cond` costs several ops
+    # on every step; benchmarks/step_cost.py).
+    x, y = digits_subset(n=32)
+    distiller = _distiller()
+    distiller.fit(x, y, batch_size=32, verbose=0)
+    step = tf.function(distiller.train_step).get_concrete_function(
+        (
+            tf.TensorSpec((None, *x.shape[1:]), tf.float32),
+            tf.TensorSpec((None,), tf.int64),
+        )
+    )
+    types = [op.type for op in step.graph.get_operations()]
+    assert types.count("Assert") == 1
+    assert not {"If", "StatelessIf"} & set(types)
+
+
+def test_a_nan_teacher_output_names_the_distillation_term():
+    x, y = digits_subset(n=64)
+    logits = np.array(trained_teacher()(x), "float32")
+    logits[40, 3] = np.nan  # in the second batch
+    batches = tf.data.Dataset.from_tensor_slices(
+        (x, y, {kd.distiller.TEACHER_LOGITS_KEY: logits})
+    ).batch(32)
+    distiller = _distiller()
+    before = [w.copy() for w in distiller.student.get_weights()]
+    with pytest.raises(ValueError) as caught:
+        distiller.fit(batches, verbose=0)
+    message = str(caught.value)
+    assert "in training step 2 (loss nan, student_loss " in message
+    assert "gradients NaN or infinite; it started in distillation_loss)" in message
+    assert "Look for NaN or inf in the inputs or labels" in message
+    # Step 1 trained; step 2 changed nothing.
+    assert int(distiller.optimizer.iterations.numpy()) == 1
+    assert not weights_equal(before, distiller.student.get_weights())
+    assert all(np.isfinite(w).all() for w in distiller.student.get_weights())

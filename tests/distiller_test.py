@@ -805,3 +805,39 @@ def test_all_zero_sample_weights_warn_once(recwarn):
     distiller.fit(x, y, sample_weight=np.zeros(64), epochs=2, batch_size=32, verbose=0)
     zero = [w for w in recwarn if "Every `sample_weight` is 0" in str(w.message)]
     assert len(zero) == 1, [str(w.message) for w in recwarn]
+
+
+def test_the_compiled_step_returns_its_logs_in_one_tensor_by_name():
+    # Each value a compiled step returns costs fit() per step; the
+    # distiller's scalar logs come back as one tensor, unpacked by name.
+    x, y = digits_subset(n=64)
+    distiller = kd.Distiller(tiny_student(), trained_teacher())
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    history = distiller.fit(
+        x, y, batch_size=32, epochs=2, validation_data=(x, y), verbose=0
+    )
+    names = {"loss", "student_loss", "distillation_loss", "accuracy"}
+    assert set(history.history) == names | {f"val_{name}" for name in names}
+    logs = distiller.train_function(iter(tf.data.Dataset.from_tensors((x, y))))
+    assert set(logs) == names
+    assert all(np.ndim(value) == 0 for value in logs.values())
+    evaluated = distiller.evaluate(x, y, verbose=0, return_dict=True)
+    assert set(evaluated) == names
+    listed = distiller.evaluate(x, y, verbose=0)
+    assert listed[0] == pytest.approx(evaluated["loss"])
+    assert distiller.test_on_batch(x, y, return_dict=True).keys() == names
+
+
+def test_a_subclass_step_may_return_other_values_beside_the_packed_ones():
+    class Extra(kd.Distiller):
+        def train_step(self, data):
+            logs = super().train_step(data)
+            return {**logs, "steps": self.optimizer.iterations}
+
+    x, y = digits_subset(n=32)
+    distiller = Extra(tiny_student(), trained_teacher())
+    distiller.compile(optimizer="adam")
+    distiller.fit(x, y, batch_size=32, verbose=0)
+    logs = distiller.train_function(iter(tf.data.Dataset.from_tensors((x, y))))
+    assert list(logs) == ["loss", "student_loss", "distillation_loss", "steps"]
+    assert int(logs["steps"]) == 2
