@@ -11,7 +11,7 @@ with each other and a student step):
 - cache bytes per example, dense vs top-k
 - peak RSS while building and reading a cache for data much larger than a batch
 
-Run: `.venv/bin/python benchmarks/step_cost.py` (about 2 minutes on 2 CPU cores).
+Run: `.venv/bin/python benchmarks/step_cost.py` (about 2.5 minutes on 2 CPU cores).
 """
 
 import json
@@ -36,6 +36,7 @@ SHAPE = (28, 28, 1)
 CLASSES = 10
 BATCH = 64
 STEPS = int(os.environ.get("STEPS", 200))
+WARMUP = 50  # untimed interleaved rounds per group
 
 
 def teacher_model():
@@ -171,6 +172,11 @@ def step_costs(teacher, x, y, directory):
     results = {}
     for index, group in enumerate(groups):
         times = {name: [] for name in group}
+        # Untimed rounds first: the steady state is measured, not the first
+        # steps' allocations and cold caches.
+        for _ in range(WARMUP):
+            for name in group:
+                timers[name]()
         # The cheap student-sized steps are timed five times as often: their
         # ratios are read to the percent.
         for _ in range(STEPS * (5 if index == 0 else 1)):
