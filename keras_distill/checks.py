@@ -127,6 +127,16 @@ def assert_finite(named_values, ok, guard=()):
     )
 
 
+def _place(where):
+    """`" in <batch>"` from the callable `where`, or "" (the message matters more)."""
+    if where is None:
+        return ""
+    try:
+        return f" in {where()}"
+    except Exception:  # noqa: BLE001
+        return ""
+
+
 def _nonfinite_message(text, error_text, where=None, note=None):
     """The readable message of a failed `assert_finite`, or None.
 
@@ -154,12 +164,7 @@ def _nonfinite_message(text, error_text, where=None, note=None):
         started = ["the gradients"]
     if started:
         parts += "; it started in " + ", ".join(started)
-    place = ""
-    if where is not None:
-        try:
-            place = f" in {where()}"
-        except Exception:  # noqa: BLE001  (the message matters more)
-            place = ""
+    place = _place(where)
     advice = note() if note is not None else ""
     if not advice:
         advice = (
@@ -221,12 +226,7 @@ def _label_error_of(text, where=None):
     if match is None:
         return None
     value, classes = match.groups()
-    place = ""
-    if where is not None:
-        try:
-            place = f" in {where()}"
-        except Exception:  # noqa: BLE001  (the message matters more)
-            place = ""
+    place = _place(where)
     return (
         f"Labels must be integers in [0, {classes}) for a student with {classes} "
         f"classes. Received a label value of {value}{place}: the loss (sparse "

@@ -1487,22 +1487,26 @@ class Distiller(keras.Model):
         ]
 
     def make_train_function(self, force=False):
-        # The step's logs come back in one tensor (`_compat.packed_logs_function`).
-        if self.train_function is not None and not force:
-            return self.train_function
-        function = _compat.packed_logs_function(self, self.train_step)
-        if function is None:
-            return super().make_train_function(force)
-        self.train_function = function
-        return function
+        return self._make_packed_function("train", force)
 
     def make_test_function(self, force=False):
-        if self.test_function is not None and not force:
-            return self.test_function
-        function = _compat.packed_logs_function(self, self.test_step)
+        return self._make_packed_function("test", force)
+
+    def _make_packed_function(self, kind, force):
+        """The compiled `kind` ("train"/"test") function, its logs in one tensor.
+
+        See `_compat.packed_logs_function`; Keras's own function on other
+        backends.
+        """
+        attribute = f"{kind}_function"
+        if getattr(self, attribute) is not None and not force:
+            return getattr(self, attribute)
+        function = _compat.packed_logs_function(self, getattr(self, f"{kind}_step"))
         if function is None:
-            return super().make_test_function(force)
-        self.test_function = function
+            parent = getattr(super(), f"make_{kind}_function")
+            parent(force)
+            return getattr(self, attribute)
+        setattr(self, attribute, function)
         return function
 
     def test_step(self, data):
