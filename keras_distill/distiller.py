@@ -1445,7 +1445,7 @@ class Distiller(keras.Model):
 
         def where():  # Formatted only when a check fails.
             return kd_checks.format_message(
-                "training step {}", self.optimizer.iterations + 1
+                "training step {}", _compat.step_count(self.optimizer) + 1
             )
 
         problems, y, sample_weight = self.check_batch(x, y, sample_weight, where)
@@ -1525,7 +1525,8 @@ class Distiller(keras.Model):
     def _training_step_name(self):
         """Names the step that failed: the optimizer counts only good steps."""
         return (
-            f"training step {int(ops.convert_to_numpy(self.optimizer.iterations)) + 1}"
+            "training step "
+            f"{int(ops.convert_to_numpy(_compat.step_count(self.optimizer))) + 1}"
         )
 
     def fit(self, x=None, y=None, *args, **kwargs):

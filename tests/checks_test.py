@@ -431,3 +431,18 @@ def test_a_nan_teacher_output_names_the_distillation_term():
     assert int(distiller.optimizer.iterations.numpy()) == 1
     assert not weights_equal(before, distiller.student.get_weights())
     assert all(np.isfinite(w).all() for w in distiller.student.get_weights())
+
+
+@pytest.mark.parametrize("bad", ["nan", "label"])
+def test_with_gradient_accumulation_the_error_names_the_batch_that_failed(bad):
+    # `optimizer.iterations` counts updates (every 2nd batch here), not steps.
+    x, y = digits_subset(n=96)
+    x, y = x.copy(), y.copy()
+    if bad == "nan":
+        x[70] = np.nan
+    else:
+        y[70] = 10
+    distiller = kd.Distiller(tiny_student(), trained_teacher())
+    distiller.compile(optimizer=keras.optimizers.Adam(gradient_accumulation_steps=2))
+    with pytest.raises(ValueError, match=r"in training step 3\b"):
+        distiller.fit(_dataset(x, y), verbose=0)
