@@ -113,6 +113,19 @@ def loss_function(loss):
     return loss.fn, dict(getattr(loss, "_fn_kwargs", None) or {})
 
 
+def step_count(optimizer):
+    """The number of training steps `optimizer` has run (a variable or tensor).
+
+    `optimizer.iterations` counts updates: with `gradient_accumulation_steps`
+    it is the raw step count divided by that number. Relies on Keras's
+    optimizers holding the raw count in `_iterations` (a
+    `LossScaleOptimizer` counts in its inner optimizer).
+    """
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    count = getattr(inner, "_iterations", None)
+    return optimizer.iterations if count is None else count
+
+
 # The key of the tensor that holds a step's scalar logs (see `packed_logs`).
 _PACKED_LOGS = "keras_distill/packed_logs:"
 

@@ -1445,7 +1445,7 @@ class Distiller(keras.Model):
 
         def where():  # Formatted only when a check fails.
             return kd_checks.format_message(
-                "training step {}", self.optimizer.iterations + 1
+                "training step {}", _compat.step_count(self.optimizer) + 1
             )
 
         problems, y, sample_weight = self.check_batch(x, y, sample_weight, where)
@@ -1461,29 +1461,31 @@ class Distiller(keras.Model):
         gradients = tape.gradient(scaled, trainable)
         # Every write of the step waits for the checks, so a failed one stops
         # the step before any variable changes: the checks name (take as
-        # inputs) the trainable, optimizer and loss-tracker variables, and
+        # inputs) the trainable, optimizer and metric variables, and
         # TensorFlow's automatic control dependencies order every later use
         # of them after the checks: the updates, and the writes that do not
         # use the gradients (weight decay, the optimizer's counters, gradient
         # accumulators). The rest of the step runs as early as before.
-        guard = [*trainable, *self.optimizer.variables, *self._tracker_variables()]
+        guard = [*trainable, *self.optimizer.variables, *self._metric_variables()]
         self._check_all(problems, guard=guard)  # labels, weights (when present)
         self._check_finite(losses, gradients, guard)
         self._update_loss_trackers(x, *losses)
         self.optimizer.apply_gradients(zip(gradients, trainable))
         return self._metrics_result(x, y, y_pred, sample_weight)
 
-    def _tracker_variables(self):
-        """The variables of the distiller's loss trackers (not compiled metrics)."""
-        trackers = [
-            self._loss_tracker,
-            self.student_loss_tracker,
-            self.distillation_loss_tracker,
-            getattr(self, "hint_loss_tracker", None),
-            *self.term_loss_trackers,
-        ]
+    def _metric_variables(self):
+        """The variables of the loss trackers and of the built compiled metrics.
+
+        `fit()` builds the compiled metrics before the first step; a custom
+        loop (`kd.distribute` on several workers) builds them in the step's
+        first trace, after the checks, so their first trace cannot name them.
+        """
+        compiled = self._compile_metrics
         return [
-            v for tracker in trackers if tracker is not None for v in tracker.variables
+            variable
+            for metric in self.metrics
+            if metric is not compiled or compiled.built
+            for variable in metric.variables
         ]
 
     def make_train_function(self, force=False):
@@ -1529,7 +1531,8 @@ class Distiller(keras.Model):
     def _training_step_name(self):
         """Names the step that failed: the optimizer counts only good steps."""
         return (
-            f"training step {int(ops.convert_to_numpy(self.optimizer.iterations)) + 1}"
+            "training step "
+            f"{int(ops.convert_to_numpy(_compat.step_count(self.optimizer))) + 1}"
         )
 
     def fit(self, x=None, y=None, *args, **kwargs):

@@ -431,3 +431,35 @@ def test_a_nan_teacher_output_names_the_distillation_term():
     assert int(distiller.optimizer.iterations.numpy()) == 1
     assert not weights_equal(before, distiller.student.get_weights())
     assert all(np.isfinite(w).all() for w in distiller.student.get_weights())
+
+
+def test_a_failed_step_leaves_the_compiled_metrics_uncounted():
+    x, y = digits_subset(n=96)
+    x = x.copy()
+    x[70] = np.nan
+    distiller = _distiller()  # metrics=["accuracy"]
+    seen = []
+    snapshot = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: seen.append(
+            [v.numpy().copy() for m in distiller.metrics for v in m.variables]
+        )
+    )
+    with pytest.raises(ValueError, match=r"NaN or infinite in training step 3"):
+        distiller.fit(_dataset(x, y), verbose=0, callbacks=[snapshot])
+    after = [v.numpy() for m in distiller.metrics for v in m.variables]
+    assert weights_equal(seen[-1], after)
+
+
+@pytest.mark.parametrize("bad", ["nan", "label"])
+def test_with_gradient_accumulation_the_error_names_the_batch_that_failed(bad):
+    # `optimizer.iterations` counts updates (every 2nd batch here), not steps.
+    x, y = digits_subset(n=96)
+    x, y = x.copy(), y.copy()
+    if bad == "nan":
+        x[70] = np.nan
+    else:
+        y[70] = 10
+    distiller = kd.Distiller(tiny_student(), trained_teacher())
+    distiller.compile(optimizer=keras.optimizers.Adam(gradient_accumulation_steps=2))
+    with pytest.raises(ValueError, match=r"in training step 3\b"):
+        distiller.fit(_dataset(x, y), verbose=0)
