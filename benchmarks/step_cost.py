@@ -11,7 +11,7 @@ with each other and a student step):
 - cache bytes per example, dense vs top-k
 - peak RSS while building and reading a cache for data much larger than a batch
 
-Run: `.venv/bin/python benchmarks/step_cost.py` (about 2.5 minutes on 2 CPU cores).
+Run: `.venv/bin/python benchmarks/step_cost.py` (about 3 minutes on 2 CPU cores).
 """
 
 import json
