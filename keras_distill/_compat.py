@@ -126,6 +126,60 @@ def step_count(optimizer):
     return optimizer.iterations if count is None else count
 
 
+class DeferredUpdates(keras.StatelessScope):
+    """A `keras.StatelessScope` around a model's call that keeps its writes.
+
+    In the scope, assignments to Keras variables (BatchNormalization's moving
+    statistics, a dropout layer's seed) are recorded rather than made, and
+    later reads in the scope see the recorded values. `apply()`, called
+    after the scope, makes them. The losses the layers add (`add_loss`,
+    e.g. activity regularizers) are handed back to `model`'s layers on exit,
+    so `model.losses` holds them as after a plain call.
+
+    No variable may be created in the scope (Keras refuses, or defers its
+    initialization): use it only around a call of a built model (`usable`).
+    Relies on `keras.Variable.assign` (so `assign_add`/`assign_sub`) calling
+    the scope's `add_update`, and on each layer keeping its losses in
+    `_losses` and the ids of those added in a scope in `_loss_ids`.
+
+    Example:
+
+    ```python
+    deferred = DeferredUpdates(model)
+    with deferred:
+        outputs = model(x, training=True)
+    ...  # check the outputs
+    deferred.apply()
+    ```
+    """
+
+    def __init__(self, model):
+        super().__init__(collect_losses=True)
+        self.model = model
+        self.variables = []
+
+    @staticmethod
+    def usable(model):
+        """Whether `model` and all its layers are built (so create no variable)."""
+        return model.built and all(layer.built for layer in sublayers(model))
+
+    def add_update(self, update):
+        if self.get_current_value(update[0]) is None:
+            self.variables.append(update[0])
+        super().add_update(update)
+
+    def __exit__(self, *args, **kwargs):
+        super().__exit__(*args, **kwargs)
+        for layer in [self.model, *sublayers(self.model)]:
+            ids = getattr(layer, "_loss_ids", ())
+            layer._losses.extend(loss for loss in self.losses if id(loss) in ids)
+
+    def apply(self):
+        """Assigns each recorded variable its last recorded value."""
+        for variable in self.variables:
+            variable.assign(self.get_current_value(variable))
+
+
 # The key of the tensor that holds a step's scalar logs (see `packed_logs`).
 _PACKED_LOGS = "keras_distill/packed_logs:"
 

@@ -844,7 +844,15 @@ class Distiller(keras.Model):
         return ops.cast(total, "float32")
 
     def compute_step_losses(
-        self, x, y, sample_weight, teacher_targets, training, problems=None, where=None
+        self,
+        x,
+        y,
+        sample_weight,
+        teacher_targets,
+        training,
+        problems=None,
+        where=None,
+        deferred=None,
     ):
         """Runs the models on a batch and returns `(y_pred, losses)`.
 
@@ -856,8 +864,16 @@ class Distiller(keras.Model):
         With `problems` (a list) and `where`, the labels that `check_batch`
         could not check (a student whose class count is only known from its
         traced outputs) are checked against the outputs, and the problems
-        appended to `problems` (the step's combined check).
+        appended to `problems` (the step's combined check). With `deferred`
+        (a `_compat.DeferredUpdates`), the student's call runs in it: the
+        variables it writes are written only by `deferred.apply()`.
         """
+
+        def student(**kwargs):
+            if deferred is None:
+                return self(x, training=training, **kwargs)
+            with deferred:
+                return self(x, training=training, **kwargs)
 
         def late_check(y, y_pred):
             if problems is None or self._labels_checked_early(y):
@@ -867,7 +883,7 @@ class Distiller(keras.Model):
             return y
 
         if not self.hints:
-            y_pred = self(x, training=training)
+            y_pred = student()
             y = late_check(y, y_pred)
             losses = self.compute_distillation_terms(
                 x, y, y_pred, sample_weight, teacher_targets, training=training
@@ -880,7 +896,7 @@ class Distiller(keras.Model):
                 "precomputed teacher outputs (the teacher-output cache) do not "
                 "hold. Train with hints on uncached batches."
             )
-        y_pred, student_features = self(x, training=training, return_features=True)
+        y_pred, student_features = student(return_features=True)
         y = late_check(y, y_pred)
         teacher_logits, teacher_features = self.teacher_hint_targets(x)
         total, student_loss, distillation_loss, term_losses = (
@@ -1449,9 +1465,21 @@ class Distiller(keras.Model):
             )
 
         problems, y, sample_weight = self.check_batch(x, y, sample_weight, where)
+        # The student's own writes in its call (BatchNormalization's moving
+        # statistics, dropout seeds) wait for the checks too: a NaN batch
+        # must not leave NaN statistics behind.
+        deferred = _compat.DeferredUpdates(self)
+        ready = self.built and deferred.usable(self.student)  # creates no variable
         with tf.GradientTape() as tape:
             y_pred, losses = self.compute_step_losses(
-                x, y, sample_weight, teacher_targets, True, problems, where
+                x,
+                y,
+                sample_weight,
+                teacher_targets,
+                True,
+                problems,
+                where,
+                deferred=deferred if ready else None,
             )
             total = losses[0]
             scaled = self.optimizer.scale_loss(total) if self.optimizer else total
@@ -1461,14 +1489,21 @@ class Distiller(keras.Model):
         gradients = tape.gradient(scaled, trainable)
         # Every write of the step waits for the checks, so a failed one stops
         # the step before any variable changes: the checks name (take as
-        # inputs) the trainable, optimizer and metric variables, and
+        # inputs) the trainable, optimizer and metric variables and those the
+        # student's call wrote (BatchNormalization's statistics), and
         # TensorFlow's automatic control dependencies order every later use
         # of them after the checks: the updates, and the writes that do not
         # use the gradients (weight decay, the optimizer's counters, gradient
         # accumulators). The rest of the step runs as early as before.
-        guard = [*trainable, *self.optimizer.variables, *self._metric_variables()]
+        guard = [
+            *trainable,
+            *self.optimizer.variables,
+            *self._metric_variables(),
+            *deferred.variables,
+        ]
         self._check_all(problems, guard=guard)  # labels, weights (when present)
         self._check_finite(losses, gradients, guard)
+        deferred.apply()
         self._update_loss_trackers(x, *losses)
         self.optimizer.apply_gradients(zip(gradients, trainable))
         return self._metrics_result(x, y, y_pred, sample_weight)

@@ -433,6 +433,47 @@ def test_a_nan_teacher_output_names_the_distillation_term():
     assert all(np.isfinite(w).all() for w in distiller.student.get_weights())
 
 
+def _batch_norm_student():
+    keras.utils.set_random_seed(1)
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(16),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(10),
+        ]
+    )
+
+
+def test_a_failed_step_leaves_the_batch_norm_statistics_of_the_last_good_step():
+    # BatchNormalization updates its moving statistics in the forward pass,
+    # before the check: a NaN batch must not leave NaN statistics (and a
+    # student that predicts NaN) behind an error that says the weights are
+    # those of the last good step. Nor may the dropout seed advance.
+    x, y = digits_subset(n=96)
+    x = x.copy()
+    x[70] = np.nan
+    distiller = kd.Distiller(_batch_norm_student(), trained_teacher())
+    distiller.compile(optimizer="adam")
+    seen = []
+    snapshot = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: seen.append(
+            [v.numpy().copy() for v in distiller.student.variables]
+        )
+    )
+    with pytest.raises(ValueError, match=r"NaN or infinite in training step 3"):
+        distiller.fit(_dataset(x, y), verbose=0, callbacks=[snapshot])
+    assert len(seen) == 2
+    assert weights_equal(seen[-1], [v.numpy() for v in distiller.student.variables])
+    assert np.isfinite(distiller.student.predict(x[:32], verbose=0)).all()
+    # The deferred updates still apply on good steps.
+    distiller.fit(x[:64], y[:64], batch_size=32, verbose=0)
+    assert not weights_equal(seen[-1], [v.numpy() for v in distiller.student.variables])
+
+
 def test_a_failed_step_leaves_the_compiled_metrics_uncounted():
     x, y = digits_subset(n=96)
     x = x.copy()

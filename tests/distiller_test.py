@@ -841,3 +841,29 @@ def test_a_subclass_step_may_return_other_values_beside_the_packed_ones():
     logs = distiller.train_function(iter(tf.data.Dataset.from_tensors((x, y))))
     assert list(logs) == ["loss", "student_loss", "distillation_loss", "steps"]
     assert int(logs["steps"]) == 2
+
+
+def test_losses_the_student_adds_in_its_call_are_part_of_the_training_loss():
+    # Activity regularizers (`add_loss` in `call`) with BatchNormalization,
+    # whose writes the step defers until its checks pass.
+    keras.utils.set_random_seed(1)
+    student = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(
+                16, activity_regularizer=keras.regularizers.L1(1e3), name="hidden"
+            ),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dense(10),
+        ]
+    )
+    x, y = digits_subset(n=32)
+    distiller = kd.Distiller(student, trained_teacher(), alpha=0.5)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0))
+    logs = distiller.train_on_batch(x, y, return_dict=True)
+    expected = 0.5 * logs["student_loss"] + 0.5 * logs["distillation_loss"]
+    hidden = keras.Model(student.inputs, student.get_layer("hidden").output)
+    penalty = 1e3 * float(np.abs(hidden(x)).sum()) / len(x)
+    assert penalty > 1.0
+    np.testing.assert_allclose(logs["loss"], expected + penalty, rtol=1e-4)
