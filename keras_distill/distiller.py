@@ -977,9 +977,8 @@ class Distiller(keras.Model):
             teacher_logits = self.teacher_logits(x, teacher_targets)
             self._check_class_counts(teacher_logits, student_logits)
             term_losses = [
-                kd_losses.reduce_per_example(
-                    term.compute(teacher_logits, student_logits, y, self._temperature),
-                    sample_weight,
+                term.reduced(
+                    teacher_logits, student_logits, y, self._temperature, sample_weight
                 )
                 for term in terms
             ]
@@ -1004,8 +1003,11 @@ class Distiller(keras.Model):
                 kd_losses.to_logits(teachers[output], self.teacher_outputs)
             )
             self._check_class_counts(teacher, student)
-            values = term.compute(teacher, student, labels[output], self._temperature)
-            losses.append(kd_losses.reduce_per_example(values, sample_weight))
+            losses.append(
+                term.reduced(
+                    teacher, student, labels[output], self._temperature, sample_weight
+                )
+            )
         return losses
 
     def _combine(self, y, y_pred, sample_weight, term_losses):
@@ -1025,7 +1027,9 @@ class Distiller(keras.Model):
             total = self._add_regularization(distillation_loss)
             return total, None, distillation_loss, term_losses
         hard = self.hard_predictions(y_pred)
-        if self._compile_loss is not None:
+        if self._fused_student_loss(y, hard, sample_weight):
+            student_loss = kd_losses.sparse_ce_mean_loss(y, hard)
+        elif self._compile_loss is not None:
             student_loss = self._compile_loss(y, hard, sample_weight)
         elif isinstance(hard, list | tuple) and isinstance(y, list | tuple):
             student_loss = ops.sum(
@@ -1046,6 +1050,46 @@ class Distiller(keras.Model):
             student_loss,
             distillation_loss,
             term_losses,
+        )
+
+    def _fused_student_loss(self, y, hard, sample_weight):
+        """Whether `losses.sparse_ce_mean_loss` gives this batch's student loss.
+
+        Only where it is the same value as the hard-label loss: the default
+        or a compiled `SparseCategoricalCrossentropy(from_logits=True)` with
+        its default arguments and no `loss_weights`, one output of logits
+        (no Keras mask), integer labels of shape `(batch,)` or `(batch, 1)`,
+        no sample weights, one replica, on TensorFlow.
+        """
+        import tensorflow as tf
+
+        if (
+            sample_weight is not None
+            or keras.backend.backend() != "tensorflow"
+            or not tf.is_tensor(y)
+            or not y.dtype.is_integer
+            or y.shape.rank not in (1, 2)
+            or (y.shape.rank == 2 and y.shape[-1] != 1)
+            or not tf.is_tensor(hard)
+            or hard.shape.rank != 2
+            or getattr(hard, "_keras_mask", None) is not None
+            or kd_losses._num_replicas() != 1
+        ):
+            return False
+        if self._compile_loss is None:
+            loss = self._default_student_loss
+        else:
+            config = getattr(self, "_compile_config", None)
+            config = getattr(config, "config", None) or {}
+            if config.get("loss_weights") is not None:
+                return False
+            loss = getattr(self, "loss", None)
+        return (
+            type(loss) is keras.losses.SparseCategoricalCrossentropy
+            and loss.reduction == "sum_over_batch_size"
+            and loss.dtype == "float32"
+            and _compat.loss_function(loss)[1]
+            == {"from_logits": True, "ignore_class": None, "axis": -1}
         )
 
     def _add_regularization(self, loss):

@@ -162,6 +162,56 @@ def test_fit_freezes_teacher_and_trains_student():
     assert distiller.trainable_weights == student.trainable_weights
 
 
+def _fused(distiller, y, sample_weight=None):
+    logits = tf.zeros((len(y), 10))
+    return distiller._fused_student_loss(tf.constant(y), logits, sample_weight)
+
+
+def test_fused_student_loss_only_where_it_is_keras_loss():
+    student, teacher = tiny_student(), trained_teacher()
+    sparse = keras.losses.SparseCategoricalCrossentropy
+    labels = np.arange(4)
+    for loss, expected in (
+        (None, True),
+        (sparse(from_logits=True), True),
+        (sparse(from_logits=False), False),
+        (sparse(from_logits=True, ignore_class=0), False),
+        (sparse(from_logits=True, reduction="sum"), False),
+        ("sparse_categorical_crossentropy", False),
+    ):
+        distiller = kd.Distiller(student, teacher)
+        distiller.compile(optimizer="sgd", loss=loss)
+        assert _fused(distiller, labels) is expected, loss
+    distiller = kd.Distiller(student, teacher)
+    distiller.compile(
+        optimizer="sgd", loss=sparse(from_logits=True), loss_weights=[2.0]
+    )
+    assert not _fused(distiller, labels)
+    distiller.compile(optimizer="sgd")
+    assert not _fused(distiller, labels, sample_weight=tf.ones(4))
+    assert not _fused(distiller, labels.astype("float32"))
+    assert not _fused(distiller, np.eye(4, 10, dtype="int64"))  # one-hot
+
+
+def test_fused_student_loss_trains_like_keras_loss():
+    x, y = digits_subset(n=256)
+    teacher = trained_teacher()
+    results = []
+    for fused in (True, False):
+        keras.utils.set_random_seed(1)
+        distiller = kd.Distiller(tiny_student(), teacher)
+        if not fused:
+            distiller._fused_student_loss = lambda *args: False
+        distiller.compile(optimizer="adam")
+        history = distiller.fit(x, y, epochs=2, batch_size=50, shuffle=False, verbose=0)
+        results.append((history.history, distiller.student.get_weights()))
+    (fused_logs, fused_weights), (keras_logs, keras_weights) = results
+    for key in ("loss", "student_loss", "distillation_loss"):
+        np.testing.assert_allclose(fused_logs[key], keras_logs[key], rtol=1e-5)
+    for a, b in zip(fused_weights, keras_weights):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 def test_teacher_runs_in_inference_mode():
     """A teacher with heavy dropout still gives deterministic targets."""
     keras.utils.set_random_seed(0)
