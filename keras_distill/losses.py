@@ -117,10 +117,19 @@ def kd_loss(teacher_logits, student_logits, temperature=1.0, closed_form_gradien
         kl = ops.sum(ops.exp(teacher_log_p) * (teacher_log_p - student_log_p), -1)
         return ops.square(temperature) * kl
 
-    # The gradients in closed form, `T * (q - p)` for the student and
-    # `T * p * (log p - log q - KL)` for the teacher (p, q the softened
-    # distributions), cost a few fused ops instead of autodiff through both
-    # log-softmaxes: this term runs in every training step.
+    return _closed_form_kd(teacher_logits, student_logits, temperature, mean=False)
+
+
+def _closed_form_kd(teacher_logits, student_logits, temperature, mean):
+    """`kd_loss` (or, with `mean`, its batch mean) with closed-form gradients.
+
+    The gradients, `T * (q - p)` for the student and `T * p * (log p - log q
+    - KL)` for the teacher (p, q the softened distributions; divided by the
+    batch size for the mean), cost a few fused ops instead of autodiff
+    through both log-softmaxes and the mean: this term runs in every
+    training step. No gradient reaches `temperature` (a float32 tensor).
+    """
+
     @ops.custom_gradient
     def loss(teacher, student):
         teacher_log_p = ops.log_softmax(teacher / temperature, axis=-1)
@@ -132,12 +141,18 @@ def kd_loss(teacher_logits, student_logits, temperature=1.0, closed_form_gradien
         def grad(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
-            scale = ops.expand_dims(upstream, -1) * temperature
+            if mean:
+                batch = ops.cast(ops.shape(student)[0], "float32")
+                scale = upstream * temperature / batch
+            else:
+                scale = ops.expand_dims(upstream, -1) * temperature
             d_student = scale * (ops.exp(student_log_p) - teacher_p)
             d_teacher = scale * teacher_p * (log_ratio - ops.expand_dims(kl, -1))
             return d_teacher, d_student
 
-        return ops.square(temperature) * kl, grad
+        values = ops.square(temperature) * kl
+        # The mean of the per-example values, bit for bit.
+        return (ops.mean(values) if mean else values), grad
 
     return loss(
         ops.cast(teacher_logits, "float32"), ops.cast(student_logits, "float32")
@@ -172,30 +187,7 @@ def kd_mean_loss(teacher_logits, student_logits, temperature=1.0):
     0.0
     """
     temperature = ops.cast(temperature, "float32")
-
-    @ops.custom_gradient
-    def loss(teacher, student):
-        teacher_log_p = ops.log_softmax(teacher / temperature, axis=-1)
-        student_log_p = ops.log_softmax(student / temperature, axis=-1)
-        teacher_p = ops.exp(teacher_log_p)
-        log_ratio = teacher_log_p - student_log_p
-        kl = ops.sum(teacher_p * log_ratio, axis=-1)
-
-        def grad(*args, upstream=None):
-            if upstream is None:
-                (upstream,) = args
-            batch = ops.cast(ops.shape(student)[0], "float32")
-            scale = upstream * temperature / batch
-            d_student = scale * (ops.exp(student_log_p) - teacher_p)
-            d_teacher = scale * teacher_p * (log_ratio - ops.expand_dims(kl, -1))
-            return d_teacher, d_student
-
-        # The mean of `kd_loss`'s values, bit for bit.
-        return ops.mean(ops.square(temperature) * kl), grad
-
-    return loss(
-        ops.cast(teacher_logits, "float32"), ops.cast(student_logits, "float32")
-    )
+    return _closed_form_kd(teacher_logits, student_logits, temperature, mean=True)
 
 
 def sparse_ce_mean_loss(labels, logits):
