@@ -20,14 +20,17 @@ from keras_distill.targets import (  # noqa: F401  (re-exported)
 )
 
 
-def check_alpha(value):
+def check_alpha(value, warn=True):
     """Returns `value` as a float if it is a valid `alpha`, else raises."""
-    return kd_params.check("alpha", value)
+    return kd_params.check("alpha", value, warn=warn)
 
 
-def check_temperature(value):
-    """Returns `value` as a float if it is a valid `temperature`, else raises."""
-    return kd_params.check("temperature", value)
+def check_temperature(value, warn=True):
+    """Returns `value` as a float if it is a valid `temperature`, else raises.
+
+    `warn=False`: no warning for an unusual value (its variable gives it).
+    """
+    return kd_params.check("temperature", value, warn=warn)
 
 
 # Names a term may not take: its log key `<name>_loss` or weight `<name>_weight`
@@ -419,8 +422,9 @@ class Distiller(keras.Model):
             raise ValueError("`student` and `teacher` must be different models.")
         kd_losses.check_output_kind(teacher_outputs, "teacher_outputs")
         kd_losses.check_output_kind(student_outputs, "student_outputs")
-        alpha = check_alpha(alpha)
-        temperature = check_temperature(temperature)
+        # Checked early; the variables made below warn about unusual values.
+        alpha = check_alpha(alpha, warn=False)
+        temperature = check_temperature(temperature, warn=False)
         hint_list = kd_hints.check_hints(hints)
         hint_weight = check_hint_weight(hint_weight)
         if hint_list and len(teachers) > 1:
@@ -554,7 +558,7 @@ class Distiller(keras.Model):
 
     @alpha.setter
     def alpha(self, value):
-        self._alpha.assign(check_alpha(value))
+        self._alpha.assign(check_alpha(value, warn=False))  # the assign warns
 
     @property
     def temperature(self):
@@ -563,7 +567,7 @@ class Distiller(keras.Model):
 
     @temperature.setter
     def temperature(self, value):
-        self._temperature.assign(check_temperature(value))
+        self._temperature.assign(check_temperature(value, warn=False))
 
     @property
     def hint_weight(self):
@@ -1759,12 +1763,13 @@ class Distiller(keras.Model):
         if sparse[1] is not None:
             bad &= labels != sparse[1]  # the class the loss ignores
         if np.any(bad):
-            value = labels.reshape(-1)[np.argmax(bad.reshape(-1))].item()
+            index = int(np.argmax(bad.reshape(-1)))
+            value = labels.reshape(-1)[index].item()
             raise ValueError(
                 f"Labels in the {where} must be integers in [0, {num_classes}) for a "
                 f"student with {num_classes} classes. Received a label value of "
-                f"{value!r} (labels range from {labels.min().item()!r} to "
-                f"{labels.max().item()!r})."
+                f"{value!r} at index {index} (the smallest label given is "
+                f"{labels.min().item()!r}, the largest {labels.max().item()!r})."
             )
 
     # -- Serialization --------------------------------------------------------

@@ -135,8 +135,11 @@ class Param:
                 return False
         return self.high is None or number <= self.high
 
-    def check(self, value, where: str | None = None) -> float:
-        """`value` as a float if it satisfies the rule, else a `ValueError`."""
+    def check(self, value, where: str | None = None, warn: bool = True) -> float:
+        """`value` as a float if it satisfies the rule, else a `ValueError`.
+
+        With `warn`, a value outside the usual range gives a `UserWarning`.
+        """
         number = check_finite(value, self.name, where)
         context = f" at {where}" if where else ""
         meaning = f" ({self.meaning})" if self.meaning else ""
@@ -152,7 +155,8 @@ class Param:
                 f"{float(np.float32(number))!r}. Received: {self.name}={value!r}"
                 f"{context}"
             )
-        if self.usual is not None and not self.usual[0] <= number <= self.usual[1]:
+        usual = self.usual
+        if warn and usual is not None and not usual[0] <= number <= usual[1]:
             warnings.warn(
                 f"`{self.name}`={value!r}{context} is outside "
                 f"[{self.usual[0]:g}, {self.usual[1]:g}], {USUAL_RANGE_WHY[self.name]}",
@@ -165,10 +169,11 @@ class Param:
 # Why a value outside a parameter's `usual` range is suspect.
 USUAL_RANGE_WHY = {
     "temperature": (
-        "where softmax(z / T) is sound in float32: far above it the softened "
-        "distributions are uniform and the KD term is 0 (the student learns "
-        "nothing from the teacher); far below it z / T overflows and the loss "
-        "becomes NaN. Typical values are 1 to 20."
+        "where the KD term is sound in float32: far above it the softened "
+        "distributions are uniform and the term is 0; far below it the term "
+        "shrinks with T (T^2 times a KL divergence that grows like 1 / T) and "
+        "is 0 in float32 below about 1e-19. Either way the student learns "
+        "nothing from the teacher. Typical values are 1 to 20."
     ),
 }
 
@@ -228,10 +233,12 @@ def spec(name: str) -> Param | None:
     return None
 
 
-def check(name: str, value, where: str | None = None) -> float:
+def check(name: str, value, where: str | None = None, warn: bool = True) -> float:
     """Checks `value` for parameter `name` (declared in `SPECS` or `FAMILIES`).
 
     A name that is not declared only has to be a finite float32 number.
+    `warn=False` leaves the warning about an unusual value to a later check
+    of the same value (the variable that stores it), so it is given once.
 
     Returns:
         `value` as a Python float.
@@ -242,7 +249,7 @@ def check(name: str, value, where: str | None = None) -> float:
     rule = spec(name)
     if rule is None:
         return check_finite(value, name, where)
-    return rule.check(value, where)
+    return rule.check(value, where, warn)
 
 
 def check_range(name: str, low, high, where: str) -> tuple:

@@ -215,6 +215,23 @@ def test_usual_temperatures_are_not_warned_about():
             params.check("temperature", value)
 
 
+def test_an_unusual_temperature_is_warned_about_once():
+    import warnings
+
+    for make in (
+        lambda: kd.Distiller(tiny_student(), trained_teacher(), temperature=1e-3),
+        lambda: setattr(
+            kd.Distiller(tiny_student(), trained_teacher()), "temperature", 2e3
+        ),
+    ):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            make()
+        found = [w for w in caught if "`temperature`=" in str(w.message)]
+        assert len(found) == 1, [str(w.message) for w in found]
+        assert "learns nothing from the teacher" in str(found[0].message)
+
+
 def test_a_nan_loss_from_a_tiny_temperature_blames_the_temperature():
     x, y = digits_subset(n=32)
     with pytest.warns(UserWarning, match="outside"):
