@@ -1637,6 +1637,10 @@ class Distiller(keras.Model):
                 )
             else:
                 self._check_labels(validation_data, None, "validation_data")
+        if _is_tf_dataset(x) and len(args) < 7 and "shuffle" not in kwargs:
+            # Keras ignores `shuffle` for a dataset but warns about its
+            # default, True, on every `fit()`: nothing to shuffle, no warning.
+            kwargs["shuffle"] = False
         counter = _StepCounter()
         if len(args) < 4:  # `callbacks` not given by position
             given = list(kwargs.get("callbacks") or [])
@@ -1865,6 +1869,14 @@ class _LogLearnedTemperatures(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs.update(self.model.learned_temperatures())
+
+
+def _is_tf_dataset(x):
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return isinstance(x, tf.data.Dataset)
 
 
 def _kernel_checks_labels():

@@ -321,7 +321,8 @@ def export_student(
         raise FileExistsError(
             f"Version {version} already exists at {target!r}; exports never "
             f"overwrite. Existing versions: {existing_versions(base_dir)}. Pass "
-            "another `version` or leave it as None for the next one."
+            "another `version` (`--version` of `keras-distill export`) or leave it "
+            "as None (omit `--version`) for the next one."
         )
     os.makedirs(base_dir, exist_ok=True)
     _remove_stale_temps(base_dir)

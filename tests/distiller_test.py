@@ -212,6 +212,19 @@ def test_fused_student_loss_trains_like_keras_loss():
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def test_fit_on_a_dataset_gives_no_shuffle_warning():
+    import warnings
+
+    x, y = digits_subset(n=64)
+    distiller = kd.Distiller(tiny_student(), trained_teacher())
+    distiller.compile(optimizer="sgd")
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        distiller.fit(ds, epochs=1, verbose=0)
+    assert not [w for w in caught if "shuffle" in str(w.message)]
+
+
 def test_teacher_runs_in_inference_mode():
     """A teacher with heavy dropout still gives deterministic targets."""
     keras.utils.set_random_seed(0)
