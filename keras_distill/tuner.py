@@ -681,4 +681,9 @@ def _plain_distiller(trial, teacher):
         distillation_loss=trial.distillation_loss,  # the best trial's term
     )
     learning_rate = float(keras.ops.convert_to_numpy(trial.optimizer.learning_rate))
-    return kd_models.compile_classifier(distiller, learning_rate)
+    distiller = kd_models.compile_classifier(distiller, learning_rate)
+    # Built now, so a saved best distiller holds the optimizer's variables it
+    # will have when trained: loading it warns of no mismatch ("Skipping
+    # variable loading for optimizer").
+    distiller.optimizer.build(distiller.trainable_variables)
+    return distiller

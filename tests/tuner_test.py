@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -71,6 +72,12 @@ def test_search_runs_teacher_once_keeps_it_and_returns_a_working_distiller(
     scores = [t.score for t in tuner.oracle.get_best_trials(3)]
     got = distiller.evaluate(*val, verbose=0, return_dict=True)["accuracy"]
     assert got == pytest.approx(scores[0], abs=1e-6)
+    # Saved as found, it loads without Keras's optimizer-mismatch warning.
+    distiller.save(tmp_path / "best.keras")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        keras.saving.load_model(tmp_path / "best.keras")
+    assert not [w for w in caught if "Skipping variable loading" in str(w.message)]
     history = distiller.fit(*train, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     # Trial checkpoints hold the student only.
