@@ -48,3 +48,15 @@ def test_demo_runs_end_to_end_and_distilled_student_beats_chance(tmp_path, capsy
     )
     assert "latency batch 1, p50 / p99 (ms)" in printed
     assert "speed-up vs teacher" in (out / "results.md").read_text()
+
+
+def test_a_reused_model_shows_no_training_time_of_zero():
+    from keras_distill.app import demo
+
+    rows = [
+        demo.Row("MNIST-1D teacher", 10, 0.9, 0.1, 0.0),
+        demo.Row("student (scratch)", 5, 0.8, 0.2, 1.25),
+    ]
+    table = demo.format_table(rows).splitlines()
+    assert "| 0 (reused) |" in table[2]
+    assert "| 1.2 |" in table[3] or "| 1.3 |" in table[3]

@@ -211,10 +211,15 @@ def format_table(rows):
         lines.append(
             f"| {r.model} | {r.parameters:,} | {r.seeds} | {r.test_accuracy:.4f} | "
             f"{spread} | {_cell(r.test_loss, '.4f')} | "
-            f"{_cell(r.train_seconds, '.1f')} | "
+            f"{_training_cell(r.train_seconds)} | "
             f"{_cell(r.size_kib, ',.0f')} | {latency} | {_cell(r.throughput, ',.0f')} |"
         )
     return "\n".join(lines)
+
+
+def _training_cell(seconds):
+    # 0 s: a model loaded from an earlier run (the MNIST-1D teacher), not trained.
+    return "0 (reused)" if seconds == 0.0 else _cell(seconds, ".1f")
 
 
 STUDENT = "student (distilled)"
