@@ -959,6 +959,14 @@ class DistillationTerm(keras.layers.Layer):
         )
 
 
+def _rank(x):
+    """The static rank of `x`, or None when unknown."""
+    try:
+        return len(x.shape)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
 def _maybe_standardize(standardize, teacher, student):
     if standardize:
         return standardize_logits(teacher), standardize_logits(student)
@@ -1018,12 +1026,18 @@ class KDTerm(DistillationTerm):
         self, teacher, student, labels=None, temperature=1.0, sample_weight=None
     ):
         # Without weights, the plain term's mean has its own fused gradient
-        # (not for a subclass with its own `call`).
+        # where it is the same value and gradient: not for a subclass with
+        # its own `call` or `compute`, a compute dtype other than float32, or
+        # logits other than `(batch, classes)` (which `compute` refuses).
         if (
             type(self).call is not KDTerm.call
+            or type(self).compute is not DistillationTerm.compute
+            or self.compute_dtype != "float32"
             or sample_weight is not None
             or self.standardize
             or self._temperature_is_learned
+            or _rank(teacher) != 2
+            or _rank(student) != 2
         ):
             return super().reduced(teacher, student, labels, temperature, sample_weight)
         loss = kd_mean_loss(teacher, student, temperature)
