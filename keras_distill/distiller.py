@@ -1631,6 +1631,14 @@ class Distiller(keras.Model):
         _warn_if_no_weight(kwargs.get("sample_weight", positional))
         validation_data = kwargs.get("validation_data")
         if validation_data is not None:
+            # Before training: `evaluate()` would refuse it only after the
+            # first epoch.
+            _check_not_empty(
+                validation_data[0]
+                if isinstance(validation_data, tuple | list)
+                else validation_data,
+                "validation_data",
+            )
             if isinstance(validation_data, tuple | list):
                 self._check_labels(
                     validation_data[0], validation_data[1], "validation_data"

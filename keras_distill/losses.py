@@ -250,15 +250,18 @@ def reduce_per_example(values, sample_weight=None):
         sample_weight: Optional weights broadcastable to `(batch,)`.
     """
     values = ops.cast(values, "float32")
-    if sample_weight is None:
-        # The same value (steps never see an empty batch), in fewer ops.
-        loss = ops.mean(values)
-    else:
-        batch = ops.cast(ops.shape(values)[0], "float32")
-        sample_weight = ops.cast(sample_weight, "float32")
-        sample_weight = ops.reshape(sample_weight, ops.shape(values))
-        loss = ops.divide_no_nan(ops.sum(values * sample_weight), batch)
     replicas = _num_replicas()
+    if sample_weight is None and replicas == 1:
+        # The same value (one replica's steps never see an empty batch), in
+        # fewer ops.
+        return ops.mean(values)
+    # Under a strategy, a replica's share of a last batch smaller than the
+    # replica count is empty: it adds 0, as Keras's own losses do, not NaN.
+    batch = ops.cast(ops.shape(values)[0], "float32")
+    if sample_weight is not None:
+        sample_weight = ops.cast(sample_weight, "float32")
+        values = values * ops.reshape(sample_weight, ops.shape(values))
+    loss = ops.divide_no_nan(ops.sum(values), batch)
     return loss if replicas == 1 else loss / float(replicas)
 
 
@@ -951,6 +954,14 @@ class DistillationTerm(keras.layers.Layer):
         )
 
 
+def _rank(x):
+    """The static rank of `x`, or None when unknown."""
+    try:
+        return len(x.shape)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
 def _maybe_standardize(standardize, teacher, student):
     if standardize:
         return standardize_logits(teacher), standardize_logits(student)
@@ -1010,17 +1021,23 @@ class KDTerm(DistillationTerm):
         self, teacher, student, labels=None, temperature=1.0, sample_weight=None
     ):
         # Without weights, the plain term's mean has its own fused gradient
-        # (not for a subclass with its own `call`).
+        # where it is the same value and gradient: not for a subclass with
+        # its own `call` or `compute`, a compute dtype other than float32,
+        # logits other than `(batch, classes)` (which `compute` refuses), or
+        # several replicas (whose shares of a last batch may be empty).
         if (
             type(self).call is not KDTerm.call
+            or type(self).compute is not DistillationTerm.compute
+            or self.compute_dtype != "float32"
             or sample_weight is not None
             or self.standardize
             or self._temperature_is_learned
+            or _rank(teacher) != 2
+            or _rank(student) != 2
+            or _num_replicas() != 1
         ):
             return super().reduced(teacher, student, labels, temperature, sample_weight)
-        loss = kd_mean_loss(teacher, student, temperature)
-        replicas = _num_replicas()
-        return loss if replicas == 1 else loss / float(replicas)
+        return kd_mean_loss(teacher, student, temperature)
 
     def get_config(self):
         return {**super().get_config(), "standardize": self.standardize}

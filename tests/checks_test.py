@@ -143,6 +143,22 @@ def test_empty_training_data_is_an_error(empty):
         _distiller().fit(*data, epochs=1, verbose=0)
 
 
+@pytest.mark.parametrize("empty", ["arrays", "dataset"])
+def test_empty_validation_data_is_an_error_before_training(empty):
+    x, y = digits_subset(n=64)
+    validation = {
+        "arrays": (x[:0], y[:0]),
+        "dataset": _dataset(x[:0], y[:0]),
+    }[empty]
+    distiller = _distiller()
+    distiller.build(x.shape)
+    before = distiller.student.get_weights()
+    with pytest.raises(ValueError, match=r"validation_data.*(no examples|empty)"):
+        distiller.fit(x, y, validation_data=validation, epochs=3, verbose=0)
+    assert int(distiller.optimizer.iterations) == 0
+    assert weights_equal(distiller.student.get_weights(), before)
+
+
 def test_one_hot_labels_with_a_sparse_loss_say_so():
     x, y = digits_subset(n=32)
     with pytest.raises(ValueError, match=r"look one-hot.*sparse categorical"):

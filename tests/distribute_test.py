@@ -92,6 +92,40 @@ def test_mirrored_strategy_matches_single_device(tmp_path):
     assert result["load_diff"] < 1e-5
 
 
+@pytest.mark.slow
+def test_mirrored_strategy_last_batch_smaller_than_the_replica_count(tmp_path):
+    # 257 examples in batches of 64: the last global batch has one example,
+    # so one replica's share is empty. Its mean of nothing must add 0 (as
+    # Keras's own losses do), not NaN that stops training as a "NaN loss".
+    result = run(
+        """
+        xs, ys = data.load_digits()["train"]
+        xs, ys = xs[:257], ys[:257]
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        out = {}
+        for name, weights in (("plain", None), ("weighted", np.ones(257))):
+            keras.utils.set_random_seed(0)
+            with strategy.scope():  # an MLP teacher: TF's CPU convolution
+                # itself fails on an empty batch
+                d = kd.Distiller(models.student_mlp(), models.student_mlp(hidden=64))
+                d.compile(optimizer=keras.optimizers.SGD(0.05))
+            h = d.fit(xs, ys, batch_size=64, epochs=1, shuffle=False, verbose=0,
+                      sample_weight=weights)
+            e = d.evaluate(xs, ys, batch_size=64, verbose=0, return_dict=True)
+            out[name] = {"fit": h.history, "eval": e}
+        print(json.dumps(out))
+        """,
+        tmp_path,
+    )
+    for name in ("plain", "weighted"):
+        for key in ("loss", "student_loss", "distillation_loss"):
+            assert np.isfinite(result[name]["fit"][key]).all(), (name, key, result)
+            assert np.isfinite(result[name]["eval"][key]), (name, key, result)
+    for key in ("loss", "student_loss", "distillation_loss"):
+        a, b = result["plain"]["fit"][key][0], result["weighted"]["fit"][key][0]
+        assert abs(a - b) <= 1e-5 * max(1.0, abs(a)), (key, a, b)
+
+
 # -- Several workers: kd.distribute.fit under MultiWorkerMirroredStrategy ------
 
 _WORKER_PRELUDE = textwrap.dedent(

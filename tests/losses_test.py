@@ -412,3 +412,37 @@ def test_sparse_ce_mean_loss_matches_keras_value_and_gradient():
         np.testing.assert_allclose(
             tape.gradient(ours, logits), tape.gradient(ref, logits), atol=1e-7
         )
+
+
+def test_kd_term_reduced_refuses_logits_that_compute_refuses():
+    # The fused mean is for (batch, classes) logits only. Other shapes are
+    # refused by `compute` ("one value per example"); the fused mean would
+    # average them silently, with a gradient scaled for the batch alone.
+    rng = np.random.default_rng(8)
+    sequence = tf.constant(rng.normal(size=(4, 3, 5)), "float32")
+    flat = tf.constant(rng.normal(size=(4, 5)), "float32")
+    for t, s in ((sequence, sequence), (sequence[:, :1], flat), (flat[0], flat[0])):
+        with pytest.raises(ValueError, match="one value per example"):
+            losses.KDTerm().reduced(t, s, None, 2.0)
+
+
+def test_kd_term_reduced_uses_an_overridden_compute_and_the_dtype_policy():
+    rng = np.random.default_rng(9)
+    t = tf.constant(rng.normal(size=(8, 4)) * 3, "float32")
+    s = tf.constant(rng.normal(size=(8, 4)) * 3, "float32")
+
+    class Doubled(losses.KDTerm):
+        def compute(self, teacher, student, labels=None, temperature=1.0):
+            return 2.0 * super().compute(teacher, student, labels, temperature)
+
+    np.testing.assert_allclose(
+        Doubled().reduced(t, s, None, 2.0),
+        2.0 * losses.KDTerm().reduced(t, s, None, 2.0),
+        rtol=1e-6,
+    )
+    # A term computing in float16 (its layer casts the inputs) is the mean
+    # of what it computes, not of the float32 term.
+    half = losses.KDTerm(dtype="mixed_float16")
+    assert float(half.reduced(t, s, None, 2.0)) == float(
+        losses.reduce_per_example(half.compute(t, s, None, 2.0))
+    )
