@@ -347,14 +347,21 @@ class TeacherCache:
                 f"{directory!r}, which is a file."
             )
         os.makedirs(directory, exist_ok=True)
-        # Shards of builds that were killed before their manifest was written
-        # (ours by their name, listed by no manifest).
+        # Shards of builds that were killed before their manifest was written:
+        # those of the builds whose journal is still there, listed by no
+        # manifest (a file that only looks like a shard is left alone).
         _remove_orphan_shards(directory, keep=old_files)
         # The new cache is written beside the old one under new names; the
         # manifest is swapped atomically at the end, so a killed build leaves
         # the old cache usable, and only the old cache's own files are
-        # removed afterwards (never anything else in the folder).
+        # removed afterwards (never anything else in the folder). The journal,
+        # written before any shard, marks this build's prefix as ours.
         prefix = f"b{uuid.uuid4().hex[:8]}-"
+        journal = os.path.join(directory, f".{prefix}{_JOURNAL}")
+        with open(journal, "w") as f:
+            f.write("a teacher cache build in progress (keras_distill)\n")
+            f.flush()
+            os.fsync(f.fileno())
         tmp = directory
 
         @tf.function(reduce_retracing=True)
@@ -476,11 +483,13 @@ class TeacherCache:
                 for shard in writer.shards:
                     _remove(os.path.join(directory, shard["file"]))
             _remove(os.path.join(directory, f".{prefix}{MANIFEST}"))
+            _remove(journal)
             raise
         new_files = set(_listed_files(directory))
         for name in old_files:
             if name not in new_files:
                 _remove(os.path.join(directory, name))
+        _remove(journal)
         return cls(directory)
 
     # -- Checks ----------------------------------------------------------------
@@ -894,7 +903,10 @@ def _remove(path):
         pass
 
 
-_OUR_SHARD = re.compile(r"b[0-9a-f]{8}-shard-\d{5}\.\w+")
+_OUR_SHARD = re.compile(r"(b[0-9a-f]{8})-shard-\d{5}\.\w+")
+# Written by a build before its first shard, removed when it ends.
+_JOURNAL = "building"
+_JOURNAL_NAME = re.compile(r"\.(b[0-9a-f]{8})-" + re.escape(_JOURNAL))
 
 
 def _read_manifest(path):
@@ -954,12 +966,23 @@ def _listed_files(directory):
 
 
 def _remove_orphan_shards(directory, keep):
-    """Removes shards of killed builds: our naming, listed by no manifest."""
+    """Removes what killed builds wrote: the shards and staged manifest of
+    each build whose journal (`.b<id>-building`) is left, unless listed in
+    `keep` (the current manifest's files), then the journal itself."""
     keep = set(keep)
-    for name in os.listdir(directory):
+    names = os.listdir(directory)
+    builds = {
+        match.group(1)
+        for match in map(_JOURNAL_NAME.fullmatch, names)
+        if match is not None
+    }
+    for name in names:
         if name in keep:
             continue
-        if _OUR_SHARD.fullmatch(name) or re.fullmatch(
-            r"\.b[0-9a-f]{8}-" + re.escape(MANIFEST), name
-        ):
+        shard = _OUR_SHARD.fullmatch(name)
+        staged = re.fullmatch(r"\.(b[0-9a-f]{8})-" + re.escape(MANIFEST), name)
+        found = shard or staged
+        if found is not None and found.group(1) in builds:
             _remove(os.path.join(directory, name))
+    for build in builds:
+        _remove(os.path.join(directory, f".{build}-{_JOURNAL}"))

@@ -140,6 +140,21 @@ def test_overwrite_never_deletes_files_it_did_not_write(teacher, data, tmp_path)
     }
 
 
+def test_overwrite_keeps_user_files_named_like_shards(teacher, data, tmp_path):
+    # Only shards of a build whose journal is left (a killed build) are
+    # removed; a file that merely looks like a shard is the user's.
+    x, _ = data
+    folder = tmp_path / "c"
+    build(teacher, x, folder)
+    lookalikes = ["b0123abcd-shard-00000.npy", ".b0123abcd-manifest.json"]
+    for name in lookalikes:
+        (folder / name).write_text("mine")
+    build(teacher, x[:64], folder, overwrite=True)
+    for name in lookalikes:
+        assert (folder / name).read_text() == "mine"
+    assert not [n for n in os.listdir(folder) if n.endswith("-building")]
+
+
 _KILLED_BUILD = """
 import sys, time
 import numpy as np
@@ -182,6 +197,8 @@ def test_kill_9_during_an_overwrite_leaves_the_old_cache_usable(
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert lines >= 4  # killed in the middle of writing the new shards
+    # The killed build left its journal, which marks its shards as ours.
+    assert [n for n in os.listdir(folder) if n.endswith("-building")]
     reopened = TeacherCache(folder)  # verifies every shard
     assert reopened.num_examples == 300
     np.testing.assert_array_equal(reopened.load()["teacher_logits"], expected)
