@@ -907,6 +907,8 @@ _OUR_SHARD = re.compile(r"(b[0-9a-f]{8})-shard-\d{5}\.\w+")
 # Written by a build before its first shard, removed when it ends.
 _JOURNAL = "building"
 _JOURNAL_NAME = re.compile(r"\.(b[0-9a-f]{8})-" + re.escape(_JOURNAL))
+# A build's manifest before it is swapped in (`.b<id>-manifest.json`).
+_STAGED_MANIFEST = re.compile(r"\.(b[0-9a-f]{8})-" + re.escape(MANIFEST))
 
 
 def _read_manifest(path):
@@ -979,9 +981,7 @@ def _remove_orphan_shards(directory, keep):
     for name in names:
         if name in keep:
             continue
-        shard = _OUR_SHARD.fullmatch(name)
-        staged = re.fullmatch(r"\.(b[0-9a-f]{8})-" + re.escape(MANIFEST), name)
-        found = shard or staged
+        found = _OUR_SHARD.fullmatch(name) or _STAGED_MANIFEST.fullmatch(name)
         if found is not None and found.group(1) in builds:
             _remove(os.path.join(directory, name))
     for build in builds:

@@ -1631,21 +1631,19 @@ class Distiller(keras.Model):
         _warn_if_no_weight(kwargs.get("sample_weight", positional))
         validation_data = kwargs.get("validation_data")
         if validation_data is not None:
-            # Before training: `evaluate()` would refuse it only after the
-            # first epoch.
-            _check_not_empty(
-                validation_data[0]
-                if isinstance(validation_data, tuple | list)
-                else validation_data,
-                "validation_data",
-            )
+            # Checked before training (`evaluate()` would refuse empty data
+            # only after the first epoch).
             if isinstance(validation_data, tuple | list):
+                _check_not_empty(validation_data[0], "validation_data")
                 self._check_labels(
                     validation_data[0], validation_data[1], "validation_data"
                 )
             else:
+                _check_not_empty(validation_data, "validation_data")
                 self._check_labels(validation_data, None, "validation_data")
-        if _is_tf_dataset(x) and len(args) < 7 and "shuffle" not in kwargs:
+        import tensorflow as tf
+
+        if isinstance(x, tf.data.Dataset) and len(args) < 7 and "shuffle" not in kwargs:
             # Keras ignores `shuffle` for a dataset but warns about its
             # default, True, on every `fit()`: nothing to shuffle, no warning.
             kwargs["shuffle"] = False
@@ -1877,14 +1875,6 @@ class _LogLearnedTemperatures(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs.update(self.model.learned_temperatures())
-
-
-def _is_tf_dataset(x):
-    if keras.backend.backend() != "tensorflow":
-        return False
-    import tensorflow as tf
-
-    return isinstance(x, tf.data.Dataset)
 
 
 def _kernel_checks_labels():

@@ -159,7 +159,7 @@ class Param:
         if warn and usual is not None and not usual[0] <= number <= usual[1]:
             warnings.warn(
                 f"`{self.name}`={value!r}{context} is outside "
-                f"[{self.usual[0]:g}, {self.usual[1]:g}], {USUAL_RANGE_WHY[self.name]}",
+                f"[{usual[0]:g}, {usual[1]:g}], {USUAL_RANGE_WHY[self.name]}",
                 UserWarning,
                 stacklevel=3,
             )
