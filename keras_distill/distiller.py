@@ -12,6 +12,7 @@ from keras_distill import hints as kd_hints
 from keras_distill import losses as kd_losses
 from keras_distill import params as kd_params
 from keras_distill import targets as kd_targets
+from keras_distill import terms as kd_terms
 from keras_distill.targets import (  # noqa: F401  (re-exported)
     TEACHER_LOGITS_KEY,
     TOPK_INDICES_KEY,
@@ -104,7 +105,7 @@ def _resolve_output_terms(distillation_loss, count):
             argument = f"distillation_loss[{output}]" + (f"[{j}]" if many else "")
             term = kd_losses.get_term(spec, argument)
             if isinstance(spec, str):
-                term = type(term)(name=f"{term.name}_{output}")
+                term = kd_terms.make(spec, name=f"{term.name}_{output}")
             indices.append(len(terms))
             terms.append(term)
             outputs.append(output)
@@ -698,12 +699,7 @@ class Distiller(keras.Model):
             loss_fn in ("kl_divergence", "kld", "KLD", keras.losses.kl_divergence)
         )
         terms = list(self.distillation_terms)
-        plain_kd = (
-            len(terms) == 1
-            and type(terms[0]) is kd_losses.KDTerm
-            and not terms[0].standardize
-        )
-        if is_kl and plain_kd:
+        if len(terms) == 1 and terms[0].matches_keras_loss(loss_fn):
             return
         if is_kl:
             raise ValueError(
@@ -957,26 +953,23 @@ class Distiller(keras.Model):
             self.soft_predictions(y_pred), self.student_outputs
         )
         if kd_targets.is_topk(teacher_targets):
-            term = terms[0]
-            if (
-                len(terms) != 1
-                or type(term) is not kd_losses.KDTerm
-                or term.standardize
-            ):
+            refused = [t.name for t in terms if not t.accepts_topk]
+            if refused:
                 raise ValueError(
                     "Top-k cached teacher outputs hold only the teacher's k largest "
-                    "logits, which only the plain KD term can use. This distiller's "
-                    f"terms are {[t.name for t in terms]}. Cache dense logits "
-                    "(`top_k=None`) for other terms."
+                    f"logits, which the terms {refused} cannot use (a term declares "
+                    "`accepts_topk`; the plain KD term does). Cache dense logits "
+                    "(`top_k=None`) for these terms."
                 )
-            per_example = kd_losses.topk_kd_loss(
-                teacher_targets[TOPK_LOGITS_KEY],
-                teacher_targets[TOPK_INDICES_KEY],
-                teacher_targets[TOPK_REST_KEY],
-                student_logits,
-                self._temperature,
-            )
-            term_losses = [kd_losses.reduce_per_example(per_example, sample_weight)]
+            term_losses = [
+                kd_losses.reduce_per_example(
+                    term.compute_topk(
+                        teacher_targets, student_logits, y, self._temperature
+                    ),
+                    sample_weight,
+                )
+                for term in terms
+            ]
         else:
             teacher_logits = self.teacher_logits(x, teacher_targets)
             self._check_class_counts(teacher_logits, student_logits)
@@ -1668,7 +1661,7 @@ class Distiller(keras.Model):
         return [
             term
             for term in (*self.distillation_terms, *self.hint_terms)
-            if isinstance(term, kd_losses.CTKDTerm)
+            if term.epoch_logs()
         ]
 
     def learned_temperatures(self):
@@ -1678,10 +1671,10 @@ class Distiller(keras.Model):
         `CSVLogger` and TensorBoard), the value at the end of the epoch, so
         CTKD's curriculum is visible epoch by epoch.
         """
-        return {
-            f"{term.name}_temperature": term.learned_temperature()
-            for term in self._learned_terms()
-        }
+        logs = {}
+        for term in self._learned_terms():
+            logs.update(term.epoch_logs())
+        return logs
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         with self._readable_errors(lambda: "an evaluation batch"):

@@ -19,42 +19,21 @@ import inspect
 import keras
 
 from keras_distill import _compat
-from keras_distill import losses as kd_losses
 from keras_distill import params as kd_params
+from keras_distill import terms as kd_terms
 
 ADAPTORS = ("auto", None)
 
 
 def hint_term(loss):
-    """The `DistillationTerm` of a hint's `loss`: a distance name or a term.
+    """The `DistillationTerm` of a hint's `loss`: a registered name or a term.
 
-    `"mse"`, `"mae"` and `"cosine"` are `kd.losses.FeatureDistanceTerm`s; a
-    `kd.losses.DistillationTerm` (e.g. `RKDDistanceTerm()`,
-    `AttentionTransferTerm()`) or its saved config is used as it is.
+    One resolver for every term (`kd.terms.get_term`), asked for a term
+    that reads features: `"mse"` (the FitNets hint), `"mae"`, `"cosine"`,
+    `"rkd_distance"`, `"at"`, ... or a `kd.terms.DistillationTerm` (or its
+    saved config), used as it is.
     """
-    if isinstance(loss, str) and loss in kd_losses.FEATURE_DISTANCES:
-        return kd_losses.FeatureDistanceTerm(loss)
-    if isinstance(loss, kd_losses.DistillationTerm):
-        return loss
-    if isinstance(loss, dict):
-        term = keras.saving.deserialize_keras_object(loss)
-        if isinstance(term, kd_losses.DistillationTerm):
-            return term
-    if isinstance(loss, str) and loss in kd_losses.TERMS:
-        return kd_losses.TERMS[loss]()
-    import difflib
-
-    names = [*kd_losses.FEATURE_DISTANCES, *sorted(kd_losses.TERMS)]
-    close = (
-        difflib.get_close_matches(loss, names, n=3, cutoff=0.5)
-        if isinstance(loss, str)
-        else []
-    )
-    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    raise ValueError(
-        f"A hint's `loss` must be one of {names} or a "
-        f"`kd.losses.DistillationTerm`. Received: loss={loss!r}.{hint}"
-    )
+    return kd_terms.get_term(loss, "loss", source="features")
 
 
 def check_weight(value, name):

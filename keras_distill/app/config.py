@@ -498,17 +498,18 @@ def _term_options(cls):
 
 
 def _build_term(spec, path, source):
-    from keras_distill import losses
+    from keras_distill import terms
 
     name, options = (spec, {}) if isinstance(spec, str) else next(iter(spec.items()))
     here = _where(source, *path)
-    if name not in losses.TERMS:
+    known = terms.names("logits")
+    if name not in known:
         raise ConfigError(
             f"{here}: {_name(path)}: unknown distillation term {_short(name)}."
-            f"{_suggest(name, losses.TERMS)} Known terms: {', '.join(losses.TERMS)}."
+            f"{_suggest(name, known)} Known terms: {', '.join(known)}."
         )
-    cls = losses.TERMS[name]
-    allowed = _term_options(cls)
+    cls, defaults = terms.entry(name)
+    allowed = [key for key in _term_options(cls) if key not in defaults]
     for key in options:
         if key not in allowed:
             raise ConfigError(
@@ -520,7 +521,7 @@ def _build_term(spec, path, source):
     if isinstance(kwargs.get("term"), dict):
         kwargs["term"] = _build_term(kwargs["term"], path + (name, "term"), source)
     try:
-        return cls(**kwargs)
+        return terms.make(name, **kwargs)
     except (ValueError, TypeError) as error:
         # The option the message names, if any, gives the line.
         named = [key for key in options if f"`{key}`" in str(error)]
@@ -531,9 +532,10 @@ def _build_term(spec, path, source):
 def build_terms(loss, source="<config>", path=("distill", "loss")):
     """The `DistillationTerm`s of a validated `distill.loss`, in order.
 
-    A name builds `losses.TERMS[name]()`; `{name: {options}}` passes the
-    options to its constructor (`name` among them, to tell two terms of one
-    kind apart). Errors are `ConfigError`s with the entry's `FILE:LINE`;
+    A name builds `terms.make(name)` (a registered name that reads
+    logits); `{name: {options}}` passes the options to its constructor
+    (`name` among them, to tell two terms of one kind apart). Errors are
+    `ConfigError`s with the entry's `FILE:LINE`;
     `path` is the key the terms are under (`tune.terms` too).
     """
     from keras_distill import distiller
