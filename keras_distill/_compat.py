@@ -245,3 +245,24 @@ def packed_logs_function(trainer, step_function):
         return {name: logs[name] for name in order}
 
     return unpacked
+
+
+def compiled_loss(model):
+    """The loss `compile()` built for `model` (Keras's `_compile_loss`), or None."""
+    return getattr(model, "_compile_loss", None)
+
+
+def compile_config(model) -> dict:
+    """The arguments `model.compile()` was called with (`_compile_config`)."""
+    config = getattr(model, "_compile_config", None)
+    return getattr(config, "config", None) or {}
+
+
+def loss_tracker(model):
+    """The `Mean` metric behind the `loss` log (Keras's `_loss_tracker`)."""
+    return model._loss_tracker
+
+
+def compiled_metrics(model):
+    """The compiled metrics container (Keras's `_compile_metrics`), or None."""
+    return getattr(model, "_compile_metrics", None)

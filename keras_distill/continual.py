@@ -582,17 +582,17 @@ class LearningWithoutForgetting(Distiller):
                         f"Received teacher output sizes {teacher_sizes} and old "
                         f"head sizes {self._old_sizes}."
                     )
-            if len(self._old_sizes) > 1 and kwargs.get("distillation_loss", "kd") != (
-                "kd"
-            ):
-                raise ValueError(
-                    "Several old heads are distilled with the KD term only "
-                    "(distillation_loss='kd'). Received: distillation_loss="
-                    f"{kwargs['distillation_loss']!r}"
-                )
         super().__init__(
             student, teacher, alpha=alpha, temperature=temperature, **kwargs
         )
+        needing = [t.name for t in self.distillation_terms if t.needs_labels]
+        if needing:
+            raise ValueError(
+                "LwF distills the old heads with the new task's batches, whose "
+                "labels are the new task's, so a term that needs labels cannot "
+                f"distill the old heads. Received the terms {needing}; use terms "
+                "that do not need labels (e.g. 'kd', 'mse', 'dist')."
+            )
 
     def soft_predictions(self, y_pred):
         if len(y_pred) == 2:
@@ -613,38 +613,46 @@ class LearningWithoutForgetting(Distiller):
         logits = [kd_losses.to_logits(o, self.teacher_outputs) for o in outputs]
         return ops.stop_gradient(ops.concatenate(logits, -1))
 
-    def _soft_term(self, teacher_logits, student_logits, y):
-        if not self._old_sizes or len(self._old_sizes) == 1:
-            return super()._soft_term(teacher_logits, student_logits, y)
-        # One KD term per old head (its own softmax), summed, as in the paper.
-        total, start = 0.0, 0
-        for size in self._old_sizes:
-            total = total + kd_losses.kd_loss(
-                teacher_logits[:, start : start + size],
-                student_logits[:, start : start + size],
-                self._temperature,
-            )
-            start += size
-        return total
-
-    def compute_distillation_terms(
-        self, x, y, y_pred, sample_weight=None, teacher_targets=None, training=True
+    def compute_loss_report(
+        self,
+        x,
+        y,
+        y_pred,
+        sample_weight=None,
+        teacher_targets=None,
+        training=True,
+        student_features=None,
     ):
-        # For the Distiller of the pluggable distillation terms (on main
-        # after the `terms` merge), whose step calls this method rather than
-        # `_soft_term`: one KD term per old head, summed. Checked on a trial
-        # merge by `test_lwf_loss_is_the_papers_with_one_kd_term_per_old_head`.
+        # Several old heads: each term on each old head (its own softmax),
+        # summed over the heads, as in the paper (one KD term per old head).
         if not self._old_sizes or len(self._old_sizes) == 1:
-            return super().compute_distillation_terms(
-                x, y, y_pred, sample_weight, teacher_targets, training
+            return super().compute_loss_report(
+                x,
+                y,
+                y_pred,
+                sample_weight,
+                teacher_targets,
+                training,
+                student_features,
             )
         teacher = self.teacher_logits(x, teacher_targets)
         student = kd_losses.to_logits(
             self.soft_predictions(y_pred), self.student_outputs
         )
-        per_example = self._soft_term(teacher, student, y)
-        kd = kd_losses.reduce_per_example(per_example, sample_weight)
-        return self._combine(y, y_pred, sample_weight, [kd])
+        term_losses = []
+        for term in self.distillation_terms:
+            total, start = 0.0, 0
+            for size in self._old_sizes:
+                total = total + term.reduced(
+                    teacher[:, start : start + size],
+                    student[:, start : start + size],
+                    None,
+                    self._temperature,
+                    sample_weight,
+                )
+                start += size
+            term_losses.append(total)
+        return self.loss_report(y, y_pred, sample_weight, term_losses)
 
     def _check_labels(self, x, y, where):
         pass  # the step checks the labels against the new head (its traced shape)

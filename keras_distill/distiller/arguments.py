@@ -1,0 +1,214 @@
+"""Arguments of the `Distiller`: checks, term resolution, the other APIs' names.
+
+Resolves `distillation_loss` into terms (per output for multi-output models),
+checks term names and weights, teacher weights and temperatures, and maps
+keras-io's and `keras.distillation`'s argument names onto ours.
+"""
+
+from keras_distill import params as kd_params
+from keras_distill import terms as kd_terms
+
+
+def check_alpha(value, warn=True):
+    """Returns `value` as a float if it is a valid `alpha`, else raises."""
+    return kd_params.check("alpha", value, warn=warn)
+
+
+def check_temperature(value, warn=True):
+    """Returns `value` as a float if it is a valid `temperature`, else raises.
+
+    `warn=False`: no warning for an unusual value (its variable gives it).
+    """
+    return kd_params.check("temperature", value, warn=warn)
+
+
+# Names a term may not take: its log key `<name>_loss` or weight `<name>_weight`
+# would clash with the distiller's own.
+_RESERVED_TERM_NAMES = ("student", "distillation", "hint", "total")
+
+
+def _resolve_terms(distillation_loss):
+    """The list of `DistillationTerm`s from `distillation_loss` (one or a list)."""
+    specs = (
+        list(distillation_loss)
+        if isinstance(distillation_loss, list | tuple)
+        else [distillation_loss]
+    )
+    if not specs:
+        raise ValueError(
+            "`distillation_loss` must name at least one term. Received: "
+            f"distillation_loss={distillation_loss!r}"
+        )
+    terms = []
+    for i, spec in enumerate(specs):
+        argument = "distillation_loss" if len(specs) == 1 else f"distillation_loss[{i}]"
+        terms.append(kd_terms.get_term(spec, argument))
+    _check_term_names(terms)
+    return terms
+
+
+def _resolve_output_terms(distillation_loss, count):
+    """Terms per output of a model with `count` outputs.
+
+    `distillation_loss` is one spec (applied to every output) or a list with
+    one entry per output: a spec, a list of specs, or `None` (no term on
+    that output). Terms made from a name get the output's index in their
+    name (`"kd_0"`, `"kd_1"`).
+
+    Returns:
+        `(terms, outputs, layout, given)`: the flat list of terms, the output
+        index of each, the layout to save (per output: `None`, a term index
+        or a list of them) and the name each term was given as (or `""`).
+    """
+    entries = (
+        list(distillation_loss)
+        if isinstance(distillation_loss, list | tuple)
+        else [distillation_loss] * count
+    )
+    if len(entries) != count:
+        raise ValueError(
+            f"The student and teacher have {count} outputs, so `distillation_loss` "
+            f"needs one entry per output (a term, a list of terms, or None to skip "
+            f"the output). Received {len(entries)} entries: "
+            f"distillation_loss={distillation_loss!r}"
+        )
+    terms, outputs, layout, given = [], [], [], []
+    for output, entry in enumerate(entries):
+        if entry is None:
+            layout.append(None)
+            continue
+        many = isinstance(entry, list | tuple)
+        indices = []
+        for j, spec in enumerate(entry if many else [entry]):
+            argument = f"distillation_loss[{output}]" + (f"[{j}]" if many else "")
+            term = kd_terms.get_term(spec, argument)
+            if isinstance(spec, str):
+                term = kd_terms.make(spec, name=f"{term.name}_{output}")
+            indices.append(len(terms))
+            terms.append(term)
+            outputs.append(output)
+            given.append(spec if isinstance(spec, str) else "")
+        layout.append(indices if many else indices[0])
+    if not terms:
+        raise ValueError(
+            "`distillation_loss` must put a term on at least one output. Received: "
+            f"distillation_loss={distillation_loss!r}"
+        )
+    _check_term_names(terms)
+    return terms, outputs, layout, given
+
+
+def _check_term_names(terms):
+    names = [term.name for term in terms]
+    for name in names:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(
+                "A distillation term's name must be a Python identifier (it "
+                f"names the `{name}_loss` log and `{name}_weight`). Received a "
+                f"term named {name!r}; pass `name=` to the term."
+            )
+        if name in _RESERVED_TERM_NAMES:
+            raise ValueError(
+                f"A distillation term cannot be named {name!r}: its log key "
+                f"`{name}_loss` would clash with the Distiller's own. Pass another "
+                "`name=` to the term."
+            )
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(
+            "Each distillation term needs its own name (it names the "
+            f"`<name>_loss` log and the `<name>_weight` variable). Received the "
+            f"names {names}: {duplicates} appear more than once. Pass `name=` to "
+            "the terms, e.g. `kd.losses.KDTerm(standardize=True, name='ls_kd')`."
+        )
+    if len(set(map(id, terms))) != len(terms):
+        raise ValueError("The same term instance appears twice in `distillation_loss`.")
+
+
+def _keras_distillation_arguments(kwargs, distillation_loss, alpha):
+    """Maps `keras.distillation.Distiller`'s argument names onto ours.
+
+    `distillation_losses` is `distillation_loss` (our terms; keras's own loss
+    objects are refused by `losses.get_term` with the equivalent call) and
+    `student_loss_weight` is `alpha` (the same formula,
+    `w * student + (1 - w) * distillation`). Removes them from `kwargs`.
+    """
+    if "distillation_losses" in kwargs:
+        losses = kwargs.pop("distillation_losses")
+        if distillation_loss != "kd":
+            raise ValueError(
+                "Pass the terms once: `distillation_loss=` or keras.distillation's "
+                f"`distillation_losses=`. Received: distillation_loss="
+                f"{distillation_loss!r}, distillation_losses={losses!r}"
+            )
+        distillation_loss = list(losses) if isinstance(losses, list | tuple) else losses
+    if "student_loss_weight" in kwargs:
+        weight = kwargs.pop("student_loss_weight")
+        if alpha != kd_params.SPECS["alpha"].default:
+            raise ValueError(
+                "`student_loss_weight` (keras.distillation) is this Distiller's "
+                f"`alpha`; pass one of them. Received: alpha={alpha!r}, "
+                f"student_loss_weight={weight!r}"
+            )
+        alpha = weight
+    return distillation_loss, alpha
+
+
+def _check_term_weights(weights, terms):
+    """One checked weight per term (a list of floats), or None."""
+    if weights is None:
+        return None
+    names = [term.name for term in terms]
+    if not isinstance(weights, list | tuple) and len(terms) == 1:
+        weights = [weights]
+    if not isinstance(weights, list | tuple) or len(weights) != len(terms):
+        count = (
+            f"{len(weights)} weight{'' if len(weights) == 1 else 's'}"
+            if isinstance(weights, list | tuple)
+            else f"a {type(weights).__name__}"
+        )
+        raise ValueError(
+            f"`distillation_loss_weights` must be a list with one weight per "
+            f"distillation term ({len(terms)}: {names}). Received {count}: "
+            f"distillation_loss_weights={weights!r}"
+        )
+    return [
+        kd_params.check(
+            kd_params.term_weight_name(name), weight, f"distillation_loss_weights[{i}]"
+        )
+        for i, (name, weight) in enumerate(zip(names, weights))
+    ]
+
+
+def _check_teacher_weights(weights, count):
+    """Normalised non-negative finite weights, one per teacher."""
+    if weights is None:
+        return [1.0 / count] * count
+    message = (
+        f"`teacher_weights` must be {count} finite non-negative numbers (one per "
+        f"teacher) with a positive sum. Received: teacher_weights={weights!r}"
+    )
+    try:
+        numbers = [kd_params.check_finite(w, "teacher_weights") for w in weights]
+    except (TypeError, ValueError):
+        raise ValueError(message) from None
+    if len(numbers) != count or any(w < 0 for w in numbers) or sum(numbers) <= 0:
+        raise ValueError(message)
+    total = sum(numbers)
+    return [w / total for w in numbers]
+
+
+def _check_teacher_temperatures(temperatures, count):
+    if temperatures is None:
+        return [None] * count
+    if len(temperatures) != count:
+        raise ValueError(
+            f"`teacher_temperatures` must have one entry per teacher ({count}). "
+            f"Received: teacher_temperatures={temperatures!r}"
+        )
+    return [None if t is None else check_temperature(t) for t in temperatures]
+
+
+def check_hint_weight(value):
+    """Returns `value` as a float if it is a valid `hint_weight`, else raises."""
+    return kd_params.check("hint_weight", value)

@@ -1,0 +1,230 @@
+"""Checks before `fit()`/`evaluate()` start: data, labels, declared output kinds."""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_distill import _compat
+from keras_distill import targets as kd_targets
+from keras_distill.distiller.wiring import (
+    _last_activation,
+    _looks_like,
+    _num_classes,
+    _outputs_message,
+)
+
+
+class FitChecks:
+    """The `Distiller`'s checks of whole inputs before training (a mixin)."""
+
+    def _training_step_name(self):
+        """Names the step that failed: the optimizer counts only good steps."""
+        return (
+            "training step "
+            f"{int(ops.convert_to_numpy(_compat.step_count(self.optimizer))) + 1}"
+        )
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        with self._readable_errors(self._training_step_name):
+            return self._checked_fit(x, y, *args, **kwargs)
+
+    def _checked_fit(self, x, y, *args, **kwargs):
+        self._warn_if_checks_off("fit")
+        _check_not_empty(x, "training data")
+        self._check_output_kinds(x)
+        self._check_labels(x, y, "training data")
+        positional = args[8] if len(args) > 8 else None  # fit's 11th argument
+        _warn_if_no_weight(kwargs.get("sample_weight", positional))
+        validation_data = kwargs.get("validation_data")
+        if validation_data is not None:
+            # Checked before training (`evaluate()` would refuse empty data
+            # only after the first epoch).
+            if isinstance(validation_data, tuple | list):
+                _check_not_empty(validation_data[0], "validation_data")
+                self._check_labels(
+                    validation_data[0], validation_data[1], "validation_data"
+                )
+            else:
+                _check_not_empty(validation_data, "validation_data")
+                self._check_labels(validation_data, None, "validation_data")
+        import tensorflow as tf
+
+        if isinstance(x, tf.data.Dataset) and len(args) < 7 and "shuffle" not in kwargs:
+            # Keras ignores `shuffle` for a dataset but warns about its
+            # default, True, on every `fit()`: nothing to shuffle, no warning.
+            kwargs["shuffle"] = False
+        counter = _StepCounter()
+        if len(args) < 4:  # `callbacks` not given by position
+            given = list(kwargs.get("callbacks") or [])
+            # First, so that the user's loggers (CSVLogger, TensorBoard) see
+            # the learned temperatures too.
+            learned = [_LogLearnedTemperatures()] if self._learned_terms() else []
+            kwargs["callbacks"] = [*learned, *given, counter]
+        history = super().fit(x, y, *args, **kwargs)
+        if counter.epochs and not counter.steps:
+            raise ValueError(
+                "The training data yielded no batches, so nothing was trained "
+                "(e.g. an empty or fully filtered `tf.data.Dataset`). Received: "
+                f"x={x!r}"
+            )
+        return history
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        with self._readable_errors(lambda: "an evaluation batch"):
+            self._warn_if_checks_off("evaluate")
+            _check_not_empty(x, "evaluation data")
+            self._check_labels(x, y, "evaluation data")
+            return super().evaluate(x, y, *args, **kwargs)
+
+    def train_on_batch(self, *args, **kwargs):
+        with self._readable_errors(self._training_step_name):
+            return super().train_on_batch(*args, **kwargs)
+
+    def test_on_batch(self, *args, **kwargs):
+        with self._readable_errors(lambda: "an evaluation batch"):
+            return super().test_on_batch(*args, **kwargs)
+
+    def _check_output_kinds(self, x):
+        """Checks `teacher_outputs`/`student_outputs` against the first batch.
+
+        For models whose last activation is unknown (subclassed models), runs
+        them on a few examples of the first batch: rows in [0, 1] summing to
+        1 are probabilities, anything else logits. A contradiction is an
+        error naming the model.
+        """
+        sample = _first_batch_inputs(x)
+        if sample is None:
+            return
+        for name, model in self._named_models():
+            declared = (
+                self.student_outputs if name == "student" else self.teacher_outputs
+            )
+            if _last_activation(model) is not None:
+                continue  # Checked from the architecture at construction.
+            try:
+                outputs = model(sample, training=False)
+            except Exception:  # noqa: BLE001  (the step reports its own errors)
+                continue
+            if not hasattr(outputs, "shape"):
+                continue
+            values = np.asarray(ops.convert_to_numpy(outputs), "float64")
+            looks = _looks_like(values)
+            if looks is not None and looks != declared:
+                raise ValueError(_outputs_message(name, model, declared, looks))
+
+    def _check_labels(self, x, y, where):
+        """Raises a ValueError naming the first out-of-range sparse label."""
+        num_classes = _num_classes(self.student)
+        if num_classes is None:
+            return
+        labels = y
+        if labels is None:
+            labels = _first_batch_labels(x)
+        if labels is None:
+            return
+        labels = np.asarray(labels)
+        is_sparse = labels.ndim <= 1 or (labels.ndim == 2 and labels.shape[-1] == 1)
+        if not is_sparse or labels.size == 0 or labels.dtype.kind not in "iuf":
+            return
+        sparse = self._sparse_loss()
+        if sparse is None:
+            return
+        bad = (labels < 0) | (labels >= num_classes) | (labels != np.round(labels))
+        if sparse[1] is not None:
+            bad &= labels != sparse[1]  # the class the loss ignores
+        if np.any(bad):
+            index = int(np.argmax(bad.reshape(-1)))
+            value = labels.reshape(-1)[index].item()
+            raise ValueError(
+                f"Labels in the {where} must be integers in [0, {num_classes}) for a "
+                f"student with {num_classes} classes. Received a label value of "
+                f"{value!r} at index {index} (the smallest label given is "
+                f"{labels.min().item()!r}, the largest {labels.max().item()!r})."
+            )
+
+
+class _LogLearnedTemperatures(keras.callbacks.Callback):
+    """Writes `Distiller.learned_temperatures()` into each epoch's logs."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update(self.model.learned_temperatures())
+
+
+class _StepCounter(keras.callbacks.Callback):
+    """Counts the epochs begun and the batches trained in one `fit()`."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs = self.steps = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs += 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+
+
+def _check_not_empty(x, where):
+    """Raises if `x` holds no examples (arrays) or no batches (a known-size Dataset)."""
+    import tensorflow as tf
+
+    if isinstance(x, tf.data.Dataset):
+        if int(x.cardinality()) == 0:
+            raise ValueError(f"The {where} is an empty `tf.data.Dataset` (0 batches).")
+        return
+    first = keras.tree.flatten(x)[0] if x is not None else None
+    shape = getattr(first, "shape", None)
+    if shape is not None and len(shape) and shape[0] == 0:
+        raise ValueError(
+            f"The {where} holds no examples: inputs of shape {tuple(shape)}."
+        )
+
+
+def _warn_if_no_weight(sample_weight):
+    """Warns once (per call) when every sample weight is 0: nothing would train."""
+    if sample_weight is None or isinstance(sample_weight, dict):
+        return
+    try:
+        values = np.asarray(ops.convert_to_numpy(sample_weight), "float64")
+    except Exception:  # noqa: BLE001  (not array-like: Keras reports it)
+        return
+    if values.size and not np.any(values):
+        import warnings
+
+        warnings.warn(
+            f"Every `sample_weight` is 0 ({values.size} weights), so every loss "
+            "is 0 and training changes nothing. Give the examples to learn from a "
+            "weight > 0.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _first_batch_inputs(data, count=8):
+    """A few inputs of the first batch (arrays or a Dataset), else None."""
+    import tensorflow as tf
+
+    if isinstance(data, tf.data.Dataset):
+        for batch in data.take(1):
+            x, _, _, _ = kd_targets.unpack_batch(batch)
+            break
+        else:
+            return None
+    else:
+        x = data
+    if not hasattr(x, "shape") or isinstance(x, dict | list | tuple) or not len(x):
+        return None
+    return x[:count]
+
+
+def _first_batch_labels(data):
+    """Labels of the first batch of a `tf.data.Dataset`, else None."""
+    import tensorflow as tf
+
+    if not isinstance(data, tf.data.Dataset):
+        return None
+    for batch in data.take(1):
+        _, y, _, _ = kd_targets.unpack_batch(batch)
+        return None if y is None else ops.convert_to_numpy(y)
+    return None

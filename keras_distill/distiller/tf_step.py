@@ -1,0 +1,184 @@
+"""The TensorFlow step: `train_step`/`test_step`, the guard, packed logs.
+
+Everything here is specific to the TensorFlow backend (`tf.GradientTape`,
+control dependencies, `_compat.packed_logs_function`); another backend's
+step is one more module beside it.
+"""
+
+import keras
+from keras import ops
+
+from keras_distill import _compat
+from keras_distill import checks as kd_checks
+
+
+class TensorFlowStep:
+    """The `Distiller`'s train and test steps on TensorFlow (a mixin)."""
+
+    def _update_loss_trackers(self, x, report):
+        """Adds the report's losses to their `Mean` trackers (by log name)."""
+        batch_size = ops.shape(next(t for t in keras.tree.flatten(x) if t is not None))[
+            0
+        ]
+        tracker = _compat.loss_tracker(self)
+        # Cast once for every tracker (their totals and counts are float32).
+        batch_size = ops.cast(batch_size, tracker.total.dtype)
+        trackers = {
+            "loss": tracker,
+            "student_loss": self.student_loss_tracker,
+            "distillation_loss": self.distillation_loss_tracker,
+            "hint_loss": getattr(self, "hint_loss_tracker", None),
+            **{t.name: t for t in self.term_loss_trackers},
+        }
+        for name, value in report.logs().items():
+            if trackers.get(name) is not None:
+                _compat.add_to_mean(
+                    trackers[name],
+                    _compat.unscale_loss_for_distribution(value),
+                    batch_size,
+                )
+
+    def _metrics_result(self, x, y, y_pred, sample_weight):
+        if y is None:
+            # Compiled metrics (e.g. accuracy) need labels: leave them as they are.
+            return self.get_metrics_result()
+        # This batch's labels were counted, so the student loss has a value:
+        # no NaN guard to trace (see `get_metrics_result`).
+        self._labelled_batch = True
+        try:
+            return self.compute_metrics(
+                x, y, self.hard_predictions(y_pred), sample_weight=sample_weight
+            )
+        finally:
+            self._labelled_batch = False
+
+    def get_metrics_result(self):
+        # Compiled metrics are built by their first labelled batch; until then
+        # (unlabeled data only) they have no result to report.
+        results = {}
+        for metric in self.metrics:
+            if metric is _compat.compiled_metrics(self) and not metric.built:
+                continue
+            result = metric.result()
+            if metric is self.student_loss_tracker and not getattr(
+                self, "_labelled_batch", False
+            ):
+                # Never a made-up 0 for a loss that was never computed
+                # (unlabeled batches only): NaN until a labelled batch.
+                result = ops.where(
+                    metric.count > 0, result, ops.convert_to_tensor(float("nan"))
+                )
+            if isinstance(result, dict):
+                results.update(result)
+            else:
+                results[metric.name] = result
+        return results
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        # The parameters need no check here: their variables check every
+        # assignment (`params.variable`).
+        x, y, sample_weight, teacher_targets = self.unpack_batch(data)
+
+        def where():  # Formatted only when a check fails.
+            return kd_checks.format_message(
+                "training step {}", _compat.step_count(self.optimizer) + 1
+            )
+
+        problems, y, sample_weight = self.check_batch(x, y, sample_weight, where)
+        # The student's own writes in its call (BatchNormalization's moving
+        # statistics, dropout seeds) wait for the checks too: a NaN batch
+        # must not leave NaN statistics behind.
+        deferred = _compat.DeferredUpdates(self)
+        ready = self.built and deferred.usable(self.student)  # creates no variable
+        with tf.GradientTape() as tape:
+            y_pred, report = self.compute_step_losses(
+                x,
+                y,
+                sample_weight,
+                teacher_targets,
+                True,
+                problems,
+                where,
+                deferred=deferred if ready else None,
+            )
+            total = report.total
+            scaled = self.optimizer.scale_loss(total) if self.optimizer else total
+        # The student's and the hint adaptors' weights (the teachers are
+        # frozen): the list Keras builds the optimizer with.
+        trainable = self.trainable_variables
+        gradients = tape.gradient(scaled, trainable)
+        # Every write of the step waits for the checks, so a failed one stops
+        # the step before any variable changes: the checks name (take as
+        # inputs) the trainable, optimizer and metric variables and those the
+        # student's call wrote (BatchNormalization's statistics), and
+        # TensorFlow's automatic control dependencies order every later use
+        # of them after the checks: the updates, and the writes that do not
+        # use the gradients (weight decay, the optimizer's counters, gradient
+        # accumulators). The rest of the step runs as early as before.
+        guard = [
+            *trainable,
+            *self.optimizer.variables,
+            *self._metric_variables(),
+            *deferred.variables,
+        ]
+        self._check_all(problems, guard=guard)  # labels, weights (when present)
+        self._check_finite(report, gradients, guard)
+        deferred.apply()
+        self._update_loss_trackers(x, report)
+        self.optimizer.apply_gradients(zip(gradients, trainable))
+        return self._metrics_result(x, y, y_pred, sample_weight)
+
+    def _metric_variables(self):
+        """The variables of the loss trackers and of the built compiled metrics.
+
+        `fit()` builds the compiled metrics before the first step; a custom
+        loop (`kd.distribute` on several workers) builds them in the step's
+        first trace, after the checks, so their first trace cannot name them.
+        """
+        compiled = _compat.compiled_metrics(self)
+        return [
+            variable
+            for metric in self.metrics
+            if metric is not compiled or compiled.built
+            for variable in metric.variables
+        ]
+
+    def make_train_function(self, force=False):
+        return self._make_packed_function("train", force)
+
+    def make_test_function(self, force=False):
+        return self._make_packed_function("test", force)
+
+    def _make_packed_function(self, kind, force):
+        """The compiled `kind` ("train"/"test") function, its logs in one tensor.
+
+        See `_compat.packed_logs_function`; Keras's own function on other
+        backends.
+        """
+        attribute = f"{kind}_function"
+        if getattr(self, attribute) is not None and not force:
+            return getattr(self, attribute)
+        function = _compat.packed_logs_function(self, getattr(self, f"{kind}_step"))
+        if function is None:
+            parent = getattr(super(), f"make_{kind}_function")
+            parent(force)
+            return getattr(self, attribute)
+        setattr(self, attribute, function)
+        return function
+
+    def test_step(self, data):
+        import tensorflow as tf
+
+        x, y, sample_weight, teacher_targets = self.unpack_batch(data)
+        where = lambda: "an evaluation batch"  # noqa: E731
+        problems, y, sample_weight = self.check_batch(x, y, sample_weight, where)
+        y_pred, report = self.compute_step_losses(
+            x, y, sample_weight, teacher_targets, False, problems, where
+        )
+        check = self._check_all(problems)
+        # The trackers wait for the check: a failed batch is not counted.
+        with tf.control_dependencies([check] if check is not None else []):
+            self._update_loss_trackers(x, report)
+        return self._metrics_result(x, y, y_pred, sample_weight)

@@ -1,0 +1,125 @@
+"""Facts about the student and teacher models the `Distiller` wires together.
+
+Output counts and class counts, what a model's last layer returns, input
+shapes, and the uncompiled inference view of a compiled teacher.
+"""
+
+import keras
+import numpy as np
+
+from keras_distill import _compat
+
+
+def _output_count(model):
+    """How many outputs a functional or Sequential model has (else 1)."""
+    if not _compat.is_functional(model):
+        return 1
+    try:
+        return len(model.outputs)
+    except (AttributeError, ValueError):
+        return 1
+
+
+def _num_classes(model):
+    """The size of the model's last output axis, or None when unknown."""
+    try:
+        shape = model.output_shape
+    except (AttributeError, ValueError, RuntimeError):
+        return None
+    if isinstance(shape, list | tuple) and shape and isinstance(shape[0], tuple):
+        return None  # Several outputs: checked at the first batch instead.
+    return shape[-1] if shape else None
+
+
+def _inference_view(teacher):
+    """An uncompiled functional view of `teacher` that shares its layers.
+
+    A compiled teacher carries its own optimizer, which Keras would otherwise
+    save inside the distiller's file. Functional and Sequential teachers are
+    re-wrapped without it; subclassed teachers are returned as they are.
+    """
+    if getattr(teacher, "optimizer", None) is None:
+        return teacher
+    is_graph = _compat.is_functional(teacher)
+    try:
+        inputs, outputs = teacher.inputs, teacher.outputs
+    except (AttributeError, ValueError):
+        return teacher
+    if not (is_graph and inputs and outputs):
+        return teacher
+    inputs = inputs[0] if len(inputs) == 1 else inputs
+    outputs = outputs[0] if len(outputs) == 1 else outputs
+    return keras.Model(inputs, outputs, name=teacher.name)
+
+
+class _Untracked:
+    """Holds models out of Keras's tracking (and so out of the saved file)."""
+
+    def __init__(self, models):
+        self.models = list(models)
+
+
+def _last_activation(model):
+    """`"softmax"`, `"linear"`, ... of a functional model's last layer, or None."""
+    if not _compat.is_functional(model) or not model.layers:
+        return None
+    layer = model.layers[-1]
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    activation = getattr(layer, "activation", None)
+    name = getattr(activation, "__name__", None)
+    if name in ("softmax", "linear", "sigmoid", "log_softmax"):
+        return name
+    return None
+
+
+def _looks_like(values):
+    """`"probabilities"` if every row is in [0, 1] and sums to 1, else `"logits"`."""
+    if values.ndim < 2 or values.shape[-1] < 2 or not np.all(np.isfinite(values)):
+        return None
+    in_range = np.all((values >= 0) & (values <= 1))
+    sums_to_one = np.allclose(values.sum(axis=-1), 1.0, atol=1e-3)
+    return "probabilities" if in_range and sums_to_one else "logits"
+
+
+def _outputs_message(name, model, declared, actual):
+    argument = "student_outputs" if name == "student" else "teacher_outputs"
+    return (
+        f"The {name} ({model.name}) returns {actual}, but {argument}="
+        f"{declared!r}. Pass {argument}={actual!r} (or change the {name}'s last "
+        "layer); training on a misread distribution gives a wrong student."
+    )
+
+
+def _check_declared_outputs(name, model, declared):
+    """Raises if a functional model's last activation contradicts `declared`."""
+    activation = _last_activation(model)
+    if activation == "softmax" and declared == "logits":
+        raise ValueError(_outputs_message(name, model, declared, "probabilities"))
+    if activation in ("linear", "log_softmax") and declared == "probabilities":
+        raise ValueError(_outputs_message(name, model, declared, "logits"))
+
+
+def _check_input_shape(name, model, x):
+    """Raises a ValueError naming the model if `x` cannot be its input."""
+    try:
+        expected = model.input_shape
+    except (AttributeError, ValueError, RuntimeError):
+        return
+    if not (
+        isinstance(expected, tuple)
+        and all(d is None or isinstance(d, int) for d in expected)
+    ):
+        return  # Several inputs, or unknown: the model checks it itself.
+    if not hasattr(x, "shape") or isinstance(x, dict | list | tuple):
+        return
+    received = tuple(x.shape)
+    if len(received) != len(expected) or any(
+        e is not None and r is not None and e != r
+        for e, r in zip(expected[1:], received[1:])
+    ):
+        raise ValueError(
+            f"The {name} ({model.name}) expects inputs of shape {expected}, but "
+            f"the batch's inputs have shape {received}. Feed the data the "
+            f"{name} was built for, or rebuild the {name} for this input shape."
+        )
