@@ -5,6 +5,8 @@ checks term names and weights, teacher weights and temperatures, and maps
 keras-io's and `keras.distillation`'s argument names onto ours.
 """
 
+import keras
+
 from keras_distill import params as kd_params
 from keras_distill import terms as kd_terms
 
@@ -212,3 +214,28 @@ def _check_teacher_temperatures(temperatures, count):
 def check_hint_weight(value):
     """Returns `value` as a float if it is a valid `hint_weight`, else raises."""
     return kd_params.check("hint_weight", value)
+
+
+def check_keras_io_distillation_loss(terms, loss_fn):
+    """Accepts keras-io's `KLDivergence()` when this distiller's term is "kd"."""
+    is_kl = isinstance(loss_fn, keras.losses.KLDivergence) or (
+        loss_fn in ("kl_divergence", "kld", "KLD", keras.losses.kl_divergence)
+    )
+    terms = list(terms)
+    if len(terms) == 1 and terms[0].matches_keras_loss(loss_fn):
+        return
+    if is_kl:
+        raise ValueError(
+            "`distillation_loss_fn=KLDivergence()` (keras-io) is the Hinton KD "
+            "term, but this distiller was built with distillation_loss="
+            f"{[t.name for t in terms]}. Drop `distillation_loss_fn` from "
+            "`compile()`; the distiller's own terms are used."
+        )
+    raise ValueError(
+        "`compile(distillation_loss_fn=...)` (the keras-io example's) accepts "
+        "only `keras.losses.KLDivergence()`, which is this distiller's 'kd' term. "
+        f"Received: distillation_loss_fn={loss_fn!r}. Choose the term when "
+        "building the distiller instead, e.g. `kd.Distiller(student, teacher, "
+        "distillation_loss='mse')` or a `kd.losses.DistillationTerm` "
+        "subclass, and call `compile(optimizer=..., loss=..., metrics=...)`."
+    )

@@ -14,6 +14,7 @@ from keras_distill.distiller.arguments import (
     _resolve_terms,
     check_alpha,
     check_hint_weight,
+    check_keras_io_distillation_loss,
     check_temperature,
 )
 from keras_distill.distiller.batch_checks import BatchChecks
@@ -424,36 +425,14 @@ class Distiller(
                 )
             loss = student_loss_fn
         if distillation_loss_fn is not None:
-            self._check_keras_io_distillation_loss(distillation_loss_fn)
+            check_keras_io_distillation_loss(
+                self.distillation_terms, distillation_loss_fn
+            )
         if alpha is not None:
             self.alpha = alpha
         if temperature is not None:
             self.temperature = temperature
         super().compile(optimizer, loss, *args, **kwargs)
-
-    def _check_keras_io_distillation_loss(self, loss_fn):
-        """Accepts keras-io's `KLDivergence()` when this distiller's term is "kd"."""
-        is_kl = isinstance(loss_fn, keras.losses.KLDivergence) or (
-            loss_fn in ("kl_divergence", "kld", "KLD", keras.losses.kl_divergence)
-        )
-        terms = list(self.distillation_terms)
-        if len(terms) == 1 and terms[0].matches_keras_loss(loss_fn):
-            return
-        if is_kl:
-            raise ValueError(
-                "`distillation_loss_fn=KLDivergence()` (keras-io) is the Hinton KD "
-                "term, but this distiller was built with distillation_loss="
-                f"{[t.name for t in terms]}. Drop `distillation_loss_fn` from "
-                "`compile()`; the distiller's own terms are used."
-            )
-        raise ValueError(
-            "`compile(distillation_loss_fn=...)` (the keras-io example's) accepts "
-            "only `keras.losses.KLDivergence()`, which is this distiller's 'kd' term. "
-            f"Received: distillation_loss_fn={loss_fn!r}. Choose the term when "
-            "building the distiller instead, e.g. `kd.Distiller(student, teacher, "
-            "distillation_loss='mse')` or a `kd.losses.DistillationTerm` "
-            "subclass, and call `compile(optimizer=..., loss=..., metrics=...)`."
-        )
 
     # -- Model ----------------------------------------------------------------
 
@@ -466,30 +445,6 @@ class Distiller(
         if self.hints:
             self._build_hint_adaptors(input_shape)
         self.built = True
-
-    def _build_hint_adaptors(self, input_shape=None):
-        """Creates one adaptor per hint once the feature shapes are known.
-
-        Functional and Sequential models know them at construction; for
-        subclassed models they come from a symbolic call in `build()`.
-        """
-        if len(self.hint_adaptors) == len(self.hints):
-            return
-        student_view, teacher_view = self._hint_views
-        if input_shape is None:
-            student_shapes = student_view.static_shapes()
-            teacher_shapes = teacher_view.static_shapes()
-            if student_shapes is None or teacher_shapes is None:
-                return
-        else:
-            student_shapes = student_view.symbolic_shapes(input_shape)
-            teacher_shapes = teacher_view.symbolic_shapes(input_shape)
-        self.hint_adaptors = [
-            kd_hints.make_adaptor(hint, t_shape, s_shape, name=f"hint_adaptor_{i}")
-            for i, (hint, t_shape, s_shape) in enumerate(
-                zip(self.hints, teacher_shapes, student_shapes)
-            )
-        ]
 
     def call(self, inputs, training=None, return_features=False):
         """The student's outputs; with `return_features`, also its hint features."""

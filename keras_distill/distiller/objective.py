@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_distill import _compat
+from keras_distill import hints as kd_hints
 from keras_distill import targets as kd_targets
 from keras_distill.distiller.report import LossReport
 from keras_distill.distiller.wiring import (
@@ -46,6 +47,30 @@ class Objective:
             self._temperature,
         )
         return ops.stop_gradient(mixture)
+
+    def _build_hint_adaptors(self, input_shape=None):
+        """Creates one adaptor per hint once the feature shapes are known.
+
+        Functional and Sequential models know them at construction; for
+        subclassed models they come from a symbolic call in `build()`.
+        """
+        if len(self.hint_adaptors) == len(self.hints):
+            return
+        student_view, teacher_view = self._hint_views
+        if input_shape is None:
+            student_shapes = student_view.static_shapes()
+            teacher_shapes = teacher_view.static_shapes()
+            if student_shapes is None or teacher_shapes is None:
+                return
+        else:
+            student_shapes = student_view.symbolic_shapes(input_shape)
+            teacher_shapes = teacher_view.symbolic_shapes(input_shape)
+        self.hint_adaptors = [
+            kd_hints.make_adaptor(hint, t_shape, s_shape, name=f"hint_adaptor_{i}")
+            for i, (hint, t_shape, s_shape) in enumerate(
+                zip(self.hints, teacher_shapes, student_shapes)
+            )
+        ]
 
     def teacher_hint_targets(self, x):
         """`(teacher_logits, teacher_features)` from one teacher pass (float32)."""
