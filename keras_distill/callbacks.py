@@ -383,7 +383,9 @@ class CurriculumScheduler(keras.callbacks.Callback):
 
 
 # The progressive recipe moved to `keras_distill.recipes`; these names stay
-# importable from here.
+# reachable from here: `recipes` (one layer's neighbour, importing this
+# module) sets them on this module when it is imported, which `import
+# keras_distill` does.
 _MOVED_TO_RECIPES = (
     "ProgressiveDistillation",
     "Stage",
@@ -391,14 +393,6 @@ _MOVED_TO_RECIPES = (
     "progressive_stages",
     "total_epochs",
 )
-
-
-def __getattr__(name):
-    if name in _MOVED_TO_RECIPES:
-        from keras_distill import recipes
-
-        return getattr(recipes, name)
-    raise AttributeError(f"module 'keras_distill.callbacks' has no attribute {name!r}")
 
 
 __all__ = [

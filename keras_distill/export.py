@@ -364,6 +364,16 @@ def export_student(
 
 def load_for_export(path):
     """Loads a saved `.keras` distiller or student for `export_student`."""
-    import keras_distill  # noqa: F401  (registers the Distiller for loading)
+    # The modules whose classes saved files hold (registered for loading).
+    from keras_distill import (  # noqa: F401
+        callbacks,
+        continual,
+        distiller,
+        hints,
+        recipes,
+        schedules,
+        terms,
+        transfer,
+    )
 
     return keras.models.load_model(path)

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 
 from keras_distill import _compat, schedules
+from keras_distill import callbacks as kd_callbacks
 from keras_distill import curriculum as kd_curriculum
 from keras_distill import params as kd_params
 from keras_distill.callbacks import (
@@ -463,3 +464,9 @@ def fit_progressive(
         verbose=verbose,
         shuffle=False,  # The curriculum shuffles; Keras would warn otherwise.
     )
+
+
+# The names this module took over from `callbacks` stay reachable there
+# (`kd.callbacks.Stage`), without `callbacks` importing this module.
+for _name in kd_callbacks._MOVED_TO_RECIPES:
+    setattr(kd_callbacks, _name, globals()[_name])

@@ -23,9 +23,10 @@ kd.terms.names("features")             # the terms a Hint may use
 import importlib
 import pkgutil
 
-from keras_distill.terms.base import SOURCES, DistillationTerm, TermLoss
+from keras_distill.terms.base import SOURCES, DistillationTerm
 from keras_distill.terms.registry import (
     TERMS,
+    TermLoss,
     entry,
     get_term,
     make,

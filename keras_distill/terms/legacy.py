@@ -8,7 +8,7 @@ code passes the terms (`"kd"`, `kd.terms.KDTerm()`, ...) instead.
 import keras
 
 from keras_distill import params as kd_params
-from keras_distill.terms.base import TermLoss
+from keras_distill.terms.registry import TermLoss, make
 
 
 def _temperature(value, where):
@@ -103,8 +103,6 @@ class DecoupledKD(TermLoss):
         self.alpha, self.beta = self._term.alpha, self._term.beta
 
     def to_term_with(self, alpha, beta):
-        from keras_distill.terms.registry import make
-
         return make(self.term_name, alpha=alpha, beta=beta)
 
     def term_options(self):

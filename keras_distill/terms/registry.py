@@ -12,12 +12,42 @@ import difflib
 
 import keras
 
-from keras_distill.terms.base import SOURCES, DistillationTerm, TermLoss
+from keras_distill.terms.base import SOURCES, DistillationTerm
 
 # name -> (class, default constructor arguments), in registration order.
 _ENTRIES = {}
 # name -> class: the registered terms (read-only view for callers).
 TERMS = {}
+
+
+class TermLoss(keras.losses.Loss):
+    """A term as a `keras.losses.Loss` (the older `losses.KnowledgeDistillation`,
+    `LogitMSE`, `DecoupledKD`, `HintLoss`): one code path with the term.
+
+    Subclasses set `term_name` (a registered name) and implement
+    `term_options()` (the term's constructor arguments) and `inputs(y_true)`
+    (`(teacher, labels)` from `y_true`); `call` is the term's per-example
+    value at `self.temperature`, and `to_term()` the term itself, which is
+    what `Distiller(distillation_loss=loss)` uses.
+    """
+
+    term_name = None
+    temperature = 1.0
+
+    def term_options(self):
+        return {}
+
+    def to_term(self):
+        return make(self.term_name, **self.term_options())
+
+    def inputs(self, y_true):
+        return y_true, None
+
+    def call(self, y_true, y_pred):
+        if getattr(self, "_term", None) is None:
+            self._term = self.to_term()
+        teacher, labels = self.inputs(y_true)
+        return self._term.compute(teacher, y_pred, labels, self.temperature)
 
 
 def register(name, package="keras_distill", **defaults):
