@@ -119,10 +119,10 @@ def _hypermodel_class():
             terms: `None` (every trial uses `"kd"`) or a list of
                 distillation terms to choose from, the hyperparameter
                 `"distillation_loss"` (a `Choice` of their names): names in
-                `keras_distill.losses.TERMS` (e.g. `["kd", "dkd"]`) or
-                `DistillationTerm`s (e.g. `KDTerm(standardize=True,
-                name="ls_kd")`), each trial getting a fresh copy (from its
-                config). Defaults to `None`.
+                `kd.terms.names()` (e.g. `["kd", "dkd"]`) or
+                `DistillationTerm`s (e.g. `kd.terms.make("kd",
+                standardize=True, name="ls_kd")`), each trial getting a
+                fresh copy (from its config). Defaults to `None`.
 
         Example:
 

@@ -236,3 +236,23 @@ def test_the_checks_can_fail(tmp_path, bad, monkeypatch):
     with pytest.raises(AssertionError):
         test_no_module_imports_from_a_higher_layer_or_the_package()
         test_keras_internals_only_through_compat()
+
+
+def test_no_engine_module_names_a_concrete_term_class():
+    import keras_distill.terms as terms
+
+    classes = {cls.__name__ for cls in terms.TERMS.values()}
+    engine = [
+        p
+        for p in PACKAGE.rglob("*.py")
+        if p.parent.name in ("distiller", "continual", "app")
+        or p.name in ("tuner.py", "cache.py")
+    ]
+    problems = [
+        f"{p}:{i}: {name}"
+        for p in engine
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        for name in classes
+        if re.search(rf"\b{name}\b", line)
+    ]
+    assert not problems, "\n".join(problems)

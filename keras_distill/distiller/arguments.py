@@ -121,7 +121,7 @@ def _check_term_names(terms):
             "Each distillation term needs its own name (it names the "
             f"`<name>_loss` log and the `<name>_weight` variable). Received the "
             f"names {names}: {duplicates} appear more than once. Pass `name=` to "
-            "the terms, e.g. `kd.losses.KDTerm(standardize=True, name='ls_kd')`."
+            "the terms, e.g. `kd.terms.make('kd', standardize=True, name='ls_kd')`."
         )
     if len(set(map(id, terms))) != len(terms):
         raise ValueError("The same term instance appears twice in `distillation_loss`.")

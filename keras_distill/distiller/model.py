@@ -72,10 +72,10 @@ class Distiller(
         distillation_loss: The distillation term, or a list of them: a
             name (`"kd"`: Hinton's `T^2 * KL`; `"mse"`: squared error between
             logits; `"dkd"`: Decoupled KD, needs labels; `"ctkd"`, `"rkd_distance"`,
-            ... see `keras_distill.losses.TERMS`), a
-            `keras_distill.losses.DistillationTerm` (e.g.
-            `KDTerm(standardize=True)`, `DKDTerm(beta=2.0)`, `CTKDTerm()`, or
-            your own subclass), or one of the older `KnowledgeDistillation`,
+            ... see `kd.terms.names()`), a `kd.terms.DistillationTerm`
+            (e.g. `kd.terms.make("kd", standardize=True)`,
+            `kd.terms.make("dkd", beta=2.0)`, or your own registered
+            subclass), or one of the older `KnowledgeDistillation`,
             `LogitMSE`, `DecoupledKD` losses. Terms receive the distiller's
             current temperature. For a student and teacher with several
             outputs: one entry per output (a term, a list of terms, or `None`
