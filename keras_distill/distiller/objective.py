@@ -342,10 +342,11 @@ class Objective:
     def student_loss(self, y, y_pred, sample_weight=None):
         """The hard-label loss of the student's `hard_predictions`, float32."""
         hard = self.hard_predictions(y_pred)
+        compiled = _compat.compiled_loss(self)
         if self._fused_student_loss(y, hard, sample_weight):
             loss = kd_losses.sparse_ce_mean_loss(y, hard)
-        elif _compat.compiled_loss(self) is not None:
-            loss = _compat.compiled_loss(self)(y, hard, sample_weight)
+        elif compiled is not None:
+            loss = compiled(y, hard, sample_weight)
         elif isinstance(hard, list | tuple) and isinstance(y, list | tuple):
             loss = ops.sum(
                 ops.stack(

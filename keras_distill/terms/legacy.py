@@ -99,11 +99,8 @@ class DecoupledKD(TermLoss):
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.temperature = _temperature(temperature, "DecoupledKD")
-        self._term = self.to_term_with(alpha, beta)  # checks alpha and beta
+        self._term = make(self.term_name, alpha=alpha, beta=beta)  # checks both
         self.alpha, self.beta = self._term.alpha, self._term.beta
-
-    def to_term_with(self, alpha, beta):
-        return make(self.term_name, alpha=alpha, beta=beta)
 
     def term_options(self):
         return {"alpha": self.alpha, "beta": self.beta}
