@@ -28,6 +28,11 @@ Run (from the repository root):
     .venv/bin/python benchmarks/quality.py --quick          # seconds, a smoke test
     .venv/bin/python benchmarks/quality.py --experiment patient --workers 2
     .venv/bin/python benchmarks/quality.py --experiment progressive --workers 2
+    .venv/bin/python benchmarks/quality.py --methods scratch terms  # every term
+
+`--methods term:<name>` runs any registered logit term (`keras_distill.terms`)
+as KD's soft loss (alpha 0.1, T 4); `terms` expands to all of them, so a new
+method's module has its row here without an edit.
 
 `--experiment progressive` compares plain KD with variants of the progressive
 recipe (`keras_distill.app.quality.PROGRESSIVE_VARIANTS`) at equal epochs.
@@ -149,12 +154,25 @@ def run(
     return results
 
 
+def expand_methods(methods, parser):
+    """`terms` -> every `term:<name>`; an unknown method is a usage error."""
+    from keras_distill.app import quality
+
+    expanded = []
+    for method in methods:
+        expanded += quality.term_methods() if method == "terms" else [method]
+    for method in expanded:
+        try:
+            quality.check_method(method)
+        except ValueError as error:
+            parser.error(str(error))
+    return list(dict.fromkeys(expanded))
+
+
 def describe(method):
     from keras_distill.app import quality
 
-    if method.startswith("progressive:"):
-        return quality.PROGRESSIVE_VARIANTS[method.split(":", 1)[1]]
-    return quality.METHODS[method]
+    return quality.describe(method)
 
 
 def _fmt(value, digits=4):
@@ -370,6 +388,8 @@ def main(argv=None):
         help="rewrite table, PNG (and README block) from a quality.json; no training",
     )
     args = parser.parse_args(argv)
+    if args.methods:
+        args.methods = expand_methods(args.methods, parser)
     if args.from_json:
         with open(args.from_json) as f:
             results = json.load(f)

@@ -145,3 +145,41 @@ def test_mnist1d_demo_rows_have_the_demo_row_fields(tmp_path):
     assert "teacher" in rows[0]["model"] and "distilled" in rows[2]["model"]
     assert rows[1]["parameters"] == rows[2]["parameters"] < rows[0]["parameters"]
     assert all(0.0 <= row["test_accuracy"] <= 1.0 for row in rows)
+
+
+def test_every_registered_logit_term_has_a_benchmark_row(tmp_path):
+    # A new method's module gets its row from the registry, with no edit in
+    # the benchmark: `terms` expands to one `term:<name>` row per logit term.
+    from keras_distill.terms import registry
+
+    bench = benchmark()
+    parser = bench.argparse.ArgumentParser()
+    rows = bench.expand_methods(["scratch", "terms"], parser)
+    assert rows == ["scratch"] + [f"term:{n}" for n in registry.names("logits")]
+    assert "term:dist" in rows and "term:rkd_angle" in rows
+    for row in rows:
+        assert bench.describe(row)
+    with pytest.raises(SystemExit):
+        bench.expand_methods(["term:nope"], parser)
+    with pytest.raises(ValueError, match="progressive variant 'nope'"):
+        quality.check_method("progressive:nope")
+
+
+def test_a_term_row_trains_its_term(tmp_path, monkeypatch):
+    import keras_distill as kd
+
+    built = []
+    original = kd.Distiller
+
+    def recording(*args, **kwargs):
+        model = original(*args, **kwargs)
+        built.append(model)
+        return model
+
+    monkeypatch.setattr(kd, "Distiller", recording)
+    setup = quality.default_setup("digits", quick=True)
+    setup.teacher_dir = str(tmp_path / "teachers")
+    accuracy, seconds = quality.train("term:dist", setup, seed=0)
+    assert 0.0 <= accuracy <= 1.0 and seconds > 0
+    (model,) = built
+    assert [type(t).__name__ for t in model.distillation_terms] == ["DISTTerm"]

@@ -37,3 +37,16 @@ def test_readme_python_blocks_run_as_written(tmp_path):
     assert accuracy > 0.85  # the demo's distilled student: about 0.93
     assert (tmp_path / "distiller.keras").is_file()
     assert (tmp_path / "serving" / "digits" / "1" / "saved_model.pb").is_file()
+
+
+def test_the_readme_names_every_registered_term():
+    # The README's term list is checked against the registry, so a new
+    # method's module cannot land without its line (docs/terms.md's rows are
+    # checked by tests/terms_conformance_test.py).
+    from keras_distill.terms import registry
+
+    text = README.read_text()
+    section = text[text.index("## Distillation terms") :]
+    section = section[: section.index("\n## ", 1)]
+    missing = [n for n in registry.names() if f'`"{n}"`' not in section]
+    assert not missing, f"README.md's 'Distillation terms' lacks {missing}"

@@ -66,6 +66,50 @@ METHODS = {
 }
 
 
+# `term:<name>` is a row for any registered logit term (`terms.registry`),
+# KD's alpha 0.1 and T 4 with that term as the soft loss: a new method's
+# module gets its benchmark row without an edit here.
+TERM_PREFIX = "term:"
+
+
+def term_methods():
+    """`term:<name>` for every registered term that reads logits."""
+    from keras_distill.terms import registry
+
+    return [TERM_PREFIX + name for name in registry.names("logits")]
+
+
+def check_method(method):
+    """Raises a `ValueError` naming `method` unless the benchmark can run it."""
+    if method in METHODS or method in term_methods():
+        return
+    if method.startswith("progressive:"):
+        variant = method.split(":", 1)[1]
+        if variant in PROGRESSIVE_VARIANTS:
+            return
+        raise ValueError(
+            f"Unknown progressive variant {variant!r}; one of "
+            f"{list(PROGRESSIVE_VARIANTS)}."
+        )
+    raise ValueError(
+        f"Unknown method {method!r}; one of {list(METHODS)}, or a logit term "
+        f"as {term_methods()}."
+    )
+
+
+def describe(method):
+    """The row's one-line description."""
+    if method.startswith("progressive:"):
+        return PROGRESSIVE_VARIANTS[method.split(":", 1)[1]]
+    if method.startswith(TERM_PREFIX):
+        from keras_distill.terms import registry
+
+        name = method[len(TERM_PREFIX) :]
+        cls, _ = registry.entry(name)
+        return f"`distillation_loss={name!r}` ({cls.__name__}), alpha 0.1, T 4"
+    return METHODS[method]
+
+
 @dataclasses.dataclass
 class Setup:
     """What every row of one data set shares."""
@@ -236,8 +280,7 @@ def train(method, setup, seed, verbose=0):
     import keras_distill as kd
     from keras_distill import augment, models, recipes
 
-    if method not in METHODS and not method.startswith("progressive:"):
-        raise ValueError(f"Unknown method {method!r}; one of {list(METHODS)}.")
+    check_method(method)
     (x, y), (x_test, y_test) = arrays(setup)
     epochs, batch = setup.epochs, setup.batch_size
     steps = epochs * _steps(len(x), batch)
@@ -274,6 +317,9 @@ def train(method, setup, seed, verbose=0):
         distiller().fit(x, y, batch_size=batch, **fit)
     elif method == "dkd":
         distiller(distillation_loss="dkd").fit(x, y, batch_size=batch, **fit)
+    elif method.startswith(TERM_PREFIX):
+        term = method[len(TERM_PREFIX) :]
+        distiller(distillation_loss=term).fit(x, y, batch_size=batch, **fit)
     elif method == "hints":
         hint = kd.hints.Hint("dense", student.layers[1].name)
         distiller(hints=[hint]).fit(x, y, batch_size=batch, **fit)
