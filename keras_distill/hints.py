@@ -314,3 +314,26 @@ def make_adaptor(hint, teacher_shape, student_shape, name):
         )
     adaptor.build(student_shape)
     return adaptor
+
+
+def log_names(hints):
+    """The log name of each hint's own loss: `hint_<teacher layer>_loss`.
+
+    Logged (and tracked) when a distiller has more than one hint, beside
+    their weighted sum `hint_loss`, as several distillation terms are. Two
+    hints of one teacher layer are told apart by their position (`_2`, ...).
+
+    Example:
+
+    ```python
+    log_names([Hint("conv1", "c1"), Hint("conv2", "c2"), Hint("conv2", "c3")])
+    # ["hint_conv1_loss", "hint_conv2_loss", "hint_conv2_2_loss"]
+    ```
+    """
+    names, seen = [], {}
+    for hint in hints:
+        seen[hint.teacher_layer] = seen.get(hint.teacher_layer, 0) + 1
+        count = seen[hint.teacher_layer]
+        suffix = f"_{count}" if count > 1 else ""
+        names.append(f"hint_{hint.teacher_layer}{suffix}_loss")
+    return names

@@ -105,6 +105,30 @@ def test_hint_loss_value_and_total_match_numpy():
     np.testing.assert_allclose(zero["loss"], no_hint["loss"], rtol=1e-6)
 
 
+def test_several_hints_log_each_hint_beside_their_weighted_sum():
+    x, y = digits_subset(n=64)
+    teacher, student = trained_teacher(), cnn_student(filters=16)
+    hints = [
+        Hint("conv1", "conv1", adaptor=None),
+        Hint("conv1", "conv1", weight=2.0, adaptor=None, loss="cosine"),
+    ]
+    assert kd.hints.log_names(hints) == ["hint_conv1_loss", "hint_conv1_2_loss"]
+    distiller = kd.Distiller(student, teacher, hints=hints)
+    distiller.compile(optimizer="sgd")
+    got = distiller.evaluate(x, y, batch_size=64, verbose=0, return_dict=True)
+    t = features(teacher, "conv1", x).reshape(64, -1)
+    s = features(student, "conv1", x).reshape(64, -1)
+    mse = ((s - t) ** 2).mean(-1).mean()
+    cos = (
+        1 - (s * t).sum(-1) / np.linalg.norm(s, axis=-1) / np.linalg.norm(t, axis=-1)
+    ).mean()
+    np.testing.assert_allclose(got["hint_conv1_loss"], mse, rtol=1e-5)
+    np.testing.assert_allclose(got["hint_conv1_2_loss"], cos, rtol=1e-4)
+    np.testing.assert_allclose(got["hint_loss"], mse + 2.0 * cos, rtol=1e-4)
+    history = distiller.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    assert {"hint_loss", "hint_conv1_loss", "hint_conv1_2_loss"} <= set(history.history)
+
+
 def test_dense_adaptor_for_vector_features():
     x, y = digits_subset(n=64)
     inputs = keras.Input((8, 8, 1))

@@ -289,6 +289,11 @@ class Distiller(
         if hint_list:
             self._hint_weight = kd_params.variable("hint_weight", hint_weight)
             self.hint_loss_tracker = keras.metrics.Mean(name="hint_loss")
+            if len(hint_list) > 1:
+                self.term_loss_trackers += [
+                    keras.metrics.Mean(name=name)
+                    for name in kd_hints.log_names(hint_list)
+                ]
         self._default_student_loss = keras.losses.SparseCategoricalCrossentropy(
             from_logits=student_outputs == "logits"
         )

@@ -89,20 +89,27 @@ class Objective:
     def compute_hint_loss(
         self, teacher_features, student_features, sample_weight=None, y=None
     ):
-        """Sum over hints of `weight * hint.loss(teacher, adaptor(student))`.
+        """`(total, {log name: loss})` of the hints.
 
-        Each hint's term (mean squared error by default) is averaged over the
-        batch with the sample weights.
+        `total` is the sum over hints of `weight * hint.loss(teacher,
+        adaptor(student))`; each hint's term (mean squared error by default)
+        is averaged over the batch with the sample weights, and that mean is
+        its entry in the dict (named by `hints.log_names`).
         """
-        total = 0.0
-        for hint, adaptor, t, s in zip(
-            self.hints, self.hint_adaptors, teacher_features, student_features
+        total, losses = 0.0, {}
+        for name, hint, adaptor, t, s in zip(
+            kd_hints.log_names(self.hints),
+            self.hints,
+            self.hint_adaptors,
+            teacher_features,
+            student_features,
         ):
             per_example = hint.term.compute(t, adaptor(s), y, self._temperature)
-            total = total + hint.weight * kd_losses.reduce_per_example(
-                per_example, sample_weight
+            losses[name] = ops.cast(
+                kd_losses.reduce_per_example(per_example, sample_weight), "float32"
             )
-        return ops.cast(total, "float32")
+            total = total + hint.weight * losses[name]
+        return ops.cast(total, "float32"), losses
 
     def compute_step_losses(
         self,
@@ -190,10 +197,12 @@ class Objective:
         term_losses = self.term_losses(
             x, y, y_pred, sample_weight, {TEACHER_LOGITS_KEY: teacher_logits}
         )
-        hint_loss = self.compute_hint_loss(
+        hint_loss, hint_losses = self.compute_hint_loss(
             teacher_features, student_features, sample_weight, y
         )
-        return self.loss_report(y, y_pred, sample_weight, term_losses, hint_loss)
+        return self.loss_report(
+            y, y_pred, sample_weight, term_losses, hint_loss, hint_losses
+        )
 
     def compute_distillation_loss(
         self, x, y, y_pred, sample_weight=None, teacher_targets=None, training=True
@@ -295,7 +304,9 @@ class Objective:
             )
         return losses
 
-    def loss_report(self, y, y_pred, sample_weight, term_losses, hint_loss=None):
+    def loss_report(
+        self, y, y_pred, sample_weight, term_losses, hint_loss=None, hint_losses=None
+    ):
         """The `LossReport` of a batch from its terms' losses.
 
         `distillation_loss = sum(w_i * term_i)` (the single term's loss when
@@ -335,6 +346,7 @@ class Objective:
             student_loss=student_loss,
             distillation_loss=distillation_loss,
             hint_loss=hint_loss,
+            hint_losses=dict(hint_losses or {}),
             term_losses=dict(zip(names, term_losses)),
             term_weights=weights,
         )

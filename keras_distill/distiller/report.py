@@ -14,6 +14,7 @@ class LossReport:
         student_loss: The hard-label loss, or `None` for a batch without
             labels.
         hint_loss: The hints' loss, or `None` without hints.
+        hint_losses: `{hint log name: its batch mean}` (`hints.log_names`).
         term_losses: `{term name: its batch mean}`, in the terms' order.
         term_weights: `{term name: its weight}` (a variable, or 1.0).
 
@@ -29,12 +30,14 @@ class LossReport:
     distillation_loss: Any
     student_loss: Any = None
     hint_loss: Any = None
+    hint_losses: dict = dataclasses.field(default_factory=dict)
     term_losses: dict = dataclasses.field(default_factory=dict)
     term_weights: dict = dataclasses.field(default_factory=dict)
 
     def logs(self):
         """`{log name: value}`: `loss`, `student_loss`, `distillation_loss`,
-        `hint_loss` and `<term>_loss` (with several terms), those present."""
+        `hint_loss`, `<term>_loss` (with several terms) and
+        `hint_<layer>_loss` (with several hints), those present."""
         logs = {"loss": self.total}
         if self.student_loss is not None:
             logs["student_loss"] = self.student_loss
@@ -43,4 +46,6 @@ class LossReport:
             logs["hint_loss"] = self.hint_loss
         if len(self.term_losses) > 1:
             logs.update({f"{n}_loss": v for n, v in self.term_losses.items()})
+        if len(self.hint_losses) > 1:
+            logs.update(self.hint_losses)
         return logs
