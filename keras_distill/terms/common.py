@@ -222,3 +222,33 @@ def _check_bool(value, name):
     if not isinstance(value, bool):
         raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
     return value
+
+
+def softened_log_probs(logits, temperature=1.0):
+    """`log_softmax(logits / T)` over the last axis, in float32.
+
+    Any rank: the class (vocabulary) axis is the last, so `(batch, classes)`
+    gives one distribution per example and `(batch, seq, vocab)` one per
+    token.
+    """
+    temperature = ops.cast(temperature, "float32")
+    return ops.log_softmax(ops.cast(logits, "float32") / temperature, axis=-1)
+
+
+def kl_of_log_probs(log_p, log_q):
+    """`KL(p || q) = sum p (log p - log q)` over the last axis, from logs.
+
+    Positions where `p` is 0 add exactly 0 (`exp(-inf) * finite`); both
+    arguments are log-probabilities, so no probability is clipped.
+    """
+    return ops.sum(ops.exp(log_p) * (log_p - log_q), axis=-1)
+
+
+def log_mixture(log_p, log_q, weight_p: float):
+    """`log(w p + (1 - w) q)` from `log p` and `log q`, for `w` in (0, 1).
+
+    Computed with a log-sum-exp, so it stays finite where one of the two
+    probabilities underflows.
+    """
+    weight_p = float(weight_p)
+    return ops.logaddexp(log_p + np.log(weight_p), log_q + np.log(1.0 - weight_p))
