@@ -34,6 +34,13 @@ def is_functional(model) -> bool:
     return isinstance(model, keras.Sequential | Functional)
 
 
+def is_plain_functional(model) -> bool:
+    """Whether `model` is exactly a functional or Sequential model (no subclass)."""
+    from keras.src.models.functional import Functional
+
+    return type(model) in (keras.Model, keras.Sequential, Functional)
+
+
 def has_variable_learning_rate(optimizer) -> bool:
     """Whether the optimizer's learning rate is a float variable (no schedule)."""
     return isinstance(getattr(optimizer, "_learning_rate", None), keras.Variable)

@@ -7,6 +7,7 @@ import keras
 from keras_distill import _compat
 from keras_distill import checks as kd_checks
 from keras_distill import params as kd_params
+from keras_distill.distiller import tokens as kd_tokens
 from keras_distill.distiller.wiring import (
     _check_input_shape,
     _num_classes,
@@ -40,13 +41,22 @@ class BatchChecks:
             _check_input_shape(name, model, x)
         where = where if callable(where) else (lambda: where)
         problems = []
+        sequence = (kd_tokens.output_rank(self.student) or 0) > 2
+        if sequence:  # one weight per token: the mask (see `tokens`)
+            sample_weight = kd_tokens.token_weights(
+                x, sample_weight, self.student.output_shape[:-1]
+            )
         if (
             y is not None
             and not isinstance(y, list | tuple | dict)
             and self._labels_are_sparse()
         ):
             labels = tf.convert_to_tensor(y)
-            if labels.shape.rank == 2 and labels.shape[-1] not in (None, 1):
+            if (
+                labels.shape.rank == 2
+                and labels.shape[-1] not in (None, 1)
+                and not sequence
+            ):
                 raise ValueError(
                     f"The labels have shape {tuple(labels.shape)}: they look one-hot "
                     "(or multi-label), but the loss is sparse categorical "

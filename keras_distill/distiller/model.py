@@ -5,6 +5,7 @@ import keras
 from keras_distill import _compat
 from keras_distill import hints as kd_hints
 from keras_distill import params as kd_params
+from keras_distill.distiller import tokens as kd_tokens
 from keras_distill.distiller.arguments import (
     _check_teacher_temperatures,
     _check_teacher_weights,
@@ -101,6 +102,16 @@ class Distiller(
             `call()` must accept `return_features=True` and then return
             `(outputs, {name: tensor})`. Needs a single teacher and batches
             without precomputed teacher outputs. Defaults to `None`.
+        token_reduction: For sequence outputs (e.g. a language model's
+            `(batch, seq, vocab)` logits, distilled per token, masked by a
+            `(batch, seq)` `sample_weight` or the inputs' `padding_mask`):
+            `"tokens"`, the mean over the batch's real tokens, or
+            `"sequences"`, the mean of each sequence's mean. Applies to the
+            terms and the default hard-label loss. Defaults to `"tokens"`.
+        teacher_vocabulary: `"same"` (the vocabularies must match) or
+            `"truncate"`: a teacher with a larger vocabulary (an embedding
+            padded to a multiple of 64, say) gives its first `vocab` logits.
+            Defaults to `"same"`.
         hint_weight: Multiplier of the hint terms in the total loss, a
             non-trainable `keras.Variable` (schedule it, e.g. to 0 after a
             first stage, like FitNets' stage-wise training; the hard-label
@@ -147,6 +158,8 @@ class Distiller(
         hints=None,
         hint_weight=1.0,
         distillation_loss_weights=None,
+        token_reduction="tokens",
+        teacher_vocabulary="same",
         **kwargs,
     ):
         distillation_loss, alpha = _keras_distillation_arguments(
@@ -170,6 +183,8 @@ class Distiller(
         kd_losses.check_output_kind(teacher_outputs, "teacher_outputs")
         kd_losses.check_output_kind(student_outputs, "student_outputs")
         # Checked early; the variables made below warn about unusual values.
+        token_reduction = kd_tokens.check_token_reduction(token_reduction)
+        teacher_vocabulary = kd_tokens.check_vocabulary(teacher_vocabulary)
         alpha = check_alpha(alpha, warn=False)
         temperature = check_temperature(temperature, warn=False)
         hint_list = kd_hints.check_hints(hints)
@@ -205,7 +220,17 @@ class Distiller(
         )
         classes = {name: _num_classes(model) for name, model in named}
         known = {name: c for name, c in classes.items() if c is not None}
-        if len(set(known.values())) > 1:
+        ranks = {name: kd_tokens.output_rank(model) for name, model in named}
+        if any((rank or 0) > 2 for rank in ranks.values()):
+            for name, model in named[1:]:  # sequence outputs: per token
+                if ranks[name] is not None and ranks["student"] is not None:
+                    kd_tokens.check_shapes(
+                        model.output_shape,
+                        student.output_shape,
+                        teacher_vocabulary,
+                        name,
+                    )
+        elif len(set(known.values())) > 1:
             shapes = ", ".join(
                 f"{name} {model.output_shape}"
                 for name, model in named
@@ -219,6 +244,8 @@ class Distiller(
             declared = student_outputs if name == "student" else teacher_outputs
             _check_declared_outputs(name, model, declared)
         super().__init__(**kwargs)
+        self.token_reduction = token_reduction
+        self.teacher_vocabulary = teacher_vocabulary
         self.student = student
         for t in teachers:
             t.trainable = False

@@ -6,6 +6,7 @@ from keras import ops
 from keras_distill import _compat
 from keras_distill import hints as kd_hints
 from keras_distill import targets as kd_targets
+from keras_distill.distiller import tokens as kd_tokens
 from keras_distill.distiller.report import LossReport
 from keras_distill.distiller.wiring import (
     _num_classes,
@@ -180,6 +181,14 @@ class Objective:
         Returns:
             A `LossReport`.
         """
+        if (
+            sample_weight is None
+            and not isinstance(y_pred, list | tuple | dict)
+            and kd_tokens.is_sequence(self.hard_predictions(y_pred))
+        ):
+            sample_weight = kd_tokens.token_weights(
+                x, None, tuple(self.hard_predictions(y_pred).shape)[:-1]
+            )
         if not self.hints:
             return self.loss_report(
                 y,
@@ -251,7 +260,15 @@ class Objective:
         student_logits = kd_losses.to_logits(
             self.soft_predictions(y_pred), self.student_outputs
         )
+        sequence = kd_tokens.is_sequence(student_logits)
         if kd_targets.is_topk(teacher_targets):
+            if sequence:
+                raise ValueError(
+                    "A top-k teacher cache holds one distribution per example; "
+                    "this student outputs one per token "
+                    f"({tuple(student_logits.shape)}). Cache dense logits "
+                    "(`top_k=None`) or distill online."
+                )
             refused = [t.name for t in terms if not t.accepts_topk]
             if refused:
                 raise ValueError(
@@ -270,6 +287,19 @@ class Objective:
                 for term in terms
             ]
         teacher_logits = self.teacher_logits(x, teacher_targets)
+        if sequence or kd_tokens.is_sequence(teacher_logits):
+            teacher_logits = kd_tokens.check_token_shapes(
+                teacher_logits, student_logits, self.teacher_vocabulary
+            )
+            return kd_tokens.term_losses(
+                terms,
+                teacher_logits,
+                student_logits,
+                y,
+                sample_weight,
+                self._temperature,
+                self.token_reduction,
+            )
         self._check_class_counts(teacher_logits, student_logits)
         return [
             term.reduced(
@@ -357,6 +387,14 @@ class Objective:
         compiled = _compat.compiled_loss(self)
         if self._fused_student_loss(y, hard, sample_weight):
             loss = kd_losses.sparse_ce_mean_loss(y, hard)
+        elif compiled is None and kd_tokens.is_sequence(hard):
+            loss = kd_tokens.sparse_ce_tokens(
+                y,
+                hard,
+                sample_weight,
+                self.token_reduction,
+                from_logits=self.student_outputs == "logits",
+            )
         elif compiled is not None:
             loss = compiled(y, hard, sample_weight)
         elif isinstance(hard, list | tuple) and isinstance(y, list | tuple):

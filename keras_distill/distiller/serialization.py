@@ -67,6 +67,8 @@ class Serialization:
                 ),
                 "alpha": float(ops.convert_to_numpy(self._alpha)),
                 "temperature": float(ops.convert_to_numpy(self._temperature)),
+                "token_reduction": self.token_reduction,
+                "teacher_vocabulary": self.teacher_vocabulary,
                 "teacher_outputs": self.teacher_outputs,
                 "student_outputs": self.student_outputs,
                 "distillation_loss": self._terms_config(),

@@ -36,11 +36,14 @@ def _inference_view(teacher):
 
     A compiled teacher carries its own optimizer, which Keras would otherwise
     save inside the distiller's file. Functional and Sequential teachers are
-    re-wrapped without it; subclassed teachers are returned as they are.
+    re-wrapped without it; subclassed teachers are returned as they are, and
+    so are subclasses of the functional model (a KerasHub task such as
+    `GPT2CausalLM`): their layers and weights belong to their own class (a
+    view of one with tied embeddings would not load back).
     """
     if getattr(teacher, "optimizer", None) is None:
         return teacher
-    is_graph = _compat.is_functional(teacher)
+    is_graph = _compat.is_functional(teacher) and _compat.is_plain_functional(teacher)
     try:
         inputs, outputs = teacher.inputs, teacher.outputs
     except (AttributeError, ValueError):

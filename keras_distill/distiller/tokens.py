@@ -1,0 +1,214 @@
+"""Token-level distillation: sequence outputs, their mask and its reduction.
+
+A student (and teacher) whose outputs have a rank above 2, e.g. a language
+model's `(batch, seq, vocab)` logits, is distilled per position: every term
+compares the two distributions of each token (the class axis is the last),
+and the token mask weights them. The mask is the batch's `sample_weight` of
+shape `(batch, seq)` (what KerasHub's CausalLM preprocessors yield, as `(x, y,
+sample_weight)`), else the `padding_mask` of dict inputs, else every token.
+A per-sequence weight of shape `(batch,)` applies to each of its tokens.
+
+The reduction (`Distiller(token_reduction=)`):
+
+- `"tokens"` (the default): the mean over the real tokens of the batch,
+  `sum(w * l) / sum(w)`. Every token counts the same, so a long sequence
+  counts more than a short one (what TRL and KerasHub's perplexity do).
+- `"sequences"`: the mean over sequences of each sequence's mean over its
+  real tokens; a sequence without real tokens is left out.
+
+A padded position (weight 0) adds exactly 0 to the loss and to every
+gradient. A batch without any real token gives a loss of 0, not NaN.
+Relational terms (whose value for one example depends on the others) are
+refused: the padded positions would enter the other tokens' values.
+"""
+
+from keras import ops
+
+from keras_distill.terms import common as kd_losses
+
+TOKEN_REDUCTIONS = ("tokens", "sequences")
+VOCABULARY_MAPS = ("same", "truncate")
+
+
+def check_token_reduction(value):
+    """Returns `value` if it is one of `TOKEN_REDUCTIONS`, else a ValueError."""
+    if value not in TOKEN_REDUCTIONS:
+        raise ValueError(
+            f"`token_reduction` must be one of {TOKEN_REDUCTIONS}. Received: "
+            f"token_reduction={value!r}"
+        )
+    return value
+
+
+def check_vocabulary(value):
+    """Returns `value` if it is one of `VOCABULARY_MAPS`, else a ValueError."""
+    if value not in VOCABULARY_MAPS:
+        raise ValueError(
+            f"`teacher_vocabulary` must be one of {VOCABULARY_MAPS} ('truncate': "
+            "use the teacher's first `vocab` logits, for a teacher whose "
+            f"embedding is padded). Received: teacher_vocabulary={value!r}"
+        )
+    return value
+
+
+def is_sequence(outputs):
+    """Whether `outputs` (a tensor) has a static rank above 2."""
+    rank = kd_losses._rank(outputs)
+    return rank is not None and rank > 2
+
+
+def output_rank(model):
+    """The static rank of a single-output model's outputs, or None."""
+    try:
+        shape = model.output_shape
+    except (AttributeError, ValueError, RuntimeError):
+        return None
+    if not isinstance(shape, tuple) or not all(
+        d is None or isinstance(d, int) for d in shape
+    ):
+        return None
+    return len(shape)
+
+
+def token_weights(x, sample_weight, token_shape):
+    """The batch's token weights, `(batch, seq...)` float32, or None.
+
+    `sample_weight` of the tokens' shape is used as it is; one of shape
+    `(batch,)` or `(batch, 1)` weights each sequence's tokens; without it,
+    a `padding_mask` of dict inputs is the mask. `token_shape` is the
+    outputs' shape without the class axis (static dims or None).
+    """
+    if sample_weight is None:
+        if isinstance(x, dict) and "padding_mask" in x:
+            sample_weight = x["padding_mask"]
+        else:
+            return None
+    weights = ops.cast(sample_weight, "float32")
+    rank = len(weights.shape)
+    expected = tuple(token_shape)
+    if rank == 1:
+        return ops.reshape(weights, (-1,) + (1,) * (len(expected) - 1))
+    if rank == len(expected) and all(d == 1 for d in weights.shape[1:]):
+        return weights  # one weight per sequence, broadcast over its tokens
+    if rank != len(expected) or any(
+        e is not None and g is not None and e != g
+        for e, g in zip(expected[1:], weights.shape[1:])
+    ):
+        raise ValueError(
+            "For sequence outputs, `sample_weight` (or the inputs' `padding_mask`) "
+            "must be one weight per token, of shape (batch, "
+            f"{', '.join(str(d) for d in expected[1:])}), or one per sequence, of "
+            f"shape (batch,). Received a mask of shape {tuple(weights.shape)}."
+        )
+    return weights
+
+
+def check_shapes(t_shape, s_shape, vocabulary, teacher="teacher"):
+    """Raises a ValueError naming both shapes if the tokens cannot be compared.
+
+    The ranks and the sequence lengths must match; the vocabularies too,
+    unless `vocabulary` is `"truncate"` and the teacher's is the larger.
+    `t_shape`, `s_shape`: static output shapes (None for unknown dims).
+    """
+    t_shape, s_shape = tuple(t_shape), tuple(s_shape)
+    shapes = f"{teacher} outputs of shape {t_shape}, student outputs of shape {s_shape}"
+    if len(t_shape) != len(s_shape):
+        raise ValueError(
+            "Teacher and student outputs must have the same rank: one "
+            f"distribution per token for both. Received: {shapes}."
+        )
+    for t_dim, s_dim in zip(t_shape[1:-1], s_shape[1:-1]):
+        if t_dim is not None and s_dim is not None and t_dim != s_dim:
+            raise ValueError(
+                "Teacher and student must output the same sequence length. "
+                f"Received: {shapes}."
+            )
+    t_vocab, s_vocab = t_shape[-1], s_shape[-1]
+    if t_vocab is None or s_vocab is None or t_vocab == s_vocab:
+        return
+    if vocabulary == "truncate" and t_vocab > s_vocab:
+        return
+    hint = (
+        " Pass `teacher_vocabulary='truncate'` to use the teacher's first "
+        f"{s_vocab} logits (a teacher whose embedding is padded)."
+        if t_vocab > s_vocab
+        else ""
+    )
+    raise ValueError(
+        f"Teacher and student vocabularies differ: the {teacher} predicts "
+        f"{t_vocab} tokens, the student {s_vocab} ({shapes}).{hint}"
+    )
+
+
+def check_token_shapes(teacher, student, vocabulary):
+    """The teacher's logits mapped to the student's vocabulary (`check_shapes`)."""
+    check_shapes(teacher.shape, student.shape, vocabulary)
+    t_vocab, s_vocab = teacher.shape[-1], student.shape[-1]
+    if t_vocab is not None and s_vocab is not None and t_vocab > s_vocab:
+        return teacher[..., :s_vocab]
+    return teacher
+
+
+def reduce_tokens(values, weights, reduction="tokens"):
+    """The mean of per-token `values` over the real tokens, a float32 scalar.
+
+    Args:
+        values: Per-token losses, `(batch, seq...)`.
+        weights: Token weights of the same shape, or None (every token).
+        reduction: `"tokens"` or `"sequences"` (see the module docstring).
+    """
+    values = ops.cast(values, "float32")
+    ones = ops.ones_like(values)
+    weights = ones if weights is None else ops.cast(weights, "float32") * ones
+    weighted = values * weights
+    if reduction == "tokens":
+        return ops.divide_no_nan(ops.sum(weighted), ops.sum(weights))
+    batch = ops.shape(values)[0]
+    per_sequence = ops.divide_no_nan(
+        ops.sum(ops.reshape(weighted, (batch, -1)), axis=1),
+        ops.sum(ops.reshape(weights, (batch, -1)), axis=1),
+    )
+    has_tokens = ops.cast(
+        ops.sum(ops.reshape(weights, (batch, -1)), axis=1) > 0, "float32"
+    )
+    return ops.divide_no_nan(ops.sum(per_sequence), ops.sum(has_tokens))
+
+
+def flat(tensor):
+    """`(batch, seq..., classes)` as `(tokens, classes)`."""
+    return ops.reshape(tensor, (-1, ops.shape(tensor)[-1]))
+
+
+def term_losses(terms, teacher, student, labels, weights, temperature, reduction):
+    """Each term's loss over the tokens: one scalar per term.
+
+    The terms see `(tokens, classes)` logits (and `(tokens,)` labels), so
+    every term of the registry applies per token unchanged.
+    """
+    relational = [term.name for term in terms if term.relational]
+    if relational:
+        raise ValueError(
+            f"The distillation terms {relational} are relational (an example's "
+            "value depends on the other examples of the batch), so on sequence "
+            "outputs the padded tokens would change the real tokens' values. Use "
+            "a per-token term such as 'kd', 'reverse_kl' or 'jsd'."
+        )
+    token_shape = ops.shape(student)[:-1]
+    flat_labels = None if labels is None else ops.reshape(labels, (-1,))
+    losses = []
+    for term in terms:
+        values = term.compute(flat(teacher), flat(student), flat_labels, temperature)
+        losses.append(
+            reduce_tokens(ops.reshape(values, token_shape), weights, reduction)
+        )
+    return losses
+
+
+def sparse_ce_tokens(labels, logits, weights, reduction, from_logits=True):
+    """The hard-label cross-entropy over the real tokens (the default loss)."""
+    import keras
+
+    values = keras.losses.sparse_categorical_crossentropy(
+        labels, ops.cast(logits, "float32"), from_logits=from_logits
+    )
+    return reduce_tokens(values, weights, reduction)
