@@ -202,3 +202,49 @@ def test_a_distiller_of_sequence_models_saves_and_loads(tmp_path):
     before = distiller.evaluate(ids, labels, sample_weight=mask, verbose=0)
     after = loaded.evaluate(ids, labels, sample_weight=mask, verbose=0)
     np.testing.assert_allclose(after, before, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["kd", "reverse_kl", "jsd", "dkd", "mse"])
+def test_chunked_terms_give_the_same_values_and_gradients(name):
+    from keras_distill.distiller import tokens
+
+    rng = np.random.default_rng(4)
+    teacher = tf.constant(rng.normal(size=(23, 17)) * 3, "float32")
+    student = tf.Variable(rng.normal(size=(23, 17)) * 3, dtype="float32")
+    labels = tf.constant(rng.integers(0, 17, 23))
+    term = kd.terms.make(name)
+    weights = tf.constant(rng.random(23), "float32")
+    results = []
+    for chunk in (None, 5):  # 23 tokens: 4 chunks of 5 and one of 3
+        with tf.GradientTape() as tape:
+            if chunk is None:
+                values = term.compute(teacher, student, labels, 2.0)
+            else:
+                values = tokens.chunked_values(
+                    term, teacher, student, labels, 2.0, chunk
+                )
+            loss = tf.reduce_sum(values * weights)
+        results.append((values.numpy(), tape.gradient(loss, student).numpy()))
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-6, atol=1e-7)
+
+
+def test_large_vocabularies_are_chunked_inside_fit_with_the_same_loss(monkeypatch):
+    from keras_distill.distiller import tokens
+
+    student, teacher = _lm(6, "student"), _lm(12, "teacher", seed=1)
+    ids, labels, mask = _batch()
+    distiller = kd.Distiller(student, teacher, distillation_loss=["kd", "jsd"])
+    plain = distiller.compute_loss_report(ids, labels, student(ids), mask)
+    monkeypatch.setattr(tokens, "CHUNK_VOCAB", 1)
+    monkeypatch.setattr(tokens, "CHUNK_FLOATS", 5 * VOCAB)  # 5 tokens a chunk
+    calls = []
+    original = tokens.chunked_values
+    monkeypatch.setattr(
+        tokens,
+        "chunked_values",
+        lambda *a, **k: calls.append(a[-1]) or original(*a, **k),
+    )
+    chunked = distiller.compute_loss_report(ids, labels, student(ids), mask)
+    assert calls == [5, 5]
+    np.testing.assert_allclose(float(chunked.total), float(plain.total), rtol=1e-5)

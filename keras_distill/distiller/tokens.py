@@ -195,13 +195,90 @@ def term_losses(terms, teacher, student, labels, weights, temperature, reduction
         )
     token_shape = ops.shape(student)[:-1]
     flat_labels = None if labels is None else ops.reshape(labels, (-1,))
+    chunk = chunk_size(student.shape[-1])
     losses = []
     for term in terms:
-        values = term.compute(flat(teacher), flat(student), flat_labels, temperature)
+        if chunk and not term.weights:
+            values = chunked_values(
+                term, flat(teacher), flat(student), flat_labels, temperature, chunk
+            )
+        else:
+            values = term.compute(
+                flat(teacher), flat(student), flat_labels, temperature
+            )
         losses.append(
             reduce_tokens(ops.reshape(values, token_shape), weights, reduction)
         )
     return losses
+
+
+# A chunk holds at most this many float32 per `(tokens, vocab)` temporary
+# (8 MiB), and vocabularies from this size on are chunked.
+CHUNK_FLOATS = 2**21
+CHUNK_VOCAB = 4096
+
+
+def chunk_size(vocab, floats=None):
+    """Tokens per chunk for a static vocabulary size, or 0 for no chunking."""
+    if vocab is None or vocab < CHUNK_VOCAB:
+        return 0
+    return max(1, (floats or CHUNK_FLOATS) // vocab)
+
+
+def chunked_values(term, teacher, student, labels, temperature, chunk):
+    """`term.compute` over `(tokens, vocab)` logits, `chunk` tokens at a time.
+
+    The same values and student gradient as one call, but the term's
+    temporaries (softmaxes, log-ratios, what its gradient keeps) exist for
+    one chunk at a time: the forward pass keeps only the per-token values,
+    and the backward pass recomputes each chunk's gradient. Beyond the two
+    logit tensors and the student's gradient, a step holds about one chunk
+    of `chunk x vocab` floats per temporary. TensorFlow backend; no gradient
+    reaches the teacher (it is frozen) or the temperature.
+    """
+    import tensorflow as tf
+
+    teacher = tf.stop_gradient(tf.cast(teacher, "float32"))
+    temperature = tf.stop_gradient(
+        tf.cast(tf.convert_to_tensor(temperature), "float32")
+    )
+    count = tf.shape(student)[0]
+    chunks = (count + chunk - 1) // chunk
+
+    def piece(tensor, i):
+        return None if tensor is None else tensor[i * chunk : (i + 1) * chunk]
+
+    def loop(body, dtype):
+        array = tf.TensorArray(dtype, size=chunks, infer_shape=False)
+        _, array = tf.while_loop(lambda i, _: i < chunks, body, (tf.constant(0), array))
+        return array.concat()
+
+    @tf.custom_gradient
+    def values(student):
+        def forward(i, array):
+            value = term.compute(
+                piece(teacher, i), piece(student, i), piece(labels, i), temperature
+            )
+            return i + 1, array.write(i, value)
+
+        def grad(upstream):
+            def backward(i, array):
+                part = piece(student, i)
+                with tf.GradientTape() as tape:
+                    tape.watch(part)
+                    value = term.compute(
+                        piece(teacher, i), part, piece(labels, i), temperature
+                    )
+                gradient = tape.gradient(
+                    value, part, output_gradients=piece(upstream, i)
+                )
+                return i + 1, array.write(i, gradient)
+
+            return loop(backward, student.dtype)
+
+        return loop(forward, "float32"), grad
+
+    return values(tf.cast(student, "float32"))
 
 
 def sparse_ce_tokens(labels, logits, weights, reduction, from_logits=True):
