@@ -50,6 +50,7 @@ _LAZY_MODULES = (
     "schedules",
     "serving",
     "targets",
+    "text",
     "transfer",
     "tuner",
 )

@@ -154,3 +154,44 @@ def compile_classifier(model, learning_rate=1e-2, metrics=("accuracy",)):
         metrics=list(metrics),
     )
     return model
+
+
+def causal_lm(
+    vocabulary_size,
+    sequence_length,
+    width=64,
+    layers=2,
+    heads=2,
+    name="causal_lm",
+):
+    """A small decoder-only Transformer: token ids -> next-token logits.
+
+    Token and position embeddings, then `layers` pre-norm blocks of causal
+    self-attention and a `4 * width` MLP, a final layer norm and a
+    vocabulary head: `(batch, sequence_length)` int ids to `(batch,
+    sequence_length, vocabulary_size)` logits. Plain Keras (no KerasHub).
+
+    Example:
+
+    >>> model = causal_lm(258, 32, width=32, layers=1)
+    >>> model.output_shape
+    (None, 32, 258)
+    """
+    ids = keras.Input((sequence_length,), dtype="int32", name="token_ids")
+    tokens = keras.layers.Embedding(vocabulary_size, width, name="token_embedding")(ids)
+    positions = keras.layers.Embedding(
+        sequence_length, width, name="position_embedding"
+    )(keras.ops.arange(sequence_length))
+    h = tokens + positions
+    for i in range(layers):
+        a = keras.layers.LayerNormalization(epsilon=1e-5, name=f"block{i}_norm1")(h)
+        a = keras.layers.MultiHeadAttention(
+            heads, width // heads, name=f"block{i}_attention"
+        )(a, a, use_causal_mask=True)
+        h = h + a
+        m = keras.layers.LayerNormalization(epsilon=1e-5, name=f"block{i}_norm2")(h)
+        m = keras.layers.Dense(4 * width, activation="gelu", name=f"block{i}_up")(m)
+        h = h + keras.layers.Dense(width, name=f"block{i}_down")(m)
+    h = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(h)
+    logits = keras.layers.Dense(vocabulary_size, name="logits")(h)
+    return keras.Model(ids, logits, name=name)

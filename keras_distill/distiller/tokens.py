@@ -246,15 +246,24 @@ def chunked_values(term, teacher, student, labels, temperature, chunk):
     chunks = (count + chunk - 1) // chunk
 
     def piece(tensor, i):
-        return None if tensor is None else tensor[i * chunk : (i + 1) * chunk]
+        # Slices in a loop lose their static shape; the terms need the rank.
+        if tensor is None:
+            return None
+        part = tensor[i * chunk : (i + 1) * chunk]
+        part.set_shape([None, *tensor.shape[1:]])
+        return part
 
-    def loop(body, dtype):
+    def loop(body, dtype, like):
         array = tf.TensorArray(dtype, size=chunks, infer_shape=False)
         _, array = tf.while_loop(lambda i, _: i < chunks, body, (tf.constant(0), array))
-        return array.concat()
+        result = tf.reshape(array.concat(), tf.shape(like))
+        result.set_shape(like.shape)
+        return result
 
     @tf.custom_gradient
     def values(student):
+        per_token = student[:, 0]
+
         def forward(i, array):
             value = term.compute(
                 piece(teacher, i), piece(student, i), piece(labels, i), temperature
@@ -262,6 +271,9 @@ def chunked_values(term, teacher, student, labels, temperature, chunk):
             return i + 1, array.write(i, value)
 
         def grad(upstream):
+            upstream = tf.reshape(upstream, tf.shape(per_token))
+            upstream.set_shape(per_token.shape)
+
             def backward(i, array):
                 part = piece(student, i)
                 with tf.GradientTape() as tape:
@@ -274,9 +286,9 @@ def chunked_values(term, teacher, student, labels, temperature, chunk):
                 )
                 return i + 1, array.write(i, gradient)
 
-            return loop(backward, student.dtype)
+            return loop(backward, student.dtype, student)
 
-        return loop(forward, "float32"), grad
+        return loop(forward, "float32", per_token), grad
 
     return values(tf.cast(student, "float32"))
 
