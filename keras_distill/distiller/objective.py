@@ -190,11 +190,11 @@ class Objective:
                 x, None, tuple(self.hard_predictions(y_pred).shape)[:-1]
             )
         if not self.hints:
+            term_losses, student_loss = self._term_and_student_losses(
+                x, y, y_pred, sample_weight, teacher_targets
+            )
             return self.loss_report(
-                y,
-                y_pred,
-                sample_weight,
-                self.term_losses(x, y, y_pred, sample_weight, teacher_targets),
+                y, y_pred, sample_weight, term_losses, student_loss=student_loss
             )
         if teacher_targets is not None:
             raise ValueError(
@@ -252,11 +252,41 @@ class Objective:
         (from the batch's `teacher_targets`, or the teachers); a top-k
         teacher cache feeds the terms that declare `accepts_topk`.
         """
+        return self._term_and_student_losses(
+            x, y, y_pred, sample_weight, teacher_targets, fuse=False
+        )[0]
+
+    def _fuses_student_loss(self, y, y_pred):
+        """Whether the token-level pass also gives the default hard-label loss.
+
+        For sequence outputs without a compiled loss, where the labels apply
+        to the outputs the terms read: the cross-entropy then shares the
+        terms' chunked pass and their one student gradient (`tokens`).
+        """
+        soft = self.soft_predictions(y_pred)
+        return (
+            y is not None
+            and _compat.compiled_loss(self) is None
+            and soft is self.hard_predictions(y_pred)
+            and not isinstance(soft, list | tuple | dict)
+            and not isinstance(y, list | tuple | dict)
+            and kd_tokens.is_sequence(soft)
+        )
+
+    def _term_and_student_losses(
+        self, x, y, y_pred, sample_weight=None, teacher_targets=None, fuse=True
+    ):
+        """`(term_losses, student_loss or None)`: see `term_losses`.
+
+        `student_loss` is given where the token-level pass computes it with
+        the terms (`_fuses_student_loss`); else None (`student_loss()`).
+        """
         terms = list(self.distillation_terms)
         if self._term_outputs is not None:
-            return self._per_output_term_losses(
+            losses = self._per_output_term_losses(
                 x, y, y_pred, sample_weight, teacher_targets
             )
+            return losses, None
         student_logits = kd_losses.to_logits(
             self.soft_predictions(y_pred), self.student_outputs
         )
@@ -285,12 +315,13 @@ class Objective:
                     sample_weight,
                 )
                 for term in terms
-            ]
+            ], None
         teacher_logits = self.teacher_logits(x, teacher_targets)
         if sequence or kd_tokens.is_sequence(teacher_logits):
             teacher_logits = kd_tokens.check_token_shapes(
                 teacher_logits, student_logits, self.teacher_vocabulary
             )
+            fused = fuse and self._fuses_student_loss(y, y_pred)
             return kd_tokens.term_losses(
                 terms,
                 teacher_logits,
@@ -299,6 +330,7 @@ class Objective:
                 sample_weight,
                 self._temperature,
                 self.token_reduction,
+                hard_label_loss={"from_logits": True} if fused else None,
             )
         self._check_class_counts(teacher_logits, student_logits)
         return [
@@ -306,7 +338,7 @@ class Objective:
                 teacher_logits, student_logits, y, self._temperature, sample_weight
             )
             for term in terms
-        ]
+        ], None
 
     def _per_output_term_losses(self, x, y, y_pred, sample_weight, teacher_targets):
         """Each term's loss on its output (multi-output student and teacher)."""
@@ -335,7 +367,14 @@ class Objective:
         return losses
 
     def loss_report(
-        self, y, y_pred, sample_weight, term_losses, hint_loss=None, hint_losses=None
+        self,
+        y,
+        y_pred,
+        sample_weight,
+        term_losses,
+        hint_loss=None,
+        hint_losses=None,
+        student_loss=None,
     ):
         """The `LossReport` of a batch from its terms' losses.
 
@@ -346,7 +385,8 @@ class Objective:
         (+ hint_weight * hint_loss) (+ the student's own losses)`,
 
         with `distillation_loss` alone in place of the mixture for a batch
-        without labels.
+        without labels. `student_loss`, when given, is the hard-label loss
+        already computed (else `student_loss()` computes it).
         """
         names = [term.name for term in self.distillation_terms]
         if self._term_weights is None:
@@ -362,11 +402,13 @@ class Objective:
                     ]
                 )
             )
-        student_loss = None
         if y is None:
+            student_loss = None
             total = distillation_loss
         else:
-            student_loss = self.student_loss(y, y_pred, sample_weight)
+            if student_loss is None:
+                student_loss = self.student_loss(y, y_pred, sample_weight)
+            student_loss = ops.cast(student_loss, "float32")
             alpha = ops.cast(self._alpha, "float32")
             total = alpha * student_loss + (1.0 - alpha) * distillation_loss
         if hint_loss is not None:

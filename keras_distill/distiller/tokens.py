@@ -179,11 +179,26 @@ def flat(tensor):
     return ops.reshape(tensor, (-1, ops.shape(tensor)[-1]))
 
 
-def term_losses(terms, teacher, student, labels, weights, temperature, reduction):
-    """Each term's loss over the tokens: one scalar per term.
+def term_losses(
+    terms,
+    teacher,
+    student,
+    labels,
+    weights,
+    temperature,
+    reduction,
+    hard_label_loss=None,
+):
+    """Each term's loss over the tokens, and the hard-label loss if asked.
 
     The terms see `(tokens, classes)` logits (and `(tokens,)` labels), so
-    every term of the registry applies per token unchanged.
+    every term of the registry applies per token unchanged. With
+    `hard_label_loss={"from_logits": bool}`, the sparse cross-entropy of the
+    labels is computed in the same pass (one student gradient for all).
+
+    Returns:
+        `(losses, hard)`: one scalar per term, and the hard-label loss (or
+        None).
     """
     relational = [term.name for term in terms if term.relational]
     if relational:
@@ -195,21 +210,45 @@ def term_losses(terms, teacher, student, labels, weights, temperature, reduction
         )
     token_shape = ops.shape(student)[:-1]
     flat_labels = None if labels is None else ops.reshape(labels, (-1,))
-    chunk = chunk_size(student.shape[-1])
-    losses = []
-    for term in terms:
-        if chunk and not term.weights:
-            values = chunked_values(
-                term, flat(teacher), flat(student), flat_labels, temperature, chunk
-            )
-        else:
-            values = term.compute(
-                flat(teacher), flat(student), flat_labels, temperature
-            )
-        losses.append(
-            reduce_tokens(ops.reshape(values, token_shape), weights, reduction)
+    functions = [
+        (lambda t, s, y, term=term: term.compute(t, s, y, temperature))
+        for term in terms
+    ]
+    if hard_label_loss is not None:
+        functions.append(
+            lambda t, s, y: _sparse_ce(y, s, hard_label_loss["from_logits"])
         )
-    return losses
+    fused = [not term.weights for term in terms] + [hard_label_loss is not None]
+    chunk = chunk_size(student.shape[-1])
+    values = [None] * len(functions)
+    together = [i for i, f in enumerate(fused) if f and chunk]
+    if together:
+        stacked = chunked_values(
+            [functions[i] for i in together],
+            flat(teacher),
+            flat(student),
+            flat_labels,
+            chunk,
+        )
+        for row, i in enumerate(together):
+            values[i] = stacked[row]
+    for i, function in enumerate(functions):
+        if values[i] is None:
+            values[i] = function(flat(teacher), flat(student), flat_labels)
+    losses = [
+        reduce_tokens(ops.reshape(v, token_shape), weights, reduction) for v in values
+    ]
+    if hard_label_loss is None:
+        return losses, None
+    return losses[:-1], losses[-1]
+
+
+def _sparse_ce(labels, logits, from_logits):
+    import keras
+
+    return keras.losses.sparse_categorical_crossentropy(
+        labels, ops.cast(logits, "float32"), from_logits=from_logits
+    )
 
 
 # A chunk holds at most this many float32 per `(tokens, vocab)` temporary
@@ -225,23 +264,23 @@ def chunk_size(vocab, floats=None):
     return max(1, (floats or CHUNK_FLOATS) // vocab)
 
 
-def chunked_values(term, teacher, student, labels, temperature, chunk):
-    """`term.compute` over `(tokens, vocab)` logits, `chunk` tokens at a time.
+def chunked_values(functions, teacher, student, labels, chunk):
+    """Per-token `functions(teacher, student, labels)`, `chunk` tokens at a time.
 
-    The same values and student gradient as one call, but the term's
-    temporaries (softmaxes, log-ratios, what its gradient keeps) exist for
-    one chunk at a time: the forward pass keeps only the per-token values,
-    and the backward pass recomputes each chunk's gradient. Beyond the two
-    logit tensors and the student's gradient, a step holds about one chunk
-    of `chunk x vocab` floats per temporary. TensorFlow backend; no gradient
-    reaches the teacher (it is frozen) or the temperature.
+    Each function maps `(rows, vocab)` logits (and `(rows,)` labels or None)
+    to `(rows,)` values; the result stacks them, `(len(functions), tokens)`.
+    The same values and student gradient as calling them on all the tokens,
+    but their temporaries (softmaxes, log-ratios, what their gradients keep)
+    exist for one chunk at a time: the forward pass keeps only the values,
+    and the backward pass recomputes each chunk and writes one gradient for
+    all the functions. Beyond the two logit tensors, a step then holds one
+    `(tokens, vocab)` gradient and about one chunk per temporary.
+    TensorFlow backend; no gradient reaches the teacher (it is frozen) or
+    anything the functions close over.
     """
     import tensorflow as tf
 
     teacher = tf.stop_gradient(tf.cast(teacher, "float32"))
-    temperature = tf.stop_gradient(
-        tf.cast(tf.convert_to_tensor(temperature), "float32")
-    )
     count = tf.shape(student)[0]
     chunks = (count + chunk - 1) // chunk
 
@@ -253,6 +292,12 @@ def chunked_values(term, teacher, student, labels, temperature, chunk):
         part.set_shape([None, *tensor.shape[1:]])
         return part
 
+    def evaluate(i, part):
+        # `(rows, len(functions))`
+        return tf.stack(
+            [f(piece(teacher, i), part, piece(labels, i)) for f in functions], 1
+        )
+
     def loop(body, dtype, like):
         array = tf.TensorArray(dtype, size=chunks, infer_shape=False)
         _, array = tf.while_loop(lambda i, _: i < chunks, body, (tf.constant(0), array))
@@ -262,25 +307,19 @@ def chunked_values(term, teacher, student, labels, temperature, chunk):
 
     @tf.custom_gradient
     def values(student):
-        per_token = student[:, 0]
+        rows = tf.zeros_like(student[:, : len(functions)])
 
         def forward(i, array):
-            value = term.compute(
-                piece(teacher, i), piece(student, i), piece(labels, i), temperature
-            )
-            return i + 1, array.write(i, value)
+            return i + 1, array.write(i, evaluate(i, piece(student, i)))
 
         def grad(upstream):
-            upstream = tf.reshape(upstream, tf.shape(per_token))
-            upstream.set_shape(per_token.shape)
+            upstream = tf.transpose(tf.reshape(upstream, [len(functions), -1]))
 
             def backward(i, array):
                 part = piece(student, i)
                 with tf.GradientTape() as tape:
                     tape.watch(part)
-                    value = term.compute(
-                        piece(teacher, i), part, piece(labels, i), temperature
-                    )
+                    value = evaluate(i, part)
                 gradient = tape.gradient(
                     value, part, output_gradients=piece(upstream, i)
                 )
@@ -288,7 +327,7 @@ def chunked_values(term, teacher, student, labels, temperature, chunk):
 
             return loop(backward, student.dtype, student)
 
-        return loop(forward, "float32", per_token), grad
+        return tf.transpose(loop(forward, "float32", rows)), grad
 
     return values(tf.cast(student, "float32"))
 
