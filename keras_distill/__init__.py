@@ -40,6 +40,7 @@ _LAZY_MODULES = (
     "continual",
     "curriculum",
     "data",
+    "decoding",
     "distribute",
     "export",
     "hints",

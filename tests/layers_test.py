@@ -23,7 +23,7 @@ LAYERS = {
     0: ("params", "checks", "targets", "_compat", "version"),
     1: ("terms", "losses", "schedules", "hints"),
     2: ("distiller",),
-    3: ("data", "text", "models", "cache", "curriculum", "augment"),
+    3: ("data", "text", "decoding", "models", "cache", "curriculum", "augment"),
     4: ("callbacks", "recipes"),
     5: ("tuner", "export", "serving", "transfer", "continual", "distribute"),
     6: ("app", "__main__"),

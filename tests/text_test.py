@@ -78,3 +78,22 @@ def test_causal_lm_is_causal():
     a, b = model.predict(x, verbose=0), model.predict(changed, verbose=0)
     np.testing.assert_allclose(a[0, :6], b[0, :6], rtol=1e-5, atol=1e-6)
     assert not np.allclose(a[0, 6:], b[0, 6:])
+
+
+def test_greedy_continue_matches_a_python_loop_and_keeps_the_prompts():
+    model = kd.models.causal_lm(kd.text.VOCAB_SIZE, 12, width=16, layers=1)
+    ids, _, _ = kd.text.encode(["abcdefghijk", "xy"], 12)
+    lengths = np.array([4, 2])
+    out = np.asarray(kd.decoding.greedy_continue(model, ids, lengths))
+    expected = ids.copy()
+    for row, start in enumerate(lengths):
+        current = expected[row : row + 1].copy()
+        current[0, start:] = 0
+        for i in range(start, 12):
+            logits = model.predict(current, verbose=0)
+            current[0, i] = logits[0, i - 1].argmax()
+        expected[row] = current[0]
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(out[0, :4], ids[0, :4])
+    with pytest.raises(Exception, match="longer than the model's window"):
+        kd.decoding.greedy_continue(model, ids, np.array([13, 2]))
