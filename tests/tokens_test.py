@@ -179,6 +179,11 @@ def test_shapes_that_do_not_match_the_tokens_are_refused_naming_them():
     bad[0, 0] = VOCAB + 3
     with pytest.raises(ValueError, match=str(VOCAB + 3)):
         distiller.fit(ids, bad, sample_weight=mask, verbose=0)
+    # One-hot labels, and labels of another length.
+    with pytest.raises(ValueError, match="look one-hot"):
+        distiller.fit(ids, keras.utils.to_categorical(labels, VOCAB), verbose=0)
+    with pytest.raises(ValueError, match=r"one token id per position.*\(None, 10\)"):
+        distiller.fit(ids, np.zeros((6, LENGTH + 1), "int32"), verbose=0)
     # A relational term.
     distiller = kd.Distiller(
         student, _lm(12, "teacher", seed=1), distillation_loss="dist"

@@ -52,11 +52,9 @@ class BatchChecks:
             and self._labels_are_sparse()
         ):
             labels = tf.convert_to_tensor(y)
-            if (
-                labels.shape.rank == 2
-                and labels.shape[-1] not in (None, 1)
-                and not sequence
-            ):
+            if sequence:
+                kd_tokens.check_token_labels(labels, self.student.output_shape)
+            elif labels.shape.rank == 2 and labels.shape[-1] not in (None, 1):
                 raise ValueError(
                     f"The labels have shape {tuple(labels.shape)}: they look one-hot "
                     "(or multi-label), but the loss is sparse categorical "

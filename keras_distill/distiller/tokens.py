@@ -103,6 +103,32 @@ def token_weights(x, sample_weight, token_shape):
     return weights
 
 
+def check_token_labels(labels, output_shape):
+    """Raises a ValueError unless `labels` hold one class id per token.
+
+    `output_shape` is the student's `(batch, seq..., vocab)`; sparse labels
+    are `(batch, seq...)`.
+    """
+    expected = tuple(output_shape)[:-1]
+    shape = tuple(labels.shape)
+    if len(shape) == len(expected) + 1 and shape[-1] not in (None, 1):
+        raise ValueError(
+            f"The labels have shape {shape}: they look one-hot, but the loss is "
+            "sparse categorical cross-entropy, which takes one token id per "
+            f"position, of shape (batch, {', '.join(map(str, expected[1:]))}). "
+            "Pass `np.argmax(y, axis=-1)`."
+        )
+    if len(shape) != len(expected) or any(
+        e is not None and g is not None and e != g
+        for e, g in zip(expected[1:], shape[1:])
+    ):
+        raise ValueError(
+            "For sequence outputs the labels must be one token id per position, "
+            f"of shape (batch, {', '.join(map(str, expected[1:]))}) for outputs of "
+            f"shape {tuple(output_shape)}. Received labels of shape {shape}."
+        )
+
+
 def check_shapes(t_shape, s_shape, vocabulary, teacher="teacher"):
     """Raises a ValueError naming both shapes if the tokens cannot be compared.
 
