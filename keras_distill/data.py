@@ -406,7 +406,7 @@ def load_npz(path, batch_size=64, val_fraction=0.1, seed=0):
     )
 
 
-def load_arrays(source="digits", seed=0):
+def load_arrays(source="digits", seed=0, **kwargs):
     """Split arrays of an in-memory source: `"digits"`, `"mnist1d"` or `"npz:PATH"`.
 
     The same arrays (and scaling) as `load()`, for code that needs NumPy
@@ -414,7 +414,10 @@ def load_arrays(source="digits", seed=0):
 
     Returns:
         A dict with `"train"`, `"val"`, `"test"` `(x, y)` tuples (`"test"`
-        may be `None`), `"num_classes"` and `"shape"` (of one example).
+        may be `None`), `"num_classes"` and `"shape"` (of one example). For
+        `"movie_reviews"` (token ids, `kd.text`), `(x, y, sample_weight)`
+        triples and the vocabulary size as `"num_classes"`; `**kwargs` go to
+        `kd.text.load_movie_reviews` (e.g. `sequence_length`).
 
     Example:
 
@@ -423,6 +426,8 @@ def load_arrays(source="digits", seed=0):
     x_train, y_train = arrays["train"]
     ```
     """
+    if source == "movie_reviews":
+        return _movie_review_arrays(seed=seed, **kwargs)
     if source == "digits":
         arrays = load_digits(seed=seed)
     elif source == "mnist1d":
@@ -439,6 +444,20 @@ def load_arrays(source="digits", seed=0):
         **arrays,
         "num_classes": int(max(y.max(), val[1].max()) + 1),
         "shape": tuple(x.shape[1:]),
+    }
+
+
+def _movie_review_arrays(seed=0, **kwargs):
+    """`load_arrays("movie_reviews")`: byte-level next-token triples."""
+    from keras_distill import text
+
+    splits = text.load_movie_reviews(seed=seed, **kwargs)
+    return {
+        "train": splits["train"],
+        "val": splits["validation"],
+        "test": splits["test"],
+        "num_classes": text.VOCAB_SIZE,
+        "shape": tuple(splits["train"][0].shape[1:]),
     }
 
 
@@ -487,6 +506,10 @@ def load_image_folder(
 def load(source="digits", batch_size=64, seed=0, **kwargs):
     """Loads data by name: `"digits"`, `"mnist1d"`, `"tfds:…"`, `"npz:…"`, `"images:…"`.
 
+    `"movie_reviews"` is real text for language models (`kd.text`): batches
+    of `(token_ids, next_ids, sample_weight)`, `num_classes` the vocabulary
+    and `input_shape` `(sequence_length,)`.
+
     Args:
         source: The data source. Defaults to `"digits"` (bundled with
             scikit-learn, works offline). `"mnist1d"` is generated from code
@@ -515,6 +538,18 @@ def load(source="digits", batch_size=64, seed=0, **kwargs):
         "digits": (load_digits, NUM_DIGIT_CLASSES, DIGITS_SHAPE),
         "mnist1d": (load_mnist1d, NUM_MNIST1D_CLASSES, MNIST1D_SHAPE),
     }
+    if source == "movie_reviews":
+        arrays = _movie_review_arrays(seed=seed, **kwargs)
+        make = tf.data.Dataset.from_tensor_slices
+        return Splits(
+            *(
+                _batched(make(arrays[name]), batch_size, name == "train", seed)
+                for name in ("train", "val", "test")
+            ),
+            arrays["num_classes"],
+            arrays["shape"],
+            source,
+        )
     if source in bundled:
         loader, num_classes, shape = bundled[source]
         d = loader(seed=seed)

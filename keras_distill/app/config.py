@@ -58,8 +58,14 @@ SCHEDULE_KEYS = {
     "cosine": ("start", "end", "steps"),
     "exponential": ("start", "end", "steps"),
 }
-BUILTIN_MODELS = {"teacher": ("teacher_cnn",), "student": ("student_mlp",)}
-DATA_NAMES = ("digits", "mnist1d")
+BUILTIN_MODELS = {
+    "teacher": ("teacher_cnn", "causal_lm"),
+    "student": ("student_mlp", "causal_lm"),
+}
+DATA_NAMES = ("digits", "mnist1d", "movie_reviews")
+# Token data for language models, and the models that read it.
+TEXT_DATA = ("movie_reviews",)
+TEXT_MODELS = ("causal_lm",)
 IN_MEMORY_DATA = DATA_NAMES
 DATA_PREFIXES = ("tfds:", "npz:", "images:")
 
@@ -104,16 +110,26 @@ SCHEMA = {
     "output": ("str", None),
     "batch_size": ("int", 64),
     "seed": ("int", 0),
+    # Text data (`movie_reviews`): tokens per sequence, reviews to use.
+    "sequence_length": ("int", 64),
+    "max_reviews": ("int", 0),
     "teacher": {
         "model": ("str", "teacher_cnn"),
         "epochs": ("int", 20),
         "learning_rate": ("float", 3e-3),
         "outputs": ("str", "logits"),
+        # causal_lm: width and layers of the decoder.
+        "width": ("int", 128),
+        "layers": ("int", 4),
     },
     "student": {
         "model": ("str", "student_mlp"),
         "hidden": ("int", 16),
+        "width": ("int", 48),
+        "layers": ("int", 2),
     },
+    # Per-token distillation of language models (see `Distiller`).
+    "token_reduction": ("str", "tokens"),
     "distill": {
         "alpha": ("float", 0.1),
         "temperature": ("float", 4.0),
@@ -432,6 +448,7 @@ def _check_values(config, source):
             )
     for role in ("teacher", "student"):
         _check_model(config[role]["model"], role, source)
+    _check_text(config, source)
     if config["teacher"]["outputs"] not in ("logits", "probabilities"):
         raise ConfigError(
             f"{_where(source, 'teacher', 'outputs')}: teacher.outputs must be "
@@ -653,6 +670,55 @@ def _check_output(value, source):
         raise ConfigError(f"{here}: output must name a folder. Received: ''")
     if os.path.exists(value) and not os.path.isdir(value):
         raise ConfigError(f"{here}: output {value!r} is a file, not a folder.")
+
+
+def _check_text(config, source):
+    """Text data goes with language models, and their sizes are positive."""
+    text = config["data"] in TEXT_DATA
+    for role in ("teacher", "student"):
+        model = config[role]["model"]
+        if model.endswith(".keras"):
+            continue
+        if text != (model in TEXT_MODELS):
+            wanted = "causal_lm" if text else BUILTIN_MODELS[role][0]
+            raise ConfigError(
+                f"{_where(source, role, 'model')}: data {config['data']!r} needs "
+                f"a {'language model' if text else 'classifier'}: {role}.model: "
+                f"{wanted} (or a .keras file). Received: {_short(model)}"
+            )
+        if model in TEXT_MODELS:
+            for key in ("width", "layers"):
+                if config[role][key] < 1:
+                    raise ConfigError(
+                        f"{_where(source, role, key)}: {role}.{key} must be >= 1. "
+                        f"Received: {config[role][key]}"
+                    )
+    if config["sequence_length"] < 2:
+        raise ConfigError(
+            f"{_where(source, 'sequence_length')}: sequence_length must be >= 2. "
+            f"Received: {config['sequence_length']}"
+        )
+    if config["max_reviews"] != 0 and config["max_reviews"] < 3:
+        raise ConfigError(
+            f"{_where(source, 'max_reviews')}: max_reviews must be 0 (all) or "
+            f">= 3. Received: {config['max_reviews']}"
+        )
+    if config["token_reduction"] not in ("tokens", "sequences"):
+        raise ConfigError(
+            f"{_where(source, 'token_reduction')}: token_reduction must be "
+            f"'tokens' or 'sequences'. Received: {_short(config['token_reduction'])}"
+            f"{_suggest(config['token_reduction'], ('tokens', 'sequences'))}"
+        )
+
+
+def data_options(config):
+    """The loader's options of the config's data (the text source's sizes)."""
+    if config["data"] not in TEXT_DATA:
+        return {}
+    options = {"sequence_length": config["sequence_length"]}
+    if config["max_reviews"]:
+        options["max_reviews"] = config["max_reviews"]
+    return options
 
 
 def _check_model(value, role, source):

@@ -318,14 +318,14 @@ class EpochCounter(keras.callbacks.Callback):
         self.variable.assign(epoch)
 
 
-def epoch_keyed_batches(x, y, batch_size, seed, epoch):
-    """Batches of `(x, y)` shuffled by `(seed, epoch)`: the same order for the
-    same epoch in every process, so a resumed run sees the data an
-    uninterrupted run sees."""
+def epoch_keyed_batches(x, y, batch_size, seed, epoch, *weights):
+    """Batches of `(x, y)` (or `(x, y, sample_weight)`) shuffled by `(seed,
+    epoch)`: the same order for the same epoch in every process, so a resumed
+    run sees the data an uninterrupted run sees."""
     import tensorflow as tf
 
-    x, y = tf.constant(x), tf.constant(y)
-    count = int(x.shape[0])
+    arrays = [tf.constant(a) for a in (x, y, *weights)]
+    count = int(arrays[0].shape[0])
 
     def one_epoch(_):
         order = tf.random.experimental.stateless_shuffle(
@@ -337,7 +337,7 @@ def epoch_keyed_batches(x, y, batch_size, seed, epoch):
         tf.data.Dataset.from_tensors(0)
         .flat_map(one_epoch)
         .batch(batch_size)
-        .map(lambda ids: (tf.gather(x, ids), tf.gather(y, ids)))
+        .map(lambda ids: tuple(tf.gather(a, ids) for a in arrays))
         .apply(tf.data.experimental.assert_cardinality(-(-count // batch_size)))
         .prefetch(tf.data.AUTOTUNE)
     )
@@ -349,6 +349,18 @@ def _model(spec, role, splits):
         if not os.path.isfile(name):
             raise FileNotFoundError(f"{role}.model: no such file {name!r}.")
         return keras.models.load_model(name, safe_mode=True), True
+    if name == "causal_lm":
+        return (
+            models.causal_lm(
+                splits.num_classes,
+                splits.input_shape[0],
+                width=spec["width"],
+                layers=spec["layers"],
+                heads=max(1, spec["width"] // 32),
+                name=role,
+            ),
+            False,
+        )
     builders = {"teacher_cnn": models.teacher_cnn, "student_mlp": models.student_mlp}
     if name not in builders:
         raise ValueError(
@@ -385,7 +397,12 @@ def _train(cfg, out, mode, verbose):
     if mode == "resume":
         print(f"== resuming the run in {out}")
     keras.utils.set_random_seed(cfg["seed"])
-    splits = data.load(cfg["data"], batch_size=cfg["batch_size"], seed=cfg["seed"])
+    splits = data.load(
+        cfg["data"],
+        batch_size=cfg["batch_size"],
+        seed=cfg["seed"],
+        **kd_config.data_options(cfg),
+    )
     teacher_path = os.path.join(out, "teacher.keras")
     if mode == "resume" and os.path.isfile(teacher_path):
         print(f"== the teacher is trained: loading {teacher_path}")
@@ -419,6 +436,7 @@ def _train(cfg, out, mode, verbose):
         if isinstance(cfg["distill"]["loss"], list)
         else terms[0],
         distillation_loss_weights=kd_config.term_weights(cfg, terms),
+        token_reduction=cfg["token_reduction"],
     )
     _compile(distiller, cfg["distill"]["learning_rate"])
     from keras_distill.callbacks import ParameterScheduler
@@ -442,9 +460,12 @@ def _train(cfg, out, mode, verbose):
     elif cfg["data"] in kd_config.IN_MEMORY_DATA or cfg["data"].startswith("npz:"):
         # Epoch-keyed order, so a resumed run trains on the same batches.
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-        arrays = data.load_arrays(cfg["data"], seed=cfg["seed"])
+        arrays = data.load_arrays(
+            cfg["data"], seed=cfg["seed"], **kd_config.data_options(cfg)
+        )
+        x_train, y_train, *w_train = arrays["train"]
         train_data = epoch_keyed_batches(
-            *arrays["train"], cfg["batch_size"], cfg["seed"], epoch
+            x_train, y_train, cfg["batch_size"], cfg["seed"], epoch, *w_train
         )
         callbacks.insert(0, EpochCounter(epoch))
     print(f"== distilling the student ({cfg['distill']['epochs']} epochs)")
@@ -560,6 +581,13 @@ def tune(config_path, overwrite=False, verbose=0):
             "`kd.tune` from a script (docs/tuning.md), or unset the variable."
         )
     cfg = kd_config.load(config_path)
+    if cfg["data"] in kd_config.TEXT_DATA:
+        raise ValueError(
+            f"{kd_config._where(cfg['_source'], 'data')}: `keras-distill tune` "
+            "searches classifiers; it does not tune language models yet "
+            f"(data={cfg['data']!r}). Run `keras-distill train` with chosen "
+            "`distill.alpha` and `distill.temperature`."
+        )
     if cfg["data"] not in kd_config.IN_MEMORY_DATA and not cfg["data"].startswith(
         "npz:"
     ):
@@ -647,7 +675,9 @@ def _tune(cfg, out, verbose):
 
 def _arrays(cfg):
     # The same loader (and /255 scaling of integer images) as `train` uses.
-    return data.load_arrays(cfg["data"], seed=cfg["seed"])
+    return data.load_arrays(
+        cfg["data"], seed=cfg["seed"], **kd_config.data_options(cfg)
+    )
 
 
 def _accuracy(model, evaluation):
