@@ -33,8 +33,10 @@ def test_readme_python_blocks_run_as_written(tmp_path):
         timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    accuracy = float(re.findall(r"'accuracy': ([0-9.]+)", result.stdout)[-1])
-    assert accuracy > 0.85  # the demo's distilled student: about 0.93
+    # The first accuracy printed is the Quickstart's distilled student.
+    accuracy = float(re.findall(r"'accuracy': ([0-9.]+)", result.stdout)[0])
+    assert accuracy > 0.85  # about 0.93
+    assert "student perplexity:" in result.stdout
     assert (tmp_path / "distiller.keras").is_file()
     assert (tmp_path / "serving" / "digits" / "1" / "saved_model.pb").is_file()
 
