@@ -56,3 +56,36 @@ def unpack_batch(data):
             data = data[0]
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     return x, y, sample_weight, teacher_targets
+
+
+# The attribute holding a producer's check of the teacher (`attach_check`).
+_CHECK_ATTRIBUTE = "_keras_distill_teacher_check"
+
+
+def attach_check(dataset, check) -> None:
+    """Marks a producer's `tf.data.Dataset` of precomputed teacher outputs.
+
+    The `Distiller` calls `check(teacher)` once before `fit()`/`evaluate()`
+    on `dataset` or on any dataset made from it (`take`, `repeat`, ...); it
+    raises unless `teacher` computed the outputs. The check runs in Python,
+    once: no step pays for it.
+    """
+    setattr(dataset, _CHECK_ATTRIBUTE, check)
+
+
+def checks_of(dataset) -> list:
+    """The `attach_check` checks of `dataset` and of the datasets it is made from."""
+    from keras_distill import _compat
+
+    found, seen, stack = [], set(), [dataset]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        check = getattr(node, _CHECK_ATTRIBUTE, None)
+        if check is not None:
+            found.append(check)
+            continue  # what it is made from is the producer's
+        stack.extend(_compat.dataset_inputs(node))
+    return found

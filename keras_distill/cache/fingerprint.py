@@ -13,11 +13,22 @@ import keras
 import numpy as np
 
 
-def teacher_fingerprint(teacher):
-    """A sha256 of the teacher's architecture and weights."""
+def teacher_fingerprint(teacher, trainable=None):
+    """A sha256 of the teacher's architecture and weights.
+
+    Args:
+        teacher: The model.
+        trainable: `None` to hash its config as it is; `True` or `False` to
+            hash it with every `trainable` flag set so (a `Distiller` freezes
+            its teacher, which changes nothing the cache holds). Defaults to
+            `None`.
+    """
     digest = hashlib.sha256()
     try:
-        config = json.dumps(teacher.get_config(), sort_keys=True, default=str)
+        config = teacher.get_config()
+        if trainable is not None:
+            config = _with_trainable(config, trainable)
+        config = json.dumps(config, sort_keys=True, default=str)
     except NotImplementedError:
         config = type(teacher).__name__
     digest.update(config.encode())
@@ -26,6 +37,26 @@ def teacher_fingerprint(teacher):
         digest.update(str(value.shape).encode())
         digest.update(value.tobytes())
     return digest.hexdigest()
+
+
+def same_teacher(teacher, fingerprint: str) -> bool:
+    """Whether `teacher` has `fingerprint`, whatever its `trainable` flags."""
+    return any(
+        teacher_fingerprint(teacher, trainable) == fingerprint
+        for trainable in (None, True, False)
+    )
+
+
+def _with_trainable(config, value):
+    """`config` (nested dicts and lists) with every `trainable` key set to `value`."""
+    if isinstance(config, dict):
+        return {
+            key: value if key == "trainable" else _with_trainable(item, value)
+            for key, item in config.items()
+        }
+    if isinstance(config, list | tuple):
+        return [_with_trainable(item, value) for item in config]
+    return config
 
 
 def _batches(x, batch_size):

@@ -4,6 +4,8 @@ import os
 
 import numpy as np
 
+from keras_distill import checks as kd_checks
+from keras_distill import targets as kd_targets
 from keras_distill.cache.errors import CacheCorruptError, CacheMismatchError
 from keras_distill.cache.format import FINGERPRINT_PART
 from keras_distill.targets import (
@@ -207,12 +209,11 @@ class CacheReader:
             stored = self.stored_fingerprints() if with_fingerprints else None
             targets = self.load()
             if from_dataset:
-                ds = tf.data.Dataset.zip(
-                    (
-                        examples,
-                        tf.data.Dataset.from_tensor_slices(targets),
-                        _fingerprint_slices(stored),
-                    )
+                ds = self._zip_exactly(
+                    examples,
+                    tf.data.Dataset.from_tensor_slices(targets),
+                    _fingerprint_slices(stored),
+                    count,
                 )
             else:
                 ds = tf.data.Dataset.from_tensor_slices((*parts, targets))
@@ -221,7 +222,7 @@ class CacheReader:
             ds = ds.batch(batch_size)
             if from_dataset:
                 ds = self._checked_pipeline(ds, with_fingerprints).map(_flatten)
-            return ds.prefetch(tf.data.AUTOTUNE)
+            return self._marked(ds.prefetch(tf.data.AUTOTUNE))
         # Pair raw target records with examples before shuffling (aligned),
         # and decode them per batch (cheaper than per example). The shards'
         # checksums are verified again at the start of every epoch.
@@ -233,7 +234,7 @@ class CacheReader:
             if with_fingerprints
             else _fingerprint_slices(None)
         )
-        ds = tf.data.Dataset.zip((examples, records, fingerprint_records))
+        ds = self._zip_exactly(examples, records, fingerprint_records, count)
         if shuffle:
             ds = ds.shuffle(shuffle_buffer, seed=seed)
         ds = ds.batch(batch_size)
@@ -243,14 +244,90 @@ class CacheReader:
             num_parallel_calls=tf.data.AUTOTUNE,
         )
         ds = self._checked_pipeline(ds, with_fingerprints).map(_flatten)
-        return ds.prefetch(tf.data.AUTOTUNE)
+        return self._marked(ds.prefetch(tf.data.AUTOTUNE))
+
+    def _marked(self, ds):
+        """`ds`, marked so that a `Distiller` checks its teacher built this cache."""
+        kd_targets.attach_check(
+            ds, lambda teacher: self.check_teacher(teacher, "the Distiller's teacher")
+        )
+        return ds
+
+    def _zip_exactly(self, examples, targets, fingerprints, count):
+        """`zip(examples, targets, fingerprints)` that fails unless `examples`
+        holds as many examples as the cache.
+
+        `count` is the examples' cardinality: when known it was compared
+        already; else (a filtered or repeated dataset) each side is followed
+        by an end marker, and an example paired with the targets' end (or
+        the examples' end with a target) fails the pipeline, where a plain
+        zip would stop at the shorter side and drop the rest silently.
+        """
+        import tensorflow as tf
+
+        if count >= 0:
+            return tf.data.Dataset.zip((examples, targets, fingerprints))
+        rest = tf.data.Dataset.zip((targets, fingerprints))
+
+        def tag(flag):
+            return lambda *e: (e if len(e) > 1 else e[0], flag)
+
+        # The examples' end marker: any element of the right structure.
+        ends = examples.take(1).map(tag(False))
+        tagged_examples = examples.map(tag(True)).concatenate(ends)
+        blank = tf.nest.map_structure(
+            lambda spec: tf.zeros([d or 0 for d in spec.shape], spec.dtype),
+            rest.element_spec,
+        )
+        tagged_rest = rest.map(tag(True)).concatenate(
+            tf.data.Dataset.from_tensors((blank, False))
+        )
+        directory, expected = self.directory, self.num_examples
+
+        def check(index, pair):
+            (e, more_examples), ((t, f), more_targets) = pair
+            longer = tf.constant(
+                f"The dataset given yields more than the {expected} examples "
+                f"the teacher cache at {directory!r} holds (its size is "
+                "unknown, so this shows only now). Pass the examples the "
+                "cache was built from, once (repeat the cache's dataset, not "
+                "its source), or rebuild the cache from this data."
+            )
+            shorter = tf.strings.join(
+                [
+                    "The dataset given yields ",
+                    tf.strings.as_string(index),
+                    f" examples but the teacher cache at {directory!r} holds "
+                    f"{expected} (its size is unknown, so this shows only at "
+                    "its end). Pass all the examples the cache was built from, "
+                    "or rebuild the cache from this data.",
+                ]
+            )
+            head, tail = kd_checks.tagged("\0", CacheMismatchError).split("\0")
+            message = tf.strings.join(
+                [head, tf.where(more_examples, longer, shorter), tail]
+            )
+            ok = tf.equal(more_examples, more_targets)
+            with tf.control_dependencies([tf.debugging.Assert(ok, [message])]):
+                return tf.identity(more_examples), e, t, f
+
+        ds = tf.data.Dataset.zip((tagged_examples, tagged_rest)).enumerate()
+        ds = ds.map(check).filter(lambda more, e, t, f: more)
+        return ds.map(lambda more, e, t, f: (e, t, f))
 
     def _verified_each_epoch(self, records):
         """`records`, preceded in every epoch by a check of the shards' checksums."""
         import tensorflow as tf
 
         def verify():
-            self.verify(checksums=True)
+            try:
+                self.verify(checksums=True)
+            except CacheCorruptError as error:
+                # Raised inside TensorFlow (an UnknownError around it), told
+                # apart by the tag: `Distiller.fit()` raises it as itself.
+                raise CacheCorruptError(
+                    kd_checks.tagged(str(error), CacheCorruptError)
+                ) from None
             return True
 
         check = tf.data.Dataset.from_tensors(0).map(

@@ -16,7 +16,7 @@ from keras_distill.cache.fingerprint import (
     _fingerprints_tf,
     bit_fingerprints,
     fingerprints,
-    teacher_fingerprint,
+    same_teacher,
 )
 from keras_distill.cache.format import FINGERPRINT_PART
 
@@ -51,14 +51,20 @@ class CacheChecks:
                         "(corrupt). Rebuild the cache with `overwrite=True`."
                     )
 
-    def check_teacher(self, teacher):
-        """Raises `CacheMismatchError` unless `teacher` built this cache."""
-        if teacher_fingerprint(teacher) != self.manifest["teacher_fingerprint"]:
+    def check_teacher(self, teacher, what="the teacher"):
+        """Raises `CacheMismatchError` unless `teacher` built this cache.
+
+        Args:
+            teacher: The teacher to compare (its architecture and weights).
+            what: How the message names it. Defaults to `"the teacher"`.
+        """
+        if not same_teacher(teacher, self.manifest["teacher_fingerprint"]):
             raise CacheMismatchError(
                 f"The teacher cache at {self.directory!r} was built from another "
                 f"teacher ('{self.manifest['teacher_name']}', different weights or "
-                f"architecture) than '{teacher.name}'. Rebuild it with "
-                "`TeacherCache.build(..., overwrite=True)`."
+                f"architecture) than {what}, '{teacher.name}', so its targets are "
+                "not this teacher's. Use the teacher it was built from, or rebuild "
+                "it with `TeacherCache.build(..., overwrite=True)`."
             )
 
     def check_data(self, x):
@@ -163,12 +169,13 @@ class CacheChecks:
                     tf.abs(given - stored)
                     <= _FINGERPRINT_RTOL * (tf.abs(given) + tf.abs(stored) + 1.0)
                 )
-            message = (
-                f"{kd_checks.PREFIX}The examples of the dataset given are not the "
+            message = kd_checks.tagged(
+                "The examples of the dataset given are not the "
                 f"examples the teacher cache at {directory!r} holds at those "
                 "positions (fingerprint mismatch): the dataset is in another "
                 "order, filtered, or not the data the cache was built from. "
-                f"Pass the inputs in the order they were cached.{kd_checks.END}"
+                "Pass the inputs in the order they were cached.",
+                CacheMismatchError,
             )
             with tf.control_dependencies([tf.debugging.Assert(ok, [message])]):
                 targets = tf.nest.map_structure(tf.identity, targets)

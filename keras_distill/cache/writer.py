@@ -24,7 +24,9 @@ from keras_distill.cache.format import (
     FINGERPRINT_PART,
     FORMAT_VERSION,
     MANIFEST,
+    SHARD_SUFFIXES,
     _listed_files,
+    shard_name,
 )
 
 
@@ -44,7 +46,7 @@ class _ShardWriter:
         while len(array):
             if self._file is None or self._rows == self.rows_per_shard:
                 self._close_current()
-                name = f"{self.prefix}shard-{len(self.shards):05d}.{self.suffix}"
+                name = shard_name(self.prefix, len(self.shards), self.suffix)
                 self._file = open(os.path.join(self.directory, name), "wb")
                 self.shards.append({"file": name, "rows": 0})
                 self._rows = 0
@@ -199,14 +201,16 @@ def build(
                         )
                 if name not in writers:
                     writers[name] = (
-                        _ShardWriter(tmp, name, rows_per_shard, prefix),
+                        _ShardWriter(tmp, SHARD_SUFFIXES[name], rows_per_shard, prefix),
                         value,
                     )
                 writers[name][0].write(value)
             fingerprint = bit_fingerprints(batch)
             if FINGERPRINT_PART not in writers:
                 writers[FINGERPRINT_PART] = (
-                    _ShardWriter(tmp, "fp64", rows_per_shard, prefix),
+                    _ShardWriter(
+                        tmp, SHARD_SUFFIXES[FINGERPRINT_PART], rows_per_shard, prefix
+                    ),
                     fingerprint,
                 )
             writers[FINGERPRINT_PART][0].write(fingerprint)

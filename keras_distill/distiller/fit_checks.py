@@ -31,6 +31,7 @@ class FitChecks:
     def _checked_fit(self, x, y, *args, **kwargs):
         self._warn_if_checks_off("fit")
         _check_not_empty(x, "training data")
+        self._check_precomputed_teacher(x)
         self._check_output_kinds(x)
         self._check_labels(x, y, "training data")
         positional = args[8] if len(args) > 8 else None  # fit's 11th argument
@@ -46,6 +47,7 @@ class FitChecks:
                 )
             else:
                 _check_not_empty(validation_data, "validation_data")
+                self._check_precomputed_teacher(validation_data)
                 self._check_labels(validation_data, None, "validation_data")
         import tensorflow as tf
 
@@ -73,6 +75,7 @@ class FitChecks:
         with self._readable_errors(lambda: "an evaluation batch"):
             self._warn_if_checks_off("evaluate")
             _check_not_empty(x, "evaluation data")
+            self._check_precomputed_teacher(x)
             self._check_labels(x, y, "evaluation data")
             return super().evaluate(x, y, *args, **kwargs)
 
@@ -83,6 +86,20 @@ class FitChecks:
     def test_on_batch(self, *args, **kwargs):
         with self._readable_errors(lambda: "an evaluation batch"):
             return super().test_on_batch(*args, **kwargs)
+
+    def _check_precomputed_teacher(self, x):
+        """Refuses precomputed teacher outputs (a teacher cache's dataset)
+        that another teacher than this distiller's computed.
+
+        The producer marked its dataset (`targets.attach_check`); its check
+        runs here once, in Python, before the first step.
+        """
+        import tensorflow as tf
+
+        if not isinstance(x, tf.data.Dataset) or len(self.teachers) != 1:
+            return
+        for check in kd_targets.checks_of(x):
+            check(self.teacher)
 
     def _check_output_kinds(self, x):
         """Checks `teacher_outputs`/`student_outputs` against the first batch.
