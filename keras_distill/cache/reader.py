@@ -258,62 +258,23 @@ class CacheReader:
         holds as many examples as the cache.
 
         `count` is the examples' cardinality: when known it was compared
-        already; else (a filtered or repeated dataset) each side is followed
-        by an end marker, and an example paired with the targets' end (or
-        the examples' end with a target) fails the pipeline, where a plain
-        zip would stop at the shorter side and drop the rest silently.
+        already; else (a filtered or repeated dataset) the examples' count
+        is asserted as they stream (`assert_cardinality`, a native op that
+        costs nothing per step), so a longer or shorter dataset fails where a
+        plain zip would stop at the shorter side and drop the rest silently.
+        `Distiller.fit()` reports it as a `CacheMismatchError` (`_LENGTH`).
         """
         import tensorflow as tf
 
-        if count >= 0:
-            return tf.data.Dataset.zip((examples, targets, fingerprints))
-        rest = tf.data.Dataset.zip((targets, fingerprints))
-
-        def tag(flag):
-            return lambda *e: (e if len(e) > 1 else e[0], flag)
-
-        # The examples' end marker: any element of the right structure.
-        ends = examples.take(1).map(tag(False))
-        tagged_examples = examples.map(tag(True)).concatenate(ends)
-        blank = tf.nest.map_structure(
-            lambda spec: tf.zeros([d or 0 for d in spec.shape], spec.dtype),
-            rest.element_spec,
-        )
-        tagged_rest = rest.map(tag(True)).concatenate(
-            tf.data.Dataset.from_tensors((blank, False))
-        )
-        directory, expected = self.directory, self.num_examples
-
-        def check(index, pair):
-            (e, more_examples), ((t, f), more_targets) = pair
-            longer = tf.constant(
-                f"The dataset given yields more than the {expected} examples "
-                f"the teacher cache at {directory!r} holds (its size is "
-                "unknown, so this shows only now). Pass the examples the "
-                "cache was built from, once (repeat the cache's dataset, not "
-                "its source), or rebuild the cache from this data."
+        if count < 0:
+            checked = examples.apply(
+                tf.data.experimental.assert_cardinality(self.num_examples)
             )
-            shorter = tf.strings.join(
-                [
-                    "The dataset given yields ",
-                    tf.strings.as_string(index),
-                    f" examples but the teacher cache at {directory!r} holds "
-                    f"{expected} (its size is unknown, so this shows only at "
-                    "its end). Pass all the examples the cache was built from, "
-                    "or rebuild the cache from this data.",
-                ]
-            )
-            head, tail = kd_checks.tagged("\0", CacheMismatchError).split("\0")
-            message = tf.strings.join(
-                [head, tf.where(more_examples, longer, shorter), tail]
-            )
-            ok = tf.equal(more_examples, more_targets)
-            with tf.control_dependencies([tf.debugging.Assert(ok, [message])]):
-                return tf.identity(more_examples), e, t, f
-
-        ds = tf.data.Dataset.zip((tagged_examples, tagged_rest)).enumerate()
-        ds = ds.map(check).filter(lambda more, e, t, f: more)
-        return ds.map(lambda more, e, t, f: (e, t, f))
+            # Of unknown size again, so that `fit()` reads to the end (a
+            # known size would stop it after the cache's last batch, before
+            # the examples' count is checked).
+            examples = tf.data.Dataset.from_tensors(0).flat_map(lambda _: checked)
+        return tf.data.Dataset.zip((examples, targets, fingerprints))
 
     def _verified_each_epoch(self, records):
         """`records`, preceded in every epoch by a check of the shards' checksums."""
@@ -350,3 +311,29 @@ def _flatten(examples, targets):
     if isinstance(examples, tuple):
         return (*examples, targets)
     return examples, targets
+
+
+def _length_error(match):
+    """The `CacheMismatchError` for `tf.data`'s failed `assert_cardinality`."""
+    expected, how, given = match.groups()
+    if how == "at least":
+        return CacheMismatchError(
+            f"The dataset given yields more than the {expected} examples of the "
+            "teacher cache it is paired with (its size is unknown, so this shows "
+            "only now). Pass the examples the cache was built from, once (repeat "
+            "the cache's dataset, not its source), or rebuild the cache."
+        )
+    return CacheMismatchError(
+        f"The dataset given yields only {given} examples but the teacher cache it "
+        f"is paired with holds {expected} (or a shard of the cache was cut short "
+        "while it was read). Pass all the examples the cache was built from, in "
+        "order, or rebuild the cache."
+    )
+
+
+# The cache's pipelines assert their lengths with `assert_cardinality`.
+kd_checks.error_pattern(
+    r"Input dataset was expected to contain (\d+) elements but contained "
+    r"(only|at least) (\d+) elements",
+    _length_error,
+)
