@@ -36,17 +36,6 @@ def error_class(cls):
     return cls
 
 
-# `(regex, make)` pairs: a TensorFlow error whose message matches `regex`
-# becomes `make(match)`, an exception (for checks whose message TensorFlow
-# writes, such as `assert_cardinality`'s).
-_ERROR_PATTERNS = []
-
-
-def error_pattern(pattern: str, make) -> None:
-    """Registers `make(match)` for TensorFlow errors matching `pattern`."""
-    _ERROR_PATTERNS.append((re.compile(pattern), make))
-
-
 def tagged(message: str, cls) -> str:
     """`message` as a check's message that `raise_readable` raises as `cls`."""
     return f"{PREFIX}<{cls.__name__}>{message}{END}"
@@ -293,14 +282,9 @@ def raise_readable(where=None, note=None):
         # A check in Python inside a `tf.data` pipeline (`tf.py_function`)
         # reaches here as an UnknownError carrying its message and traceback.
         message = message_of(error)
-        if message is not None:
-            raise _readable_error(message) from None
-        text = str(getattr(error, "message", error))
-        for pattern, make in _ERROR_PATTERNS:
-            match = pattern.search(text)
-            if match is not None:
-                raise make(match) from None
-        raise
+        if message is None:
+            raise
+        raise _readable_error(message) from None
 
 
 def _readable_error(message):

@@ -72,6 +72,29 @@ def test_a_cache_of_another_teacher_is_refused_by_the_distiller(data, tmp_path, 
     )
 
 
+def test_the_multi_worker_loop_refuses_a_cache_of_another_teacher(data, tmp_path):
+    from keras_distill import distribute
+
+    x, y = data
+    cache = build(dense("teacher_a", 1), x, tmp_path / "c")
+    other = distiller(dense("teacher_b", 2))
+    # The loop's checks come first in its `fit()`: no cluster is needed to
+    # reach them (a real one is tested in a subprocess in distribute_test).
+    loop = object.__new__(distribute._MultiWorkerLoop)
+    loop.distiller, loop.strategy = other, tf.distribute.get_strategy()
+    with pytest.raises(CacheMismatchError, match=r"'teacher_a'.*'teacher_b'"):
+        loop.fit(
+            cache.dataset(x, y, batch_size=16),
+            epochs=1,
+            validation_data=None,
+            callbacks=None,
+            checkpoint_dir=None,
+            steps_per_epoch=None,
+            validation_steps=None,
+            verbose=0,
+        )
+
+
 def test_the_cache_of_the_distillers_own_teacher_trains(data, tmp_path):
     x, y = data
     teacher = dense("teacher_a", 1)

@@ -1,6 +1,7 @@
 """Reading a cache: its targets as `tf.data` batches paired with the examples."""
 
 import os
+import re
 
 import numpy as np
 
@@ -139,7 +140,9 @@ class CacheReader:
                 the data).
             seed: Shuffle seed. Defaults to `None`.
             check_data: Fingerprint all of `x` against the manifest first.
-                Defaults to `False` (the example count is always checked).
+                Defaults to `False` (the example count is always checked: up
+                front when known, else as the examples stream, so a longer or
+                shorter dataset fails instead of losing examples).
             verify_alignment: Check that each example is the one the cache
                 holds at its position (per-example fingerprints stored at
                 build time): once up front for arrays, per batch in the input
@@ -147,7 +150,9 @@ class CacheReader:
                 data fails instead of training on wrong targets. Defaults to
                 `True`.
             teacher: Optional teacher to check the cache against (refused if
-                the cache was built from another teacher). Defaults to `None`.
+                the cache was built from another teacher). Defaults to `None`;
+                a `Distiller` checks its own teacher anyway, once before
+                `fit()`/`evaluate()` on this dataset or one made from it.
             in_memory: `True` to read the targets into memory once
                 (`load()`), `False` to stream them from the shards every
                 epoch, `"auto"` to read them into memory when `x` is an
@@ -248,8 +253,10 @@ class CacheReader:
 
     def _marked(self, ds):
         """`ds`, marked so that a `Distiller` checks its teacher built this cache."""
-        kd_targets.attach_check(
-            ds, lambda teacher: self.check_teacher(teacher, "the Distiller's teacher")
+        kd_targets.mark(
+            ds,
+            lambda teacher: self.check_teacher(teacher, "the Distiller's teacher"),
+            lambda error: _length_error(error, self.directory, self.num_examples),
         )
         return ds
 
@@ -262,7 +269,7 @@ class CacheReader:
         is asserted as they stream (`assert_cardinality`, a native op that
         costs nothing per step), so a longer or shorter dataset fails where a
         plain zip would stop at the shorter side and drop the rest silently.
-        `Distiller.fit()` reports it as a `CacheMismatchError` (`_LENGTH`).
+        `Distiller.fit()` reports it as a `CacheMismatchError` (`_length_error`).
         """
         import tensorflow as tf
 
@@ -313,27 +320,30 @@ def _flatten(examples, targets):
     return examples, targets
 
 
-def _length_error(match):
-    """The `CacheMismatchError` for `tf.data`'s failed `assert_cardinality`."""
-    expected, how, given = match.groups()
+# `tf.data`'s message when `assert_cardinality` fails.
+_CARDINALITY = re.compile(
+    r"Input dataset was expected to contain (\d+) elements but contained "
+    r"(only|at least) (\d+) elements"
+)
+
+
+def _length_error(error, directory, num_examples):
+    """The `CacheMismatchError` for a failed `assert_cardinality` of the cache
+    at `directory` (`num_examples` examples) in `error`, else `None`."""
+    match = _CARDINALITY.search(str(getattr(error, "message", error)))
+    if match is None or int(match.group(1)) != num_examples:
+        return None
+    how, given = match.group(2), match.group(3)
     if how == "at least":
         return CacheMismatchError(
-            f"The dataset given yields more than the {expected} examples of the "
-            "teacher cache it is paired with (its size is unknown, so this shows "
-            "only now). Pass the examples the cache was built from, once (repeat "
-            "the cache's dataset, not its source), or rebuild the cache."
+            f"The dataset given yields more than the {num_examples} examples the "
+            f"teacher cache at {directory!r} holds (its size is unknown, so this "
+            "shows only now). Pass the examples the cache was built from, once "
+            "(repeat the cache's dataset, not its source), or rebuild the cache."
         )
     return CacheMismatchError(
-        f"The dataset given yields only {given} examples but the teacher cache it "
-        f"is paired with holds {expected} (or a shard of the cache was cut short "
+        f"The dataset given yields only {given} examples but the teacher cache at "
+        f"{directory!r} holds {num_examples} (or one of its shards was cut short "
         "while it was read). Pass all the examples the cache was built from, in "
         "order, or rebuild the cache."
     )
-
-
-# The cache's pipelines assert their lengths with `assert_cardinality`.
-kd_checks.error_pattern(
-    r"Input dataset was expected to contain (\d+) elements but contained "
-    r"(only|at least) (\d+) elements",
-    _length_error,
-)

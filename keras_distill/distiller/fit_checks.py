@@ -1,5 +1,7 @@
 """Checks before `fit()`/`evaluate()` start: data, labels, declared output kinds."""
 
+import contextlib
+
 import keras
 import numpy as np
 from keras import ops
@@ -62,7 +64,8 @@ class FitChecks:
             # the learned temperatures too.
             learned = [_LogLearnedTemperatures()] if self._learned_terms() else []
             kwargs["callbacks"] = [*learned, *given, counter]
-        history = super().fit(x, y, *args, **kwargs)
+        with _producers_errors(x, kwargs.get("validation_data")):
+            history = super().fit(x, y, *args, **kwargs)
         if counter.epochs and not counter.steps:
             raise ValueError(
                 "The training data yielded no batches, so nothing was trained "
@@ -77,7 +80,8 @@ class FitChecks:
             _check_not_empty(x, "evaluation data")
             self._check_precomputed_teacher(x)
             self._check_labels(x, y, "evaluation data")
-            return super().evaluate(x, y, *args, **kwargs)
+            with _producers_errors(x):
+                return super().evaluate(x, y, *args, **kwargs)
 
     def train_on_batch(self, *args, **kwargs):
         with self._readable_errors(self._training_step_name):
@@ -98,8 +102,8 @@ class FitChecks:
 
         if not isinstance(x, tf.data.Dataset) or len(self.teachers) != 1:
             return
-        for check in kd_targets.checks_of(x):
-            check(self.teacher)
+        for found in kd_targets.marks_of(x):
+            found.check_teacher(self.teacher)
 
     def _check_output_kinds(self, x):
         """Checks `teacher_outputs`/`student_outputs` against the first batch.
@@ -180,6 +184,24 @@ class _StepCounter(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps += 1
+
+
+@contextlib.contextmanager
+def _producers_errors(*datasets):
+    """Raises, for a TensorFlow error while reading a producer's dataset
+    (`targets.mark`), the exception its producer names instead."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.OpError as error:
+        for data in datasets:
+            if isinstance(data, tf.data.Dataset):
+                for found in kd_targets.marks_of(data):
+                    readable = found.readable_error(error)
+                    if readable is not None:
+                        raise readable from None
+        raise
 
 
 def _check_not_empty(x, where):
