@@ -16,6 +16,3 @@ class CacheMismatchError(ValueError):
 @kd_checks.error_class
 class CacheCorruptError(IOError):
     """A cache shard is truncated or does not match its checksum."""
-
-
-REBUILD = "Rebuild the cache with `TeacherCache.build(..., overwrite=True)`."
