@@ -273,3 +273,14 @@ def loss_tracker(model):
 def compiled_metrics(model):
     """The compiled metrics container (Keras's `_compile_metrics`), or None."""
     return getattr(model, "_compile_metrics", None)
+
+
+def dataset_inputs(dataset):
+    """The datasets `dataset` (a `tf.data.Dataset`) is made from, or `[]`.
+
+    TensorFlow's private `_inputs()`: an unknown dataset class has none.
+    """
+    try:
+        return list(dataset._inputs())
+    except (AttributeError, NotImplementedError, TypeError):
+        return []

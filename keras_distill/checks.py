@@ -24,6 +24,22 @@ import re
 PREFIX = "keras_distill check failed: "
 END = " <end of message>"
 
+# Error classes a check's message may name (`<ClassName>message`), so that
+# `raise_readable` raises the producer's own class (a `tf.data` pipeline's
+# check, say) without this module importing the producer.
+_ERROR_CLASSES = {}
+
+
+def error_class(cls):
+    """Registers `cls` (an exception class) for `tagged` messages; returns it."""
+    _ERROR_CLASSES[cls.__name__] = cls
+    return cls
+
+
+def tagged(message: str, cls) -> str:
+    """`message` as a check's message that `raise_readable` raises as `cls`."""
+    return f"{PREFIX}<{cls.__name__}>{message}{END}"
+
 
 def graph_assert(ok, message_fn, guard=()):
     """Fails the step with `message_fn()` (a string tensor) when `ok` is false.
@@ -261,4 +277,19 @@ def raise_readable(where=None, note=None):
             message = _label_error_of(text, where)
         if message is None:
             raise
-        raise ValueError(message) from None
+        raise _readable_error(message) from None
+    except tf.errors.OpError as error:
+        # A check in Python inside a `tf.data` pipeline (`tf.py_function`)
+        # reaches here as an UnknownError carrying its message and traceback.
+        message = message_of(error)
+        if message is None:
+            raise
+        raise _readable_error(message) from None
+
+
+def _readable_error(message):
+    """The exception for a check's message: its tagged class, else ValueError."""
+    match = re.match(r"<(\w+)>", message)
+    if match is not None and match.group(1) in _ERROR_CLASSES:
+        return _ERROR_CLASSES[match.group(1)](message[match.end() :])
+    return ValueError(message)

@@ -315,6 +315,10 @@ class _MultiWorkerLoop:
         verbose,
     ):
         distiller, strategy = self.distiller, self.strategy
+        # The checks `Distiller.fit()` makes of a teacher cache's dataset.
+        distiller._check_precomputed_teacher(dataset)
+        if validation_data is not None:
+            distiller._check_precomputed_teacher(validation_data)
         replicas = strategy.num_replicas_in_sync
         _check_batch_size(dataset, "dataset", replicas)
         if validation_data is not None:

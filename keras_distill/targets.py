@@ -56,3 +56,52 @@ def unpack_batch(data):
             data = data[0]
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     return x, y, sample_weight, teacher_targets
+
+
+# The attribute holding a producer's mark (`mark`).
+_MARK_ATTRIBUTE = "_keras_distill_producer"
+
+
+class ProducerMark:
+    """What the `Distiller` asks of a producer's dataset (see `mark`).
+
+    Args:
+        check_teacher: `check_teacher(teacher)` raises unless `teacher`
+            computed the dataset's teacher outputs.
+        readable_error: Optional `readable_error(error)`: for a TensorFlow
+            error raised while the dataset is read, the exception to raise
+            instead (naming the problem), or `None`. Defaults to `None`.
+    """
+
+    def __init__(self, check_teacher, readable_error=None):
+        self.check_teacher = check_teacher
+        self.readable_error = readable_error or (lambda error: None)
+
+
+def mark(dataset, check_teacher, readable_error=None) -> None:
+    """Marks a producer's `tf.data.Dataset` of precomputed teacher outputs.
+
+    The `Distiller` runs `check_teacher(teacher)` once before `fit()` or
+    `evaluate()` on `dataset` or on any dataset made from it (`take`,
+    `repeat`, ...), in Python: no step pays for it. A TensorFlow error
+    while it trains on it goes through `readable_error` (see `ProducerMark`).
+    """
+    setattr(dataset, _MARK_ATTRIBUTE, ProducerMark(check_teacher, readable_error))
+
+
+def marks_of(dataset) -> list:
+    """The `ProducerMark`s of `dataset` and of the datasets it is made from."""
+    from keras_distill import _compat
+
+    found, seen, stack = [], set(), [dataset]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        found_mark = getattr(node, _MARK_ATTRIBUTE, None)
+        if found_mark is not None:
+            found.append(found_mark)
+            continue  # what it is made from is the producer's
+        stack.extend(_compat.dataset_inputs(node))
+    return found

@@ -253,9 +253,9 @@ def test_tfdata_input_and_dataset_pairing(teacher, data, tmp_path):
 def test_a_dataset_source_is_shuffled_in_a_bounded_buffer(tmp_path, monkeypatch):
     # Data from files may not fit in memory: by default a dataset source is
     # shuffled in at most STREAM_SHUFFLE_BUFFER examples, never all of them.
-    from keras_distill import cache as kd_cache
+    from keras_distill.cache import reader
 
-    monkeypatch.setattr(kd_cache, "STREAM_SHUFFLE_BUFFER", 4)
+    monkeypatch.setattr(reader, "STREAM_SHUFFLE_BUFFER", 4)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 4)).astype("float32")
     teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])

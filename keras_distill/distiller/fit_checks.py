@@ -1,5 +1,7 @@
 """Checks before `fit()`/`evaluate()` start: data, labels, declared output kinds."""
 
+import contextlib
+
 import keras
 import numpy as np
 from keras import ops
@@ -31,6 +33,7 @@ class FitChecks:
     def _checked_fit(self, x, y, *args, **kwargs):
         self._warn_if_checks_off("fit")
         _check_not_empty(x, "training data")
+        self._check_precomputed_teacher(x)
         self._check_output_kinds(x)
         self._check_labels(x, y, "training data")
         positional = args[8] if len(args) > 8 else None  # fit's 11th argument
@@ -46,6 +49,7 @@ class FitChecks:
                 )
             else:
                 _check_not_empty(validation_data, "validation_data")
+                self._check_precomputed_teacher(validation_data)
                 self._check_labels(validation_data, None, "validation_data")
         import tensorflow as tf
 
@@ -60,7 +64,8 @@ class FitChecks:
             # the learned temperatures too.
             learned = [_LogLearnedTemperatures()] if self._learned_terms() else []
             kwargs["callbacks"] = [*learned, *given, counter]
-        history = super().fit(x, y, *args, **kwargs)
+        with _producers_errors(x, kwargs.get("validation_data")):
+            history = super().fit(x, y, *args, **kwargs)
         if counter.epochs and not counter.steps:
             raise ValueError(
                 "The training data yielded no batches, so nothing was trained "
@@ -73,8 +78,10 @@ class FitChecks:
         with self._readable_errors(lambda: "an evaluation batch"):
             self._warn_if_checks_off("evaluate")
             _check_not_empty(x, "evaluation data")
+            self._check_precomputed_teacher(x)
             self._check_labels(x, y, "evaluation data")
-            return super().evaluate(x, y, *args, **kwargs)
+            with _producers_errors(x):
+                return super().evaluate(x, y, *args, **kwargs)
 
     def train_on_batch(self, *args, **kwargs):
         with self._readable_errors(self._training_step_name):
@@ -83,6 +90,20 @@ class FitChecks:
     def test_on_batch(self, *args, **kwargs):
         with self._readable_errors(lambda: "an evaluation batch"):
             return super().test_on_batch(*args, **kwargs)
+
+    def _check_precomputed_teacher(self, x):
+        """Refuses precomputed teacher outputs (a teacher cache's dataset)
+        that another teacher than this distiller's computed.
+
+        The producer marked its dataset (`targets.attach_check`); its check
+        runs here once, in Python, before the first step.
+        """
+        import tensorflow as tf
+
+        if not isinstance(x, tf.data.Dataset) or len(self.teachers) != 1:
+            return
+        for found in kd_targets.marks_of(x):
+            found.check_teacher(self.teacher)
 
     def _check_output_kinds(self, x):
         """Checks `teacher_outputs`/`student_outputs` against the first batch.
@@ -163,6 +184,24 @@ class _StepCounter(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps += 1
+
+
+@contextlib.contextmanager
+def _producers_errors(*datasets):
+    """Raises, for a TensorFlow error while reading a producer's dataset
+    (`targets.mark`), the exception its producer names instead."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.OpError as error:
+        for data in datasets:
+            if isinstance(data, tf.data.Dataset):
+                for found in kd_targets.marks_of(data):
+                    readable = found.readable_error(error)
+                    if readable is not None:
+                        raise readable from None
+        raise
 
 
 def _check_not_empty(x, where):
