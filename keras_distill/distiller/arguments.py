@@ -7,6 +7,7 @@ keras-io's and `keras.distillation`'s argument names onto ours.
 
 import keras
 
+from keras_distill import _compat
 from keras_distill import params as kd_params
 from keras_distill import terms as kd_terms
 
@@ -239,3 +240,76 @@ def check_keras_io_distillation_loss(terms, loss_fn):
         "distillation_loss='mse')` or a `kd.losses.DistillationTerm` "
         "subclass, and call `compile(optimizer=..., loss=..., metrics=...)`."
     )
+
+
+def check_loss_reads_outputs(loss, student_outputs):
+    """Raises if a cross-entropy `loss` reads the student's outputs wrongly.
+
+    Keras's cross-entropies take probabilities by default
+    (`from_logits=False`), the string forms always: on a logits student they
+    compute a wrong loss without a word. Checks
+    `(Sparse)CategoricalCrossentropy` (instances, their names, the
+    functions) and each loss of a list or dict; other losses are the user's.
+    """
+    if isinstance(loss, dict):
+        losses = list(loss.values())
+    elif isinstance(loss, list | tuple):
+        losses = list(loss)
+    else:
+        losses = [loss]
+    for item in losses:
+        from_logits = _cross_entropy_from_logits(item)
+        if from_logits is None or from_logits == (student_outputs == "logits"):
+            continue
+        reads = "logits" if from_logits else "probabilities"
+        sparse = "Sparse" if _is_sparse(item) else ""
+        given = (
+            repr(item)
+            if isinstance(item, str)
+            else getattr(item, "__name__", None)
+            or f"{type(item).__name__}(from_logits={from_logits})"
+        )
+        raise ValueError(
+            f"compile(loss={given}) reads the student's outputs as {reads} "
+            f"(from_logits={from_logits}), but student_outputs="
+            f"{student_outputs!r}: the hard-label loss would be wrong. Pass "
+            f"`loss=keras.losses.{sparse}CategoricalCrossentropy(from_logits="
+            f"{student_outputs == 'logits'})`, or leave `loss=None` (its default "
+            "follows student_outputs)."
+        )
+
+
+def _cross_entropy_functions():
+    return (
+        keras.losses.sparse_categorical_crossentropy,
+        keras.losses.categorical_crossentropy,
+    )
+
+
+def _resolved(loss):
+    if isinstance(loss, str):
+        try:
+            return keras.losses.get(loss)
+        except (ValueError, TypeError):
+            return None
+    return loss
+
+
+def _cross_entropy_from_logits(loss):
+    """The `from_logits` of a categorical cross-entropy loss, else None."""
+    loss = _resolved(loss)
+    if loss is None:
+        return None
+    if loss in _cross_entropy_functions():
+        return False  # the function's default, and the string forms'
+    wrapped = _compat.loss_function(loss)
+    if wrapped is not None and wrapped[0] in _cross_entropy_functions():
+        return bool(wrapped[1].get("from_logits", False))
+    return None
+
+
+def _is_sparse(loss):
+    loss = _resolved(loss)
+    wrapped = _compat.loss_function(loss) if loss is not None else None
+    function = wrapped[0] if wrapped is not None else loss
+    return function is keras.losses.sparse_categorical_crossentropy

@@ -52,6 +52,10 @@ class BatchChecks:
             and self._labels_are_sparse()
         ):
             labels = tf.convert_to_tensor(y)
+            if labels.dtype == tf.bool:
+                raise ValueError(
+                    bool_labels_message("batch", _num_classes(self.student))
+                )
             if sequence:
                 kd_tokens.check_token_labels(labels, self.student.output_shape)
             elif labels.shape.rank == 2 and labels.shape[-1] not in (None, 1):
@@ -284,6 +288,17 @@ class BatchChecks:
     def _readable_errors(self, where):
         """`checks.raise_readable` for this distiller's steps."""
         return kd_checks.raise_readable(where, note=self._parameter_note)
+
+
+def bool_labels_message(where, classes):
+    """The error for boolean labels given to a sparse (class id) loss."""
+    student = "" if classes is None else f" {classes}-class"
+    return (
+        f"The labels of the {where} are booleans, but the hard-label loss takes "
+        f"integer class ids: they would train the{student} student on classes 0 "
+        "and 1 only. For a two-class problem pass `y.astype('int32')` and give the "
+        "student (and teacher) 2 outputs; otherwise pass the class ids."
+    )
 
 
 def _sparse_loss_of(loss):

@@ -8,6 +8,7 @@ from keras import ops
 
 from keras_distill import _compat
 from keras_distill import targets as kd_targets
+from keras_distill.distiller.batch_checks import bool_labels_message
 from keras_distill.distiller.wiring import (
     _last_activation,
     _looks_like,
@@ -36,6 +37,9 @@ class FitChecks:
         self._check_precomputed_teacher(x)
         self._check_output_kinds(x)
         self._check_labels(x, y, "training data")
+        self._check_labels_given(x, y)
+        class_weight = args[7] if len(args) > 7 else kwargs.get("class_weight")
+        _check_class_weight(class_weight, _num_classes(self.student))
         positional = args[8] if len(args) > 8 else None  # fit's 11th argument
         _warn_if_no_weight(kwargs.get("sample_weight", positional))
         validation_data = kwargs.get("validation_data")
@@ -80,16 +84,57 @@ class FitChecks:
             _check_not_empty(x, "evaluation data")
             self._check_precomputed_teacher(x)
             self._check_labels(x, y, "evaluation data")
+            self._check_output_kinds(x)
             with _producers_errors(x):
                 return super().evaluate(x, y, *args, **kwargs)
 
-    def train_on_batch(self, *args, **kwargs):
+    def train_on_batch(self, x, y=None, *args, **kwargs):
         with self._readable_errors(self._training_step_name):
-            return super().train_on_batch(*args, **kwargs)
+            self._check_output_kinds_once(x)
+            self._check_labels(x, y, "batch")
+            self._check_labels_given(x, y)
+            class_weight = args[1] if len(args) > 1 else kwargs.get("class_weight")
+            _check_class_weight(class_weight, _num_classes(self.student))
+            return super().train_on_batch(x, y, *args, **kwargs)
 
-    def test_on_batch(self, *args, **kwargs):
+    def test_on_batch(self, x, y=None, *args, **kwargs):
         with self._readable_errors(lambda: "an evaluation batch"):
-            return super().test_on_batch(*args, **kwargs)
+            self._check_output_kinds_once(x)
+            self._check_labels(x, y, "batch")
+            return super().test_on_batch(x, y, *args, **kwargs)
+
+    def _check_output_kinds_once(self, x):
+        """`_check_output_kinds` on the first batch given to `*_on_batch` only.
+
+        These run once per batch: the teacher runs on a few examples for the
+        first one, not for every one.
+        """
+        if not getattr(self, "_output_kinds_checked", False):
+            self._check_output_kinds(x)
+            self._output_kinds_checked = True
+
+    def _check_labels_given(self, x, y):
+        """Raises if `alpha` is 1 (all weight on labels) and the data has none.
+
+        A batch without labels trains on the distillation term alone, which
+        `alpha=1` meant to switch off: nothing would be learned as asked.
+        """
+        alpha = float(ops.convert_to_numpy(self._alpha))
+        if alpha < 1.0 or y is not None:
+            return
+        import tensorflow as tf
+
+        if isinstance(x, tf.data.Dataset):
+            if _first_batch_labels(x) is not None:
+                return
+        elif not hasattr(x, "shape") and not isinstance(x, dict | list | tuple):
+            return  # a generator or PyDataset: its batches are not known here
+        raise ValueError(
+            "alpha=1.0 puts all the weight on the labels, but the training data "
+            "has none (inputs only), so the distillation term (weight "
+            "1 - alpha = 0) would train alone at full weight. Pass labels, or set "
+            "alpha < 1 (e.g. Distiller(alpha=0.0)) to learn from the teacher."
+        )
 
     def _check_precomputed_teacher(self, x):
         """Refuses precomputed teacher outputs (a teacher cache's dataset)
@@ -144,6 +189,8 @@ class FitChecks:
         if labels is None:
             return
         labels = np.asarray(labels)
+        if labels.dtype == bool and self._sparse_loss() is not None:
+            raise ValueError(bool_labels_message(where, num_classes))
         is_sparse = labels.ndim <= 1 or (labels.ndim == 2 and labels.shape[-1] == 1)
         if not is_sparse or labels.size == 0 or labels.dtype.kind not in "iuf":
             return
@@ -218,6 +265,21 @@ def _check_not_empty(x, where):
         raise ValueError(
             f"The {where} holds no examples: inputs of shape {tuple(shape)}."
         )
+
+
+def _check_class_weight(class_weight, num_classes):
+    """Raises if `class_weight` names a class the student does not have."""
+    if not class_weight or num_classes is None or not isinstance(class_weight, dict):
+        return
+    for key in class_weight:
+        valid = isinstance(key, int | np.integer) and not isinstance(key, bool)
+        if not valid or not 0 <= key < num_classes:
+            raise ValueError(
+                f"`class_weight` names class {key!r}, but the student has "
+                f"{num_classes} classes (0 to {num_classes - 1}). Give weights "
+                f"only for integer classes in [0, {num_classes}). Received: "
+                f"class_weight={class_weight!r}"
+            )
 
 
 def _warn_if_no_weight(sample_weight):

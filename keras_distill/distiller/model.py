@@ -16,6 +16,7 @@ from keras_distill.distiller.arguments import (
     check_alpha,
     check_hint_weight,
     check_keras_io_distillation_loss,
+    check_loss_reads_outputs,
     check_temperature,
 )
 from keras_distill.distiller.batch_checks import BatchChecks
@@ -25,6 +26,9 @@ from keras_distill.distiller.serialization import Serialization
 from keras_distill.distiller.tf_step import TensorFlowStep
 from keras_distill.distiller.wiring import (
     _check_declared_outputs,
+    _check_no_shared_weights,
+    _check_output_structures,
+    _check_teacher_built,
     _inference_view,
     _num_classes,
     _output_count,
@@ -180,6 +184,11 @@ class Distiller(
                 )
         if any(student is t for t in teachers):
             raise ValueError("`student` and `teacher` must be different models.")
+        if not kwargs.pop("_from_config", False):  # a file loads its weights
+            for name, model in named[1:]:
+                _check_teacher_built(name, model)
+        _check_no_shared_weights(student, named[1:])
+        _check_output_structures(student, named[1:])
         kd_losses.check_output_kind(teacher_outputs, "teacher_outputs")
         kd_losses.check_output_kind(student_outputs, "student_outputs")
         # Checked early; the variables made below warn about unusual values.
@@ -456,6 +465,7 @@ class Distiller(
                     f"student_loss_fn={student_loss_fn!r}"
                 )
             loss = student_loss_fn
+        check_loss_reads_outputs(loss, self.student_outputs)
         if distillation_loss_fn is not None:
             check_keras_io_distillation_loss(
                 self.distillation_terms, distillation_loss_fn

@@ -21,12 +21,28 @@ class Serialization:
     def load_own_variables(self, store):
         # Loading assigns every variable, and the parameter variables refuse
         # a bad value as it is assigned: nothing is left to check afterwards.
+        before = self._own_parameter_values()
         try:
             super().load_own_variables(store)
         except ValueError as error:
             raise ValueError(
                 f"The saved distiller holds an invalid parameter: {error}"
             ) from None
+        _warn_if_replaced(before, self._own_parameter_values())
+
+    def _own_parameter_values(self):
+        """`{name: float}` of the parameters this distiller's own variables hold.
+
+        The terms' variables (CTKD's temperature) load with the terms.
+        """
+        found = self.parameter_variables()
+        for term in (*self.distillation_terms, *self.hint_terms):
+            for name in term.parameter_variables():
+                found.pop(name, None)
+        return {
+            name: float(ops.convert_to_numpy(variable))
+            for name, variable in found.items()
+        }
 
     def save(self, filepath, *args, **kwargs):
         # A file that `load_model()` would refuse is not written.
@@ -121,4 +137,31 @@ class Serialization:
                 return item
 
             config["distillation_loss"] = restore(loss)
-        return cls(**config)
+        # The teachers' weights are loaded after construction: an unbuilt
+        # (subclassed) teacher is expected here.
+        return cls(**config, _from_config=True)
+
+
+def _warn_if_replaced(before, after):
+    """Warns naming each parameter that loading changed from its own value.
+
+    Loading weights (a `keras.callbacks.BackupAndRestore` backup resuming a
+    run, `load_weights`) restores the scheduled parameters of the run that
+    saved them: a resumed run goes on as it was, whatever values this
+    distiller was constructed with.
+    """
+    changed = [
+        f"{name}={after[name]:g} (this distiller had {before[name]:g})"
+        for name in before
+        if name in after and after[name] != before[name]
+    ]
+    if changed:
+        warnings.warn(
+            "Loading weights restored " + ", ".join(changed) + ": a resumed run "
+            "(keras.callbacks.BackupAndRestore) continues with the saved run's "
+            "values. To train with this distiller's values instead, start from a "
+            "new backup folder (or set them, e.g. `distiller.temperature = ...`, "
+            "after loading).",
+            UserWarning,
+            stacklevel=2,
+        )

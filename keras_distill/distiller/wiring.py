@@ -95,8 +95,21 @@ def _outputs_message(name, model, declared, actual):
 
 
 def _check_declared_outputs(name, model, declared):
-    """Raises if a functional model's last activation contradicts `declared`."""
+    """Raises if a functional model's last activation contradicts `declared`.
+
+    A sigmoid is refused whatever is declared: its outputs are one
+    independent probability per class, not a distribution over the classes.
+    """
     activation = _last_activation(model)
+    if activation == "sigmoid":
+        argument = "student_outputs" if name == "student" else "teacher_outputs"
+        raise ValueError(
+            f"The {name} ({model.name}) ends in a sigmoid: its outputs are "
+            "independent per-class probabilities, not a distribution over the "
+            "classes, so they are neither logits nor softmax probabilities. End "
+            f"the {name} in a linear layer (logits, {argument}='logits') or a "
+            f"softmax ({argument}='probabilities')."
+        )
     if activation == "softmax" and declared == "logits":
         raise ValueError(_outputs_message(name, model, declared, "probabilities"))
     if activation in ("linear", "log_softmax") and declared == "probabilities":
@@ -126,3 +139,56 @@ def _check_input_shape(name, model, x):
             f"the batch's inputs have shape {received}. Feed the data the "
             f"{name} was built for, or rebuild the {name} for this input shape."
         )
+
+
+def _check_teacher_built(name, model):
+    """Raises if a teacher was never built: its weights would be random.
+
+    A built teacher may still be untrained (that cannot be told from the
+    model); an unbuilt one holds no weights at all, so the distiller would
+    build it with fresh random weights and distil noise.
+    """
+    if not model.built and not model.weights:
+        raise ValueError(
+            f"The {name} ({model.name}) is not built: it holds no weights, so "
+            "distilling from it would create random ones and teach noise. "
+            f"Train the {name} (`{name}.fit(...)`), load its weights "
+            f"(`{name}.load_weights(...)`) or load it with "
+            "`keras.models.load_model(...)` before passing it to the Distiller."
+        )
+
+
+def _check_no_shared_weights(student, teachers):
+    """Raises if the student holds a weight of a teacher (the teacher is frozen)."""
+    own = {id(variable) for variable in student.weights}
+    for name, teacher in teachers:
+        shared = [v for v in teacher.weights if id(v) in own]
+        if shared:
+            raise ValueError(
+                f"The student ({student.name}) shares {len(shared)} weights with "
+                f"the {name} ({teacher.name}), e.g. {shared[0].path!r}: the "
+                f"{name} is frozen, so the shared layers could not train (and "
+                "would change the teacher). Build the student from its own "
+                "layers, e.g. `keras.models.clone_model(...)`."
+            )
+
+
+def _check_output_structures(student, teachers):
+    """Raises if a teacher has several outputs and the student one.
+
+    Several outputs are distilled output by output, so the student needs the
+    same number; a single-output student has nothing to match them with.
+    """
+    if _output_count(student) != 1:
+        return
+    for name, teacher in teachers:
+        count = _output_count(teacher)
+        if count > 1:
+            raise ValueError(
+                f"The {name} ({teacher.name}) has {count} outputs "
+                f"{teacher.output_shape}, but the student ({student.name}) has "
+                f"one, {student.output_shape}. Give the student one output per "
+                f"{name} output (distilled output by output), or distil from a "
+                f"{name} with a single output (e.g. "
+                f"`keras.Model({name}.inputs, {name}.outputs[0])`)."
+            )
