@@ -46,6 +46,15 @@ def has_variable_learning_rate(optimizer) -> bool:
     return isinstance(getattr(optimizer, "_learning_rate", None), keras.Variable)
 
 
+def set_initial_epoch(model, epoch: int) -> None:
+    """Makes the running `fit()` start at `epoch` (as `BackupAndRestore` does).
+
+    Relies on the TensorFlow trainer reading `model._initial_epoch` after
+    the callbacks' `on_train_begin`.
+    """
+    model._initial_epoch = int(epoch)
+
+
 def tuner_checkpoint_path(tuner, trial_id: str) -> str:
     """The path Keras Tuner saves a trial's model weights to."""
     return tuner._get_checkpoint_fname(trial_id)

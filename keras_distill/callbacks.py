@@ -3,6 +3,8 @@
 - `ParameterScheduler` applies a schedule to `alpha`, `temperature` (or any
   scalar, non-trainable `keras.Variable` of the model) per epoch or per step.
 - `CurriculumScheduler` sets the data fraction of a `Curriculum` per epoch.
+- `AtomicBackupAndRestore` backs up the training state each epoch so that a
+  run killed at any point (even while writing) resumes.
 - `ProgressiveDistillation` runs declared stages (distill -> curriculum ->
   fine-tune), each with its own epochs, alpha, temperature, data fraction and
   learning-rate factor.
@@ -21,6 +23,7 @@ distiller.fit(train_ds, epochs=10, callbacks=[
 ```
 """
 
+import os
 import warnings
 import weakref
 
@@ -114,7 +117,16 @@ def _as_callable(value, name: str, check=None):
 
 
 def _epoch_values(schedule, epochs):
-    return [float(schedule(epoch)) for epoch in range(int(epochs or 0))]
+    """`(epoch, value)` at the epochs that bound the schedule's values.
+
+    `schedules.check_points`: the breakpoints and ends, never every epoch
+    (`fit(epochs=10**12)` with `EarlyStopping` starts at once); every epoch
+    is checked again when its value is applied.
+    """
+    return [
+        (epoch, float(schedule(epoch)))
+        for epoch in schedules.check_points(schedule, epochs)
+    ]
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")
@@ -128,8 +140,9 @@ class ParameterScheduler(keras.callbacks.Callback):
     without retracing. The value is written into the logs under `name`, so it
     shows in the progress bar, `History` and TensorBoard.
 
-    Values are checked before training (for every epoch, and every step when
-    the number of steps is known) and again when applied: a NaN, an `alpha`
+    Values are checked before training (at the epochs, or steps when their
+    number is known, that bound the schedule's values:
+    `kd.schedules.check_points`) and again when applied: a NaN, an `alpha`
     outside [0, 1] or a `temperature <= 0` raises an error quoting the epoch
     (0-based) or step and the value.
 
@@ -225,15 +238,16 @@ class ParameterScheduler(keras.callbacks.Callback):
         params = self.params or {}
         epochs = params.get("epochs")
         if self.unit == "epoch":
-            for epoch, value in enumerate(_epoch_values(self.schedule, epochs)):
+            for epoch, value in _epoch_values(self.schedule, epochs):
                 check_parameter_value(self.name, value, self._where(epoch))
             self._warn_if_cut_off(epochs)
             return
         steps = params.get("steps")
         if not (epochs and steps and isinstance(self.schedule, schedules.Schedule)):
             return
-        values = self.schedule(np.arange(int(epochs) * int(steps)))
-        for index, value in enumerate(np.atleast_1d(values).tolist()):
+        indices = schedules.check_points(self.schedule, int(epochs) * int(steps))
+        values = np.atleast_1d(self.schedule(np.asarray(indices))).tolist()
+        for index, value in zip(indices, values, strict=True):
             check_parameter_value(self.name, value, self._where(index))
 
     def _warn_if_cut_off(self, epochs):
@@ -363,12 +377,16 @@ class CurriculumScheduler(keras.callbacks.Callback):
         )
 
     def on_train_begin(self, logs=None):
-        for epoch in range(int((self.params or {}).get("epochs") or 0)):
+        epochs = (self.params or {}).get("epochs")
+        for epoch in schedules.check_points(self.pacing, epochs):
             self._fraction(epoch)
+        self._unchecked_key = None
 
     def on_epoch_begin(self, epoch, logs=None):
         fraction = self._fraction(epoch)
         self.examples = self.curriculum.set_fraction(fraction, shuffle_key=epoch)
+        if getattr(self, "_wiring_checked", None) is not self.params:
+            self._unchecked_key = epoch  # checked after this epoch's first batch
         if self.verbose and fraction != self.fraction:
             _compat.print_msg(
                 f"epoch {epoch}: curriculum uses the easiest {fraction:.1%} "
@@ -376,10 +394,182 @@ class CurriculumScheduler(keras.callbacks.Callback):
             )
         self.fraction = fraction
 
+    def on_train_batch_end(self, batch, logs=None):
+        if getattr(self, "_unchecked_key", None) is None:
+            return
+        key, self._unchecked_key = self._unchecked_key, None
+        self._wiring_checked = self.params  # once per fit()
+        # The curriculum's dataset counts its passes in `shuffle_key`, which
+        # `on_epoch_begin` set: unchanged after a batch, the batch came from
+        # other data, and the fractions logged would describe nothing.
+        if int(keras.ops.convert_to_numpy(self.curriculum.shuffle_key)) == key:
+            raise ValueError(
+                "`CurriculumScheduler` sets the fraction of a `Curriculum` whose "
+                "dataset this fit() does not read: the first batch of epoch "
+                f"{key} came from other data (e.g. plain arrays), so the "
+                f"curriculum fraction {self.fraction:g} would be logged but not "
+                "used. Train on `curriculum.dataset(batch_size)` (the curriculum "
+                "given to the callback)."
+            )
+
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and self.fraction is not None:
             logs["curriculum_fraction"] = self.fraction
             logs["curriculum_examples"] = self.examples
+
+
+def _fsync(path):
+    """Flushes a file (or a folder's entries) to disk where the system allows."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # a folder on some systems
+    finally:
+        os.close(fd)
+
+
+class AtomicBackupAndRestore(keras.callbacks.Callback):
+    """`keras.callbacks.BackupAndRestore` whose backup survives a `kill -9`.
+
+    Keras's callback rewrites `latest.weights.h5` in place, so a process
+    killed while writing it leaves a broken file that every rerun fails to
+    load. This one writes each backup to a temporary file in `backup_dir`,
+    flushes it to disk and renames it into place (`os.replace`, atomic) as
+    `epoch-<N>.weights.h5` (`N`: the epochs done); the previous backup is
+    kept until the next one is in place. The next `fit()` resumes from the
+    newest backup that loads (a damaged one is skipped with a warning), at
+    epoch `N`. When training ends (with `delete_checkpoint`), it removes its
+    own files and nothing else, and the folder if that leaves it empty.
+
+    A backup holds the model's weights and its optimizer's state (as
+    `model.save_weights`); the model must be built before `fit()`.
+
+    Args:
+        backup_dir: The folder of the backups, used by this run alone.
+        delete_checkpoint: Remove the backups when training ends. Defaults
+            to `True`.
+
+    Example:
+
+    ```python
+    distiller.fit(train_ds, epochs=20, callbacks=[
+        kd.callbacks.AtomicBackupAndRestore("runs/a/backup"),
+    ])  # killed, then the same call again: resumes at the last epoch done
+    ```
+    """
+
+    PREFIX = "epoch-"
+    SUFFIX = ".weights.h5"
+    PARTIAL = "partial.weights.h5"
+    # What Keras's own callback writes there (an older run's backup).
+    KERAS_FILES = (
+        "latest.weights.h5",
+        "training_metadata.json",
+        "latest.weights.h5.bkp",
+        "training_metadata.json.bkp",
+    )
+
+    def __init__(self, backup_dir, delete_checkpoint=True):
+        super().__init__()
+        if not backup_dir:
+            raise ValueError("`backup_dir` must be a folder path. Received: ''")
+        self.backup_dir = os.fspath(backup_dir)
+        self.delete_checkpoint = delete_checkpoint
+        self._epochs_done = 0
+
+    @classmethod
+    def is_own_file(cls, name: str) -> bool:
+        """Whether a file name in the folder is one this callback writes."""
+        number = name[len(cls.PREFIX) : -len(cls.SUFFIX)]
+        return (
+            name == cls.PARTIAL
+            or name in cls.KERAS_FILES
+            or (
+                name.startswith(cls.PREFIX)
+                and name.endswith(cls.SUFFIX)
+                and number.isdigit()
+            )
+        )
+
+    def backups(self) -> list:
+        """`(epochs done, path)` of the backups in the folder, newest first."""
+        if not os.path.isdir(self.backup_dir):
+            return []
+        found = []
+        for name in os.listdir(self.backup_dir):
+            if name.startswith(self.PREFIX) and self.is_own_file(name):
+                epoch = int(name[len(self.PREFIX) : -len(self.SUFFIX)])
+                found.append((epoch, os.path.join(self.backup_dir, name)))
+        return sorted(found, reverse=True)
+
+    def on_train_begin(self, logs=None):
+        self._epochs_done = 0
+        backups = self.backups()
+        if not backups:
+            return
+        if not self.model.built:
+            raise ValueError(
+                f"`AtomicBackupAndRestore` found a backup in {self.backup_dir!r} "
+                f"but the model {self.model.name!r} is not built, so it cannot be "
+                "restored. Build it (call it on a batch) before `fit()`."
+            )
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None and not optimizer.built:
+            optimizer.build(self.model.trainable_variables)
+        failed = []
+        for epoch, path in backups:
+            try:
+                self.model.load_weights(path)
+            except Exception as error:  # a damaged file: h5py's OSError, ...
+                failed.append(f"{os.path.basename(path)} ({error})")
+                continue
+            if failed:
+                warnings.warn(
+                    f"Skipped the backups that do not load: {'; '.join(failed)}; "
+                    f"resuming from {os.path.basename(path)}.",
+                    stacklevel=2,
+                )
+            self._epochs_done = epoch
+            _compat.set_initial_epoch(self.model, epoch)
+            return
+        raise ValueError(
+            f"No backup in {self.backup_dir!r} loads: {'; '.join(failed)}. Remove "
+            "the folder to train from the start."
+        )
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._epochs_done = epoch + 1
+        self.save()
+
+    def save(self):
+        """Writes the backup of the epochs done so far, atomically."""
+        os.makedirs(self.backup_dir, exist_ok=True)
+        previous = self.backups()[:1]
+        partial = os.path.join(self.backup_dir, self.PARTIAL)
+        self.model.save_weights(partial, overwrite=True)
+        _fsync(partial)
+        name = f"{self.PREFIX}{self._epochs_done:09d}{self.SUFFIX}"
+        final = os.path.join(self.backup_dir, name)
+        os.replace(partial, final)
+        _fsync(self.backup_dir)
+        keep = {final, *(path for _, path in previous)}
+        for _, path in self.backups():
+            if path not in keep:
+                os.remove(path)
+
+    def on_train_end(self, logs=None):
+        if not self.delete_checkpoint or not os.path.isdir(self.backup_dir):
+            return
+        for name in os.listdir(self.backup_dir):
+            path = os.path.join(self.backup_dir, name)
+            if self.is_own_file(name) and os.path.isfile(path):
+                os.remove(path)
+        if not os.path.islink(self.backup_dir) and not os.listdir(self.backup_dir):
+            os.rmdir(self.backup_dir)
 
 
 # The progressive recipe moved to `keras_distill.recipes`; these names stay
@@ -396,6 +586,7 @@ _MOVED_TO_RECIPES = (
 
 
 __all__ = [
+    "AtomicBackupAndRestore",
     "CurriculumScheduler",
     "ParameterScheduler",
     "assign_parameter",

@@ -394,6 +394,58 @@ def join(schedules, boundaries) -> Join:
     return Join(schedules, boundaries)
 
 
+# How many leading steps `check_points` lists for a schedule whose shape it
+# does not know (a callable, a user's `Schedule` subclass).
+CHECKED_AHEAD = 10_000
+
+
+def check_points(schedule, count: int) -> list:
+    """The steps in `[0, count)` where `schedule` takes its extreme values.
+
+    What a check before training needs instead of every step (a run of
+    `10**12` epochs, stopped by `EarlyStopping`, is a usual pattern): the
+    built-in schedules are monotone between their breakpoints, so their
+    values over the run lie between those at the breakpoints and the ends.
+    For any other callable, the first `CHECKED_AHEAD` steps and the last
+    (the rest is checked as it is used).
+
+    Args:
+        schedule: A `Schedule` or a callable of the step.
+        count: The number of steps (or epochs) of the run.
+
+    Returns:
+        Sorted, distinct ints in `[0, count)` (empty when `count` is 0).
+    """
+    count = int(count or 0)
+    if count <= 0:
+        return []
+    points = {0, count - 1} | _breakpoints(schedule, count)
+    return sorted(p for p in points if 0 <= p < count)
+
+
+def _breakpoints(schedule, count: int) -> set:
+    if isinstance(schedule, Constant):
+        return {0}
+    if isinstance(schedule, Linear):  # Cosine, Exponential and subclasses too
+        begin = schedule.transition_begin
+        end = begin + schedule.transition_steps
+        return {begin - 1, begin, end - 1, end}
+    if isinstance(schedule, PiecewiseConstant):
+        boundaries = set(schedule.boundaries)
+        return {0} | boundaries | {b - 1 for b in boundaries}
+    if isinstance(schedule, Join):
+        starts = [0, *schedule.boundaries]
+        ends = [*schedule.boundaries, count]
+        points = set()
+        for piece, start, end in zip(schedule.schedules, starts, ends, strict=True):
+            if start >= min(end, count):
+                continue
+            inner = _breakpoints(piece, end - start) | {0, end - start - 1}
+            points |= {start + p for p in inner if 0 <= p < end - start}
+        return points
+    return set(range(min(count, CHECKED_AHEAD)))
+
+
 # The public names: one per schedule (the lowercase constructors). The
 # classes behind them are the saved form (registered for `.keras` files and
 # callback configs) and are not part of the API.
@@ -409,4 +461,5 @@ __all__ = [
     "interpolation",
     "number",
     "whole_number",
+    "check_points",
 ]

@@ -297,8 +297,12 @@ def _hypermodel_class():
         # -- Training from the teacher's outputs, computed once ---------------
 
         def teacher_logits(self, x):
-            """The teacher's logits for array `x`, computed once and memoised."""
-            key = (id(x), len(x))
+            """The teacher's logits for array `x`, computed once and memoised.
+
+            Keyed on the array's contents (`_content_key`), so an array
+            changed in place gets its own outputs, never stale ones.
+            """
+            key = _content_key(x)
             if key not in self._targets:
                 self.teacher_calls += 1
                 outputs = self.teacher.predict(x, batch_size=256, verbose=0)
@@ -314,7 +318,7 @@ def _hypermodel_class():
             # The arrays are copied into the pipeline once per search, not
             # once per trial; each trial gets its own shuffle (the same
             # order in every trial, as with a new pipeline).
-            key = (id(x), len(x), id(y))
+            key = (_content_key(x), _content_key(y))
             if key not in self._datasets:
                 logits = self.teacher_logits(x)
                 slices = tf.data.Dataset.from_tensor_slices(
@@ -350,6 +354,53 @@ def _hypermodel_class():
                 )
 
     return DistillerHyperModel
+
+
+def _content_key(array) -> tuple:
+    """A key of an array's contents: shape, dtype and a BLAKE2 digest.
+
+    Hashing runs at about 1 GB/s, far less than the teacher's pass over the
+    array it saves.
+    """
+    import hashlib
+
+    array = np.ascontiguousarray(array)
+    digest = hashlib.blake2b(memoryview(array).cast("B"), digest_size=16)
+    return (array.shape, str(array.dtype), digest.hexdigest())
+
+
+def _check_labels(y, classes: int, what: str) -> None:
+    """Refuses integer labels outside `[0, classes)`, naming the first one."""
+    y = np.asarray(y)
+    if y.ndim > 1 and y.shape[-1] != 1:
+        return  # one-hot or soft labels: the loss checks their width
+    flat = y.reshape(-1)
+    if flat.size == 0 or not np.issubdtype(flat.dtype, np.number):
+        return
+    bad = np.flatnonzero((flat < 0) | (flat >= classes) | (flat != np.floor(flat)))
+    if bad.size:
+        index = int(bad[0])
+        value = flat[index].item()
+        hint = "Fix the labels"
+        if float(value).is_integer() and value >= classes:
+            hint += f" or give the student {int(value) + 1} outputs"
+        raise ValueError(
+            f"{what} label {value!r} (example {index}) is not a class of the "
+            f"student, which has {classes} outputs: labels must be whole numbers "
+            f"in [0, {classes - 1}]. {hint}."
+        )
+
+
+def _student_classes(hypermodel, x) -> int:
+    """The number of outputs of a student the search builds (one example run)."""
+    kt = _keras_tuner()
+    builder = hypermodel.build_student
+    if isinstance(builder, keras.Model):
+        student = builder
+    else:
+        student = builder(kt.HyperParameters())
+    outputs = student(np.asarray(x[:1]), training=False)
+    return int(keras.ops.shape(keras.tree.flatten(outputs)[0])[-1])
 
 
 def _term_choices(terms):
@@ -609,6 +660,12 @@ def tune(
     tuner_class = _tuner_class(kt, tuner)
     role = distributed_role()
     hypermodel = _hypermodel_class()(teacher, build_student, **hypermodel_kwargs)
+    # Before the search: a bad label otherwise fails every trial, and the
+    # search ends in a missing trial checkpoint.
+    classes = _student_classes(hypermodel, train[0])
+    _check_labels(train[1], classes, "A training")
+    if val is not None:
+        _check_labels(val[1], classes, "A validation")
     common = dict(
         objective="val_accuracy",
         directory=directory,

@@ -415,7 +415,7 @@ def load(path):
 
 def _check_values(config, source):
     """Checks every value before anything runs (data, models, schedules, ...)."""
-    from keras_distill import params
+    from keras_distill import params, schedules
 
     for name in ("alpha", "temperature"):
         try:
@@ -436,6 +436,16 @@ def _check_values(config, source):
             raise ConfigError(
                 f"{_where(source, section, 'epochs')}: {section}.epochs must be >= 0."
             )
+    if config["teacher"]["epochs"] == 0 and not str(
+        config["teacher"]["model"]
+    ).endswith(".keras"):
+        raise ConfigError(
+            f"{_where(source, 'teacher', 'epochs')}: teacher.epochs must be >= 1 "
+            f"for a teacher trained here (teacher.model: "
+            f"{_short(config['teacher']['model'])}): with 0 epochs it keeps its "
+            "random weights and the student learns nothing. Received: 0. To use a "
+            "trained teacher, set teacher.model to its .keras file."
+        )
     _check_data(config["data"], source)
     _check_output(config["output"], source)
     if config["tune"].get("output") is not None:
@@ -495,7 +505,9 @@ def _check_values(config, source):
         try:
             schedule = build_schedule(spec)
             epochs = config["distill"]["epochs"]
-            for epoch in range(epochs):
+            # The epochs that bound its values, not every epoch (10**14 of
+            # them would take days).
+            for epoch in schedules.check_points(schedule, epochs):
                 params.check(name, schedule(epoch), where=f"epoch {epoch}")
         except ValueError as error:
             raise ConfigError(

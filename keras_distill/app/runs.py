@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import time
+import zipfile
 
 import keras
 import numpy as np
@@ -131,14 +132,15 @@ def prepare_output(path, cfg, command, overwrite=False):
     - holding this tool's unfinished run of the same config and command,
       reading the same files (`sources_digest`; else refused): the run
       resumes (finished teacher kept, the student's epochs restored by
-      `BackupAndRestore`);
+      `AtomicBackupAndRestore`; a search's finished trials kept);
     - holding this tool's other or finished run: refused unless `overwrite`,
       which removes only the files a run writes (`_remove_run_files`: the
       top-level `WRITTEN` files, and inside `serving/`, `tensorboard/`,
-      `backup/`, `tuner/` only the run's own files, never a user's);
+      `backup/`, `tuner/` only the files of the names a run writes
+      (`_is_run_file`), never a user's);
     - holding files this tool did not write: refused, even with `overwrite`.
     The current folder, the home folder and the config's folder are never
-    used as outputs.
+    used as outputs, and run folders that are symbolic links are refused.
     """
     real = os.path.realpath(path)
     refused = _refused_folders(cfg.get("_source", "."))
@@ -148,6 +150,7 @@ def prepare_output(path, cfg, command, overwrite=False):
             "its output folder, so give it a folder of its own (e.g. "
             "distill_runs/NAME)."
         )
+    _refuse_links(path)
     digest = config_digest(cfg)
     sources = sources_digest(cfg)
     state = _read_state(path)
@@ -203,9 +206,31 @@ def prepare_output(path, cfg, command, overwrite=False):
 
 # The folders a run writes into, and which of their files are the run's own:
 # TensorBoard's event files, the export's version (and temporary) folders, the
-# whole BackupAndRestore and Keras Tuner folders. Anything else inside them
-# (a user's `serving/mine/`, `tensorboard/my_run/`) is foreign and stays.
+# backups `AtomicBackupAndRestore` names (and Keras's older ones), Keras
+# Tuner's project files. Anything else inside them (a user's `serving/mine/`,
+# `tensorboard/my_run/`, `backup/notes.txt`) is foreign and stays.
 _RUN_FOLDERS = ("tensorboard", "backup", "serving", "tuner")
+# The Keras Tuner project of `tune` (`tuner/<project>/...`) and its files.
+TUNER_PROJECT = "distiller"
+_TUNER_FILES = ("oracle.json", "tuner0.json")
+_TRIAL_FILES = ("trial.json", "checkpoint.weights.h5", "build_config.json")
+
+
+def _refuse_links(path):
+    """Refuses an output whose run folders are symbolic links.
+
+    A run writes into `backup/`, `serving/`, ... and later clears them: through
+    a link it would write into, and clear, a folder it does not own.
+    """
+    for name in _RUN_FOLDERS:
+        target = os.path.join(path, name)
+        if os.path.islink(target):
+            raise FileExistsError(
+                f"The output folder's {name!r} ({target}) is a symbolic link to "
+                f"{os.path.realpath(target)!r}; a run writes into and clears its "
+                "folders, so it does not follow links. Remove the link or choose "
+                "another `output`."
+            )
 
 
 def _is_run_file(relative):
@@ -220,7 +245,22 @@ def _is_run_file(relative):
         return len(parts) > 2 and (
             parts[1].isdigit() or parts[1].startswith(".tmp-keras-distill-")
         )
-    return parts[0] in ("backup", "tuner") and len(parts) > 1
+    if parts[0] == "backup":
+        from keras_distill.callbacks import AtomicBackupAndRestore
+
+        return len(parts) == 2 and AtomicBackupAndRestore.is_own_file(parts[1])
+    if parts[0] == "tuner":
+        if len(parts) < 3 or parts[1] != TUNER_PROJECT:
+            return False
+        if len(parts) == 3:
+            return parts[2] in _TUNER_FILES
+        return (
+            len(parts) == 4
+            and parts[2].startswith("trial_")
+            and parts[2][len("trial_") :].isdigit()
+            and parts[3] in _TRIAL_FILES
+        )
+    return False
 
 
 def _run_files(path):
@@ -343,12 +383,23 @@ def epoch_keyed_batches(x, y, batch_size, seed, epoch, *weights):
     )
 
 
+def load_keras_file(path, what):
+    """Loads a saved `.keras` model; a missing or broken file is named as such."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what}: no such file {path!r}.")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{what}: {path!r} is not a valid .keras file (a .keras file is the zip "
+            "archive `model.save()` writes; this one is not a zip archive). Give "
+            "the path of a model saved by Keras."
+        )
+    return keras.models.load_model(path, safe_mode=True)
+
+
 def _model(spec, role, splits):
     name = spec["model"]
     if name.endswith(".keras"):
-        if not os.path.isfile(name):
-            raise FileNotFoundError(f"{role}.model: no such file {name!r}.")
-        return keras.models.load_model(name, safe_mode=True), True
+        return load_keras_file(name, f"{role}.model"), True
     if name == "causal_lm":
         return (
             models.causal_lm(
@@ -439,7 +490,7 @@ def _train(cfg, out, mode, verbose):
         token_reduction=cfg["token_reduction"],
     )
     _compile(distiller, cfg["distill"]["learning_rate"])
-    from keras_distill.callbacks import ParameterScheduler
+    from keras_distill.callbacks import AtomicBackupAndRestore, ParameterScheduler
 
     callbacks = [
         ParameterScheduler(name, kd_config.build_schedule(spec))
@@ -451,7 +502,8 @@ def _train(cfg, out, mode, verbose):
         keras.callbacks.TensorBoard(os.path.join(out, "tensorboard")),
         # Epoch logs kept on disk, so a resumed run reports all its epochs.
         keras.callbacks.CSVLogger(history_csv, append=True),
-        keras.callbacks.BackupAndRestore(os.path.join(out, "backup")),
+        # Written atomically: a run killed while backing up still resumes.
+        AtomicBackupAndRestore(os.path.join(out, "backup")),
     ]
     train_data = splits.train
     if "curriculum" in cfg:
@@ -599,21 +651,33 @@ def tune(config_path, overwrite=False, verbose=0):
     # Its own folder, so that `train` and `tune` of one config never collide.
     out = cfg["tune"].get("output") or cfg["output"].rstrip("/") + "_tune"
     with _RemoveIfEmpty(out):
-        prepare_output(out, cfg, "tune", overwrite=overwrite)
-        return _tune(cfg, out, verbose)
+        mode = prepare_output(out, cfg, "tune", overwrite=overwrite)
+        return _tune(cfg, out, mode, verbose)
 
 
-def _tune(cfg, out, verbose):
+def _tune(cfg, out, mode, verbose):
+    """The search; a `mode="resume"` run reuses the saved teacher and trials."""
     from keras_distill import tuner as kd_tuner
 
+    if mode == "resume":
+        print(f"== resuming the search in {out}")
     keras.utils.set_random_seed(cfg["seed"])
     arrays = _arrays(cfg)
     splits = data.Splits(None, None, None, arrays["num_classes"], arrays["shape"], "")
-    teacher, loaded = _model(cfg["teacher"], "teacher", splits)
-    if not loaded:
-        _compile(teacher, cfg["teacher"]["learning_rate"])
-        print(f"== training the teacher ({cfg['teacher']['epochs']} epochs)")
-        teacher.fit(*arrays["train"], epochs=cfg["teacher"]["epochs"], verbose=verbose)
+    teacher_path = os.path.join(out, "teacher.keras")
+    if mode == "resume" and os.path.isfile(teacher_path):
+        print(f"== the teacher is trained: loading {teacher_path}")
+        teacher = keras.models.load_model(teacher_path)
+    else:
+        teacher, loaded = _model(cfg["teacher"], "teacher", splits)
+        if not loaded:
+            _compile(teacher, cfg["teacher"]["learning_rate"])
+            print(f"== training the teacher ({cfg['teacher']['epochs']} epochs)")
+            teacher.fit(
+                *arrays["train"], epochs=cfg["teacher"]["epochs"], verbose=verbose
+            )
+            # Kept, so that a search killed or interrupted resumes with it.
+            _save_atomically(teacher, teacher_path)
     student_spec = dict(cfg["student"])
 
     def build_student(hp):
@@ -632,7 +696,10 @@ def _tune(cfg, out, verbose):
         max_trials=cfg["tune"]["max_trials"],
         epochs=cfg["tune"]["epochs"],
         directory=os.path.join(out, "tuner"),
-        overwrite=True,
+        project_name=TUNER_PROJECT,
+        # The folder is this run's (`prepare_output`): a resumed search keeps
+        # its finished trials; a new one starts from an empty folder.
+        overwrite=mode != "resume",
         batch_size=cfg["batch_size"],
         seed=cfg["seed"],
         verbose=0,  # the table is printed below, once
@@ -737,12 +804,10 @@ def evaluate(
     """
     import tempfile
 
-    model = keras.models.load_model(model_path, safe_mode=True)
+    model = load_keras_file(model_path, "model")
     student = model.student if isinstance(model, Distiller) else model
     if teacher is not None:
-        if not os.path.isfile(teacher):
-            raise FileNotFoundError(f"--teacher: no such file {teacher!r}.")
-        teacher_model = keras.models.load_model(teacher, safe_mode=True)
+        teacher_model = load_keras_file(teacher, "--teacher")
     else:
         teacher_model = model.teacher if isinstance(model, Distiller) else None
     splits = data.load(source, batch_size=batch_size)
