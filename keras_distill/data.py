@@ -411,14 +411,14 @@ def _npz_labels(y, key, path):
         if np.any(bad):
             raise ValueError(
                 f"{path!r}: `{key}` must hold whole class ids, but "
-                f"{key}[{int(np.argmax(bad))}] = {y[np.argmax(bad)]!r} "
+                f"{key}[{int(np.argmax(bad))}] = {y[np.argmax(bad)].item()!r} "
                 f"({int(bad.sum())} of {len(y)} labels are fractional or not "
                 "finite). Round or fix the labels; they are never truncated."
             )
     if y.size and y.min() < 0:
         raise ValueError(
             f"{path!r}: `{key}` must hold class ids >= 0, but "
-            f"{key}[{int(np.argmin(y))}] = {y.min()!r}."
+            f"{key}[{int(np.argmin(y))}] = {y.min().item()!r}."
         )
     return y.astype("int32")
 
