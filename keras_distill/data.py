@@ -353,10 +353,11 @@ def _npz_images(x, key, path):
     `uint8` is divided by 255 and `uint16` by 65535 (their full range). Any
     other integer type (`int64` arrays often hold 8-bit pixels) is divided by
     255 when its values are in [0, 255], and refused otherwise: its range
-    says nothing about the image's. Floats are kept as they are.
+    says nothing about the image's. Floats are kept as they are, bools
+    become 0 and 1.
     """
     x = np.asarray(x)
-    if x.dtype.kind == "b" or x.dtype.kind not in "uif":
+    if x.dtype.kind not in "buif":
         raise ValueError(
             f"{path!r}: `{key}` must hold numbers (images), but its dtype is "
             f"{x.dtype}. Save the images as uint8, uint16 or float32 in [0, 1]."
@@ -373,7 +374,7 @@ def _npz_images(x, key, path):
             )
         x = x.astype("float32") / float(_EIGHT_BIT_MAX)
     else:
-        x = x.astype("float32")
+        x = x.astype("float32")  # floats as they are; bools as 0 and 1
     return x[..., None] if x.ndim == 3 else x
 
 
