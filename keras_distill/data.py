@@ -553,7 +553,7 @@ _IMAGE_SIGNATURES = {
 def _check_image_folder(directory):
     """Refuses what would make the image pipeline fail mid-training, or read
     outside `directory`: a missing folder, a symbolic link leading out of it
-    (or into a loop), an image file that is not the image its name says.
+    (or into a loop, or nowhere), an image file that is not the image its name says.
     Files of other extensions are skipped, as Keras skips them.
     """
     if not os.path.isdir(directory):
@@ -571,6 +571,11 @@ def _check_image_folder(directory):
                 loop = os.path.isdir(path) and (
                     os.path.commonpath([target, os.path.realpath(folder)]) == target
                 )
+                if not os.path.exists(path):
+                    raise FileNotFoundError(
+                        f"{path!r} is a broken symbolic link (to {target!r}) in the "
+                        f"image folder {directory!r}. Remove it or restore its target."
+                    )
                 if not inside or loop:
                     raise ValueError(
                         f"{path!r} is a symbolic link to {target!r}, "

@@ -228,6 +228,13 @@ def test_a_symlink_loop_in_the_image_folder_is_refused(tmp_path):
         data.load(f"images:{root}", image_size=(8, 8))
 
 
+def test_a_broken_symlink_in_the_image_folder_is_refused(tmp_path):
+    root = _image_folder(tmp_path / "images")
+    os.symlink(root / "a" / "gone.png", root / "b" / "x.png")
+    with pytest.raises(FileNotFoundError, match=r"x\.png' is a broken symbolic link"):
+        data.load(f"images:{root}", image_size=(8, 8))
+
+
 def test_a_file_that_is_not_the_image_its_name_says_is_refused(tmp_path):
     root = _image_folder(tmp_path / "images")
     (root / "a" / "notes.png").write_text("not an image")
