@@ -343,13 +343,119 @@ def _remove_new(paths):
                 pass
 
 
+# The largest value of an 8-bit image, for integer arrays of a wider type.
+_EIGHT_BIT_MAX = 255
+
+
+def _npz_images(x, key, path):
+    """`x` as float32 in [0, 1] (integers scaled), with a channel axis for 3-D.
+
+    `uint8` is divided by 255 and `uint16` by 65535 (their full range). Any
+    other integer type (`int64` arrays often hold 8-bit pixels) is divided by
+    255 when its values are in [0, 255], and refused otherwise: its range
+    says nothing about the image's. Floats are kept as they are, bools
+    become 0 and 1.
+    """
+    x = np.asarray(x)
+    if x.dtype.kind not in "buif":
+        raise ValueError(
+            f"{path!r}: `{key}` must hold numbers (images), but its dtype is "
+            f"{x.dtype}. Save the images as uint8, uint16 or float32 in [0, 1]."
+        )
+    if x.dtype in (np.uint8, np.uint16):
+        x = x.astype("float32") / float(np.iinfo(x.dtype).max)
+    elif x.dtype.kind in "ui":
+        low, high = (int(x.min()), int(x.max())) if x.size else (0, 0)
+        if low < 0 or high > _EIGHT_BIT_MAX:
+            raise ValueError(
+                f"{path!r}: `{key}` is {x.dtype} with values in [{low}, {high}], "
+                "so its scale is unknown (inputs must be in [0, 1]). Save it as "
+                "uint8 (0-255), uint16 (0-65535) or float32 already in [0, 1]."
+            )
+        x = x.astype("float32") / float(_EIGHT_BIT_MAX)
+    else:
+        x = x.astype("float32")  # floats as they are; bools as 0 and 1
+    return x[..., None] if x.ndim == 3 else x
+
+
+def _npz_labels(y, key, path):
+    """`y` as int32 class ids: whole numbers >= 0, or one-hot rows (argmax)."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim == 2:
+        one_hot = (
+            y.shape[1] > 1
+            and y.dtype.kind in "buif"
+            and np.all((y == 0) | (y == 1))
+            and np.all(y.sum(axis=1) == 1)
+        )
+        if not one_hot:
+            raise ValueError(
+                f"{path!r}: `{key}` has shape {y.shape}, but its rows are not "
+                "one-hot (exactly one 1, the rest 0). Labels must be class ids "
+                "shaped (n,) or one-hot rows shaped (n, classes)."
+            )
+        y = np.argmax(y, axis=1)
+    if y.ndim != 1:
+        raise ValueError(
+            f"{path!r}: `{key}` must be class ids shaped (n,) (or one-hot rows "
+            f"shaped (n, classes)). Received shape {y.shape}."
+        )
+    if y.dtype.kind not in "buif":
+        raise ValueError(
+            f"{path!r}: `{key}` must hold integer class ids, but its dtype is "
+            f"{y.dtype}."
+        )
+    if y.dtype.kind == "f":
+        bad = ~np.isfinite(y) | (y != np.round(y))
+        if np.any(bad):
+            raise ValueError(
+                f"{path!r}: `{key}` must hold whole class ids, but "
+                f"{key}[{int(np.argmax(bad))}] = {y[np.argmax(bad)].item()!r} "
+                f"({int(bad.sum())} of {len(y)} labels are fractional or not "
+                "finite). Round or fix the labels; they are never truncated."
+            )
+    if y.size and y.min() < 0:
+        raise ValueError(
+            f"{path!r}: `{key}` must hold class ids >= 0, but "
+            f"{key}[{int(np.argmin(y))}] = {y.min().item()!r}."
+        )
+    return y.astype("int32")
+
+
+def _npz_split(arrays, name, path):
+    """The `(x, y)` of split `name` ("train", "val", "test"), checked, or None."""
+    x_key, y_key = f"x_{name}", f"y_{name}"
+    if x_key not in arrays and y_key not in arrays:
+        return None
+    for have, need in ((x_key, y_key), (y_key, x_key)):
+        if have in arrays and need not in arrays:
+            raise ValueError(
+                f"{path!r} has `{have}` but no `{need}`: a split needs both its "
+                f"inputs and its labels. The file has {sorted(arrays)}."
+            )
+    x = _npz_images(arrays[x_key], x_key, path)
+    y = _npz_labels(arrays[y_key], y_key, path)
+    if len(x) != len(y):
+        raise ValueError(
+            f"{path!r}: `{x_key}` has {len(x)} examples but `{y_key}` has "
+            f"{len(y)} labels; they must have one label per example."
+        )
+    return x, y
+
+
 def npz_arrays(path, val_fraction=0.1, seed=0):
     """Reads an `.npz` file with `x_train`, `y_train` (and optionally `x_val`,
     `y_val`, `x_test`, `y_test`) into split arrays.
 
-    Integer images are scaled to [0, 1] and 3-D image arrays get a channel
-    axis; without `x_val`, `val_fraction` of the training arrays (a random
-    subset fixed by `seed`) is held out.
+    Images are scaled to [0, 1]: `uint8` by 255, `uint16` by 65535, other
+    integer types by 255 when their values are in [0, 255] (refused
+    otherwise); floats are kept. 3-D image arrays get a channel axis. Labels
+    are whole class ids >= 0 (fractional labels are refused, never
+    truncated) or one-hot rows (turned into ids). Each split needs both its
+    arrays, of the same length. Without `x_val`, `val_fraction` of the
+    training arrays (a random subset fixed by `seed`) is held out.
 
     Returns:
         A dict with `"train"`, `"val"` and `"test"` (`None` when absent)
@@ -369,23 +475,14 @@ def npz_arrays(path, val_fraction=0.1, seed=0):
         raise KeyError(
             f"{path!r} must contain arrays {missing}; it has {sorted(arrays)}."
         )
-
-    def prepare(x):
-        x = np.asarray(x)
-        x = x.astype("float32") / 255.0 if x.dtype.kind in "ui" else x.astype("float32")
-        return x[..., None] if x.ndim == 3 else x
-
-    x, y = prepare(arrays["x_train"]), arrays["y_train"].astype("int32")
-    if "x_val" in arrays:
-        val = (prepare(arrays["x_val"]), arrays["y_val"].astype("int32"))
-    else:
+    x, y = _npz_split(arrays, "train", path)
+    val = _npz_split(arrays, "val", path)
+    if val is None:
         order = np.random.default_rng(seed).permutation(len(x))
         cut = int(len(x) * (1 - val_fraction))
         val = (x[order[cut:]], y[order[cut:]])
         x, y = x[order[:cut]], y[order[:cut]]
-    test = None
-    if "x_test" in arrays:
-        test = (prepare(arrays["x_test"]), arrays["y_test"].astype("int32"))
+    test = _npz_split(arrays, "test", path)
     return {"train": (x, y), "val": val, "test": test}
 
 
@@ -461,15 +558,86 @@ def _movie_review_arrays(seed=0, **kwargs):
     }
 
 
+# The files `image_dataset_from_directory` reads, by extension, and how each
+# format's files begin.
+_IMAGE_SIGNATURES = {
+    ".png": (b"\x89PNG\r\n\x1a\n",),
+    ".jpg": (b"\xff\xd8\xff",),
+    ".jpeg": (b"\xff\xd8\xff",),
+    ".gif": (b"GIF87a", b"GIF89a"),
+    ".bmp": (b"BM",),
+}
+
+
+def _check_image_folder(directory):
+    """Refuses what would make the image pipeline fail mid-training, or read
+    outside `directory`: a missing folder, a symbolic link leading out of it
+    (or into a loop, or nowhere), an image file that is not the image its name says.
+    Files of other extensions are skipped, as Keras skips them.
+    """
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(
+            f"Image folder {directory!r} does not exist or is not a folder; it "
+            "must hold one sub-folder of images per class."
+        )
+    root = os.path.realpath(directory)
+    for folder, subfolders, files in os.walk(directory):
+        for name in subfolders + files:
+            path = os.path.join(folder, name)
+            if os.path.islink(path):
+                target = os.path.realpath(path)
+                inside = os.path.commonpath([root, target]) == root
+                loop = os.path.isdir(path) and (
+                    os.path.commonpath([target, os.path.realpath(folder)]) == target
+                )
+                if not os.path.exists(path):
+                    raise FileNotFoundError(
+                        f"{path!r} is a broken symbolic link (to {target!r}) in the "
+                        f"image folder {directory!r}. Remove it or restore its target."
+                    )
+                if not inside or loop:
+                    raise ValueError(
+                        f"{path!r} is a symbolic link to {target!r}, "
+                        + ("outside" if not inside else "a folder containing it in")
+                        + f" the image folder {directory!r}; the loader would "
+                        "read those files as training images. Remove the link, or "
+                        "copy the images it should add into the folder."
+                    )
+                if os.path.isdir(path):
+                    continue  # os.walk does not follow it; its target is inside.
+            if name not in files:
+                continue
+            signatures = _IMAGE_SIGNATURES.get(os.path.splitext(name)[1].lower())
+            if signatures is None:
+                continue
+            try:
+                with open(path, "rb") as f:
+                    head = f.read(8)
+            except OSError as error:
+                raise OSError(f"Cannot read image file {path!r}: {error}") from None
+            if not head.startswith(signatures):
+                raise ValueError(
+                    f"{path!r} is not a {os.path.splitext(name)[1][1:].upper()} "
+                    f"image (its first bytes are {head!r}); the image loader would "
+                    "fail on it mid-training. Remove or replace the file."
+                )
+
+
 def load_image_folder(
     directory, batch_size=64, image_size=(64, 64), val_fraction=0.1, seed=0
 ):
     """Loads `directory/<class>/*.png|jpg` (or `train/`, `val/`, `test/` sub-folders).
 
     Uses `keras.utils.image_dataset_from_directory`; images are resized to
-    `image_size` and scaled to [0, 1]. Returns `Splits`.
+    `image_size` and scaled to [0, 1]. The folder is checked first: a
+    symbolic link that leads out of it (or into a loop) and a `.png`,
+    `.jpg`, `.jpeg`, `.gif` or `.bmp` file that is not such an image are
+    refused, naming the path. Returns `Splits`.
     """
     import keras
+
+    directory = os.fspath(directory)
+    _check_image_folder(directory)
 
     def folder(path, **kwargs):
         return keras.utils.image_dataset_from_directory(

@@ -12,6 +12,8 @@ import numpy as np
 SIGNATURE_NAME = "serving_default"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_ABS_DIFF = 1e-5
+# TF Serving refuses a warm-up file of more records (WarmupConsts::kMaxNumRecords).
+MAX_WARMUP_REQUESTS = 1000
 _TMP_PREFIX = ".tmp-keras-distill-"
 
 
@@ -28,8 +30,9 @@ class ExportResult:
         version: The integer version.
         input_name: Name of the signature's input.
         outputs: Names of the signature's outputs.
-        max_abs_diff: Largest difference between the reloaded SavedModel's
-            probabilities and the student's, on the verification batch.
+        max_abs_diff: Largest difference between what the reloaded
+            SavedModel serves (`logits`, `probabilities`) and what the student
+            gives, on the verification batch.
         size_bytes: Total size of the version directory.
     """
 
@@ -42,16 +45,64 @@ class ExportResult:
 
 
 def _student_of(model):
+    """`(student, "logits" | "probabilities")`: the model and what it returns.
+
+    A `Distiller` declares it (`student_outputs`); a plain model ending in a
+    softmax returns probabilities. A last activation that is neither logits
+    nor a softmax (e.g. a sigmoid) is refused: served as logits, its
+    `probabilities` would be a softmax of sigmoids.
+    """
     from keras_distill.distiller import Distiller
+    from keras_distill.distiller.wiring import _last_activation
 
     if isinstance(model, Distiller):
-        return model.student, model.student_outputs
-    if isinstance(model, keras.Model):
-        return model, "logits"
-    raise TypeError(
-        "`distiller_or_student` must be a `keras_distill.Distiller` or a "
-        f"`keras.Model`. Received: {model!r} of type {type(model).__name__}"
-    )
+        student, outputs = model.student, model.student_outputs
+    elif isinstance(model, keras.Model):
+        student, outputs = model, "logits"
+    else:
+        raise TypeError(
+            "`distiller_or_student` must be a `keras_distill.Distiller` or a "
+            f"`keras.Model`. Received: {model!r} of type {type(model).__name__}"
+        )
+    activation = _last_activation(student)
+    if activation == "sigmoid":
+        raise ValueError(
+            f"Student '{student.name}' ends in a sigmoid: its outputs are neither "
+            "logits nor a softmax distribution, so neither `logits` nor "
+            "`probabilities` could be served as what they are. Export a model "
+            "whose last layer gives logits (no activation) or ends in softmax."
+        )
+    if activation == "softmax":
+        outputs = "probabilities"
+    return student, outputs
+
+
+def _served_kind(model, declared, sample):
+    """What the student returns, checked on the sample batch.
+
+    A plain model's outputs that are all in [0, 1] and sum to 1 per row (a
+    softmax the layers do not show, e.g. inside a subclassed `call`) are
+    probabilities; a `Distiller` declaring logits for such a student is
+    refused, as exporting would serve a softmax of probabilities.
+    """
+    from keras_distill.distiller import Distiller
+    from keras_distill.distiller.wiring import _looks_like
+
+    student = model.student if isinstance(model, Distiller) else model
+    if declared != "logits":
+        return declared
+    values = keras.ops.convert_to_numpy(student(sample, training=False))
+    if _looks_like(np.asarray(values, "float32")) != "probabilities":
+        return declared
+    if isinstance(model, Distiller):
+        raise ValueError(
+            f"The distiller's student '{student.name}' returns probabilities (each "
+            "row of its outputs on the sample batch is in [0, 1] and sums to 1), "
+            "but student_outputs='logits': exporting would serve a softmax of "
+            "probabilities. Build the Distiller with "
+            "student_outputs='probabilities', or make the student return logits."
+        )
+    return "probabilities"
 
 
 # TF Serving parses version folders as int64.
@@ -141,38 +192,105 @@ def _serving_fn(student, student_outputs):
     return serve
 
 
-def _sample_batch(spec, sample_inputs):
-    if sample_inputs is not None:
-        return np.asarray(sample_inputs)
-    shape = (4, *spec.shape[1:])
-    rng = np.random.default_rng(0)
+def _random_rows(spec, count, seed=0):
+    """`count` random inputs of the signature's shape, in [0, 1] for floats."""
+    shape = (count, *spec.shape[1:])
+    rng = np.random.default_rng(seed)
     if spec.dtype.is_floating:
         return rng.uniform(0.0, 1.0, size=shape).astype(spec.dtype.as_numpy_dtype)
     return np.zeros(shape, spec.dtype.as_numpy_dtype)
 
 
+def _sample_batch(spec, sample_inputs):
+    if sample_inputs is not None:
+        return np.asarray(sample_inputs)
+    return _random_rows(spec, 4)
+
+
+def _check_warmup_requests(warmup_requests, sample_inputs):
+    """The number of warm-up requests, an integer in [0, 1000]."""
+    if isinstance(warmup_requests, bool) or not isinstance(
+        warmup_requests, int | np.integer
+    ):
+        raise ValueError(
+            "`warmup_requests` must be a whole number of requests (0 for none). "
+            f"Received: warmup_requests={warmup_requests!r}"
+        )
+    if not 0 <= warmup_requests <= MAX_WARMUP_REQUESTS:
+        raise ValueError(
+            f"`warmup_requests` must be in [0, {MAX_WARMUP_REQUESTS}] (TF Serving "
+            f"reads at most {MAX_WARMUP_REQUESTS} warm-up records). Received: "
+            f"warmup_requests={warmup_requests!r}"
+        )
+    if sample_inputs is not None:
+        available = len(np.asarray(sample_inputs))
+        if warmup_requests > available:
+            raise ValueError(
+                f"`warmup_requests={int(warmup_requests)}` asks for more requests "
+                f"than `sample_inputs` has examples ({available}); each request is "
+                "one example. Pass more `sample_inputs` or fewer `warmup_requests`."
+            )
+    return int(warmup_requests)
+
+
+def _warmup_rows(spec, sample_inputs, sample, count):
+    """The `count` examples of the warm-up requests, one at a time."""
+    if sample_inputs is not None or count <= len(sample):
+        yield from sample[:count]
+        return
+    for i in range(count):
+        yield _random_rows(spec, 1, seed=i)[0]
+
+
 def _verify(path, student, student_outputs, spec, sample):
-    """Reloads `path` with TensorFlow alone and compares with the student."""
+    """Reloads `path` with TensorFlow alone and compares with the student.
+
+    Each output is compared with what it promises: `logits` with the
+    student's outputs, `probabilities` with their softmax (or with the
+    outputs themselves for a probability student), `classes` with a class
+    of highest score.
+    """
     import tensorflow as tf
 
     loaded = tf.saved_model.load(path)
     signature = loaded.signatures[SIGNATURE_NAME]
     served = signature(**{spec.name: tf.constant(sample, dtype=spec.dtype)})
-    expected = keras.ops.convert_to_numpy(student(sample, training=False))
-    expected = expected.astype("float32")
+    outputs = keras.ops.convert_to_numpy(student(sample, training=False))
+    outputs = outputs.astype("float32")
+    expected = {"probabilities": outputs}
     if student_outputs == "logits":
-        expected = keras.ops.convert_to_numpy(keras.ops.softmax(expected, axis=-1))
-    diff = float(np.max(np.abs(served["probabilities"].numpy() - expected)))
-    if not diff <= MAX_ABS_DIFF:
+        shifted = np.exp(outputs - outputs.max(axis=-1, keepdims=True))
+        expected = {
+            "logits": outputs,
+            "probabilities": shifted / shifted.sum(axis=-1, keepdims=True),
+        }
+    if sorted(served) != sorted([*expected, "classes"]):
         raise ExportVerificationError(
-            f"The exported model's probabilities differ from the student's by "
-            f"{diff:.3g} (allowed: {MAX_ABS_DIFF:g}); nothing was written to the "
+            f"The exported model serves {sorted(served)}, expected "
+            f"{sorted([*expected, 'classes'])}; nothing was written to the "
             "version folder."
+        )
+    diff = 0.0
+    for key, values in expected.items():
+        key_diff = float(np.max(np.abs(served[key].numpy() - values)))
+        if not key_diff <= MAX_ABS_DIFF:
+            raise ExportVerificationError(
+                f"The exported model's {key!r} differ from the student's by "
+                f"{key_diff:.3g} (allowed: {MAX_ABS_DIFF:g}); nothing was written "
+                "to the version folder."
+            )
+        diff = max(diff, key_diff)
+    classes = served["classes"].numpy().reshape(outputs.shape[:-1])
+    chosen = np.take_along_axis(outputs, classes[..., None], axis=-1)[..., 0]
+    if not np.all(chosen >= outputs.max(axis=-1) - MAX_ABS_DIFF):
+        raise ExportVerificationError(
+            "The exported model's 'classes' are not the student's highest-scoring "
+            "classes; nothing was written to the version folder."
         )
     return diff, tuple(sorted(signature.structured_outputs))
 
 
-def _write_warmup(path, model_name, spec, sample):
+def _serving_apis():
     try:
         from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
     except ImportError as error:
@@ -181,11 +299,17 @@ def _write_warmup(path, model_name, spec, sample):
             "`pip install --no-deps tensorflow-serving-api~=2.21.0` "
             "(or pass `warmup_requests=0`)."
         ) from error
+    return model_pb2, predict_pb2, prediction_log_pb2
+
+
+def _write_warmup(path, model_name, spec, rows):
+    """Writes one TF Serving predict request per row of `rows`."""
+    model_pb2, predict_pb2, prediction_log_pb2 = _serving_apis()
     import tensorflow as tf
 
     os.makedirs(os.path.join(path, "assets.extra"), exist_ok=True)
     with tf.io.TFRecordWriter(os.path.join(path, WARMUP_FILE)) as writer:
-        for row in sample:
+        for row in rows:
             request = predict_pb2.PredictRequest(
                 model_spec=model_pb2.ModelSpec(
                     name=model_name, signature_name=SIGNATURE_NAME
@@ -266,13 +390,17 @@ def export_student(
 
     The SavedModel has one signature, `serving_default`, with one named input
     and the outputs `probabilities` (softmax at temperature 1), `classes`
-    (int64 argmax) and, for a student that outputs logits, `logits`. The
-    teacher is never exported.
+    (int64 argmax) and, for a student that outputs logits, `logits`. A
+    student that returns probabilities (a `Distiller` with
+    `student_outputs="probabilities"`, or a model ending in softmax) serves
+    them as `probabilities`, without `logits`; a student ending in a sigmoid
+    is refused. The teacher is never exported.
 
     Writing is atomic: the model is written into a hidden temporary folder
     beside the target, reloaded with TensorFlow alone, run on a sample batch
-    and compared with the student (max abs difference <= 1e-5), and only
-    then renamed into place. TF Serving, which watches `base_dir`, can never
+    and compared with the student (each of `logits` and `probabilities`
+    within 1e-5 of what it promises, `classes` a top class), and only then
+    renamed into place. TF Serving, which watches `base_dir`, can never
     load a half-written version; an existing version is never overwritten.
 
     Args:
@@ -288,8 +416,10 @@ def export_student(
         sample_inputs: A batch used for verification and warm-up requests.
             Defaults to `None`: random inputs of the right shape.
         warmup_requests: How many warm-up requests to write into
-            `assets.extra/tf_serving_warmup_requests` (0 for none).
-            Defaults to `4`.
+            `assets.extra/tf_serving_warmup_requests`, one example each: an
+            integer in [0, 1000] (0 for none; TF Serving reads at most 1000),
+            at most the number of `sample_inputs` when they are given
+            (random inputs otherwise). Defaults to `4`.
         model_name: Model name written into the warm-up requests. Defaults
             to `None`: the name of `base_dir`.
         verbose: Print a summary line. Defaults to `True`.
@@ -305,6 +435,9 @@ def export_student(
     ```
     """
     student, student_outputs = _student_of(distiller_or_student)
+    warmup_requests = _check_warmup_requests(warmup_requests, sample_inputs)
+    if warmup_requests:
+        _serving_apis()
     base_dir = os.fspath(base_dir)
     if os.path.exists(base_dir) and not os.path.isdir(base_dir):
         raise NotADirectoryError(
@@ -312,6 +445,8 @@ def export_student(
             f"{base_dir!r} is a file."
         )
     spec = _input_spec(student, input_signature, input_name)
+    sample = _sample_batch(spec, sample_inputs)
+    student_outputs = _served_kind(distiller_or_student, student_outputs, sample)
     automatic = version is None
     if automatic:
         version = (existing_versions(base_dir) or [0])[-1] + 1
@@ -329,7 +464,6 @@ def export_student(
     tmp = os.path.join(
         base_dir, f"{_TMP_PREFIX}{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     )
-    sample = _sample_batch(spec, sample_inputs)
     try:
         archive = keras.export.ExportArchive()
         archive.track(student)
@@ -345,7 +479,7 @@ def export_student(
                 tmp,
                 model_name or os.path.basename(os.path.abspath(base_dir)),
                 spec,
-                sample[:warmup_requests],
+                _warmup_rows(spec, sample_inputs, sample, warmup_requests),
             )
         size = _dir_size(tmp)
         target, version = _publish(tmp, base_dir, version, automatic)

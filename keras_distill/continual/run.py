@@ -1,5 +1,7 @@
 """`learn()` and `compare()`: a whole sequence of tasks, saved and resumable."""
 
+import dataclasses
+import hashlib
 import json
 import os
 
@@ -44,18 +46,53 @@ def _save_model(model, path):
     os.replace(tmp, path)
 
 
+def _digest(*arrays):
+    """A short hash of the arrays' bytes, dtypes and shapes."""
+    h = hashlib.blake2b(digest_size=12)
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
 def _fingerprint(tasks):
+    """What identifies each task's data in `run.json`: a resume must match it."""
     return [
-        [
-            t.name,
-            list(t.classes),
-            len(t.train[1]),
-            int(np.sum(t.train[1])),
-            len(t.test[1]),
-            float(np.round(np.sum(np.asarray(t.train[0], "float64")), 3)),
-        ]
+        {
+            "name": t.name,
+            "classes": list(t.classes),
+            "train_size": len(t.train[1]),
+            "train_data": _digest(*t.train),
+            "test_size": len(t.test[1]),
+            "test_data": _digest(*t.test),
+        }
         for t in tasks
     ]
+
+
+def _task_changes(saved, current):
+    """One phrase per task whose fingerprint differs from the saved run's."""
+    if not isinstance(saved, list) or len(saved) != len(current):
+        count = len(saved) if isinstance(saved, list) else "?"
+        return [f"the run had {count} tasks, now {len(current)}"]
+    changes = []
+    labels = {
+        "name": "name",
+        "classes": "classes",
+        "train_size": "train size",
+        "train_data": "train data",
+        "test_size": "test size",
+        "test_data": "test data",
+    }
+    for i, (old, new) in enumerate(zip(saved, current)):
+        if not isinstance(old, dict):
+            changes.append(f"task {i} was fingerprinted by an older version")
+            continue
+        fields = [labels[k] for k in new if old.get(k) != new[k]]
+        if fields:
+            changes.append(f"task {i} ({new['name']}): {', '.join(fields)}")
+    return changes
 
 
 def _accuracy(predicted, labels):
@@ -259,13 +296,15 @@ def learn(
             state = json.load(f)
         saved = json.loads(json.dumps(config))
         if state.get("config") != saved:
-            differ = sorted(
-                k for k in saved if state.get("config", {}).get(k) != saved[k]
-            )
+            old = state.get("config", {})
+            differ = sorted(k for k in saved if k != "tasks" and old.get(k) != saved[k])
+            if old.get("tasks") != saved["tasks"]:
+                changes = _task_changes(old.get("tasks"), saved["tasks"])
+                differ.append(f"tasks: {'; '.join(changes)} changed")
             raise ValueError(
                 f"{directory!r} holds a continual-learning run with other settings "
-                f"({', '.join(differ)} differ). Use another folder, or delete it "
-                "to start again."
+                f"({', '.join(differ)} differ); resuming it would mix two runs. "
+                "Use another folder, or delete it to start again."
             )
     else:
         state = {"config": config, "finished": 0, "accuracy": []}
@@ -280,6 +319,20 @@ def learn(
         )
         if memory is not None:
             memory.load(os.path.join(directory, f"memory_{finished}.npz"))
+    run = _Run(
+        build_model,
+        scenario,
+        method,
+        class_order,
+        memory,
+        epochs,
+        batch_size,
+        learning_rate,
+        alpha,
+        temperature,
+        warmup_epochs,
+        verbose,
+    )
     trained = []
     state.setdefault("warmup_epochs_run", [None] * finished)
     for step in range(finished, len(tasks)):
@@ -287,25 +340,7 @@ def learn(
         keras.utils.set_random_seed(step_seed)
         task = tasks[step]
         notes = {}
-        model = _train_step(
-            model,
-            tasks,
-            step,
-            build_model,
-            scenario,
-            method,
-            class_order,
-            memory,
-            epochs,
-            batch_size,
-            learning_rate,
-            alpha,
-            temperature,
-            warmup_epochs,
-            verbose,
-            step_seed,
-            notes,
-        )
+        model = _train_step(model, tasks, step, run, step_seed, notes)
         if memory is not None:
             x, y = task.train
             memory.update(model, x, y)
@@ -334,28 +369,31 @@ def _labels(task_y, task, scenario, class_order):
     return np.asarray([class_order[int(v)] for v in task_y], "int64")
 
 
-def _train_step(
-    model,
-    tasks,
-    step,
-    build_model,
-    scenario,
-    method,
-    class_order,
-    memory,
-    epochs,
-    batch_size,
-    learning_rate,
-    alpha,
-    temperature,
-    warmup_epochs,
-    verbose,
-    step_seed,
-    notes,
-):
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """The settings of one `learn()` call that every step reads."""
+
+    build_model: object
+    scenario: str
+    method: str
+    class_order: dict
+    memory: object
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    alpha: float
+    temperature: float
+    warmup_epochs: object
+    verbose: object
+
+
+def _train_step(model, tasks, step, run, step_seed, notes):
+    """Trains step `step` of `run` from `model` (the previous step's); returns it."""
+    build_model, scenario, method = run.build_model, run.scenario, run.method
+    class_order, memory, learning_rate = run.class_order, run.memory, run.learning_rate
     task = tasks[step]
     x, y = task.train
-    fit = {"epochs": epochs, "batch_size": batch_size, "verbose": verbose}
+    fit = {"epochs": run.epochs, "batch_size": run.batch_size, "verbose": run.verbose}
     if method == "joint":
         return _train_joint(
             tasks[: step + 1], build_model, scenario, class_order, learning_rate, fit
@@ -365,18 +403,18 @@ def _train_step(
         _compile_plain(model, learning_rate)
         model.fit(x, _labels(y, task, scenario, class_order), shuffle=True, **fit)
         return model
-    weight = 1.0 if method == "finetune" else alpha
+    weight = 1.0 if method == "finetune" else run.alpha
     if scenario == "task":
         student = add_task_head(model, len(task.classes))
         labels = _labels(y, task, scenario, class_order)
-        if warmup_epochs:
+        if run.warmup_epochs:
             history = warm_up_head(
                 student,
                 x,
                 labels,
-                epochs=warmup_epochs,
+                epochs=run.warmup_epochs,
                 learning_rate=learning_rate,
-                batch_size=batch_size,
+                batch_size=run.batch_size,
                 seed=step_seed,
             )
             notes["warmup_epochs"] = int(history.best_epoch)
@@ -394,7 +432,7 @@ def _train_step(
             y = np.concatenate([np.asarray(y), y_old])
         labels = _labels(y, task, scenario, class_order) - (seen if new_only else 0)
     lwf = LearningWithoutForgetting(
-        student, model, alpha=weight, temperature=temperature
+        student, model, alpha=weight, temperature=run.temperature
     )
     lwf.compile(optimizer=keras.optimizers.Adam(learning_rate))
     lwf.fit(x, labels, shuffle=True, **fit)

@@ -106,11 +106,20 @@ def _check_tasks(tasks, scenario):
                     f"as many inputs as labels. Received {len(x)} inputs and "
                     f"{len(y)} labels."
                 )
-            extra = sorted(set(np.unique(y).tolist()) - set(task.classes))
+            present = set(np.unique(y).tolist())
+            extra = sorted(present - set(task.classes))
             if extra:
                 raise ValueError(
                     f"Task {i} ({task.name}) has {split} labels {extra} outside its "
                     f"classes {task.classes}."
+                )
+            absent = [c for c in task.classes if c not in present]
+            if absent:
+                raise ValueError(
+                    f"Task {i} ({task.name}) lists classes {absent} that have no "
+                    f"example in its {split} split (labels present: "
+                    f"{sorted(present)}); a class must be learned and tested. "
+                    "Drop them from `classes` or add their examples."
                 )
         if scenario == "class":
             for c in task.classes:
