@@ -116,19 +116,6 @@ def _as_callable(value, name: str, check=None):
     return value
 
 
-def _epoch_values(schedule, epochs):
-    """`(epoch, value)` at the epochs that bound the schedule's values.
-
-    `schedules.check_points`: the breakpoints and ends, never every epoch
-    (`fit(epochs=10**12)` with `EarlyStopping` starts at once); every epoch
-    is checked again when its value is applied.
-    """
-    return [
-        (epoch, float(schedule(epoch)))
-        for epoch in schedules.check_points(schedule, epochs)
-    ]
-
-
 @keras.saving.register_keras_serializable(package="keras_distill")
 class ParameterScheduler(keras.callbacks.Callback):
     """Sets a scalar variable of the model from a schedule during `fit()`.
@@ -238,17 +225,25 @@ class ParameterScheduler(keras.callbacks.Callback):
         params = self.params or {}
         epochs = params.get("epochs")
         if self.unit == "epoch":
-            for epoch, value in _epoch_values(self.schedule, epochs):
-                check_parameter_value(self.name, value, self._where(epoch))
+            schedules.check_over(
+                self.schedule,
+                epochs,
+                lambda epoch: check_parameter_value(
+                    self.name, float(self.schedule(epoch)), self._where(epoch)
+                ),
+            )
             self._warn_if_cut_off(epochs)
             return
         steps = params.get("steps")
         if not (epochs and steps and isinstance(self.schedule, schedules.Schedule)):
             return
-        indices = schedules.check_points(self.schedule, int(epochs) * int(steps))
-        values = np.atleast_1d(self.schedule(np.asarray(indices))).tolist()
-        for index, value in zip(indices, values, strict=True):
-            check_parameter_value(self.name, value, self._where(index))
+        schedules.check_over(
+            self.schedule,
+            int(epochs) * int(steps),
+            lambda index: check_parameter_value(
+                self.name, float(self.schedule(index)), self._where(index)
+            ),
+        )
 
     def _warn_if_cut_off(self, epochs):
         """Warns when training ends before the schedule's transition does."""
@@ -378,8 +373,7 @@ class CurriculumScheduler(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         epochs = (self.params or {}).get("epochs")
-        for epoch in schedules.check_points(self.pacing, epochs):
-            self._fraction(epoch)
+        schedules.check_over(self.pacing, epochs, self._fraction)
         self._unchecked_key = None
 
     def on_epoch_begin(self, epoch, logs=None):

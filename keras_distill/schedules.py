@@ -423,6 +423,40 @@ def check_points(schedule, count: int) -> list:
     return sorted(p for p in points if 0 <= p < count)
 
 
+def check_over(schedule, count: int, check) -> None:
+    """Runs `check(step)` where `schedule` can first go wrong in `[0, count)`.
+
+    `check` raises `ValueError` for a bad value (it computes the value
+    itself). It runs at `check_points`; when one fails, the steps between it
+    and the last good point (where the schedule is monotone, so the good
+    ones form a prefix) are searched by bisection, and the error is the one
+    of the first bad step: `linear(2.0, -2.0, 4)` as a temperature fails at
+    step 2 (value 0.0), not at the end (-2.0).
+
+    Args:
+        schedule: A `Schedule` or a callable of the step.
+        count: The number of steps (or epochs) of the run.
+        check: A function of the step that raises `ValueError` when the
+            schedule's value there is not allowed.
+    """
+    good = -1
+    for point in check_points(schedule, count):
+        try:
+            check(point)
+        except ValueError:
+            bad = point
+            while bad - good > 1:  # invariant: good passes (or is -1), bad fails
+                middle = (good + bad) // 2
+                try:
+                    check(middle)
+                    good = middle
+                except ValueError:
+                    bad = middle
+            check(bad)  # raises the first bad step's error
+            raise
+        good = point
+
+
 def _breakpoints(schedule, count: int) -> set:
     if isinstance(schedule, Constant):
         return {0}
@@ -462,4 +496,5 @@ __all__ = [
     "number",
     "whole_number",
     "check_points",
+    "check_over",
 ]

@@ -383,23 +383,21 @@ def _check_labels(y, classes: int, what: str) -> None:
         value = flat[index].item()
         hint = "Fix the labels"
         if float(value).is_integer() and value >= classes:
-            hint += f" or give the student {int(value) + 1} outputs"
+            hint += f" or use a teacher and students of {int(value) + 1} classes"
         raise ValueError(
             f"{what} label {value!r} (example {index}) is not a class of the "
-            f"student, which has {classes} outputs: labels must be whole numbers "
+            f"teacher, which predicts {classes}: labels must be whole numbers "
             f"in [0, {classes - 1}]. {hint}."
         )
 
 
-def _student_classes(hypermodel, x) -> int:
-    """The number of outputs of a student the search builds (one example run)."""
-    kt = _keras_tuner()
-    builder = hypermodel.build_student
-    if isinstance(builder, keras.Model):
-        student = builder
-    else:
-        student = builder(kt.HyperParameters())
-    outputs = student(np.asarray(x[:1]), training=False)
+def _class_count(hypermodel, x) -> int:
+    """The number of classes the search distils: the teacher's outputs on
+    one example (the Distiller refuses a student of another count). The
+    teacher, not a student: building one would call the user's builder an
+    extra time.
+    """
+    outputs = hypermodel.teacher(np.asarray(x[:1]), training=False)
     return int(keras.ops.shape(keras.tree.flatten(outputs)[0])[-1])
 
 
@@ -662,7 +660,7 @@ def tune(
     hypermodel = _hypermodel_class()(teacher, build_student, **hypermodel_kwargs)
     # Before the search: a bad label otherwise fails every trial, and the
     # search ends in a missing trial checkpoint.
-    classes = _student_classes(hypermodel, train[0])
+    classes = _class_count(hypermodel, train[0])
     _check_labels(train[1], classes, "A training")
     if val is not None:
         _check_labels(val[1], classes, "A validation")

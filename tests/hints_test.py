@@ -151,6 +151,7 @@ def test_subclassed_teacher_and_student_with_return_features(tmp_path):
     x, y = digits_subset(n=64)
     keras.utils.set_random_seed(0)
     teacher, student = FeatureCNN(filters=8), FeatureCNN(filters=2)
+    teacher(x[:1])  # built (unbuilt teachers are refused)
     distiller = kd.Distiller(student, teacher, hints=[Hint("conv", "conv")])
     distiller.compile(optimizer="adam")
     history = distiller.fit(x, y, epochs=2, batch_size=32, verbose=0)

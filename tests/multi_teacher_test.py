@@ -107,9 +107,9 @@ class _Subclassed(keras.Model):
 
 def test_an_ensemble_teacher_with_another_class_count_is_named(teachers):
     x, y = digits_subset(n=32)
-    distiller = kd.Distiller(
-        tiny_student(), [teachers[0], _Subclassed(12, name="wide")]
-    )
+    wide = _Subclassed(12, name="wide")
+    wide(x[:1])  # built (unbuilt teachers are refused)
+    distiller = kd.Distiller(tiny_student(), [teachers[0], wide])
     distiller.compile(optimizer="sgd")
     with pytest.raises(
         ValueError, match=r"teacher\[1\] \(wide\) predicts 12 classes, the student 10"

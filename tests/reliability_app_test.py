@@ -485,11 +485,11 @@ def test_teacher_outputs_follow_an_array_changed_in_place():
 # -- Unclear: labels out of range, a broken .keras file ------------------------
 
 
-def test_tune_names_a_label_outside_the_students_classes(tmp_path):
+def test_tune_names_a_label_outside_the_teachers_classes(tmp_path):
     (x, y), (xv, yv) = digits()["train"], digits()["val"]
     y = np.array(y[:64])
     y[5] = 10
-    with pytest.raises(ValueError, match=r"label 10 \(example 5\).*10 outputs"):
+    with pytest.raises(ValueError, match=r"label 10 \(example 5\).*predicts 10"):
         kd.tune(
             trained_teacher(),
             lambda hp: models.student_mlp(hidden=4),

@@ -134,3 +134,24 @@ def test_the_documented_dkd_warm_up_and_ctkd_curriculum():
         assert warm_up(epoch) == pytest.approx(min((epoch + 1) / 20, 1.0))
         strength = (1 - math.cos(math.pi * min(epoch, 10) / 10)) / 2
         assert curriculum(epoch) == pytest.approx(strength, abs=1e-12)
+
+
+def test_check_over_reports_the_first_bad_step_between_checked_points():
+    # Checked at the breakpoints (0, 8, 9); the first bad step, 5, is found
+    # by bisection, not reported as the first checked bad one.
+    seen = []
+
+    def checker(schedule):
+        def check(step):
+            seen.append(step)
+            if float(schedule(step)) < 0.1:
+                raise ValueError(f"bad at {step}")
+
+        return check
+
+    falling = schedules.linear(1.0, -1.0, 9)
+    with pytest.raises(ValueError, match="bad at 5"):
+        schedules.check_over(falling, 10, checker(falling))
+    assert len(seen) < 10
+    gentle = schedules.linear(1.0, 0.5, 9)
+    schedules.check_over(gentle, 10**12, checker(gentle))  # all good, at once

@@ -507,8 +507,13 @@ def _check_values(config, source):
             epochs = config["distill"]["epochs"]
             # The epochs that bound its values, not every epoch (10**14 of
             # them would take days).
-            for epoch in schedules.check_points(schedule, epochs):
-                params.check(name, schedule(epoch), where=f"epoch {epoch}")
+            schedules.check_over(
+                schedule,
+                epochs,
+                lambda epoch, name=name, schedule=schedule: params.check(
+                    name, schedule(epoch), where=f"epoch {epoch}"
+                ),
+            )
         except ValueError as error:
             raise ConfigError(
                 f"{_where(source, 'schedules', name)}: schedules.{name}: {error}"
