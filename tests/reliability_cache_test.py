@@ -229,3 +229,13 @@ def test_a_shard_corrupted_between_epochs_ends_fit_with_a_clear_error(data, tmp_
     message = str(error.value)
     assert "\n" not in message and "Traceback" not in message
     assert shard in message and "overwrite=True" in message
+
+
+def test_a_language_model_teacher_is_refused_with_its_shape(tmp_path):
+    from keras_distill import models, text
+
+    teacher = models.causal_lm(text.VOCAB_SIZE, 16, width=32, layers=1)
+    ids = np.ones((8, 16), "int32")
+    with pytest.raises(ValueError, match=r"\(None, 16, 258\).*distill them online"):
+        kd.cache.TeacherCache.build(teacher, ids, tmp_path / "cache", verbose=0)
+    assert not (tmp_path / "cache").exists() or not os.listdir(tmp_path / "cache")

@@ -96,6 +96,8 @@ def build(
             f"`dtype` must be 'float16' or 'float32'. Received: dtype={dtype!r}"
         )
     num_classes = teacher.output_shape[-1] if hasattr(teacher, "output_shape") else None
+    if hasattr(teacher, "output_shape"):
+        _check_one_distribution_per_example(teacher.output_shape)
     if k is not None:
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise ValueError(f"`k` must be an integer >= 1. Received: k={k!r}")
@@ -179,6 +181,10 @@ def build(
                     )
             data_digest.update(np.ascontiguousarray(batch).tobytes())
             outputs = {n: v.numpy() for n, v in run_teacher(tf.constant(batch)).items()}
+            if step == 0:
+                _check_one_distribution_per_example(
+                    (None, *next(iter(outputs.values())).shape[1:])
+                )
             for name, value in outputs.items():
                 if name == "indices":
                     value = value.astype("int32")
@@ -261,6 +267,23 @@ def build(
             _remove(os.path.join(directory, name))
     _remove(journal)
     return cls(directory)
+
+
+def _check_one_distribution_per_example(shape) -> None:
+    """Refuses a teacher whose outputs are not `(batch, classes)`: the cache
+    stores one distribution per example, and a language model's
+    `(batch, sequence, vocabulary)` logits would be misread as that.
+    """
+    if not all(d is None or isinstance(d, int) for d in shape):
+        return  # several outputs: not this check's concern
+    shape = tuple(shape)
+    if len(shape) != 2:
+        raise ValueError(
+            f"The teacher's outputs have shape {shape}; a teacher cache stores "
+            "one distribution per example, shaped (batch, classes). Per-token "
+            "outputs (batch, sequence, vocabulary) are not cached yet: distill "
+            "them online (pass the teacher to the Distiller)."
+        )
 
 
 def _remove(path):
