@@ -26,18 +26,30 @@ PENDING = {}
 
 
 def _writers():
-    """`{block name: benchmark file}` for every `docblocks.rewrite(...)` call."""
+    """`{block name: benchmark file}`: the names each benchmark writes.
+
+    A name is the literal second argument of a `docblocks.rewrite(...)` call
+    or a value of the benchmark's module-level `DOC_BLOCKS` dict.
+    """
     found = {}
     for path in sorted((ROOT / "benchmarks").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
+            names = []
             if (
                 isinstance(node, ast.Call)
-                and getattr(node.func, "attr", getattr(node.func, "id", None))
-                == "rewrite"
-                and len(node.args) >= 2
-                and isinstance(node.args[1], ast.Constant)
+                and getattr(node.func, "attr", None) == "rewrite"
             ):
-                found[node.args[1].value] = path.name
+                if len(node.args) >= 2 and isinstance(node.args[1], ast.Constant):
+                    names = [node.args[1].value]
+            elif (
+                isinstance(node, ast.Assign)
+                and any(getattr(t, "id", None) == "DOC_BLOCKS" for t in node.targets)
+                and isinstance(node.value, ast.Dict)
+            ):
+                names = [
+                    v.value for v in node.value.values if isinstance(v, ast.Constant)
+                ]
+            found.update(dict.fromkeys(names, path.name))
     return found
 
 
@@ -48,7 +60,10 @@ def test_no_measured_number_outside_a_block(page):
         assert found, f"{page.name} is clean now: remove it from PENDING"
         return
     lines = page.read_text().split("\n")
-    where = "\n".join(f"  line {n}: {number!r} in {lines[n - 1].strip()[:90]!r}" for n, number in found)
+    where = "\n".join(
+        f"  line {n}: {number!r} in {lines[n - 1].strip()[:90]!r}"
+        for n, number in found
+    )
     assert not found, (
         f"{page.name} quotes measured numbers outside a benchmark block; put them in the "
         f"block its benchmark writes, link to the README's table, or remove them:\n{where}"
@@ -63,14 +78,20 @@ def test_every_block_is_written_by_a_benchmark(page):
         assert name in writers, f"{page.name}: no benchmark writes block {name!r}"
         # The benchmark names the page it writes.
         assert f"docs/{page.name}" in (ROOT / "benchmarks" / writers[name]).read_text()
-    assert text.count("<!-- benchmark:") == len(docblocks.blocks(text)), "an unclosed block"
+    assert text.count("<!-- benchmark:") == len(docblocks.blocks(text)), (
+        "an unclosed block"
+    )
     for block in docblocks.cited_blocks(text):
-        assert re.search(r"https?://", block), f"{page.name}: a cited block without a link"
+        assert re.search(r"https?://", block), (
+            f"{page.name}: a cited block without a link"
+        )
     assert text.count("<!-- cited -->") == len(docblocks.cited_blocks(text))
     for test_file, block in docblocks.tested_blocks(text):
         source = (ROOT / test_file).read_text()
         for number in re.findall(r"\d+\.\d+", block):
-            assert number in source, f"{page.name}: {test_file} does not assert {number}"
+            assert number in source, (
+                f"{page.name}: {test_file} does not assert {number}"
+            )
 
 
 def test_the_scanner_finds_measured_numbers_and_spares_the_rest():
@@ -88,7 +109,9 @@ def test_the_scanner_finds_measured_numbers_and_spares_the_rest():
         "51 s",
         "0.9593",
     ]
-    assert docblocks.blocks(page) == [("memory", "| curriculum | 675 | 727 | 1.077 |\n")]
+    assert docblocks.blocks(page) == [
+        ("memory", "| curriculum | 675 | 727 | 1.077 |\n")
+    ]
 
 
 def test_rewrite_replaces_only_its_block(tmp_path):
