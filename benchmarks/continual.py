@@ -21,8 +21,8 @@ One command measures everything the README reports, over 3 seeds (mean and
 3. Split MNIST-1D, 5 tasks of 2 classes, class-incremental, the same methods.
 
 Writes `continual.md` (every table) and one heat map PNG per setting into
-the output folder (default `continual_benchmark/`); with `--docs
-docs/continual.md`, also rewrites that page's `<!-- benchmark:continual-* -->`
+the output folder (default `continual_benchmark/`); with `--docs`, also
+rewrites docs/continual.md's `<!-- benchmark:continual-* -->`
 blocks with the tables (`benchmarks/docblocks.py`). Runs are saved per
 method and seed under that folder, so an interrupted benchmark resumes.
 
@@ -241,8 +241,8 @@ def main():
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument(
         "--docs",
-        default=None,
-        help="docs page to rewrite the tables of (docs/continual.md)",
+        action="store_true",
+        help="also write the tables into docs/continual.md's blocks",
     )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -305,13 +305,14 @@ def main():
         f.write(report)
     print(f"\nwrote {os.path.join(args.out, 'continual.md')} and the heat maps")
     if args.docs:
+        page = os.path.join(docblocks.ROOT, "docs", "continual.md")
         for setting, table in tables.items():
             docblocks.rewrite(
-                args.docs,
+                page,
                 DOC_BLOCKS[setting],
                 f"Seeds {seeds}, {time.strftime('%Y-%m-%d')}:\n\n{table}\n",
             )
-        print(f"rewrote the blocks of {sorted(tables)} in {args.docs}")
+        print(f"rewrote the blocks of {sorted(tables)} in {page}")
 
 
 if __name__ == "__main__":

@@ -7,9 +7,11 @@ the benchmark measuring it rewrites on every run:
     ...the benchmark's output...
     <!-- /benchmark -->
 
-`rewrite(path, NAME, text)` replaces a block's contents (a benchmark calls it
-when run with `--docs`). A number quoted from a paper or another project sits
-in a `<!-- cited -->...<!-- /cited -->` block, which links to its source; a
+`rewrite(path, NAME, text)` replaces a block's contents; a benchmark's
+entry point runs inside `report(page, NAME)`, which prints as before and, when
+the command line has `--docs`, also writes what was printed into the block.
+A number quoted from a paper or another project sits in a
+`<!-- cited -->...<!-- /cited -->` block, which links to its source; a
 computed value that a test asserts, in a `<!-- tested:tests/x_test.py -->
 ...<!-- /tested -->` block (each of its decimals appears in that file).
 Everywhere else, `measured_numbers(text)` finds the numbers that look
@@ -24,7 +26,14 @@ This module imports nothing from the library, so a test or a benchmark
 imports it without TensorFlow.
 """
 
+import contextlib
+import io
+import os
 import re
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 BEGIN = "<!-- benchmark:{name} -->"
 END = "<!-- /benchmark -->"
@@ -48,6 +57,11 @@ MEASURED = re.compile(
 )
 
 
+def without_code(text):
+    """The page with its fenced code blocks blanked (lines kept)."""
+    return _FENCE.sub(lambda m: "\n" * m.group(0).count("\n"), text)
+
+
 def blocks(text):
     """The benchmark blocks of a page.
 
@@ -57,17 +71,17 @@ def blocks(text):
     Returns:
         A list of `(name, contents)` pairs, in the page's order.
     """
-    return BLOCK.findall(text)
+    return BLOCK.findall(without_code(text))
 
 
 def cited_blocks(text):
     """The contents of the page's `<!-- cited -->` blocks, in order."""
-    return CITED.findall(text)
+    return CITED.findall(without_code(text))
 
 
 def tested_blocks(text):
     """The page's `<!-- tested:FILE -->` blocks, as `(FILE, contents)` pairs."""
-    return TESTED.findall(text)
+    return TESTED.findall(without_code(text))
 
 
 def rewrite(path, name, contents):
@@ -121,3 +135,49 @@ def measured_numbers(text):
     for number, line in enumerate(prose(text).split("\n"), 1):
         found.extend((number, m.group(0)) for m in MEASURED.finditer(line))
     return found
+
+
+class _Tee(io.TextIOBase):
+    def __init__(self, stream):
+        self.stream, self.buffer = stream, io.StringIO()
+
+    def write(self, text):
+        self.buffer.write(text)
+        return self.stream.write(text)
+
+    def flush(self):
+        self.stream.flush()
+
+
+@contextlib.contextmanager
+def report(page, name, argv=None):
+    """Prints as usual and, with `--docs`, writes the output into a docs block.
+
+    Example:
+
+    ```python
+    if __name__ == "__main__":
+        with docblocks.report("docs/performance.md", "step-cost"):
+            main()
+    ```
+
+    Args:
+        page: The docs page, relative to the repository's root.
+        name: The block's name in that page.
+        argv: The command line; defaults to `sys.argv[1:]`. The block is
+            written only if it holds `--docs` (which is removed from
+            `sys.argv`, so the benchmark's own parsing never sees it), and
+            only if the benchmark finishes without an error.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    write = "--docs" in argv
+    if write and "--docs" in sys.argv:
+        sys.argv.remove("--docs")
+    tee = _Tee(sys.stdout)
+    with contextlib.redirect_stdout(tee):
+        yield
+    if write:
+        script = os.path.relpath(os.path.abspath(sys.argv[0]), ROOT)
+        header = f"Written by `{script} --docs` on {time.strftime('%Y-%m-%d')}:\n\n"
+        rewrite(os.path.join(ROOT, page), name, header + tee.buffer.getvalue())
+        print(f"rewrote the block {name!r} of {page}")

@@ -20,24 +20,22 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import docblocks  # noqa: E402
 
 PAGES = sorted((ROOT / "docs").glob("*.md"))
-# Pages whose measured numbers are not yet in blocks, with the reason. The
-# list may only shrink: a listed page that has become clean fails below.
-PENDING = {}
 
 
 def _writers():
     """`{block name: benchmark file}`: the names each benchmark writes.
 
-    A name is the literal second argument of a `docblocks.rewrite(...)` call
-    or a value of the benchmark's module-level `DOC_BLOCKS` dict.
+    A name is the literal second argument of a `docblocks.rewrite(...)` or
+    `docblocks.report(...)` call, or a value of the benchmark's module-level
+    `DOC_BLOCKS` dict.
     """
     found = {}
     for path in sorted((ROOT / "benchmarks").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             names = []
-            if (
-                isinstance(node, ast.Call)
-                and getattr(node.func, "attr", None) == "rewrite"
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) in (
+                "rewrite",
+                "report",
             ):
                 if len(node.args) >= 2 and isinstance(node.args[1], ast.Constant):
                     names = [node.args[1].value]
@@ -56,9 +54,6 @@ def _writers():
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_no_measured_number_outside_a_block(page):
     found = docblocks.measured_numbers(page.read_text())
-    if page.name in PENDING:
-        assert found, f"{page.name} is clean now: remove it from PENDING"
-        return
     lines = page.read_text().split("\n")
     where = "\n".join(
         f"  line {n}: {number!r} in {lines[n - 1].strip()[:90]!r}"
@@ -74,18 +69,20 @@ def test_no_measured_number_outside_a_block(page):
 def test_every_block_is_written_by_a_benchmark(page):
     writers = _writers()
     text = page.read_text()
+    code_free = docblocks.without_code(text)
     for name, _ in docblocks.blocks(text):
         assert name in writers, f"{page.name}: no benchmark writes block {name!r}"
         # The benchmark names the page it writes.
         assert f"docs/{page.name}" in (ROOT / "benchmarks" / writers[name]).read_text()
-    assert text.count("<!-- benchmark:") == len(docblocks.blocks(text)), (
+    assert code_free.count("<!-- benchmark:") == len(docblocks.blocks(text)), (
         "an unclosed block"
     )
     for block in docblocks.cited_blocks(text):
         assert re.search(r"https?://", block), (
             f"{page.name}: a cited block without a link"
         )
-    assert text.count("<!-- cited -->") == len(docblocks.cited_blocks(text))
+    assert code_free.count("<!-- cited -->") == len(docblocks.cited_blocks(text))
+    assert code_free.count("<!-- tested:") == len(docblocks.tested_blocks(text))
     for test_file, block in docblocks.tested_blocks(text):
         source = (ROOT / test_file).read_text()
         for number in re.findall(r"\d+\.\d+", block):
@@ -127,3 +124,29 @@ def test_rewrite_replaces_only_its_block(tmp_path):
     )
     with pytest.raises(ValueError, match="no `<!-- benchmark:c -->`"):
         docblocks.rewrite(page, "c", "x")
+
+
+def test_report_prints_and_writes_its_block_only_with_docs(
+    tmp_path, monkeypatch, capsys
+):
+    (tmp_path / "docs").mkdir()
+    page = tmp_path / "docs" / "p.md"
+    page.write_text("<!-- benchmark:b -->\nold\n<!-- /benchmark -->\n")
+    monkeypatch.setattr(docblocks, "ROOT", str(tmp_path))
+    monkeypatch.setattr(sys, "argv", [str(tmp_path / "bench.py"), "--docs"])
+    with docblocks.report("docs/p.md", "b"):
+        print("| ratio | 1.077 |")
+    assert "| ratio | 1.077 |" in capsys.readouterr().out
+    assert sys.argv == [str(tmp_path / "bench.py")]  # the benchmark never sees --docs
+    text = page.read_text()
+    assert docblocks.blocks(text)[0][1].endswith("| ratio | 1.077 |\n")
+    assert "Written by `bench.py --docs`" in text
+    # Without --docs, or when the benchmark fails, the page is left alone.
+    with docblocks.report("docs/p.md", "b"):
+        print("| ratio | 9.999 |")
+    with (
+        pytest.raises(RuntimeError),
+        docblocks.report("docs/p.md", "b", argv=["--docs"]),
+    ):
+        raise RuntimeError("failed")
+    assert page.read_text() == text
