@@ -21,7 +21,9 @@ One command measures everything the README reports, over 3 seeds (mean and
 3. Split MNIST-1D, 5 tasks of 2 classes, class-incremental, the same methods.
 
 Writes `continual.md` (every table) and one heat map PNG per setting into
-the output folder (default `continual_benchmark/`). Runs are saved per
+the output folder (default `continual_benchmark/`); with `--docs`, also
+rewrites docs/continual.md's `<!-- benchmark:continual-* -->`
+blocks with the tables (`benchmarks/docblocks.py`). Runs are saved per
 method and seed under that folder, so an interrupted benchmark resumes.
 
 Run: `.venv/bin/python benchmarks/continual.py [--out DIR] [--seeds 0,1,2]
@@ -35,6 +37,7 @@ seconds).
 
 import argparse
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -45,11 +48,21 @@ import numpy as np  # noqa: E402
 import keras_distill as kd  # noqa: E402
 from keras_distill import continual  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import docblocks  # noqa: E402
+
 PAIRS = [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
 TWO_TASK_SPLITS = [(0, 1, 2, 3, 4), (0, 2, 4, 6, 8), (1, 4, 5, 7, 9)]
 RANDOM_SPLITS, RANDOM_SPLIT_SEED = 2, 18
 SETTINGS = ("two-task", "digits-class", "digits-task", "mnist1d-class")
 DISPLAY = {"digits": "digits", "mnist1d": "MNIST-1D"}
+# The blocks of docs/continual.md that `--docs` rewrites, one per setting.
+DOC_BLOCKS = {
+    "two-task": "continual-two-task",
+    "digits-class": "continual-digits-class",
+    "digits-task": "continual-digits-task",
+    "mnist1d-class": "continual-mnist1d-class",
+}
 
 
 def digits_mlp(num_classes):
@@ -226,6 +239,11 @@ def main():
     parser.add_argument("--out", default="continual_benchmark")
     parser.add_argument("--only", default=",".join(SETTINGS))
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument(
+        "--docs",
+        action="store_true",
+        help="also write the tables into docs/continual.md's blocks",
+    )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     only = args.only.split(",")
@@ -233,12 +251,13 @@ def main():
     if unknown:
         parser.error(f"unknown settings {unknown}; choose from {list(SETTINGS)}")
     os.makedirs(args.out, exist_ok=True)
-    sections = []
+    sections, tables = [], {}
     started = time.time()
     if "two-task" in only:
+        tables["two-task"] = two_task(args.out, seeds)
         sections.append(
             "## Two tasks of 5 digit classes (task-incremental)\n\n"
-            + two_task(args.out, seeds)
+            + tables["two-task"]
         )
         print(sections[-1], flush=True)
     digits = kd.data.load_digits(seed=0)
@@ -255,6 +274,7 @@ def main():
                 learning_rate=1e-2,
                 memory_size=100,
             )
+            tables[f"digits-{scenario}"] = text
             sections.append(
                 f"## Split digits, 5 tasks of 2 classes, {scenario}-incremental\n\n"
                 + text
@@ -272,6 +292,7 @@ def main():
             learning_rate=3e-3,
             memory_size=200,
         )
+        tables["mnist1d-class"] = text
         sections.append(
             "## Split MNIST-1D, 5 tasks of 2 classes, class-incremental\n\n" + text
         )
@@ -283,6 +304,15 @@ def main():
     with open(os.path.join(args.out, "continual.md"), "w") as f:
         f.write(report)
     print(f"\nwrote {os.path.join(args.out, 'continual.md')} and the heat maps")
+    if args.docs:
+        page = os.path.join(docblocks.ROOT, "docs", "continual.md")
+        for setting, table in tables.items():
+            docblocks.rewrite(
+                page,
+                DOC_BLOCKS[setting],
+                f"Seeds {seeds}, {time.strftime('%Y-%m-%d')}:\n\n{table}\n",
+            )
+        print(f"rewrote the blocks of {sorted(tables)} in {page}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ optional extras (Keras Tuner, TFDS, the app's packages, TF Serving's API,
 TFLite) are not among them.
 
 Run: `.venv/bin/python benchmarks/import_time.py` (about a minute; `RUNS=3`
-for a quicker one).
+for a quicker one; `--docs` also writes the report into docs/performance.md's
+`import-time` block).
 """
 
 import json
@@ -119,4 +120,8 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import docblocks
+
+    with docblocks.report("docs/performance.md", "import-time"):
+        main()

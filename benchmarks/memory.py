@@ -210,4 +210,9 @@ if __name__ == "__main__":
         sys.path.insert(0, ROOT)  # this checkout's keras_distill
         run(sys.argv[2], sys.argv[4:], sys.argv[3])
     else:
-        main()
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import docblocks
+
+        # `--docs` also writes the report into docs/performance.md's block.
+        with docblocks.report("docs/performance.md", "memory"):
+            main()

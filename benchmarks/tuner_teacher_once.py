@@ -411,5 +411,13 @@ def compare_hyperband(teacher, train, val, directory):
     return results
 
 
+# The blocks of docs/performance.md that `--docs` writes the report into.
+DOC_BLOCKS = {"default": "tuner", "distinct": "tuner-distinct"}
+
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import docblocks
+
+    block = DOC_BLOCKS["distinct" if os.environ.get("DISTINCT") == "1" else "default"]
+    with docblocks.report("docs/performance.md", block):
+        main()

@@ -190,9 +190,11 @@ def pacing(
 
     Example:
 
+    ```pycon
     >>> schedule = pacing("linear", 0.2, 4)
     >>> [round(schedule(e), 2) for e in range(6)]
     [0.2, 0.4, 0.6, 0.8, 1.0, 1.0]
+    ```
     """
     min_fraction = check_fraction(min_fraction, "`min_fraction`")
     epochs = schedules.whole_number(epochs, "epochs")

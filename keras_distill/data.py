@@ -35,9 +35,11 @@ def load_digits(seed: int = 0, val_fraction: float = 0.15, test_fraction: float 
 
     Example:
 
+    ```pycon
     >>> splits = load_digits()
     >>> splits["train"][0].shape[1:]
     (8, 8, 1)
+    ```
     """
     from sklearn.datasets import load_digits as sk_load_digits
     from sklearn.model_selection import train_test_split
@@ -117,9 +119,11 @@ def load_mnist1d(seed: int = 0, val_fraction: float = 0.1):
 
     Example:
 
+    ```pycon
     >>> splits = load_mnist1d()
     >>> splits["train"][0].shape[1:], splits["test"][0].shape[0]
     ((40, 1), 1000)
+    ```
     """
     from sklearn.model_selection import train_test_split
 

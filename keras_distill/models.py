@@ -22,9 +22,11 @@ def teacher_cnn(
 
     Example:
 
+    ```pycon
     >>> model = teacher_cnn()
     >>> model.output_shape
     (None, 10)
+    ```
     """
     return keras.Sequential(
         [
@@ -53,9 +55,11 @@ def teacher_cnn1d(
 
     Example:
 
+    ```pycon
     >>> model = teacher_cnn1d()
     >>> model.output_shape
     (None, 10)
+    ```
     """
     return keras.Sequential(
         [
@@ -81,9 +85,11 @@ def student_mlp(
 
     Example:
 
+    ```pycon
     >>> model = student_mlp()
     >>> model.output_shape
     (None, 10)
+    ```
     """
     return keras.Sequential(
         [
@@ -109,9 +115,11 @@ def student_cnn(
 
     Example:
 
+    ```pycon
     >>> model = student_cnn()
     >>> model.get_layer("conv1").output.shape
     (None, 8, 8, 4)
+    ```
     """
     return keras.Sequential(
         [
@@ -173,9 +181,11 @@ def causal_lm(
 
     Example:
 
+    ```pycon
     >>> model = causal_lm(258, 32, width=32, layers=1)
     >>> model.output_shape
     (None, 32, 258)
+    ```
     """
     ids = keras.Input((sequence_length,), dtype="int32", name="token_ids")
     tokens = keras.layers.Embedding(vocabulary_size, width, name="token_embedding")(ids)

@@ -399,8 +399,10 @@ def unusual_note(variables: dict) -> str:
 
     Example:
 
+    ```pycon
     >>> unusual_note({"temperature": 1e-30}).startswith("`temperature` holds")
     True
+    ```
     """
     parts = []
     for name, variable in variables.items():

@@ -267,8 +267,10 @@ def constant(value: float) -> Constant:
 
     Example:
 
+    ```pycon
     >>> constant(4.0)(7)
     4.0
+    ```
     """
     return Constant(value)
 
@@ -293,9 +295,11 @@ def linear(
 
     Example:
 
+    ```pycon
     >>> schedule = linear(8.0, 2.0, 10)  # 8 at step 0 -> 2 at step 10
     >>> schedule(0), schedule(5), schedule(10), schedule(99)
     (8.0, 5.0, 2.0, 2.0)
+    ```
     """
     return Linear(init_value, end_value, transition_steps, transition_begin)
 
@@ -321,9 +325,11 @@ def cosine(
 
     Example:
 
+    ```pycon
     >>> schedule = cosine(0.1, 0.9, 10)
     >>> round(schedule(5), 6), schedule(10)
     (0.5, 0.9)
+    ```
     """
     return Cosine(init_value, end_value, transition_steps, transition_begin)
 
@@ -348,9 +354,11 @@ def exponential(
 
     Example:
 
+    ```pycon
     >>> schedule = exponential(8.0, 1.0, 3)  # 8, 4, 2, 1
     >>> schedule(1), schedule(2)
     (4.0, 2.0)
+    ```
     """
     return Exponential(init_value, end_value, transition_steps, transition_begin)
 
@@ -367,9 +375,11 @@ def step(boundaries, values) -> PiecewiseConstant:
 
     Example:
 
+    ```pycon
     >>> schedule = step([2, 5], [1.0, 0.5, 0.1])
     >>> schedule(1), schedule(2), schedule(5)
     (1.0, 0.5, 0.1)
+    ```
     """
     return PiecewiseConstant(boundaries, values)
 
@@ -387,9 +397,11 @@ def join(schedules, boundaries) -> Join:
 
     Example:
 
+    ```pycon
     >>> schedule = join([linear(8.0, 4.0, 4), 4.0, linear(4.0, 1.0, 3)], [4, 6])
     >>> schedule(2), schedule(5), schedule(7)
     (6.0, 4.0, 3.0)
+    ```
     """
     return Join(schedules, boundaries)
 

@@ -39,9 +39,11 @@ def encode(texts, sequence_length):
 
     Example:
 
+    ```pycon
     >>> x, y, w = encode(["hi"], 4)
     >>> x.tolist(), y.tolist(), w.tolist()
     ([[1, 106, 107, 0]], [[106, 107, 0, 0]], [[1.0, 1.0, 0.0, 0.0]])
+    ```
     """
     if int(sequence_length) != sequence_length or sequence_length < 1:
         raise ValueError(

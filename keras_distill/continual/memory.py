@@ -29,8 +29,10 @@ def herding(features, count: int) -> np.ndarray:
 
     Example:
 
+    ```pycon
     >>> herding(np.eye(3), 2).shape
     (2,)
+    ```
     """
     features = np.asarray(features, "float64").reshape(len(features), -1)
     features = features / np.maximum(

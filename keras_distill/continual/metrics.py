@@ -37,10 +37,12 @@ def accuracy_metrics(accuracy) -> dict:
 
     Example:
 
+    ```pycon
     >>> m = np.array([[1.0, np.nan], [0.8, 0.9]])
     >>> metrics = accuracy_metrics(m)
     >>> [round(metrics[k], 2) for k in ("average_accuracy", "forgetting")]
     [0.85, 0.2]
+    ```
     """
     a = np.asarray(accuracy, "float64")
     if a.ndim != 2 or a.shape[0] != a.shape[1] or not a.size:

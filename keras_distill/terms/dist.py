@@ -52,10 +52,12 @@ def dist_loss(teacher_logits, student_logits, temperature=1.0, beta=1.0, gamma=1
 
     Example:
 
+    ```pycon
     >>> import numpy as np
     >>> z = np.array([[2.0, 0.0, -1.0], [0.0, 1.0, 3.0]], "float32")
     >>> [round(float(v), 4) for v in dist_loss(z, z)]
     [0.0, 0.0]
+    ```
     """
     temperature = ops.cast(temperature, "float32")
     p_t = ops.softmax(ops.cast(teacher_logits, "float32") / temperature, axis=-1)

@@ -49,10 +49,12 @@ def jsd_loss(teacher_logits, student_logits, temperature=1.0, beta=0.5):
 
     Example:
 
+    ```pycon
     >>> import numpy as np
     >>> t = np.array([[2.0, 0.0, -1.0]])
     >>> float(jsd_loss(t, t, beta=0.5)[0])
     0.0
+    ```
     """
     temperature = ops.cast(temperature, "float32")
     log_t = softened_log_probs(teacher_logits, temperature)

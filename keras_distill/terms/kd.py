@@ -44,10 +44,12 @@ def kd_loss(teacher_logits, student_logits, temperature=1.0, closed_form_gradien
 
     Example:
 
+    ```pycon
     >>> import numpy as np
     >>> t = np.array([[2.0, 0.0, -1.0]])
     >>> float(kd_loss(t, t, temperature=4.0)[0])
     0.0
+    ```
     """
     temperature = ops.cast(temperature, "float32")
     if not closed_form_gradient:
@@ -124,10 +126,12 @@ def kd_mean_loss(teacher_logits, student_logits, temperature=1.0):
 
     Example:
 
+    ```pycon
     >>> import numpy as np
     >>> t = np.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
     >>> float(kd_mean_loss(t, t, temperature=4.0))
     0.0
+    ```
     """
     temperature = ops.cast(temperature, "float32")
     return _closed_form_kd(teacher_logits, student_logits, temperature, mean=True)

@@ -47,10 +47,12 @@ def hint_loss(teacher_features, student_features):
 
     Example:
 
+    ```pycon
     >>> import numpy as np
     >>> t = np.ones((2, 4, 4, 3), "float32")
     >>> [float(v) for v in hint_loss(t, 0.5 * t)]
     [0.25, 0.25]
+    ```
     """
     teacher = ops.cast(teacher_features, "float32")
     student = ops.cast(student_features, "float32")

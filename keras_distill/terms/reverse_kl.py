@@ -34,10 +34,12 @@ def reverse_kl_loss(teacher_logits, student_logits, temperature=1.0):
 
     Example:
 
+    ```pycon
     >>> import numpy as np
     >>> t = np.array([[2.0, 0.0, -1.0]])
     >>> float(reverse_kl_loss(t, t)[0])
     0.0
+    ```
     """
     temperature = ops.cast(temperature, "float32")
     log_t = softened_log_probs(teacher_logits, temperature)

@@ -47,10 +47,12 @@ def skew_kl_loss(
 
     Example:
 
+    ```pycon
     >>> import numpy as np
     >>> t = np.array([[2.0, 0.0, -1.0]])
     >>> float(skew_kl_loss(t, t)[0])
     0.0
+    ```
     """
     temperature = ops.cast(temperature, "float32")
     log_t = softened_log_probs(teacher_logits, temperature)

@@ -34,11 +34,13 @@ def tvd_loss(teacher_logits, student_logits, temperature=1.0):
 
     Example:
 
+    ```pycon
     >>> import numpy as np
     >>> t = np.array([[20.0, 0.0]])
     >>> s = np.array([[0.0, 20.0]])
     >>> round(float(tvd_loss(t, s)[0]), 4)
     1.0
+    ```
     """
     temperature = ops.cast(temperature, "float32")
     p_t = ops.exp(softened_log_probs(teacher_logits, temperature))
