@@ -74,6 +74,8 @@ def test_kill_9_then_the_same_command_resumes_to_the_uninterrupted_result(tmp_pa
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "resuming the run" in rerun.stdout
     assert "training the teacher" not in rerun.stdout  # the teacher is kept
+    # The run's own scheduled temperature comes back: no warning about it.
+    assert "Loading weights restored" not in rerun.stdout + rerun.stderr
     assert "Epoch 1/6" not in rerun.stdout and "Epoch 4/6" in rerun.stdout
     resumed = keras.models.load_model(killed_out / "student.keras").get_weights()
     whole = keras.models.load_model(whole_out / "student.keras").get_weights()

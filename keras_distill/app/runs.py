@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 import zipfile
 
 import keras
@@ -522,14 +523,22 @@ def _train(cfg, out, mode, verbose):
         callbacks.insert(0, EpochCounter(epoch))
     print(f"== distilling the student ({cfg['distill']['epochs']} epochs)")
     start = time.perf_counter()
-    distiller.fit(
-        train_data,
-        validation_data=splits.val,
-        epochs=cfg["distill"]["epochs"],
-        callbacks=callbacks,
-        verbose=verbose,
-        shuffle=False,  # the input pipelines shuffle themselves
-    )
+    with warnings.catch_warnings():
+        if mode == "resume":
+            # The config's fingerprint matched, so the backup's alpha and
+            # temperature are this run's own (moved by its schedules): the
+            # library's warning about restored values is expected here.
+            warnings.filterwarnings(
+                "ignore", message="Loading weights restored", category=UserWarning
+            )
+        distiller.fit(
+            train_data,
+            validation_data=splits.val,
+            epochs=cfg["distill"]["epochs"],
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,  # the input pipelines shuffle themselves
+        )
     history = read_history(history_csv)
     seconds = time.perf_counter() - start
     evaluation = splits.test if splits.test is not None else splits.val
