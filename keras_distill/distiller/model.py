@@ -25,14 +25,11 @@ from keras_distill.distiller.objective import Objective
 from keras_distill.distiller.serialization import Serialization
 from keras_distill.distiller.tf_step import TensorFlowStep
 from keras_distill.distiller.wiring import (
-    _check_declared_outputs,
-    _check_no_shared_weights,
-    _check_output_structures,
-    _check_teacher_built,
     _inference_view,
-    _num_classes,
     _output_count,
     _Untracked,
+    check_models,
+    check_output_shapes,
 )
 from keras_distill.terms import common as kd_losses
 
@@ -170,25 +167,8 @@ class Distiller(
             kwargs, distillation_loss, alpha
         )
         teachers = list(teacher) if isinstance(teacher, list | tuple) else [teacher]
-        if not teachers:
-            raise ValueError("`teacher` must be a keras.Model or a non-empty list.")
-        named = [("student", student)] + [
-            ("teacher" if len(teachers) == 1 else f"teacher[{i}]", t)
-            for i, t in enumerate(teachers)
-        ]
-        for name, model in named:
-            if not isinstance(model, keras.Model):
-                raise TypeError(
-                    f"`{name}` must be a `keras.Model`. Received: {name}={model!r} "
-                    f"of type {type(model).__name__}"
-                )
-        if any(student is t for t in teachers):
-            raise ValueError("`student` and `teacher` must be different models.")
-        if not kwargs.pop("_from_config", False):  # a file loads its weights
-            for name, model in named[1:]:
-                _check_teacher_built(name, model)
-        _check_no_shared_weights(student, named[1:])
-        _check_output_structures(student, named[1:])
+        # A file loads its weights after construction: no built check then.
+        named = check_models(student, teachers, kwargs.pop("_from_config", False))
         kd_losses.check_output_kind(teacher_outputs, "teacher_outputs")
         kd_losses.check_output_kind(student_outputs, "student_outputs")
         # Checked early; the variables made below warn about unusual values.
@@ -227,31 +207,7 @@ class Distiller(
         self._teacher_temperatures = _check_teacher_temperatures(
             teacher_temperatures, len(teachers)
         )
-        classes = {name: _num_classes(model) for name, model in named}
-        known = {name: c for name, c in classes.items() if c is not None}
-        ranks = {name: kd_tokens.output_rank(model) for name, model in named}
-        if any((rank or 0) > 2 for rank in ranks.values()):
-            for name, model in named[1:]:  # sequence outputs: per token
-                if ranks[name] is not None and ranks["student"] is not None:
-                    kd_tokens.check_shapes(
-                        model.output_shape,
-                        student.output_shape,
-                        teacher_vocabulary,
-                        name,
-                    )
-        elif len(set(known.values())) > 1:
-            shapes = ", ".join(
-                f"{name} {model.output_shape}"
-                for name, model in named
-                if classes[name] is not None
-            )
-            raise ValueError(
-                "Teacher and student must predict the same number of classes. "
-                f"Received output shapes: {shapes}."
-            )
-        for name, model in named:
-            declared = student_outputs if name == "student" else teacher_outputs
-            _check_declared_outputs(name, model, declared)
+        check_output_shapes(named, teacher_vocabulary, student_outputs, teacher_outputs)
         super().__init__(**kwargs)
         self.token_reduction = token_reduction
         self.teacher_vocabulary = teacher_vocabulary

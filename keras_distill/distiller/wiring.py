@@ -8,6 +8,7 @@ import keras
 import numpy as np
 
 from keras_distill import _compat
+from keras_distill.distiller import tokens as kd_tokens
 
 
 def _output_count(model):
@@ -192,3 +193,63 @@ def _check_output_structures(student, teachers):
                 f"{name} with a single output (e.g. "
                 f"`keras.Model({name}.inputs, {name}.outputs[0])`)."
             )
+
+
+def check_models(student, teachers, from_config=False):
+    """Checks the models a `Distiller` is given; returns `[(name, model)]`.
+
+    The student first, then each teacher under the name errors use
+    (`"teacher"`, or `"teacher[i]"` with several).
+    """
+    if not teachers:
+        raise ValueError("`teacher` must be a keras.Model or a non-empty list.")
+    named = [("student", student)] + [
+        ("teacher" if len(teachers) == 1 else f"teacher[{i}]", t)
+        for i, t in enumerate(teachers)
+    ]
+    for name, model in named:
+        if not isinstance(model, keras.Model):
+            raise TypeError(
+                f"`{name}` must be a `keras.Model`. Received: {name}={model!r} "
+                f"of type {type(model).__name__}"
+            )
+    if any(student is t for t in teachers):
+        raise ValueError("`student` and `teacher` must be different models.")
+    if not from_config:
+        for name, model in named[1:]:
+            _check_teacher_built(name, model)
+    _check_no_shared_weights(student, named[1:])
+    _check_output_structures(student, named[1:])
+    return named
+
+
+def check_output_shapes(named, teacher_vocabulary, student_outputs, teacher_outputs):
+    """Checks that the models' outputs fit together and are what they declare.
+
+    Sequence outputs (rank 3 and up) are compared per token, with the
+    teacher's vocabulary mapping; one value per example must name the same
+    number of classes in every model.
+    """
+    student = named[0][1]
+    classes = {name: _num_classes(model) for name, model in named}
+    known = {name: c for name, c in classes.items() if c is not None}
+    ranks = {name: kd_tokens.output_rank(model) for name, model in named}
+    if any((rank or 0) > 2 for rank in ranks.values()):
+        for name, model in named[1:]:  # sequence outputs: per token
+            if ranks[name] is not None and ranks["student"] is not None:
+                kd_tokens.check_shapes(
+                    model.output_shape, student.output_shape, teacher_vocabulary, name
+                )
+    elif len(set(known.values())) > 1:
+        shapes = ", ".join(
+            f"{name} {model.output_shape}"
+            for name, model in named
+            if classes[name] is not None
+        )
+        raise ValueError(
+            "Teacher and student must predict the same number of classes. "
+            f"Received output shapes: {shapes}."
+        )
+    for name, model in named:
+        declared = student_outputs if name == "student" else teacher_outputs
+        _check_declared_outputs(name, model, declared)
