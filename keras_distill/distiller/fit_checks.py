@@ -33,6 +33,7 @@ class FitChecks:
 
     def _checked_fit(self, x, y, *args, **kwargs):
         self._warn_if_checks_off("fit")
+        _check_fit_counts(args, kwargs)
         _check_not_empty(x, "training data")
         self._check_precomputed_teacher(x)
         self._check_output_kinds(x)
@@ -249,6 +250,33 @@ def _producers_errors(*datasets):
                     if readable is not None:
                         raise readable from None
         raise
+
+
+# `fit()`'s counts: (name, position in `fit(x, y, *args)`, smallest value).
+FIT_COUNTS = (
+    ("batch_size", 0, 1),
+    ("epochs", 1, 0),
+    ("initial_epoch", 9, 0),
+    ("steps_per_epoch", 10, 1),
+)
+
+
+def _check_fit_counts(args, kwargs):
+    """Raises if a count of `fit()` (`FIT_COUNTS`) is not a whole number in range.
+
+    Keras reads `batch_size=0` as its default, 32, and trains nothing for
+    `epochs=-3`, without a word.
+    """
+    for name, position, smallest in FIT_COUNTS:
+        value = args[position] if len(args) > position else kwargs.get(name)
+        if value is None:
+            continue
+        whole = isinstance(value, int | np.integer) and not isinstance(value, bool)
+        if not whole or value < smallest:
+            raise ValueError(
+                f"`{name}` must be a whole number >= {smallest}. Received: "
+                f"{name}={value!r}"
+            )
 
 
 def _check_not_empty(x, where):
