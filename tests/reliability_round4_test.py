@@ -74,3 +74,134 @@ def test_attention_transfer_refuses_flat_features():
         kd.losses.attention_transfer_loss(t, s)
     maps = RNG.normal(size=(4, 3, 3, 2)).astype("float32")
     assert np.all(np.isfinite(kd.losses.attention_transfer_loss(maps, maps * 2)))
+
+
+# -- continual learning ----------------------------------------------------------
+
+
+def _tasks():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 8)).astype("float32")
+    y = np.repeat([0, 1, 2, 3], 10)
+    return [
+        kd.continual.Task((x[y < 2], y[y < 2]), (x[y < 2], y[y < 2]), (0, 1)),
+        kd.continual.Task((x[y >= 2], y[y >= 2]), (x[y >= 2], y[y >= 2]), (2, 3)),
+    ]
+
+
+def test_learn_never_overwrites_a_users_file_named_like_its_outputs(tmp_path):
+    # No run.json: task_1.keras is not a run's, and was overwritten.
+    (tmp_path / "task_1.keras").write_text("mine")
+    with pytest.raises(FileExistsError, match="task_1.keras"):
+        kd.continual.learn(_tasks(), _model, tmp_path, epochs=1)
+    assert (tmp_path / "task_1.keras").read_text() == "mine"
+
+
+def test_exemplar_memory_refuses_inputs_and_labels_of_two_lengths():
+    memory = kd.continual.ExemplarMemory(4, selection="random")
+    with pytest.raises(ValueError, match="30 inputs and 20 labels"):
+        memory.update(_model(), RNG.normal(size=(30, 8)), Y[:20])
+
+
+# -- curriculum ------------------------------------------------------------------
+
+
+def test_curriculum_refuses_nan_difficulty():
+    x = X.copy()
+    x[3] = np.nan
+    with pytest.raises(ValueError, match="first at index 3"):
+        kd.curriculum.Curriculum.from_teacher(_model(), x, Y, verbose=0)
+
+
+def test_two_curriculum_schedulers_on_one_curriculum_refused():
+    curriculum = kd.curriculum.Curriculum.from_teacher(_model(), X, Y, verbose=0)
+    distiller = _distiller()
+    distiller.compile(optimizer="adam")
+    schedulers = [
+        kd.callbacks.CurriculumScheduler(curriculum, 0.5),
+        kd.callbacks.CurriculumScheduler(curriculum, 0.7),
+    ]
+    with pytest.raises(ValueError, match="Two `CurriculumScheduler`s"):
+        distiller.fit(curriculum.dataset(8), epochs=1, callbacks=schedulers, verbose=0)
+    # One scheduler per curriculum still works, also in a second fit().
+    distiller.fit(curriculum.dataset(8), epochs=1, callbacks=schedulers[:1], verbose=0)
+    distiller.fit(curriculum.dataset(8), epochs=1, callbacks=schedulers[:1], verbose=0)
+
+
+# -- transfer --------------------------------------------------------------------
+
+
+def test_grouped_teacher_refuses_probabilities_declared_logits():
+    softmax = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(4, activation="softmax")]
+    )
+    with pytest.raises(ValueError, match="returns probabilities"):
+        kd.transfer.GroupedTeacher(softmax, [[0, 1], [2, 3]])
+    grouped = kd.transfer.GroupedTeacher(
+        softmax, [[0, 1], [2, 3]], teacher_outputs="probabilities"
+    )
+    assert grouped(X[:2]).shape == (2, 2)
+
+
+# -- tuner -----------------------------------------------------------------------
+
+
+def _tune(tmp_path, **kwargs):
+    teacher = _model()
+    kwargs.setdefault("train", (X, Y))
+    return kd.tune(
+        teacher,
+        _model(),
+        kwargs.pop("train"),
+        (X, Y),
+        max_trials=1,
+        epochs=1,
+        directory=str(tmp_path),
+        verbose=0,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("broken", ["length", "nan"])
+def test_tune_checks_the_split_before_any_trial(tmp_path, broken):
+    pytest.importorskip("keras_tuner")
+    x = X.copy()
+    if broken == "nan":
+        x[5] = np.nan
+    train = (x, Y[:20]) if broken == "length" else (x, Y)
+    match = "32 inputs and 20 labels" if broken == "length" else "example 5"
+    with pytest.raises(ValueError, match=match):  # was: a missing trial checkpoint
+        _tune(tmp_path, train=train)
+
+
+def test_tune_refuses_to_resume_another_search(tmp_path):
+    pytest.importorskip("keras_tuner")
+    _tune(tmp_path)
+    with pytest.raises(ValueError, match="holds another search"):
+        _tune(tmp_path, terms=["dkd", "mse"])  # silently returned the kd search
+    _tune(tmp_path)  # the same search resumes
+    _tune(tmp_path, terms=["dkd", "mse"], overwrite=True)
+
+
+def test_tune_reports_the_trials_error_when_every_trial_failed(tmp_path):
+    pytest.importorskip("keras_tuner")
+    calls = []
+
+    def build_student(hp):  # the search space's first build works; trials fail
+        calls.append(hp)
+        if len(calls) > 1:
+            raise ValueError("the user's builder broke")
+        return _model()
+
+    # Was: FileNotFoundError of trial_0/checkpoint.weights.h5.
+    with pytest.raises(RuntimeError, match="builder broke"):
+        kd.tune(
+            _model(),
+            build_student,
+            (X, Y),
+            (X, Y),
+            max_trials=1,
+            epochs=1,
+            directory=str(tmp_path),
+            verbose=0,
+        )
