@@ -205,3 +205,134 @@ def test_tune_reports_the_trials_error_when_every_trial_failed(tmp_path):
             directory=str(tmp_path),
             verbose=0,
         )
+
+
+# -- the hard-label loss and the labels' shape ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        "binary_crossentropy",
+        keras.losses.CategoricalCrossentropy(from_logits=True),
+        "mse",
+    ],
+)
+@pytest.mark.parametrize("column", [False, True])
+def test_a_per_class_loss_refuses_class_ids(loss, column):
+    # Was a Keras rank or broadcast error, or, for (batch, 1) labels and MSE,
+    # a loss broadcast over every class without a word.
+    distiller = _distiller()
+    distiller.compile(optimizer="adam", loss=loss)
+    labels = Y[:, None] if column else Y
+    with pytest.raises(ValueError, match="one class id per example"):
+        distiller.fit(X, labels, epochs=1, verbose=0)
+    distiller = _distiller()
+    distiller.compile(optimizer="adam", loss=loss)
+    distiller.fit(X, keras.utils.to_categorical(Y, 10), epochs=1, verbose=0)
+
+
+# -- teacher cache ---------------------------------------------------------------
+
+
+def test_cache_build_refuses_nan_inputs(tmp_path):
+    # A ReLU maps NaN to 0: the teacher's outputs looked finite and were cached.
+    teacher = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
+    x = X.copy()
+    x[7] = np.nan
+    with pytest.raises(ValueError, match="first at example 7"):
+        kd.cache.TeacherCache.build(teacher, x, tmp_path / "c", verbose=0)
+    assert not (tmp_path / "c" / "manifest.json").exists()
+
+
+def test_cache_dataset_names_bad_lengths_and_batched_datasets(tmp_path):
+    import tensorflow as tf
+
+    teacher = _model()
+    cache = kd.cache.TeacherCache.build(teacher, X, tmp_path / "c", verbose=0)
+    with pytest.raises(ValueError, match="32 inputs and 20 y entries"):
+        cache.dataset(X, Y[:20])  # was: "Dimensions 32 and 20 are not compatible"
+    batched = tf.data.Dataset.from_tensor_slices(X).batch(8)
+    with pytest.raises(kd.cache.CacheMismatchError, match="looks batched"):
+        cache.dataset(batched)
+    cache.dataset(batched.unbatch())
+
+
+# -- data loaders ----------------------------------------------------------------
+
+
+def _npz(tmp_path, **arrays):
+    path = tmp_path / "d.npz"
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def test_npz_refuses_nan_images(tmp_path):
+    x = RNG.uniform(size=(20, 4, 4)).astype("float32")
+    x[6, 1, 1] = np.nan
+    with pytest.raises(ValueError, match="example 6"):
+        kd.data.npz_arrays(_npz(tmp_path, x_train=x, y_train=np.arange(20) % 3))
+
+
+@pytest.mark.parametrize("n, fraction", [(20, 1.0), (1, 0.1)])
+def test_npz_refuses_a_hold_out_that_leaves_no_training_data(tmp_path, n, fraction):
+    x = RNG.uniform(size=(n, 4, 4)).astype("float32")
+    path = _npz(tmp_path, x_train=x, y_train=np.arange(n) % 3)
+    with pytest.raises(ValueError, match="val_fraction"):
+        kd.data.npz_arrays(path, val_fraction=fraction)
+
+
+def test_npz_refuses_splits_of_other_shapes_and_object_arrays(tmp_path):
+    x = RNG.uniform(size=(20, 4, 4)).astype("float32")
+    y = np.arange(20) % 3
+    path = _npz(tmp_path, x_train=x, y_train=y, x_test=x[:5, :2], y_test=y[:5])
+    with pytest.raises(ValueError, match="x_test"):
+        kd.data.npz_arrays(path)
+    objects = np.array([object()] * 4, dtype=object)
+    path = _npz(tmp_path, x_train=objects, y_train=y[:4])
+    with pytest.raises(ValueError, match="`x_train` is an array of Python objects"):
+        kd.data.npz_arrays(path)
+
+
+def test_image_folder_checks_image_size(tmp_path):
+    with pytest.raises(ValueError, match="image_size"):  # was: "No images found"
+        kd.data.load_image_folder(tmp_path, image_size=(0, 8))
+
+
+def test_shift_axis_outside_the_examples_is_named():
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices((X, Y)).batch(8)
+    with pytest.raises(ValueError, match=r"shift\(axis=7\)"):
+        next(iter(kd.augment.augment_dataset(data, kd.augment.shift(2, axis=7))))
+
+
+# -- export ----------------------------------------------------------------------
+
+
+def test_export_checks_sample_inputs_shape_and_the_file(tmp_path):
+    student = _model()
+    with pytest.raises(ValueError, match=r"of shape \(batch, 8\)"):
+        kd.export_student(student, tmp_path / "s", sample_inputs=np.zeros((6, 64)))
+    garbage = tmp_path / "g.keras"
+    garbage.write_bytes(b"garbage" * 10)
+    with pytest.raises(ValueError, match="not a zip archive"):  # was: File not found
+        kd.export.load_for_export(garbage)
+
+
+# -- configs ---------------------------------------------------------------------
+
+
+def test_config_names_a_huge_integer_and_explains_yaml_floats():
+    from keras_distill.app.config import ConfigError, parse
+
+    with pytest.raises(ConfigError, match=r"<config>:2: seed: the value"):
+        parse("output: x\nseed: " + "9" * 5000 + "\n")
+    with pytest.raises(ConfigError, match=r"write 1\.0e-3"):
+        parse("output: x\ndistill: {learning_rate: 1e-3}\n")

@@ -6,7 +6,6 @@ import os
 import shutil
 import time
 import warnings
-import zipfile
 
 import keras
 import numpy as np
@@ -386,14 +385,9 @@ def epoch_keyed_batches(x, y, batch_size, seed, epoch, *weights):
 
 def load_keras_file(path, what):
     """Loads a saved `.keras` model; a missing or broken file is named as such."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what}: no such file {path!r}.")
-    if not zipfile.is_zipfile(path):
-        raise ValueError(
-            f"{what}: {path!r} is not a valid .keras file (a .keras file is the zip "
-            "archive `model.save()` writes; this one is not a zip archive). Give "
-            "the path of a model saved by Keras."
-        )
+    from keras_distill import export as kd_export
+
+    kd_export.check_keras_file(path, what)
     return keras.models.load_model(path, safe_mode=True)
 
 
