@@ -116,7 +116,6 @@ def _as_callable(value, name: str, check=None):
     return value
 
 
-@keras.saving.register_keras_serializable(package="keras_distill")
 def claim(callback, key):
     """Claims `key` (what `callback` sets) for this `fit()`; returns another owner.
 
@@ -133,6 +132,7 @@ def claim(callback, key):
     return None if owner is callback else owner
 
 
+@keras.saving.register_keras_serializable(package="keras_distill")
 class ParameterScheduler(keras.callbacks.Callback):
     """Sets a scalar variable of the model from a schedule during `fit()`.
 

@@ -336,3 +336,28 @@ def test_config_names_a_huge_integer_and_explains_yaml_floats():
         parse("output: x\nseed: " + "9" * 5000 + "\n")
     with pytest.raises(ConfigError, match=r"write 1\.0e-3"):
         parse("output: x\ndistill: {learning_rate: 1e-3}\n")
+
+
+# -- distribution ----------------------------------------------------------------
+
+
+def test_distribute_fit_backs_up_atomically_and_names_a_foreign_backup(tmp_path):
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices((X, Y)).batch(8)
+    distiller = _distiller()
+    distiller.compile(optimizer="adam")
+    kd.distribute.fit(distiller, data, epochs=1, checkpoint_dir=tmp_path, verbose=0)
+    # Written beside and swapped in (Keras's BackupAndRestore wrote in place).
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-000000001.weights.h5"]
+    other = kd.Distiller(
+        keras.Sequential(
+            [keras.Input((8,)), keras.layers.Dense(4), keras.layers.Dense(10)]
+        ),
+        _model(),
+    )
+    other.compile(optimizer="adam")
+    other.build((None, 8))
+    # Was Keras's "A total of 3 objects could not be loaded".
+    with pytest.raises(ValueError, match="No backup in .* loads"):
+        kd.distribute.fit(other, data, epochs=2, checkpoint_dir=tmp_path, verbose=0)
