@@ -361,3 +361,23 @@ def test_distribute_fit_backs_up_atomically_and_names_a_foreign_backup(tmp_path)
     # Was Keras's "A total of 3 objects could not be loaded".
     with pytest.raises(ValueError, match="No backup in .* loads"):
         kd.distribute.fit(other, data, epochs=2, checkpoint_dir=tmp_path, verbose=0)
+
+
+# -- recipes ---------------------------------------------------------------------
+
+
+def test_progressive_distillation_with_a_huge_epoch_count_starts_at_once():
+    # `fit(epochs=10**12)` with EarlyStopping: the constant learning-rate
+    # factor was checked at every epoch, so training never started.
+    import threading
+
+    distiller = _distiller()
+    distiller.compile(optimizer="adam")
+    stages = [kd.recipes.Stage(1, 0.1, 4.0), kd.recipes.Stage(1, 0.5, 2.0)]
+    callback = kd.recipes.ProgressiveDistillation(stages)
+    callback.set_model(distiller)
+    callback.set_params({"epochs": 10**12, "verbose": 0, "steps": 1})
+    started = threading.Thread(target=callback.on_train_begin, daemon=True)
+    started.start()
+    started.join(timeout=30)
+    assert not started.is_alive(), "on_train_begin walked every epoch"
