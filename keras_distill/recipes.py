@@ -325,9 +325,7 @@ class ProgressiveDistillation(keras.callbacks.Callback):
         factor = self.learning_rate_factor_schedule
         constant_lr = all(
             float(factor(e)) == 1.0
-            for e in schedules.check_points(
-                factor, max(epochs or 0, self.total_epochs)
-            )
+            for e in schedules.check_points(factor, max(epochs or 0, self.total_epochs))
         )
         if not constant_lr and (
             optimizer is None or not _compat.has_variable_learning_rate(optimizer)

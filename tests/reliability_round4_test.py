@@ -381,3 +381,20 @@ def test_progressive_distillation_with_a_huge_epoch_count_starts_at_once():
     started.start()
     started.join(timeout=30)
     assert not started.is_alive(), "on_train_begin walked every epoch"
+
+
+def test_fractional_token_ids_refused():
+    # Keras cast them to the int32 input, truncating 3.4 to 3 without a word.
+    def lm():
+        ids = keras.Input((4,), dtype="int32")
+        h = keras.layers.Embedding(12, 4)(ids)
+        return keras.Model(ids, keras.layers.Dense(12)(h))
+
+    distiller = kd.Distiller(lm(), lm())
+    distiller.compile(optimizer="adam")
+    ids = RNG.integers(0, 12, size=(8, 4))
+    with pytest.raises(ValueError, match="fractional values, e.g. 3.4"):
+        x = ids.astype("float32")
+        x[1, 2] = 3.4
+        distiller.fit(x, ids, epochs=1, verbose=0)
+    distiller.fit(ids.astype("float32"), ids, epochs=1, verbose=0)  # whole: fine

@@ -35,6 +35,7 @@ class FitChecks:
         self._warn_if_checks_off("fit")
         _check_fit_counts(args, kwargs)
         _check_not_empty(x, "training data")
+        _check_whole_inputs(self.student, x, "training data")
         self._check_precomputed_teacher(x)
         self._check_output_kinds(x)
         self._check_labels(x, y, "training data")
@@ -83,6 +84,7 @@ class FitChecks:
         with self._readable_errors(lambda: "an evaluation batch"):
             self._warn_if_checks_off("evaluate")
             _check_not_empty(x, "evaluation data")
+            _check_whole_inputs(self.student, x, "evaluation data")
             self._check_precomputed_teacher(x)
             self._check_labels(x, y, "evaluation data")
             self._check_output_kinds(x)
@@ -277,6 +279,29 @@ def _check_fit_counts(args, kwargs):
                 f"`{name}` must be a whole number >= {smallest}. Received: "
                 f"{name}={value!r}"
             )
+
+
+def _check_whole_inputs(model, x, where):
+    """Raises if an integer input (token ids) is given fractional floats.
+
+    Keras casts them to the input's integer dtype, truncating 3.7 to 3
+    without a word. Checks NumPy arrays given for a single-input model.
+    """
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) != 1 or not isinstance(x, np.ndarray) or x.dtype.kind != "f":
+        return
+    dtype = str(getattr(inputs[0], "dtype", ""))
+    if not dtype.startswith(("int", "uint")):
+        return
+    fractional = x != np.floor(x)
+    if np.any(fractional):
+        index = np.unravel_index(int(np.argmax(fractional)), x.shape)
+        raise ValueError(
+            f"The student's input is {dtype} (e.g. token ids), but the {where} "
+            f"holds fractional values, e.g. {float(x[index]):g} at index "
+            f"{tuple(int(i) for i in index)}; Keras would truncate them. Pass "
+            "whole numbers (e.g. `x.astype('int32')` after rounding)."
+        )
 
 
 def _check_not_empty(x, where):
