@@ -398,3 +398,14 @@ def test_fractional_token_ids_refused():
         x[1, 2] = 3.4
         distiller.fit(x, ids, epochs=1, verbose=0)
     distiller.fit(ids.astype("float32"), ids, epochs=1, verbose=0)  # whole: fine
+
+
+def test_cli_evaluate_names_data_of_another_shape(tmp_path):
+    pytest.importorskip("yaml")
+    from keras_distill.app import runs
+
+    path = tmp_path / "student.keras"
+    kd.models.student_mlp().save(path)  # digits: (8, 8, 1)
+    # Was Keras's "Exception encountered when calling Sequential.call()".
+    with pytest.raises(ValueError, match=r"inputs of shape \(8, 8, 1\).*'mnist1d'"):
+        runs.evaluate(str(path), source="mnist1d", serving=False)

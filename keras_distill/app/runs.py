@@ -773,6 +773,23 @@ def _arrays_of(dataset, limit=None):
     return np.concatenate(xs)[:limit], np.concatenate(ys)[:limit]
 
 
+def _check_takes_data(name, model, splits, source):
+    """Raises if `model`'s input shape is not the shape of `source`'s examples."""
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) != 1 or splits.input_shape is None:
+        return
+    expected = tuple(inputs[0].shape[1:])
+    given = tuple(splits.input_shape)
+    if len(expected) != len(given) or any(
+        e is not None and e != g for e, g in zip(expected, given)
+    ):
+        raise ValueError(
+            f"The {name} ({model.name}) takes inputs of shape {expected}, but the "
+            f"data {source!r} has examples of shape {given}. Pass the data it was "
+            "trained on (--data)."
+        )
+
+
 def evaluate(
     model_path,
     source="digits",
@@ -818,6 +835,8 @@ def evaluate(
     models = {"student": student}
     if teacher_model is not None:
         models = {"teacher": teacher_model, "student": student}
+    for name, candidate in models.items():
+        _check_takes_data(name, candidate, splits, source)
     rows = {}
     for name, candidate in models.items():
         correct, total = _accuracy(candidate, evaluation)
