@@ -610,6 +610,15 @@ _IMAGE_SIGNATURES = {
 }
 
 
+def _count_images(directory):
+    """The image files Keras reads under `directory` (its extensions)."""
+    return sum(
+        name.lower().endswith(tuple(_IMAGE_SIGNATURES))
+        for _, _, files in os.walk(directory)
+        for name in files
+    )
+
+
 def _check_image_folder(directory):
     """Refuses what would make the image pipeline fail mid-training, or read
     outside `directory`: a missing folder, a symbolic link leading out of it
@@ -700,8 +709,19 @@ def load_image_folder(
         test_dir = os.path.join(directory, "test")
         test = folder(test_dir, shuffle=False) if os.path.isdir(test_dir) else None
     else:
-        train = folder(directory, validation_split=val_fraction, subset="training")
-        val = folder(directory, validation_split=val_fraction, subset="validation")
+        try:
+            train = folder(directory, validation_split=val_fraction, subset="training")
+            val = folder(directory, validation_split=val_fraction, subset="validation")
+        except ValueError as error:  # Keras: "No images found" (of a split)
+            count = _count_images(directory)
+            if not count:
+                raise
+            raise ValueError(
+                f"{directory!r}: val_fraction={val_fraction} of its {count} images "
+                "leaves a split with none (Keras says 'No images found'). Add "
+                "images, change `val_fraction`, or give `train/` and `val/` "
+                "sub-folders."
+            ) from error
         test = None
     num_classes = len(train.class_names)
     scale = keras.layers.Rescaling(1.0 / 255)

@@ -409,3 +409,15 @@ def test_cli_evaluate_names_data_of_another_shape(tmp_path):
     # Was Keras's "Exception encountered when calling Sequential.call()".
     with pytest.raises(ValueError, match=r"inputs of shape \(8, 8, 1\).*'mnist1d'"):
         runs.evaluate(str(path), source="mnist1d", serving=False)
+
+
+def test_image_folder_too_small_for_a_validation_split_is_named(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "a").mkdir()
+    for i in range(6):
+        pixels = RNG.integers(0, 255, size=(8, 8, 3)).astype("uint8")
+        Image.fromarray(pixels).save(tmp_path / "a" / f"{i}.png")
+    # Was Keras's "No images found in directory" (there are 6).
+    with pytest.raises(ValueError, match="of its 6 images leaves a split with none"):
+        kd.data.load_image_folder(tmp_path, image_size=(8, 8))
