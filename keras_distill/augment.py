@@ -128,6 +128,13 @@ class Shift(Augmentation):
 
         if self.max_shift == 0:
             return x
+        rank = x.shape.rank
+        if rank is not None and not (-rank < self.axis < rank and self.axis % rank):
+            raise ValueError(
+                f"`shift(axis={self.axis})` needs an axis of the examples, in "
+                f"[1, {rank - 1}] (or [-{rank - 1}, -1]), but the batches have shape "
+                f"{tuple(x.shape)}."
+            )
         length = tf.shape(x)[self.axis]
         shifts = tf.random.stateless_uniform(
             tf.shape(x)[:1],

@@ -116,6 +116,22 @@ def _as_callable(value, name: str, check=None):
     return value
 
 
+def claim(callback, key):
+    """Claims `key` (what `callback` sets) for this `fit()`; returns another owner.
+
+    Keras gives every callback of one `fit()` the same `params` dict, so it
+    identifies the fit: a claim left by an earlier (maybe interrupted) fit
+    never blocks this one. Returns the callback that claimed `key` first in
+    this fit, or `None` (then `callback` holds it).
+    """
+    claims = _CLAIMS.get(callback.model)
+    if claims is None or claims[0] is not callback.params:
+        claims = (callback.params, {})
+        _CLAIMS[callback.model] = claims
+    owner = claims[1].setdefault(key, callback)
+    return None if owner is callback else owner
+
+
 @keras.saving.register_keras_serializable(package="keras_distill")
 class ParameterScheduler(keras.callbacks.Callback):
     """Sets a scalar variable of the model from a schedule during `fit()`.
@@ -199,21 +215,13 @@ class ParameterScheduler(keras.callbacks.Callback):
 
     def _claim(self):
         """Refuses a second `ParameterScheduler` on the same parameter in one fit."""
-        # Keras gives every callback of one `fit()` the same `params` dict, so
-        # it identifies the fit: a claim left by an earlier (maybe
-        # interrupted) fit never blocks this one.
-        claims = _CLAIMS.get(self.model)
-        if claims is None or claims[0] is not self.params:
-            claims = (self.params, {})
-            _CLAIMS[self.model] = claims
-        owner = claims[1].get(self.name)
-        if owner is not None and owner is not self:
+        owner = claim(self, self.name)
+        if owner is not None:
             raise ValueError(
                 f"Two `ParameterScheduler`s set {self.name!r} in one fit(): "
                 f"{owner!r} and {self!r}. Each parameter can have one schedule; "
                 "combine them with `kd.schedules.join`."
             )
-        claims[1][self.name] = self
 
     def __repr__(self):
         return (
@@ -372,6 +380,14 @@ class CurriculumScheduler(keras.callbacks.Callback):
         )
 
     def on_train_begin(self, logs=None):
+        owner = claim(self, ("curriculum", id(self.curriculum)))
+        if owner is not None:
+            raise ValueError(
+                "Two `CurriculumScheduler`s set the fraction of one `Curriculum` in "
+                f"one fit(): {owner!r} and {self!r}; the later would override the "
+                "earlier every epoch. Keep one, with a single pacing schedule "
+                "(combine pieces with `kd.schedules.join`)."
+            )
         epochs = (self.params or {}).get("epochs")
         schedules.check_over(self.pacing, epochs, self._fraction)
         self._unchecked_key = None

@@ -120,6 +120,14 @@ def teacher_difficulty(
     outputs = teacher.predict(x, batch_size=batch_size, verbose=verbose)
     logits = kd_losses.to_logits(outputs, teacher_outputs)
     log_probs = ops.convert_to_numpy(ops.log_softmax(logits, axis=-1))
+    bad = np.flatnonzero(~np.isfinite(log_probs).all(axis=-1))
+    if bad.size:
+        # A NaN score sorts anywhere: the "easiest" examples would be arbitrary.
+        raise ValueError(
+            f"The teacher's outputs are NaN or infinite for {bad.size} examples "
+            f"(the first at index {int(bad[0])}), so their difficulty cannot be "
+            "scored. Check the inputs there for NaN or infinite values."
+        )
     if labels is None:
         return (1.0 - np.exp(log_probs.max(axis=-1))).astype("float32")
     classes = log_probs.shape[-1]

@@ -379,6 +379,12 @@ def _npz_images(x, key, path):
         x = x.astype("float32") / float(_EIGHT_BIT_MAX)
     else:
         x = x.astype("float32")  # floats as they are; bools as 0 and 1
+        finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1) if x.ndim else [True]
+        if not np.all(finite):
+            raise ValueError(
+                f"{path!r}: `{key}` holds NaN or infinite values (the first in "
+                f"example {int(np.argmin(finite))}). Fix or drop those examples."
+            )
     return x[..., None] if x.ndim == 3 else x
 
 
@@ -473,7 +479,16 @@ def npz_arrays(path, val_fraction=0.1, seed=0):
     ```
     """
     with np.load(path) as archive:
-        arrays = dict(archive)
+        arrays = {}
+        for key in archive.files:
+            try:
+                arrays[key] = archive[key]
+            except ValueError as error:  # an object array: loading runs pickle
+                raise ValueError(
+                    f"{path!r}: `{key}` is an array of Python objects, which is "
+                    "never unpickled (it could run code). Save numbers: images as "
+                    "uint8, uint16 or float32 and labels as integers."
+                ) from error
     missing = [k for k in ("x_train", "y_train") if k not in arrays]
     if missing:
         raise KeyError(
@@ -482,11 +497,33 @@ def npz_arrays(path, val_fraction=0.1, seed=0):
     x, y = _npz_split(arrays, "train", path)
     val = _npz_split(arrays, "val", path)
     if val is None:
+        if (
+            isinstance(val_fraction, bool)
+            or not isinstance(val_fraction, int | float)
+            or not 0 <= val_fraction < 1
+        ):
+            raise ValueError(
+                "`val_fraction` must be a number in [0, 1) (the share of x_train "
+                f"held out). Received: val_fraction={val_fraction!r}"
+            )
         order = np.random.default_rng(seed).permutation(len(x))
         cut = int(len(x) * (1 - val_fraction))
+        if cut == 0:
+            raise ValueError(
+                f"{path!r}: holding out val_fraction={val_fraction} of its "
+                f"{len(x)} training examples leaves none to train on. Add "
+                "examples, lower `val_fraction`, or save `x_val`/`y_val`."
+            )
         val = (x[order[cut:]], y[order[cut:]])
         x, y = x[order[:cut]], y[order[:cut]]
     test = _npz_split(arrays, "test", path)
+    for name, split in (("val", val), ("test", test)):
+        if split is not None and split[0].shape[1:] != x.shape[1:]:
+            raise ValueError(
+                f"{path!r}: `x_{name}` examples have shape {split[0].shape[1:]}, "
+                f"but `x_train`'s have {x.shape[1:]}; every split must hold "
+                "inputs of one shape."
+            )
     return {"train": (x, y), "val": val, "test": test}
 
 
@@ -573,6 +610,15 @@ _IMAGE_SIGNATURES = {
 }
 
 
+def _count_images(directory):
+    """The image files Keras reads under `directory` (its extensions)."""
+    return sum(
+        name.lower().endswith(tuple(_IMAGE_SIGNATURES))
+        for _, _, files in os.walk(directory)
+        for name in files
+    )
+
+
 def _check_image_folder(directory):
     """Refuses what would make the image pipeline fail mid-training, or read
     outside `directory`: a missing folder, a symbolic link leading out of it
@@ -641,6 +687,14 @@ def load_image_folder(
     import keras
 
     directory = os.fspath(directory)
+    size = tuple(image_size) if isinstance(image_size, list | tuple) else ()
+    if len(size) != 2 or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size
+    ):
+        raise ValueError(
+            "`image_size` must be (height, width), two whole numbers >= 1. "
+            f"Received: image_size={image_size!r}"
+        )
     _check_image_folder(directory)
 
     def folder(path, **kwargs):
@@ -655,8 +709,19 @@ def load_image_folder(
         test_dir = os.path.join(directory, "test")
         test = folder(test_dir, shuffle=False) if os.path.isdir(test_dir) else None
     else:
-        train = folder(directory, validation_split=val_fraction, subset="training")
-        val = folder(directory, validation_split=val_fraction, subset="validation")
+        try:
+            train = folder(directory, validation_split=val_fraction, subset="training")
+            val = folder(directory, validation_split=val_fraction, subset="validation")
+        except ValueError as error:  # Keras: "No images found" (of a split)
+            count = _count_images(directory)
+            if not count:
+                raise
+            raise ValueError(
+                f"{directory!r}: val_fraction={val_fraction} of its {count} images "
+                "leaves a split with none (Keras says 'No images found'). Add "
+                "images, change `val_fraction`, or give `train/` and `val/` "
+                "sub-folders."
+            ) from error
         test = None
     num_classes = len(train.class_names)
     scale = keras.layers.Rescaling(1.0 / 255)

@@ -14,6 +14,8 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from keras_distill import callbacks as kd_callbacks
+
 _CHECKPOINT_PREFIX = "ckpt"
 
 
@@ -58,8 +60,9 @@ def fit(
 
     Under any other strategy (none, `MirroredStrategy`, or a
     `MultiWorkerMirroredStrategy` with one worker), Keras's `fit()` works and
-    is called, with a `keras.callbacks.BackupAndRestore(checkpoint_dir)`
-    callback when `checkpoint_dir` is given.
+    is called, with a `kd.callbacks.AtomicBackupAndRestore(checkpoint_dir)`
+    callback when `checkpoint_dir` is given (a kill during a backup leaves
+    the previous one).
 
     Args:
         distiller: A compiled `keras_distill.Distiller`, created (with its
@@ -203,8 +206,10 @@ def _check_batch_size(dataset, name, replicas):
 def _keras_fit(distiller, dataset, checkpoint_dir, strategy, callbacks, **kwargs):
     callbacks = list(callbacks or [])
     if checkpoint_dir is not None:
+        # Keras's BackupAndRestore rewrites its file in place: a kill during a
+        # backup leaves none that loads. This one writes beside and swaps.
         callbacks.append(
-            keras.callbacks.BackupAndRestore(checkpoint_dir, delete_checkpoint=False)
+            kd_callbacks.AtomicBackupAndRestore(checkpoint_dir, delete_checkpoint=False)
         )
     with strategy.scope():
         return distiller.fit(dataset, callbacks=callbacks, shuffle=False, **kwargs)

@@ -4,6 +4,7 @@ import os
 import re
 import shutil
 import uuid
+import zipfile
 from dataclasses import dataclass
 
 import keras
@@ -203,7 +204,14 @@ def _random_rows(spec, count, seed=0):
 
 def _sample_batch(spec, sample_inputs):
     if sample_inputs is not None:
-        return np.asarray(sample_inputs)
+        sample = np.asarray(sample_inputs)
+        if tuple(sample.shape[1:]) != tuple(spec.shape[1:]):
+            raise ValueError(
+                f"`sample_inputs` must be a batch of the student's inputs, of shape "
+                f"(batch, {', '.join(str(d) for d in spec.shape[1:])}). Received "
+                f"shape {sample.shape}."
+            )
+        return sample
     return _random_rows(spec, 4)
 
 
@@ -435,6 +443,8 @@ def export_student(
     ```
     """
     student, student_outputs = _student_of(distiller_or_student)
+    spec = _input_spec(student, input_signature, input_name)
+    sample = _sample_batch(spec, sample_inputs)
     warmup_requests = _check_warmup_requests(warmup_requests, sample_inputs)
     if warmup_requests:
         _serving_apis()
@@ -444,8 +454,6 @@ def export_student(
             f"`base_dir` must be a folder (TF Serving's model base path), but "
             f"{base_dir!r} is a file."
         )
-    spec = _input_spec(student, input_signature, input_name)
-    sample = _sample_batch(spec, sample_inputs)
     student_outputs = _served_kind(distiller_or_student, student_outputs, sample)
     automatic = version is None
     if automatic:
@@ -496,8 +504,25 @@ def export_student(
     return result
 
 
+def check_keras_file(path, what="model"):
+    """Raises if `path` is not a file, or not the zip archive a `.keras` file is.
+
+    Keras reports both as "File not found", also for a file that exists.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what}: no such file {path!r}.")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{what}: {path!r} is not a valid .keras file (a .keras file is the zip "
+            "archive `model.save()` writes; this one is not a zip archive). Give "
+            "the path of a model saved by Keras."
+        )
+
+
 def load_for_export(path):
     """Loads a saved `.keras` distiller or student for `export_student`."""
+    check_keras_file(path)
     # The modules whose classes saved files hold (registered for loading).
     from keras_distill import (  # noqa: F401
         callbacks,

@@ -320,9 +320,12 @@ class ProgressiveDistillation(keras.callbacks.Callback):
             child.on_train_begin(logs)
         self._base_learning_rate = None
         optimizer = getattr(self.model, "optimizer", None)
+        # At the points that bound the schedule's values (not every epoch:
+        # `fit(epochs=10**12)` with EarlyStopping must start at once).
+        factor = self.learning_rate_factor_schedule
         constant_lr = all(
-            float(self.learning_rate_factor_schedule(e)) == 1.0
-            for e in range(max(epochs or 0, self.total_epochs))
+            float(factor(e)) == 1.0
+            for e in schedules.check_points(factor, max(epochs or 0, self.total_epochs))
         )
         if not constant_lr and (
             optimizer is None or not _compat.has_variable_learning_rate(optimizer)

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_distill import losses as kd_losses
+from keras_distill.distiller.wiring import _check_declared_outputs
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")
@@ -38,6 +39,9 @@ class GroupedTeacher(keras.Model):
     def __init__(self, teacher, groups, teacher_outputs="logits", **kwargs):
         super().__init__(**kwargs)
         kd_losses.check_output_kind(teacher_outputs, "teacher_outputs")
+        # Grouping sums probabilities: a softmax read as logits (or back) would
+        # group a wrong distribution, which no later check can see.
+        _check_declared_outputs("teacher", teacher, teacher_outputs)
         num_source = teacher.output_shape[-1]
         groups = [list(g) for g in groups]
         if not groups:

@@ -16,6 +16,7 @@ than a few epochs of a small student).
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import warnings
@@ -369,6 +370,116 @@ def _content_key(array) -> tuple:
     return (array.shape, str(array.dtype), digest.hexdigest())
 
 
+def _check_split(split, name: str) -> None:
+    """Refuses an `(x, y)` split of two lengths or with NaN/inf inputs.
+
+    Either fails every trial, and the search would end in a missing trial
+    checkpoint instead of the reason.
+    """
+    if not isinstance(split, tuple | list) or len(split) != 2:
+        raise ValueError(f"`{name}` must be an `(x, y)` pair of arrays.")
+    x, y = split
+    if len(x) != len(y):
+        raise ValueError(
+            f"`{name}` must hold as many inputs as labels. Received: {len(x)} "
+            f"inputs and {len(y)} labels."
+        )
+    values = np.asarray(x)
+    if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
+        index = int(
+            np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(1))[0]
+        )
+        raise ValueError(
+            f"`{name}` holds NaN or infinite inputs (the first at example {index}); "
+            "every trial would fail on them. Fix or drop those examples."
+        )
+
+
+def _search_settings(
+    tuner, epochs, batch_size, seed, factor, hypermodel_kwargs, train, val
+) -> dict:
+    """What makes two `kd.tune` calls one search (`max_trials` may grow)."""
+    digest = hashlib.sha256()
+    for part in (*train, *(val or ())):
+        array = np.ascontiguousarray(part)
+        digest.update(str((array.shape, array.dtype.str)).encode())
+        digest.update(array.tobytes())
+    return json.loads(
+        json.dumps(
+            {
+                "tuner": tuner,
+                "epochs": int(epochs),
+                "batch_size": batch_size,
+                "seed": seed,
+                "hyperband_factor": factor if tuner == "hyperband" else None,
+                "search_space": _stable(hypermodel_kwargs),
+                "data": digest.hexdigest(),
+            },
+            default=str,
+        )
+    )
+
+
+SEARCH_FILE = "kd_search.json"
+
+
+def _stable(value):
+    """`value` as JSON that is the same in every process (no object addresses)."""
+    if isinstance(value, dict):
+        return {str(k): _stable(v) for k, v in sorted(value.items(), key=str)}
+    if isinstance(value, list | tuple):
+        return [_stable(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if hasattr(value, "get_config"):
+        return {type(value).__name__: _stable(value.get_config())}
+    name = getattr(value, "__qualname__", None)
+    return (
+        f"{getattr(value, '__module__', '')}.{name}" if name else type(value).__name__
+    )
+
+
+def _check_same_search(folder, settings, overwrite) -> None:
+    """Refuses to resume a search folder that holds another search.
+
+    Keras Tuner reloads the folder's oracle and trials whatever the new
+    arguments: another search space or other data would silently return the
+    old search's results. The settings are written beside the oracle.
+    """
+    path = os.path.join(folder, SEARCH_FILE)
+    if not overwrite and os.path.isfile(path):
+        with open(path) as f:
+            saved = json.load(f)
+        differ = sorted(k for k in settings if saved.get(k) != settings[k])
+        if differ:
+            raise ValueError(
+                f"The tuner folder {folder!r} holds another search "
+                f"({', '.join(differ)} differ); resuming it would return that "
+                "search's trials. Pass "
+                "another `directory`/`project_name`, or `overwrite=True` to start "
+                "this search afresh."
+            )
+    os.makedirs(folder, exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(settings, f)
+    os.replace(path + ".tmp", path)
+
+
+def _check_some_trial_completed(search) -> None:
+    """Raises the trials' own error when none completed (else a missing checkpoint)."""
+    trials = list(search.oracle.trials.values())
+    if not trials or any(t.status == "COMPLETED" for t in trials):
+        return
+    message = next((t.message for t in trials if t.message), None)
+    last = str(message).strip().splitlines()[-1] if message else "no message"
+    raise RuntimeError(
+        f"Every trial of the search failed ({len(trials)} trials); the first "
+        f"error: {last}"
+    )
+
+
 def _check_labels(y, classes: int, what: str) -> None:
     """Refuses integer labels outside `[0, classes)`, naming the first one."""
     y = np.asarray(y)
@@ -660,10 +771,28 @@ def tune(
     hypermodel = _hypermodel_class()(teacher, build_student, **hypermodel_kwargs)
     # Before the search: a bad label otherwise fails every trial, and the
     # search ends in a missing trial checkpoint.
+    _check_split(train, "train")
+    if val is not None:
+        _check_split(val, "val")
     classes = _class_count(hypermodel, train[0])
     _check_labels(train[1], classes, "A training")
     if val is not None:
         _check_labels(val[1], classes, "A validation")
+    if role != "worker":
+        _check_same_search(
+            os.path.join(directory, project_name),
+            _search_settings(
+                tuner,
+                epochs,
+                batch_size,
+                seed,
+                hyperband_factor,
+                hypermodel_kwargs,
+                train,
+                val,
+            ),
+            overwrite,
+        )
     common = dict(
         objective="val_accuracy",
         directory=directory,
@@ -704,6 +833,7 @@ def tune(
         return None, None, search
     if verbose:
         print(trial_table(search))
+    _check_some_trial_completed(search)
     best_hp = search.get_best_hyperparameters(1)[0]
     best = search.oracle.get_best_trials(1)[0]
     checkpoint = _compat.tuner_checkpoint_path(search, best.trial_id)

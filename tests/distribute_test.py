@@ -393,7 +393,7 @@ def test_default_strategy_falls_back_to_keras_fit(tmp_path, monkeypatch):
     assert len(calls) == 1 and history.epoch == [0, 1]
     assert history.history["loss"][1] < history.history["loss"][0]
     backups = [
-        c for c in calls[0]["callbacks"] if type(c).__name__ == "BackupAndRestore"
+        c for c in calls[0]["callbacks"] if type(c).__name__ == "AtomicBackupAndRestore"
     ]
     assert len(backups) == 1
     # Rerunning resumes: the two epochs are done, so none is run again.

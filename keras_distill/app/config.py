@@ -226,6 +226,11 @@ def _value(node, path, source):
             f"{_at(source, node)}: {_name(path)}: {problem} (only plain YAML values "
             "are allowed)."
         ) from None
+    except ValueError:  # e.g. an integer of more than 4300 digits
+        raise ConfigError(
+            f"{_at(source, node)}: {_name(path)}: the value "
+            f"{_short(getattr(node, 'value', ''), 40)} is not a usable number."
+        ) from None
 
 
 def _check(node, schema, path, source):
@@ -260,10 +265,27 @@ def _check(node, schema, path, source):
         if not check(value):
             raise ConfigError(
                 f"{_at(source, value_node)}: {_name(path + (key,))} must "
-                f"be {expected}. Received: {_short(value)}"
+                f"be {expected}. Received: {_short(value)}{_number_hint(kind, value)}"
             )
         result[key] = float(value) if kind == "float" else value
     return result
+
+
+def _number_hint(kind, value):
+    """YAML reads `1e-3` (no dot in the mantissa) as text: say how to write it."""
+    if kind != "float" or not isinstance(value, str):
+        return ""
+    try:
+        number = float(value)
+    except ValueError:
+        return ""
+    mantissa, _, exponent = value.lower().partition("e")
+    if exponent and "." not in mantissa:
+        return (
+            f" (YAML reads {value} as text: write {mantissa}.0e{exponent}, "
+            f"or {number!r})"
+        )
+    return ""
 
 
 _TERM_FORM = (

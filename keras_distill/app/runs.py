@@ -6,7 +6,6 @@ import os
 import shutil
 import time
 import warnings
-import zipfile
 
 import keras
 import numpy as np
@@ -386,14 +385,9 @@ def epoch_keyed_batches(x, y, batch_size, seed, epoch, *weights):
 
 def load_keras_file(path, what):
     """Loads a saved `.keras` model; a missing or broken file is named as such."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what}: no such file {path!r}.")
-    if not zipfile.is_zipfile(path):
-        raise ValueError(
-            f"{what}: {path!r} is not a valid .keras file (a .keras file is the zip "
-            "archive `model.save()` writes; this one is not a zip archive). Give "
-            "the path of a model saved by Keras."
-        )
+    from keras_distill import export as kd_export
+
+    kd_export.check_keras_file(path, what)
     return keras.models.load_model(path, safe_mode=True)
 
 
@@ -779,6 +773,23 @@ def _arrays_of(dataset, limit=None):
     return np.concatenate(xs)[:limit], np.concatenate(ys)[:limit]
 
 
+def _check_takes_data(name, model, splits, source):
+    """Raises if `model`'s input shape is not the shape of `source`'s examples."""
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) != 1 or splits.input_shape is None:
+        return
+    expected = tuple(inputs[0].shape[1:])
+    given = tuple(splits.input_shape)
+    if len(expected) != len(given) or any(
+        e is not None and e != g for e, g in zip(expected, given)
+    ):
+        raise ValueError(
+            f"The {name} ({model.name}) takes inputs of shape {expected}, but the "
+            f"data {source!r} has examples of shape {given}. Pass the data it was "
+            "trained on (--data)."
+        )
+
+
 def evaluate(
     model_path,
     source="digits",
@@ -824,6 +835,8 @@ def evaluate(
     models = {"student": student}
     if teacher_model is not None:
         models = {"teacher": teacher_model, "student": student}
+    for name, candidate in models.items():
+        _check_takes_data(name, candidate, splits, source)
     rows = {}
     for name, candidate in models.items():
         correct, total = _accuracy(candidate, evaluation)

@@ -176,14 +176,29 @@ class CacheReader:
             count = int(x.cardinality())
         else:
             count = len(x)
+            for name, part in (("y", y), ("sample_weight", sample_weight)):
+                if part is not None and len(part) != count:
+                    raise ValueError(
+                        f"`{name}` must hold one entry per example of `x`. "
+                        f"Received: {count} inputs and {len(part)} {name} entries."
+                    )
             parts = tuple(p for p in (x, y, sample_weight) if p is not None)
             examples = tf.data.Dataset.from_tensor_slices(
                 parts if len(parts) > 1 else x
             )
         if count >= 0 and count != self.num_examples:
+            batched = ""
+            if from_dataset:
+                first = tf.nest.flatten(x.element_spec)[0]
+                if first.shape.rank and first.shape[0] is None:
+                    batched = (
+                        f" The dataset looks batched (its elements have shape "
+                        f"{first.shape}): pass its examples, e.g. `x.unbatch()`; "
+                        "`dataset()` batches them itself."
+                    )
             raise CacheMismatchError(
                 f"The teacher cache at {self.directory!r} holds {self.num_examples} "
-                f"examples but the data given has {count}."
+                f"examples but the data given has {count}.{batched}"
             )
         self.verify(checksums=False)  # a shard truncated since opening
         if in_memory not in (True, False, "auto"):

@@ -179,6 +179,7 @@ def build(
                             "teacher", teacher, teacher_outputs, looks
                         )
                     )
+            _check_finite_inputs(batch, step * batch_size)
             data_digest.update(np.ascontiguousarray(batch).tobytes())
             outputs = {n: v.numpy() for n, v in run_teacher(tf.constant(batch)).items()}
             if step == 0:
@@ -312,3 +313,19 @@ def _remove_orphan_shards(directory, keep):
             _remove(os.path.join(directory, name))
     for build in builds:
         _remove(os.path.join(directory, f".{build}-{_JOURNAL}"))
+
+
+def _check_finite_inputs(batch, start):
+    """Refuses NaN/inf inputs: a ReLU maps NaN to 0, so the teacher's outputs
+    can look finite while meaning nothing, and would be cached as targets."""
+    values = np.asarray(batch)
+    if values.dtype.kind != "f":
+        return
+    finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+    if not finite.all():
+        index = start + int(np.argmin(finite))
+        raise ValueError(
+            f"The inputs hold NaN or infinite values (the first at example {index}), "
+            "so the teacher's outputs there would be cached as targets that mean "
+            "nothing. Fix or drop those examples before building the cache."
+        )

@@ -107,6 +107,12 @@ class ExemplarMemory:
             y: Their labels (class ids, as stored and returned).
         """
         y = np.asarray(y).reshape(-1)
+        if len(x) != len(y):
+            raise ValueError(
+                "`x` and `y` must hold the same number of examples (each stored "
+                f"example keeps its label). Received: {len(x)} inputs and {len(y)} "
+                "labels."
+            )
         new = [c for c in dict.fromkeys(y.tolist()) if c not in self._by_class]
         total = len(self._by_class) + len(new)
         per_class = self.size // total if total else 0

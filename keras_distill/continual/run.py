@@ -307,6 +307,7 @@ def learn(
                 "Use another folder, or delete it to start again."
             )
     else:
+        _check_no_outputs(directory, len(tasks))
         state = {"config": config, "finished": 0, "accuracy": []}
         _write_json(state_path, state)
 
@@ -361,6 +362,23 @@ def learn(
         trained=trained,
         warmup_epochs=list(state["warmup_epochs_run"]),
     )
+
+
+def _check_no_outputs(directory, num_tasks):
+    """Raises if a new run's folder already holds a file it would write.
+
+    Without `run.json` no earlier run wrote them: they are the user's, and
+    saving the steps would overwrite them.
+    """
+    names = [f"task_{i}.keras" for i in range(1, num_tasks + 1)]
+    names += [f"memory_{i}.npz" for i in range(1, num_tasks + 1)]
+    found = [name for name in names if os.path.lexists(os.path.join(directory, name))]
+    if found:
+        raise FileExistsError(
+            f"{directory!r} holds {', '.join(found)} but no {_STATE_FILE} of a "
+            "continual-learning run, so these files are not a run's; learn() would "
+            "overwrite them. Use another folder, or move them away."
+        )
 
 
 def _labels(task_y, task, scenario, class_order):

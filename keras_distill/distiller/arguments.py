@@ -279,6 +279,24 @@ def check_loss_reads_outputs(loss, student_outputs):
         )
 
 
+def check_loss_weights_have_loss(loss, args, kwargs):
+    """Raises if `compile()` is given `loss_weights` but no `loss`.
+
+    Keras weighs only a compiled loss: with `loss=None` the distiller's
+    default hard-label loss runs and `loss_weights` would be dropped without
+    a word. (`alpha` is the weight of the hard-label loss.)
+    """
+    weights = args[0] if args else kwargs.get("loss_weights")
+    if loss is None and weights is not None:
+        raise ValueError(
+            f"compile(loss_weights={weights!r}) weighs the compiled loss, but no "
+            "`loss` was given, so the weights would be ignored. Pass the loss "
+            "they weigh too (e.g. `loss=keras.losses.SparseCategoricalCrossentropy("
+            "from_logits=True)`), or drop `loss_weights` and set the hard-label "
+            "weight with `alpha`."
+        )
+
+
 def _cross_entropy_functions():
     return (
         keras.losses.sparse_categorical_crossentropy,

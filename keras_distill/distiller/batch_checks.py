@@ -78,6 +78,15 @@ class BatchChecks:
                     labels, _num_classes(self.student), where
                 )
                 problems += found
+        elif (
+            y is not None
+            and not isinstance(y, list | tuple | dict)
+            and not sequence
+            and _output_count(self.student) == 1
+        ):
+            _check_dense_loss_labels(
+                getattr(self, "loss", None), y, self.student.output_shape
+            )
         return problems, y, self._weight_problem(sample_weight, where, problems)
 
     def _label_problem(self, labels, classes, where, head=""):
@@ -299,6 +308,55 @@ def bool_labels_message(where, classes):
         "and 1 only. For a two-class problem pass `y.astype('int32')` and give the "
         "student (and teacher) 2 outputs; otherwise pass the class ids."
     )
+
+
+def _dense_losses():
+    """Keras losses whose labels have the outputs' shape (one value per class)."""
+    losses = keras.losses
+    return {
+        losses.categorical_crossentropy: "CategoricalCrossentropy",
+        losses.binary_crossentropy: "BinaryCrossentropy",
+        losses.binary_focal_crossentropy: "BinaryFocalCrossentropy",
+        losses.categorical_focal_crossentropy: "CategoricalFocalCrossentropy",
+        losses.mean_squared_error: "MeanSquaredError",
+        losses.mean_absolute_error: "MeanAbsoluteError",
+        losses.kl_divergence: "KLDivergence",
+        losses.categorical_hinge: "CategoricalHinge",
+        losses.hinge: "Hinge",
+        losses.squared_hinge: "SquaredHinge",
+        losses.huber: "Huber",
+        losses.log_cosh: "LogCosh",
+        losses.cosine_similarity: "CosineSimilarity",
+    }
+
+
+def _check_dense_loss_labels(loss, labels, output_shape):
+    """Raises if a per-class Keras loss is given class ids (shape `(batch,)` or
+    `(batch, 1)`) for a student of several classes.
+
+    Keras then fails on ranks ("must have the same rank") or, worse, broadcasts
+    `(batch, 1)` labels against every class and trains on a wrong loss.
+    """
+    if isinstance(loss, str):
+        try:
+            loss = keras.losses.get(loss)
+        except (ValueError, TypeError):
+            return
+    wrapped = _compat.loss_function(loss) if loss is not None else None
+    function = wrapped[0] if wrapped is not None else loss
+    name = _dense_losses().get(function) if callable(function) else None
+    classes = output_shape[-1] if output_shape else None
+    shape = tuple(getattr(labels, "shape", ()))
+    if name is None or classes in (None, 1) or len(shape) > 2:
+        return
+    if len(shape) == 1 or shape[-1] == 1:
+        raise ValueError(
+            f"The labels have shape {shape}, one class id per example, but the loss "
+            f"({name}) compares them with one value per class: the student's "
+            f"outputs have shape {tuple(output_shape)}. Pass one-hot labels "
+            f"(`keras.utils.to_categorical(y, {classes})`), or compile with "
+            "`loss=None` (sparse categorical cross-entropy of the class ids)."
+        )
 
 
 def _sparse_loss_of(loss):

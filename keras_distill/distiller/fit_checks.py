@@ -33,7 +33,9 @@ class FitChecks:
 
     def _checked_fit(self, x, y, *args, **kwargs):
         self._warn_if_checks_off("fit")
+        _check_fit_counts(args, kwargs)
         _check_not_empty(x, "training data")
+        _check_whole_inputs(self.student, x, "training data")
         self._check_precomputed_teacher(x)
         self._check_output_kinds(x)
         self._check_labels(x, y, "training data")
@@ -82,6 +84,7 @@ class FitChecks:
         with self._readable_errors(lambda: "an evaluation batch"):
             self._warn_if_checks_off("evaluate")
             _check_not_empty(x, "evaluation data")
+            _check_whole_inputs(self.student, x, "evaluation data")
             self._check_precomputed_teacher(x)
             self._check_labels(x, y, "evaluation data")
             self._check_output_kinds(x)
@@ -249,6 +252,56 @@ def _producers_errors(*datasets):
                     if readable is not None:
                         raise readable from None
         raise
+
+
+# `fit()`'s counts: (name, position in `fit(x, y, *args)`, smallest value).
+FIT_COUNTS = (
+    ("batch_size", 0, 1),
+    ("epochs", 1, 0),
+    ("initial_epoch", 9, 0),
+    ("steps_per_epoch", 10, 1),
+)
+
+
+def _check_fit_counts(args, kwargs):
+    """Raises if a count of `fit()` (`FIT_COUNTS`) is not a whole number in range.
+
+    Keras reads `batch_size=0` as its default, 32, and trains nothing for
+    `epochs=-3`, without a word.
+    """
+    for name, position, smallest in FIT_COUNTS:
+        value = args[position] if len(args) > position else kwargs.get(name)
+        if value is None:
+            continue
+        whole = isinstance(value, int | np.integer) and not isinstance(value, bool)
+        if not whole or value < smallest:
+            raise ValueError(
+                f"`{name}` must be a whole number >= {smallest}. Received: "
+                f"{name}={value!r}"
+            )
+
+
+def _check_whole_inputs(model, x, where):
+    """Raises if an integer input (token ids) is given fractional floats.
+
+    Keras casts them to the input's integer dtype, truncating 3.7 to 3
+    without a word. Checks NumPy arrays given for a single-input model.
+    """
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) != 1 or not isinstance(x, np.ndarray) or x.dtype.kind != "f":
+        return
+    dtype = str(getattr(inputs[0], "dtype", ""))
+    if not dtype.startswith(("int", "uint")):
+        return
+    fractional = x != np.floor(x)
+    if np.any(fractional):
+        index = np.unravel_index(int(np.argmax(fractional)), x.shape)
+        raise ValueError(
+            f"The student's input is {dtype} (e.g. token ids), but the {where} "
+            f"holds fractional values, e.g. {float(x[index]):g} at index "
+            f"{tuple(int(i) for i in index)}; Keras would truncate them. Pass "
+            "whole numbers (e.g. `x.astype('int32')` after rounding)."
+        )
 
 
 def _check_not_empty(x, where):

@@ -17,6 +17,7 @@ from keras_distill.distiller.arguments import (
     check_hint_weight,
     check_keras_io_distillation_loss,
     check_loss_reads_outputs,
+    check_loss_weights_have_loss,
     check_temperature,
 )
 from keras_distill.distiller.batch_checks import BatchChecks
@@ -422,6 +423,7 @@ class Distiller(
                 )
             loss = student_loss_fn
         check_loss_reads_outputs(loss, self.student_outputs)
+        check_loss_weights_have_loss(loss, args, kwargs)
         if distillation_loss_fn is not None:
             check_keras_io_distillation_loss(
                 self.distillation_terms, distillation_loss_fn

@@ -11,8 +11,8 @@ def attention_map(features, p: int = 2):
     """`vec(sum_c |A_c|^p)`, L2-normalised: the attention map of AT.
 
     Args:
-        features: `(batch, height, width, channels)` (channels last) or
-            `(batch, units)`.
+        features: `(batch, height, width, channels)` (channels last), or
+            `(batch, length, channels)`.
         p: The power. Defaults to `2`.
     """
     features = ops.cast(features, "float32")
@@ -39,6 +39,16 @@ def attention_transfer_loss(teacher_features, student_features, p: int = 2):
         A float32 tensor of shape `(batch,)`.
     """
     t_shape, s_shape = tuple(teacher_features.shape), tuple(student_features.shape)
+    if min(len(t_shape), len(s_shape)) < 3:
+        # The map sums the channels: of (batch, units) features it is one
+        # number per example, normalised to 1, so the loss would always be 0.
+        raise ValueError(
+            "Attention transfer needs feature maps with spatial axes, e.g. "
+            "(batch, height, width, channels); flat features give a constant map "
+            f"and a loss of 0. Received: teacher features of shape {t_shape}, "
+            f"student features of shape {s_shape}. Hint a convolutional layer, "
+            "or use loss='mse' for flat features."
+        )
     if len(t_shape) != len(s_shape) or any(
         a is not None and b is not None and a != b
         for a, b in zip(t_shape[1:-1], s_shape[1:-1])
