@@ -7,11 +7,83 @@ Every mistake ends in one line, `keras-distill: error: ...`, and exit code 2.
 """
 
 import argparse
+import importlib.util
 import os
 import sys
 
+_PACKAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "keras_distill")
+
+
+def _package_info():
+    """`keras_distill/version.py` (version, extras), read without the package.
+
+    Importing `keras_distill.version` would run the package's `__init__`,
+    which imports TensorFlow; the file itself needs only the standard library.
+    """
+    spec = importlib.util.spec_from_file_location(
+        "_keras_distill_version", os.path.join(_PACKAGE, "version.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _import_tensorflow_quietly():
+    """Imports TensorFlow without its start-up banner (the rest of stderr kept).
+
+    TensorFlow logs "oneDNN custom operations are on" from C++ before its
+    logging is configured (twice, one per library it loads), whatever
+    `TF_CPP_MIN_LOG_LEVEL` says; the command captures file descriptor 2
+    during the import and writes back every other line.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines()
+            kept = [line for line in lines if not _is_banner(line)]
+            if kept:
+                print("\n".join(kept), file=sys.stderr)
+
+
+def _is_banner(line):
+    return "oneDNN custom operations are on" in line or line.startswith(
+        "WARNING: All log messages before absl::InitializeLog() is called"
+    )
+
+
+def _import_library():
+    """Imports keras_distill with every class saved files name (for commands)."""
+    _import_tensorflow_quietly()
+    import keras_distill
+
+    keras_distill._import_saved_classes()
+
+
+def _check_file(path, what):
+    """A missing input file fails at once, before TensorFlow is imported."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such {what} file.")
+
+
+def _check_config(path):
+    """The config exists and PyYAML is installed (before TensorFlow)."""
+    _check_file(path, "config")
+    _package_info().require("yaml", "Reading a YAML run configuration")
+
 
 def _demo(args):
+    _import_library()
     from keras_distill.app import demo
 
     demo.main(output_dir=args.output_dir, quick=args.quick)
@@ -19,6 +91,8 @@ def _demo(args):
 
 
 def _export(args):
+    _check_file(args.model, "model")
+    _import_library()
     from keras_distill import export
 
     model = export.load_for_export(args.model)
@@ -33,6 +107,8 @@ def _export(args):
 
 
 def _train(args):
+    _check_config(args.config)
+    _import_library()
     from keras_distill.app import runs
 
     runs.train(args.config, overwrite=args.overwrite, verbose=args.verbose)
@@ -40,6 +116,8 @@ def _train(args):
 
 
 def _tune(args):
+    _check_config(args.config)
+    _import_library()
     from keras_distill.app import runs
 
     runs.tune(args.config, overwrite=args.overwrite)
@@ -47,6 +125,10 @@ def _tune(args):
 
 
 def _evaluate(args):
+    _check_file(args.model, "model")
+    if args.teacher is not None:
+        _check_file(args.teacher, "teacher")
+    _import_library()
     from keras_distill.app import runs
 
     runs.evaluate(
@@ -65,11 +147,22 @@ def build_parser():
         prog="keras-distill",
         description="Knowledge distillation for Keras 3.",
     )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"keras-distill {_package_info().__version__}",
+        help="Print the version and exit.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
         "demo", help="Teacher, student and distilled student on the bundled digits."
     )
-    demo.add_argument("--output-dir", default="distill_runs/demo")
+    demo.add_argument(
+        "--output-dir",
+        default="distill_runs/demo",
+        help="Where the demo writes its models, reports and plots "
+        "(default: %(default)s).",
+    )
     demo.add_argument(
         "--quick", action="store_true", help="Fewer epochs (for tests and smoke runs)."
     )
@@ -83,7 +176,11 @@ def build_parser():
         "--overwrite", action="store_true", help="Replace an existing output folder."
     )
     train.add_argument(
-        "--verbose", default="auto", type=lambda v: v if v == "auto" else int(v)
+        "--verbose",
+        default="auto",
+        type=_verbosity,
+        help="Keras's fit() verbosity: auto, 0 (silent), 1 (progress bar) or 2 "
+        "(one line per epoch; auto is 2 when the output is not a terminal).",
     )
     train.set_defaults(func=_train)
 
@@ -91,7 +188,11 @@ def build_parser():
         "tune", help="Keras Tuner search over temperature and alpha from a YAML config."
     )
     tune.add_argument("config", help="A YAML run configuration (uses its `tune` keys).")
-    tune.add_argument("--overwrite", action="store_true")
+    tune.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Replace an existing search folder (the run's teacher is kept).",
+    )
     tune.set_defaults(func=_tune)
 
     evaluate = sub.add_parser(
@@ -100,8 +201,18 @@ def build_parser():
         "teacher's.",
     )
     evaluate.add_argument("model", help="A saved distiller or student (.keras).")
-    evaluate.add_argument("--data", default="digits")
-    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument(
+        "--data",
+        default="digits",
+        help="The test data, as a config's `data.source` (digits, mnist1d, "
+        "npz:<file>, tfds:<name>, ...; default: %(default)s).",
+    )
+    evaluate.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        help="Examples per evaluation batch (default: %(default)s).",
+    )
     evaluate.add_argument(
         "--teacher",
         default=None,
@@ -127,11 +238,36 @@ def build_parser():
     )
     export.add_argument("model", help="A saved distiller or student (.keras).")
     export.add_argument("base_dir", help="TF Serving model folder; writes <version>/.")
-    export.add_argument("--version", type=int, default=None)
-    export.add_argument("--input-name", default=None)
-    export.add_argument("--warmup-requests", type=int, default=4)
+    export.add_argument(
+        "--version",
+        type=int,
+        default=None,
+        help="The version folder to write (default: one above the highest).",
+    )
+    export.add_argument(
+        "--input-name",
+        default=None,
+        help="The serving signature's input name (default: the student's).",
+    )
+    export.add_argument(
+        "--warmup-requests",
+        type=int,
+        default=4,
+        help="TF Serving warm-up requests to write into assets.extra/ "
+        "(0 for none; default: %(default)s).",
+    )
     export.set_defaults(func=_export)
     return parser
+
+
+def _verbosity(value):
+    if value == "auto":
+        return value
+    if value not in ("0", "1", "2"):
+        raise argparse.ArgumentTypeError(
+            f"expected auto, 0, 1 or 2, received {value!r}"
+        )
+    return int(value)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -157,9 +293,10 @@ def main(argv=None):
         args.verbose = 2  # one line per epoch in logs and files, no ANSI bars
     try:
         return args.func(args)
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, ImportError) as error:
         # Config and CLI mistakes (ConfigError is a ValueError), missing or
-        # existing files: one line, no traceback.
+        # existing files, a missing optional package (the message names its
+        # extra): one line, no traceback.
         print(f"keras-distill: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -13,21 +13,49 @@ kd.export_student(distiller, "serving/digits")
 """
 
 import importlib
+import sys
 
-# Every class the library saves in `.keras` files or callback configs is
-# registered here, so `keras.models.load_model()` works after
-# `import keras_distill` alone.
-from keras_distill import (  # noqa: F401
-    callbacks,
-    continual,
-    hints,
-    losses,
-    recipes,
-    schedules,
-    transfer,
-)
-from keras_distill.distiller import Distiller
 from keras_distill.version import __version__
+
+# The modules whose classes the library saves in `.keras` files or callback
+# configs: imported at start-up, so `keras.models.load_model()` works after
+# `import keras_distill` alone.
+_SAVED_CLASSES = (
+    "callbacks",
+    "continual",
+    "distiller",
+    "hints",
+    "losses",
+    "recipes",
+    "schedules",
+    "transfer",
+)
+
+
+def _import_saved_classes():
+    """Imports (registers) every module of `_SAVED_CLASSES` (idempotent)."""
+    for name in _SAVED_CLASSES:
+        importlib.import_module(f"keras_distill.{name}")
+    globals()["Distiller"] = importlib.import_module(
+        "keras_distill.distiller"
+    ).Distiller
+
+
+def _started_as_command() -> bool:
+    """Whether this import is `python -m keras_distill ...` locating its `__main__`.
+
+    Python sets `sys.argv[0]` to `"-m"` while it imports the package of a
+    `-m` module. The command imports the library itself when a command runs,
+    so `python -m keras_distill --help` answers without TensorFlow.
+    """
+    argv = list(getattr(sys, "orig_argv", ()))
+    if sys.argv[:1] != ["-m"] or "-m" not in argv[:-1]:
+        return False
+    return argv[argv.index("-m") + 1] == "keras_distill"
+
+
+if not _started_as_command():
+    _import_saved_classes()
 
 # Other submodules and names are imported on first use, so that
 # `import keras_distill` works without the optional extras (keras-tuner,
@@ -56,12 +84,13 @@ _LAZY_MODULES = (
     "tuner",
 )
 _LAZY_NAMES = {
+    "Distiller": "distiller",
     "export_student": "export",
     "tune": "tuner",
     "DistillerHyperModel": "tuner",
 }
 
-__all__ = ["Distiller", "__version__", *_LAZY_MODULES, *_LAZY_NAMES]
+__all__ = ["__version__", *_LAZY_MODULES, *_LAZY_NAMES]
 
 
 def __getattr__(name):

@@ -298,38 +298,54 @@ def _verify(path, student, student_outputs, spec, sample):
     return diff, tuple(sorted(signature.structured_outputs))
 
 
-def _serving_apis():
-    try:
-        from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
-    except ImportError as error:
-        raise ImportError(
-            "Warm-up requests need `tensorflow-serving-api`: "
-            "`pip install --no-deps tensorflow-serving-api~=2.21.0` "
-            "(or pass `warmup_requests=0`)."
-        ) from error
-    return model_pb2, predict_pb2, prediction_log_pb2
+def _varint(value: int) -> bytes:
+    """`value` as a protocol-buffer varint."""
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protocol-buffer field (wire type 2)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def prediction_log(model_name: str, input_name: str, tensor: bytes) -> bytes:
+    """A serialized TF Serving `PredictionLog` holding one predict request.
+
+    Encoded by hand, so that warm-up requests need no `tensorflow-serving-api`
+    (which requires the full `tensorflow` wheel). The messages, from
+    `tensorflow_serving/apis/*.proto`: `PredictionLog.predict_log` (6) ->
+    `PredictLog.request` (1) -> `PredictRequest.model_spec` (1:
+    `ModelSpec.name` 1, `signature_name` 3) and `inputs` (2: a map entry,
+    key 1, value 2, a serialized `TensorProto`). The bytes equal what the
+    package's own classes serialize (tests/reliability_packaging_test.py).
+
+    Args:
+        model_name: The model name of the request's `ModelSpec`.
+        input_name: The signature input the tensor feeds.
+        tensor: A serialized `tensorflow.TensorProto`.
+    """
+    spec = _field(1, model_name.encode()) + _field(3, SIGNATURE_NAME.encode())
+    entry = _field(1, input_name.encode()) + _field(2, tensor)
+    request = _field(1, spec) + _field(2, entry)
+    return _field(6, _field(1, request))
 
 
 def _write_warmup(path, model_name, spec, rows):
     """Writes one TF Serving predict request per row of `rows`."""
-    model_pb2, predict_pb2, prediction_log_pb2 = _serving_apis()
     import tensorflow as tf
 
     os.makedirs(os.path.join(path, "assets.extra"), exist_ok=True)
     with tf.io.TFRecordWriter(os.path.join(path, WARMUP_FILE)) as writer:
         for row in rows:
-            request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(
-                    name=model_name, signature_name=SIGNATURE_NAME
-                ),
+            tensor = tf.make_tensor_proto(row[None], dtype=spec.dtype)
+            writer.write(
+                prediction_log(model_name, spec.name, tensor.SerializeToString())
             )
-            request.inputs[spec.name].CopyFrom(
-                tf.make_tensor_proto(row[None], dtype=spec.dtype)
-            )
-            log = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=request)
-            )
-            writer.write(log.SerializeToString())
 
 
 def _dir_size(path):
@@ -446,8 +462,6 @@ def export_student(
     spec = _input_spec(student, input_signature, input_name)
     sample = _sample_batch(spec, sample_inputs)
     warmup_requests = _check_warmup_requests(warmup_requests, sample_inputs)
-    if warmup_requests:
-        _serving_apis()
     base_dir = os.fspath(base_dir)
     if os.path.exists(base_dir) and not os.path.isdir(base_dir):
         raise NotADirectoryError(

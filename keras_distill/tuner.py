@@ -30,17 +30,11 @@ from keras_distill import models as kd_models
 from keras_distill import params as kd_params
 from keras_distill.distiller import Distiller
 from keras_distill.targets import TEACHER_LOGITS_KEY
+from keras_distill.version import require
 
 
 def _keras_tuner():
-    try:
-        import keras_tuner
-    except ImportError as error:
-        raise ImportError(
-            "The tuner needs keras-tuner: `pip install keras-distill[tuner]` "
-            "(keras-tuner also needs tensorboard)."
-        ) from error
-    return keras_tuner
+    return require("keras_tuner", "The tuner")
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")

@@ -45,7 +45,9 @@ Errors name the key and its line, and unknown keys suggest the closest one.
 import difflib
 import os
 
-import yaml
+from keras_distill.version import require
+
+yaml = require("yaml", "Reading a YAML run configuration")
 
 # Configs are a few hundred bytes: anything much larger is a mistake (or an
 # attack), refused before parsing.

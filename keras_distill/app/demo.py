@@ -23,6 +23,7 @@ import numpy as np
 
 from keras_distill import data, models
 from keras_distill.distiller import Distiller
+from keras_distill.version import require
 
 
 @dataclass
@@ -281,8 +282,7 @@ def merge_serving(rows, serving):
 
 def plot_curves(histories, path):
     """Writes validation accuracy and loss per epoch for every model to `path`."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", "Plotting the demo's curves")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

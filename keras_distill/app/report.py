@@ -4,6 +4,8 @@ import os
 
 import numpy as np
 
+from keras_distill.version import require
+
 _CURVE_KEYS = ("alpha", "temperature", "curriculum_fraction")
 
 
@@ -33,8 +35,7 @@ def plot_run(history, path, teacher_accuracy=None, title="keras_distill run"):
             reference line. Defaults to `None`.
         title: Figure title. Defaults to `"keras_distill run"`.
     """
-    import matplotlib
-
+    matplotlib = require("matplotlib", "Plotting a run")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -151,8 +152,8 @@ def plot_tuning(trials, path, title="Tuning: validation accuracy"):
         path: Where to write the PNG.
         title: Figure title. Defaults to `"Tuning: validation accuracy"`.
     """
-    import matplotlib
-    import matplotlib.ticker
+    matplotlib = require("matplotlib", "Plotting a search")
+    require("matplotlib.ticker", "Plotting a search")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -126,8 +126,9 @@ def plot_accuracy_matrices(results, path, task_names=None, title=None):
     Returns:
         `path`.
     """
-    import matplotlib
+    from keras_distill.version import require
 
+    matplotlib = require("matplotlib", "Plotting accuracy matrices")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
