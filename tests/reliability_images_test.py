@@ -220,3 +220,87 @@ def test_the_real_fashion_mnist_files_load():
     assert splits["train"][0].shape == (54_000, 28, 28, 1)
     assert splits["test"][0].shape == (10_000, 28, 28, 1)
     assert np.bincount(splits["test"][1]).tolist() == [1000] * 10
+
+
+def test_flip_mirrors_with_its_probability_and_checks_its_arguments():
+    import tensorflow as tf
+
+    from keras_distill import augment
+
+    x = tf.reshape(tf.range(2 * 2 * 3, dtype=tf.float32), (2, 2, 3, 1))
+    seed = tf.constant([1, 2])
+    mirrored = augment.flip(axis=2, probability=1.0)(x, seed).numpy()
+    np.testing.assert_array_equal(mirrored, x.numpy()[:, :, ::-1])
+    kept = augment.flip(axis=2, probability=0.0)(x, seed).numpy()
+    np.testing.assert_array_equal(kept, x.numpy())
+    with pytest.raises(ValueError, match="batch axis"):
+        augment.flip(axis=0)
+    with pytest.raises(ValueError, match="probability"):
+        augment.flip(probability=2.0)
+
+
+def test_the_image_setups_name_their_student():
+    from keras_distill.app import quality
+
+    assert quality.default_setup("fashion_mnist").student == "mlp"
+    cnn = quality.default_setup("fashion_mnist/cnn")
+    assert cnn.name == "fashion_mnist" and cnn.student == "cnn"
+    assert cnn.shape() == (28, 28, 1)
+    with pytest.raises(ValueError, match="fashion_mnist"):
+        quality.default_setup("fashion_mnist/vit")
+
+
+def _benchmark():
+    import importlib.util
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(
+        "quality_benchmark", os.path.join(root, "benchmarks", "quality.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_paired_interval_judges_a_row_against_the_control():
+    bench = _benchmark()
+    control = {"seed": [0, 1, 2], "accuracy": [0.80, 0.82, 0.81]}
+    ahead = {"seed": [0, 1, 2], "accuracy": [0.83, 0.851, 0.839]}
+    text, verdict = bench.paired(ahead, control)
+    assert verdict == "better" and text.startswith("+0.0300 [")
+    assert bench.paired(control, ahead)[1] == "worse"
+    noisy = {"seed": [0, 1, 2], "accuracy": [0.85, 0.80, 0.81]}
+    assert bench.paired(noisy, control)[1] == "no clear difference"
+    # Only the seeds both rows have are compared.
+    assert bench.paired({"seed": [5], "accuracy": [0.9]}, control)[0] == "n/a"
+
+
+def test_a_stopped_image_run_resumes_from_its_progress_file(no_defaults, monkeypatch):
+    from keras_distill.app import quality
+
+    bench = _benchmark()
+    write_set(no_defaults / "root" / "fashion_mnist")
+    monkeypatch.setenv(idx.DATA_ENV, str(no_defaults / "root"))
+    progress = no_defaults / "progress.jsonl"
+    seen = []
+    common = dict(
+        quick=True,
+        epochs={"fashion_mnist": 1},
+        log=lambda *_: None,
+        teacher_dir=str(no_defaults / "teachers"),
+        progress=str(progress),
+        on_record=lambda results: seen.append(1),
+    )
+    first = bench.run(["fashion_mnist"], ["scratch"], [0], **common)
+    assert len(progress.read_text().splitlines()) == 1 and seen == [1]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(quality, "train", no_training)
+    again = bench.run(["fashion_mnist"], ["scratch"], [0], **common)
+    rows = again["data"]["fashion_mnist"]["rows"]
+    assert rows == first["data"]["fashion_mnist"]["rows"]
+    assert len(progress.read_text().splitlines()) == 1
+    text = bench.tables(again)
+    assert "vs scratch_aug" not in text  # no control row in this table
