@@ -55,8 +55,8 @@ METHODS = {
     ),
     "dkd": "Decoupled KD (`distillation_loss='dkd'`), T 4",
     "kd_std": (
-        "KD with logit standardization (Sun et al. 2024, "
-        "`KDTerm(standardize=True)`), alpha 0.1, T 4"
+        "KD with logit standardization (Sun et al. 2024: the `kd` term with "
+        "`standardize=True`), alpha 0.1, T 4"
     ),
     "multi_teacher": "KD from two teachers (seeds 0 and 1), averaged",
     "hints": "KD + a FitNets hint (teacher `dense` -> student hidden layer)",
@@ -446,9 +446,10 @@ def train(method, setup, seed, verbose=0):
     elif method == "dkd":
         distiller(distillation_loss="dkd").fit(**labelled(), **fit)
     elif method == "kd_std":
-        distiller(distillation_loss=kd.losses.KDTerm(standardize=True)).fit(
-            **labelled(), **fit
-        )
+        from keras_distill.terms import registry
+
+        standardized = registry.make("kd", standardize=True)
+        distiller(distillation_loss=standardized).fit(**labelled(), **fit)
     elif method.startswith(TERM_PREFIX):
         term = method[len(TERM_PREFIX) :]
         distiller(distillation_loss=term).fit(**labelled(), **fit)
