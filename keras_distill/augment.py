@@ -22,6 +22,7 @@ every epoch, repeatable for a given `seed`).
   `labels="drop"` (function matching: the KD term alone).
 - `shift(max_shift)`, `scale(low, high)`, `noise(stddev)`: label-preserving
   augmentations for 1-D signals (and, along the first spatial axis, images).
+- `flip(axis)`: a random mirror image (for images, a horizontal flip).
 - `compose(*augmentations)`: applied in order.
 
 Function matching from arrays is one call:
@@ -191,6 +192,28 @@ class Noise(Augmentation):
         )
 
 
+class Flip(Augmentation):
+    """See `flip`."""
+
+    def __init__(self, axis=2, probability=0.5):
+        self.axis = int(axis)
+        if self.axis == 0:
+            raise ValueError("`flip` cannot flip along the batch axis (axis=0).")
+        self.probability = schedules.number(probability, "probability")
+        if not 0.0 <= self.probability <= 1.0:
+            raise ValueError(
+                "`probability` must be in [0, 1]. Received: "
+                f"probability={probability!r}"
+            )
+
+    def apply(self, x, seed):
+        import tensorflow as tf
+
+        flip = tf.random.stateless_uniform(tf.shape(x)[:1], seed) < self.probability
+        flip = tf.reshape(flip, _per_example_shape(x))
+        return tf.where(flip, tf.reverse(x, axis=[self.axis]), x)
+
+
 class Compose(Augmentation):
     """See `compose`."""
 
@@ -257,6 +280,16 @@ def scale(low: float = 0.8, high: float = 1.2) -> Augmentation:
 def noise(stddev: float) -> Augmentation:
     """Adds Gaussian noise of standard deviation `stddev` to every value."""
     return Noise(stddev)
+
+
+def flip(axis: int = 2, probability: float = 0.5) -> Augmentation:
+    """Mirrors each example along `axis` with `probability` (label-preserving
+    only where a mirrored image is still of its class: clothes, not digits).
+
+    `axis=2` is the width of `(batch, height, width, channels)` images: a
+    horizontal flip.
+    """
+    return Flip(axis, probability)
 
 
 def compose(*augmentations) -> Augmentation:

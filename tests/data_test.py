@@ -107,8 +107,9 @@ def test_image_folder(tmp_path):
 
 
 def test_bad_source():
-    with pytest.raises(ValueError, match="source='mnist'"):
-        data.load("mnist")
+    # "mnist" is a source now (`kd.data.idx`); "cifar10" without "tfds:" is not.
+    with pytest.raises(ValueError, match="source='cifar10'"):
+        data.load("cifar10")
 
 
 def test_mnist1d_is_generated_offline_with_a_fixed_split():

@@ -3,7 +3,7 @@
 Example `run.yaml`:
 
 ```yaml
-data: digits              # or tfds:mnist, npz:path.npz, images:folder
+data: digits              # or mnist1d, fashion_mnist, tfds:NAME, npz:PATH, ...
 output: runs/digits
 teacher:
   model: teacher_cnn      # a built-in architecture, or a saved .keras file
@@ -64,7 +64,7 @@ BUILTIN_MODELS = {
     "teacher": ("teacher_cnn", "causal_lm"),
     "student": ("student_mlp", "causal_lm"),
 }
-DATA_NAMES = ("digits", "mnist1d", "movie_reviews")
+DATA_NAMES = ("digits", "mnist1d", "mnist", "fashion_mnist", "movie_reviews")
 # Token data for language models, and the models that read it.
 TEXT_DATA = ("movie_reviews",)
 TEXT_MODELS = ("causal_lm",)

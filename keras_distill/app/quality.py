@@ -23,6 +23,19 @@ import time
 import numpy as np
 
 DATA_SETS = ("digits", "mnist1d")
+# The 28x28 image sets (`kd.data.idx`); "NAME/cnn" is the same data with the
+# small CNN student instead of the MLP.
+IMAGE_SETS = ("fashion_mnist", "mnist")
+# The rows of an image set's table when `--methods` is not given.
+IMAGE_METHODS = (
+    "scratch",
+    "scratch_aug",
+    "kd",
+    "kd_aug",
+    "dkd",
+    "kd_std",
+    "function_matching",
+)
 
 # name -> (title, what it is); the benchmark's rows, in order.
 METHODS = {
@@ -41,6 +54,10 @@ METHODS = {
         "progressive recipe: distill -> curriculum -> fine-tune (`fit_progressive`)"
     ),
     "dkd": "Decoupled KD (`distillation_loss='dkd'`), T 4",
+    "kd_std": (
+        "KD with logit standardization (Sun et al. 2024: the `kd` term with "
+        "`standardize=True`), alpha 0.1, T 4"
+    ),
     "multi_teacher": "KD from two teachers (seeds 0 and 1), averaged",
     "hints": "KD + a FitNets hint (teacher `dense` -> student hidden layer)",
     "function_matching": (
@@ -123,21 +140,39 @@ class Setup:
     train_examples: int | None = None  # a subset, for quick runs
     label_fraction: float = 0.1
     teacher_dir: str = os.path.join("distill_runs", "quality", "teachers")
+    student: str = "mlp"  # or "cnn" (image sets)
+    filters: int = 16  # the CNN student's
 
     def shape(self):
         from keras_distill import data
 
+        if self.name in IMAGE_SETS:
+            return data.idx.IMAGE_SHAPE
         return data.DIGITS_SHAPE if self.name == "digits" else data.MNIST1D_SHAPE
+
+    def images(self):
+        """Whether this is a 28x28 image set (its own teacher and rows)."""
+        return self.name in IMAGE_SETS
 
 
 def default_setup(name, epochs=None, quick=False):
-    """The benchmark's settings for `name` (`"digits"` or `"mnist1d"`)."""
+    """The benchmark's settings for `name`.
+
+    `"digits"`, `"mnist1d"`, or an image set of `IMAGE_SETS` with the MLP
+    student (`"fashion_mnist"`) or the small CNN (`"fashion_mnist/cnn"`).
+    """
+    base, _, student = name.partition("/")
     if name == "digits":
         setup = Setup("digits", epochs or 30, 32, 1e-2, 40, hidden=16)
     elif name == "mnist1d":
         setup = Setup("mnist1d", epochs or 30, 64, 1e-2, 40, hidden=256)
+    elif base in IMAGE_SETS and student in ("", "mlp", "cnn"):
+        setup = Setup(
+            base, epochs or 6, 128, 2e-3, 12, hidden=256, student=student or "mlp"
+        )
     else:
-        raise ValueError(f"`name` must be one of {DATA_SETS}. Received: {name!r}")
+        names = list(DATA_SETS) + [f"{n}[/cnn]" for n in IMAGE_SETS]
+        raise ValueError(f"`name` must be one of {names}. Received: {name!r}")
     if quick:
         setup = dataclasses.replace(
             setup,
@@ -153,7 +188,12 @@ def arrays(setup):
     """`(x_train, y_train), (x_test, y_test)` of the setup (train subset if quick)."""
     from keras_distill import data
 
-    loaded = data.load_digits() if setup.name == "digits" else data.load_mnist1d()
+    if setup.images():
+        loaded = data.load_arrays(setup.name)
+    elif setup.name == "digits":
+        loaded = data.load_digits()
+    else:
+        loaded = data.load_mnist1d()
     (x, y), test = loaded["train"], loaded["test"]
     if setup.train_examples:
         x, y = x[: setup.train_examples], y[: setup.train_examples]
@@ -169,6 +209,14 @@ def augmentation(setup):
         keep = augment.compose(
             augment.shift(4), augment.scale(0.8, 1.2), augment.noise(0.1)
         )
+    elif setup.images():  # 28x28: two-pixel shifts; mirrored clothes
+        parts = [
+            augment.shift(2, axis=1, mode="zeros"),
+            augment.shift(2, axis=2, mode="zeros"),
+        ]
+        if setup.name == "fashion_mnist":
+            parts.append(augment.flip(axis=2))
+        keep = augment.compose(*parts)
     else:  # 8x8 images: one-pixel shifts (zero fill), a little noise
         keep = augment.compose(
             augment.shift(1, axis=1, mode="zeros"),
@@ -196,6 +244,53 @@ def _steps(n, batch_size):
 
 
 _TEACHERS = {}  # path -> loaded teacher, per process
+_TEACHER_LOGITS = {}  # path -> the teacher's logits on the training images
+
+
+def image_teacher(input_shape, num_classes=10):
+    """The image sets' teacher: two conv blocks, a dense layer, logits.
+
+    About 0.4M parameters; trained with the label-preserving augmentation,
+    it is much stronger than the MLP student (the point of the table: a
+    teacher worth distilling).
+    """
+    import keras
+
+    layers = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            layers.Conv2D(32, 3, padding="same", activation="relu", name="conv1"),
+            layers.MaxPooling2D(name="pool1"),
+            layers.Conv2D(64, 3, padding="same", activation="relu", name="conv2"),
+            layers.MaxPooling2D(name="pool2"),
+            layers.Flatten(name="flatten"),
+            layers.Dropout(0.3, name="dropout"),
+            layers.Dense(128, activation="relu", name="dense"),
+            layers.Dense(num_classes, name="logits"),
+        ],
+        name="teacher_image_cnn",
+    )
+
+
+def _student(setup):
+    from keras_distill import models
+
+    if setup.student == "cnn":
+        return models.student_cnn(
+            input_shape=setup.shape(), num_classes=10, filters=setup.filters
+        )
+    return models.student_mlp(
+        input_shape=setup.shape(), num_classes=10, hidden=setup.hidden
+    )
+
+
+def _teacher_logits(model, x):
+    """The teacher's logits on `x` (the training images), once per process."""
+    key = (id(model), len(x))
+    if key not in _TEACHER_LOGITS:
+        _TEACHER_LOGITS[key] = model.predict(x, batch_size=512, verbose=0)
+    return _TEACHER_LOGITS[key]
 
 
 def teacher(setup, seed=0, verbose=0):
@@ -210,9 +305,10 @@ def teacher(setup, seed=0, verbose=0):
     from keras_distill import models
 
     size = setup.train_examples or "all"
+    kind = "_cnn_aug" if setup.images() else ""
     path = os.path.join(
         setup.teacher_dir,
-        f"{setup.name}_seed{seed}_e{setup.teacher_epochs}_n{size}.keras",
+        f"{setup.name}{kind}_seed{seed}_e{setup.teacher_epochs}_n{size}.keras",
     )
     (x, y), (x_test, y_test) = arrays(setup)
     seconds = 0.0
@@ -222,7 +318,25 @@ def teacher(setup, seed=0, verbose=0):
         model = keras.models.load_model(path)
     else:
         keras.utils.set_random_seed(seed)
-        if setup.name == "digits":
+        fit_data = dict(x=x, y=y)
+        if setup.images():
+            from keras_distill import augment
+
+            model = image_teacher(setup.shape())
+            batch = 128
+            optimizer = keras.optimizers.Adam(
+                keras.optimizers.schedules.CosineDecay(
+                    2e-3, setup.teacher_epochs * _steps(len(x), batch)
+                )
+            )
+            keep, _ = augmentation(setup)
+            fit_data = dict(
+                x=augment.augment_dataset(
+                    _dataset((x, y), batch, 1000 + seed), keep, seed=1000 + seed
+                ),
+                shuffle=False,
+            )
+        elif setup.name == "digits":
             model = models.teacher_cnn()
             optimizer = keras.optimizers.Adam(3e-3)
             batch = 32
@@ -236,7 +350,9 @@ def teacher(setup, seed=0, verbose=0):
             )
         model.compile(optimizer=optimizer, loss=_loss(), metrics=["accuracy"])
         start = time.perf_counter()
-        model.fit(x, y, epochs=setup.teacher_epochs, batch_size=batch, verbose=verbose)
+        if "y" in fit_data:
+            fit_data["batch_size"] = batch
+        model.fit(**fit_data, epochs=setup.teacher_epochs, verbose=verbose)
         seconds = time.perf_counter() - start
         os.makedirs(setup.teacher_dir, exist_ok=True)
         model.save(path + ".tmp.keras")
@@ -278,7 +394,7 @@ def train(method, setup, seed, verbose=0):
     import keras
 
     import keras_distill as kd
-    from keras_distill import augment, models, recipes
+    from keras_distill import augment, recipes
 
     check_method(method)
     (x, y), (x_test, y_test) = arrays(setup)
@@ -288,10 +404,20 @@ def train(method, setup, seed, verbose=0):
     if method == "multi_teacher":
         teachers.append(teacher(setup, 1)[0])
     keras.utils.set_random_seed(seed)
-    student = models.student_mlp(
-        input_shape=setup.shape(), num_classes=10, hidden=setup.hidden
-    )
+    student = _student(setup)
     fit = dict(epochs=epochs, verbose=verbose)
+
+    def labelled():
+        """`fit()`'s data of the un-augmented rows: the arrays, or, on the
+        image sets, batches carrying the teacher's logits computed once (the
+        same targets as running the frozen teacher in every step, faster)."""
+        if not setup.images():
+            return dict(x=x, y=y, batch_size=batch)
+        from keras_distill import targets
+
+        logits = _teacher_logits(teachers[0], x)
+        ds = _dataset((x, y, {targets.TEACHER_LOGITS_KEY: logits}), batch, seed)
+        return dict(x=ds, shuffle=False)
 
     def distiller(**kwargs):
         kwargs.setdefault("alpha", 0.1)
@@ -313,13 +439,20 @@ def train(method, setup, seed, verbose=0):
         ds = augment.augment_dataset(_dataset((x, y), batch, seed), keep, seed=seed)
         student.compile(optimizer=_optimizer(setup, steps), loss=_loss())
         student.fit(ds, shuffle=False, **fit)
-    elif method in ("kd", "multi_teacher"):
+    elif method == "kd":
+        distiller().fit(**labelled(), **fit)
+    elif method == "multi_teacher":
         distiller().fit(x, y, batch_size=batch, **fit)
     elif method == "dkd":
-        distiller(distillation_loss="dkd").fit(x, y, batch_size=batch, **fit)
+        distiller(distillation_loss="dkd").fit(**labelled(), **fit)
+    elif method == "kd_std":
+        from keras_distill.terms import registry
+
+        standardized = registry.make("kd", standardize=True)
+        distiller(distillation_loss=standardized).fit(**labelled(), **fit)
     elif method.startswith(TERM_PREFIX):
         term = method[len(TERM_PREFIX) :]
-        distiller(distillation_loss=term).fit(x, y, batch_size=batch, **fit)
+        distiller(distillation_loss=term).fit(**labelled(), **fit)
     elif method == "hints":
         hint = kd.hints.Hint("dense", student.layers[1].name)
         distiller(hints=[hint]).fit(x, y, batch_size=batch, **fit)

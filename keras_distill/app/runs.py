@@ -648,7 +648,8 @@ def tune(config_path, overwrite=False, verbose=0):
     ):
         raise ValueError(
             f"{kd_config._where(cfg['_source'], 'data')}: `keras-distill tune` needs "
-            "data that fits in memory: 'digits', 'mnist1d' or 'npz:PATH'. "
+            "data that fits in memory: 'digits', 'mnist1d', 'mnist', "
+            "'fashion_mnist' or 'npz:PATH'. "
             f"Received: data={cfg['data']!r}"
         )
     # Its own folder, so that `train` and `tune` of one config never collide.

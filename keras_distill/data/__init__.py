@@ -1,4 +1,5 @@
-"""Data sources: the bundled digits, tensorflow-datasets names, .npz arrays
+"""Data sources: the bundled digits, MNIST-1D, MNIST and Fashion-MNIST (`idx`),
+tensorflow-datasets names, .npz arrays
 and image folders, all as batched `tf.data` pipelines."""
 
 import dataclasses
@@ -9,6 +10,7 @@ import sys
 
 import numpy as np
 
+from keras_distill.data import idx
 from keras_distill.version import require
 
 DIGITS_SHAPE = (8, 8, 1)
@@ -545,7 +547,8 @@ def load_npz(path, batch_size=64, val_fraction=0.1, seed=0):
 
 
 def load_arrays(source="digits", seed=0, **kwargs):
-    """Split arrays of an in-memory source: `"digits"`, `"mnist1d"` or `"npz:PATH"`.
+    """Split arrays of an in-memory source: `"digits"`, `"mnist1d"`, `"mnist"`,
+    `"fashion_mnist"` or `"npz:PATH"`.
 
     The same arrays (and scaling) as `load()`, for code that needs NumPy
     arrays rather than datasets (the tuner, the CLI's runs).
@@ -555,7 +558,10 @@ def load_arrays(source="digits", seed=0, **kwargs):
         may be `None`), `"num_classes"` and `"shape"` (of one example). For
         `"movie_reviews"` (token ids, `kd.text`), `(x, y, sample_weight)`
         triples and the vocabulary size as `"num_classes"`; `**kwargs` go to
-        `kd.text.load_movie_reviews` (e.g. `sequence_length`).
+        `kd.text.load_movie_reviews` (e.g. `sequence_length`). For
+        `"mnist"` and `"fashion_mnist"`, `**kwargs` go to
+        `kd.data.idx.load_image_set` (e.g. `directory`) and `"source"` says
+        where the files were read from.
 
     Example:
 
@@ -570,11 +576,14 @@ def load_arrays(source="digits", seed=0, **kwargs):
         arrays = load_digits(seed=seed)
     elif source == "mnist1d":
         arrays = load_mnist1d(seed=seed)
+    elif source in idx.NAMES:
+        arrays = idx.load_image_set(source, seed=seed, **kwargs)
     elif isinstance(source, str) and source.startswith("npz:") and source[4:]:
         arrays = npz_arrays(source[4:], seed=seed)
     else:
         raise ValueError(
-            "`source` must be 'digits', 'mnist1d' or 'npz:PATH' for arrays. "
+            "`source` must be 'digits', 'mnist1d', 'mnist', 'fashion_mnist' or "
+            "'npz:PATH' for arrays. "
             f"Received: source={source!r}"
         )
     (x, y), val = arrays["train"], arrays["val"]
@@ -741,7 +750,8 @@ def load_image_folder(
 
 
 def load(source="digits", batch_size=64, seed=0, **kwargs):
-    """Loads data by name: `"digits"`, `"mnist1d"`, `"tfds:…"`, `"npz:…"`, `"images:…"`.
+    """Loads data by name: `"digits"`, `"mnist1d"`, `"mnist"`, `"fashion_mnist"`,
+    `"tfds:…"`, `"npz:…"`, `"images:…"`.
 
     `"movie_reviews"` is real text for language models (`kd.text`): batches
     of `(token_ids, next_ids, sample_weight)`, `num_classes` the vocabulary
@@ -750,11 +760,13 @@ def load(source="digits", batch_size=64, seed=0, **kwargs):
     Args:
         source: The data source. Defaults to `"digits"` (bundled with
             scikit-learn, works offline). `"mnist1d"` is generated from code
-            by the `mnist1d` package, also offline.
+            by the `mnist1d` package, also offline. `"mnist"` and
+            `"fashion_mnist"` are the 28x28 image sets, from the Keras cache
+            or IDX files (`kd.data.idx.load_image_set` says where it looks).
         batch_size: Defaults to `64`.
         seed: Split and shuffle seed. Defaults to `0`.
         **kwargs: Passed to the loader (`load_tfds`, `load_npz`,
-            `load_image_folder`).
+            `load_image_folder`, `idx.load_image_set`).
 
     Returns:
         `Splits`.
@@ -787,6 +799,12 @@ def load(source="digits", batch_size=64, seed=0, **kwargs):
             arrays["shape"],
             source,
         )
+    for name in idx.NAMES:
+        bundled[name] = (
+            functools.partial(idx.load_image_set, name, **kwargs),
+            idx.NUM_CLASSES,
+            idx.IMAGE_SHAPE,
+        )
     if source in bundled:
         loader, num_classes, shape = bundled[source]
         d = loader(seed=seed)
@@ -806,7 +824,7 @@ def load(source="digits", batch_size=64, seed=0, **kwargs):
     if kind == "images" and rest:
         return load_image_folder(rest, batch_size=batch_size, seed=seed, **kwargs)
     raise ValueError(
-        "`source` must be 'digits', 'mnist1d', 'tfds:NAME', 'npz:PATH' or "
-        "'images:DIR'. "
+        "`source` must be 'digits', 'mnist1d', 'mnist', 'fashion_mnist', "
+        "'tfds:NAME', 'npz:PATH' or 'images:DIR'. "
         f"Received: source={source!r}"
     )
