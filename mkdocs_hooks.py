@@ -44,7 +44,7 @@ def api_pages():
     pages = {
         "api/Distiller.md": (
             "kd.Distiller",
-            "# kd.Distiller\n\n::: keras_distill.Distiller\n",
+            "# kd.Distiller\n\n::: keras_distill.distiller.Distiller\n",
         )
     }
     for name in public_modules():
