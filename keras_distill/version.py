@@ -39,10 +39,7 @@ def install_hint(module: str) -> str:
         )
     package, extra = EXTRAS[top]
     if top in _NO_DEPS:
-        return (
-            f'`pip install ".[{extra}]"` and '
-            f"`pip install --no-deps {_NO_DEPS[top]}`"
-        )
+        return f'`pip install ".[{extra}]"` and `pip install --no-deps {_NO_DEPS[top]}`'
     return (
         f'`pip install "keras-distill[{extra}]"` (from a clone: '
         f'`pip install ".[{extra}]"`; or `pip install {package}`)'
