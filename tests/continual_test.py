@@ -1,4 +1,3 @@
-import importlib.util
 import json
 import os
 
@@ -7,18 +6,13 @@ import numpy as np
 import pytest
 
 import keras_distill as kd
-from tests.helpers import weights_equal
+from tests.helpers import load_file, weights_equal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_example(name):
-    spec = importlib.util.spec_from_file_location(
-        name, os.path.join(ROOT, "examples", f"{name}.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file(f"examples/{name}.py", name)
 
 
 @pytest.mark.slow

@@ -1,20 +1,16 @@
 """The documentation site builds with warnings as errors (`make docs`)."""
 
-import importlib.util
 import pathlib
 import subprocess
 import sys
+
+from tests.helpers import load_file
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def _hooks():
-    spec = importlib.util.spec_from_file_location(
-        "mkdocs_hooks", ROOT / "mkdocs_hooks.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("mkdocs_hooks.py")
 
 
 def _build(config, site):

@@ -1,6 +1,8 @@
 """Shared helpers for the tests: tiny data and tiny models, all offline."""
 
 import functools
+import importlib.util
+import pathlib
 
 import keras
 import numpy as np
@@ -57,3 +59,16 @@ def tiny_student(hidden=16, seed=1, **kwargs):
 
 def weights_equal(a, b):
     return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def load_file(relative_path, name=None):
+    """Imports a repository file that is not in a package (a benchmark, an
+    example, the docs hooks) as a module, by its path from the repository root."""
+    path = ROOT / relative_path
+    spec = importlib.util.spec_from_file_location(name or path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

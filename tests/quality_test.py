@@ -1,6 +1,5 @@
 """benchmarks/quality.py and keras_distill.app.quality: statistics, table, quick run."""
 
-import importlib.util
 import json
 import math
 import os
@@ -9,17 +8,13 @@ import numpy as np
 import pytest
 
 from keras_distill.app import quality
+from tests.helpers import load_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def benchmark():
-    spec = importlib.util.spec_from_file_location(
-        "quality_benchmark", os.path.join(ROOT, "benchmarks", "quality.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("benchmarks/quality.py", "quality_benchmark")
 
 
 def test_summarise_mean_std_and_95_interval():

@@ -9,6 +9,7 @@ import pytest
 
 from keras_distill import data
 from keras_distill.data import idx
+from tests.helpers import load_file
 
 # Tiny sets: 20 training images per class, 2 test images per class.
 N_TRAIN, N_TEST = 200, 20
@@ -251,15 +252,7 @@ def test_the_image_setups_name_their_student():
 
 
 def _benchmark():
-    import importlib.util
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location(
-        "quality_benchmark", os.path.join(root, "benchmarks", "quality.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("benchmarks/quality.py", "quality_benchmark")
 
 
 def test_the_paired_interval_judges_a_row_against_the_control():

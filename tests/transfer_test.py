@@ -4,7 +4,7 @@ import pytest
 
 import keras_distill as kd
 from keras_distill.transfer import GroupedTeacher
-from tests.helpers import digits_subset, tiny_student, trained_teacher
+from tests.helpers import digits_subset, load_file, tiny_student, trained_teacher
 
 
 def test_grouped_probabilities_sum_source_classes():
@@ -57,14 +57,7 @@ def test_bad_mapping(groups, message):
 
 @pytest.mark.slow
 def test_transfer_example_beats_scratch_student():
-    import importlib.util
-    import os
-
-    path = os.path.join(os.path.dirname(__file__), "..", "examples", "transfer.py")
-    spec = importlib.util.spec_from_file_location("transfer_example", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    results = module.run()
+    results = load_file("examples/transfer.py", "transfer_example").run()
     assert results["student (transfer-distilled)"] > results["student (scratch)"], (
         results
     )
