@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_distill.app import cli, runs
+from keras_distill.app import cli, run_folder, runs
 
 CONFIG = """\
 data: digits
@@ -263,7 +263,7 @@ def test_train_with_weighted_terms_options_and_their_schedules(tmp_path):
 def _fake_run(out, cfg_path):
     """A run's output folder as `train` leaves it, without training."""
     cfg = {"output": str(out), "_source": str(cfg_path), "data": "digits"}
-    assert runs.prepare_output(str(out), cfg, "train") == "new"
+    assert run_folder.prepare_output(str(out), cfg, "train") == "new"
     for name in (
         "student.keras",
         "tensorboard/train/events.out.tfevents.1.host",
@@ -282,7 +282,7 @@ def test_overwrite_keeps_user_files_inside_serving_and_tensorboard(tmp_path, fin
     out = tmp_path / "out"
     cfg = _fake_run(out, tmp_path / "c.yaml")
     if finished:
-        runs._finish(str(out))
+        run_folder.finish(str(out))
     mine = [
         out / "serving" / "mine" / "notes.txt",
         out / "tensorboard" / "my_run" / "notes.txt",
@@ -291,7 +291,7 @@ def test_overwrite_keeps_user_files_inside_serving_and_tensorboard(tmp_path, fin
     for path in mine:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("keep")
-    assert runs.prepare_output(str(out), cfg, "train", overwrite=True) == "new"
+    assert run_folder.prepare_output(str(out), cfg, "train", overwrite=True) == "new"
     assert all(path.read_text() == "keep" for path in mine)
     assert not (out / "student.keras").exists()
     assert not (out / "serving" / "1").exists()
@@ -303,10 +303,10 @@ def test_overwrite_keeps_user_files_inside_serving_and_tensorboard(tmp_path, fin
 def test_overwrite_of_a_finished_run_keeps_a_version_added_after_it(tmp_path):
     out = tmp_path / "out"
     cfg = _fake_run(out, tmp_path / "c.yaml")
-    runs._finish(str(out))
+    run_folder.finish(str(out))
     (out / "serving" / "7").mkdir()
     (out / "serving" / "7" / "saved_model.pb").write_text("a user's export")
-    runs.prepare_output(str(out), cfg, "train", overwrite=True)
+    run_folder.prepare_output(str(out), cfg, "train", overwrite=True)
     assert (out / "serving" / "7" / "saved_model.pb").read_text() == "a user's export"
     assert not (out / "serving" / "1").exists()
 
@@ -324,17 +324,17 @@ def test_a_killed_run_whose_files_changed_is_not_resumed(tmp_path, changed):
         "data": f"npz:{npz}",
         "teacher": {"model": str(model)},
     }
-    assert runs.prepare_output(str(out), cfg, "train") == "new"
+    assert run_folder.prepare_output(str(out), cfg, "train") == "new"
     (out / "history.csv").write_text("epoch\n0\n")  # killed after an epoch
-    assert runs.prepare_output(str(out), cfg, "train") == "resume"
+    assert run_folder.prepare_output(str(out), cfg, "train") == "resume"
     if changed == "data":
         np.savez(npz, x_train=rng.normal(size=(8, 3)), y_train=np.arange(8) % 3)
     else:
         model.write_bytes(b"another teacher")
     with pytest.raises(FileExistsError, match="changed since.*--overwrite"):
-        runs.prepare_output(str(out), cfg, "train")
-    assert runs.prepare_output(str(out), cfg, "train", overwrite=True) == "new"
-    assert runs.prepare_output(str(out), cfg, "train") == "resume"
+        run_folder.prepare_output(str(out), cfg, "train")
+    assert run_folder.prepare_output(str(out), cfg, "train", overwrite=True) == "new"
+    assert run_folder.prepare_output(str(out), cfg, "train") == "resume"
 
 
 def test_a_run_killed_while_saving_the_distiller_leaves_no_half_written_file(

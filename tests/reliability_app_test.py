@@ -23,7 +23,7 @@ import pytest
 
 import keras_distill as kd
 from keras_distill import models
-from keras_distill.app import cli, runs
+from keras_distill.app import cli, run_folder, runs
 from keras_distill.app import config as kd_config
 from keras_distill.callbacks import AtomicBackupAndRestore
 from tests.helpers import digits, trained_teacher
@@ -234,7 +234,7 @@ def test_repeated_kill_9_at_random_points_never_breaks_the_backup(tmp_path):
 
 
 def _trial_scores(out):
-    project = out / "tuner" / runs.TUNER_PROJECT
+    project = out / "tuner" / run_folder.TUNER_PROJECT
     scores = {}
     for name in sorted(os.listdir(project)):
         if name.startswith("trial_"):
@@ -295,7 +295,7 @@ def test_tune_killed_by_sigkill_keeps_its_finished_trials(tmp_path):
     proc = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env()
     )
-    project = out / "tuner" / runs.TUNER_PROJECT
+    project = out / "tuner" / run_folder.TUNER_PROJECT
     deadline = time.monotonic() + 300
     while not (project / "trial_1").exists():  # trial 0 done, trial 1 running
         assert proc.poll() is None and time.monotonic() < deadline
@@ -316,7 +316,7 @@ def test_tune_killed_by_sigkill_keeps_its_finished_trials(tmp_path):
 def test_overwrite_of_a_killed_run_keeps_a_users_files_in_backup_and_tuner(tmp_path):
     out = tmp_path / "out"
     cfg = {"output": str(out), "_source": str(tmp_path / "c.yaml"), "data": "digits"}
-    assert runs.prepare_output(str(out), cfg, "train") == "new"
+    assert run_folder.prepare_output(str(out), cfg, "train") == "new"
     for name in (
         "backup/epoch-000000002.weights.h5",
         "backup/latest.weights.h5",
@@ -327,7 +327,7 @@ def test_overwrite_of_a_killed_run_keeps_a_users_files_in_backup_and_tuner(tmp_p
     ):
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_text("run" if "mine" not in name else "keep")
-    assert runs.prepare_output(str(out), cfg, "train", overwrite=True) == "new"
+    assert run_folder.prepare_output(str(out), cfg, "train", overwrite=True) == "new"
     assert os.listdir(out / "backup") == ["mine.txt"]
     assert (out / "backup" / "mine.txt").read_text() == "keep"
     assert (out / "tuner" / "notes" / "mine.txt").read_text() == "keep"

@@ -2,7 +2,6 @@
 tensorflow-datasets names, .npz arrays
 and image folders, all as batched `tf.data` pipelines."""
 
-import dataclasses
 import functools
 import os
 import subprocess
@@ -11,6 +10,8 @@ import sys
 import numpy as np
 
 from keras_distill.data import idx
+from keras_distill.data.files import load_image_folder, load_npz, npz_arrays
+from keras_distill.data.splits import Splits, batched
 from keras_distill.version import require
 
 DIGITS_SHAPE = (8, 8, 1)
@@ -151,25 +152,6 @@ def load_mnist1d(seed: int = 0, val_fraction: float = 0.1):
     }
 
 
-@dataclasses.dataclass
-class Splits:
-    """Batched `tf.data` train/val/test datasets of `(image, label)` pairs.
-
-    Attributes:
-        train, val, test: Batched datasets (`test` may be `None`).
-        num_classes: Number of classes.
-        input_shape: Shape of one example, e.g. `(28, 28, 1)`.
-        name: Where the data came from.
-    """
-
-    train: object
-    val: object
-    test: object
-    num_classes: int
-    input_shape: tuple
-    name: str
-
-
 def _normalise(image, label):
     import tensorflow as tf
 
@@ -177,14 +159,6 @@ def _normalise(image, label):
     if image.shape.rank == 2:
         image = image[..., None]
     return image, tf.cast(label, tf.int32)
-
-
-def _batched(ds, batch_size, shuffle, seed):
-    import tensorflow as tf
-
-    if shuffle:
-        ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def load_tfds(
@@ -254,9 +228,9 @@ def load_tfds(
     train = train.map(_normalise)
     val, test = val.map(_normalise), test.map(_normalise)
     return Splits(
-        _batched(train, batch_size, True, seed),
-        _batched(val, batch_size, False, seed),
-        _batched(test, batch_size, False, seed),
+        batched(train, batch_size, True, seed),
+        batched(val, batch_size, False, seed),
+        batched(test, batch_size, False, seed),
         num_classes,
         input_shape if len(input_shape) == 3 else (*input_shape, 1),
         f"tfds:{name}",
@@ -349,203 +323,6 @@ def _remove_new(paths):
                 pass
 
 
-# The largest value of an 8-bit image, for integer arrays of a wider type.
-_EIGHT_BIT_MAX = 255
-
-
-def _npz_images(x, key, path):
-    """`x` as float32 in [0, 1] (integers scaled), with a channel axis for 3-D.
-
-    `uint8` is divided by 255 and `uint16` by 65535 (their full range). Any
-    other integer type (`int64` arrays often hold 8-bit pixels) is divided by
-    255 when its values are in [0, 255], and refused otherwise: its range
-    says nothing about the image's. Floats are kept as they are, bools
-    become 0 and 1.
-    """
-    x = np.asarray(x)
-    if x.dtype.kind not in "buif":
-        raise ValueError(
-            f"{path!r}: `{key}` must hold numbers (images), but its dtype is "
-            f"{x.dtype}. Save the images as uint8, uint16 or float32 in [0, 1]."
-        )
-    if x.dtype in (np.uint8, np.uint16):
-        x = x.astype("float32") / float(np.iinfo(x.dtype).max)
-    elif x.dtype.kind in "ui":
-        low, high = (int(x.min()), int(x.max())) if x.size else (0, 0)
-        if low < 0 or high > _EIGHT_BIT_MAX:
-            raise ValueError(
-                f"{path!r}: `{key}` is {x.dtype} with values in [{low}, {high}], "
-                "so its scale is unknown (inputs must be in [0, 1]). Save it as "
-                "uint8 (0-255), uint16 (0-65535) or float32 already in [0, 1]."
-            )
-        x = x.astype("float32") / float(_EIGHT_BIT_MAX)
-    else:
-        x = x.astype("float32")  # floats as they are; bools as 0 and 1
-        finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1) if x.ndim else [True]
-        if not np.all(finite):
-            raise ValueError(
-                f"{path!r}: `{key}` holds NaN or infinite values (the first in "
-                f"example {int(np.argmin(finite))}). Fix or drop those examples."
-            )
-    return x[..., None] if x.ndim == 3 else x
-
-
-def _npz_labels(y, key, path):
-    """`y` as int32 class ids: whole numbers >= 0, or one-hot rows (argmax)."""
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim == 2:
-        one_hot = (
-            y.shape[1] > 1
-            and y.dtype.kind in "buif"
-            and np.all((y == 0) | (y == 1))
-            and np.all(y.sum(axis=1) == 1)
-        )
-        if not one_hot:
-            raise ValueError(
-                f"{path!r}: `{key}` has shape {y.shape}, but its rows are not "
-                "one-hot (exactly one 1, the rest 0). Labels must be class ids "
-                "shaped (n,) or one-hot rows shaped (n, classes)."
-            )
-        y = np.argmax(y, axis=1)
-    if y.ndim != 1:
-        raise ValueError(
-            f"{path!r}: `{key}` must be class ids shaped (n,) (or one-hot rows "
-            f"shaped (n, classes)). Received shape {y.shape}."
-        )
-    if y.dtype.kind not in "buif":
-        raise ValueError(
-            f"{path!r}: `{key}` must hold integer class ids, but its dtype is "
-            f"{y.dtype}."
-        )
-    if y.dtype.kind == "f":
-        bad = ~np.isfinite(y) | (y != np.round(y))
-        if np.any(bad):
-            raise ValueError(
-                f"{path!r}: `{key}` must hold whole class ids, but "
-                f"{key}[{int(np.argmax(bad))}] = {y[np.argmax(bad)].item()!r} "
-                f"({int(bad.sum())} of {len(y)} labels are fractional or not "
-                "finite). Round or fix the labels; they are never truncated."
-            )
-    if y.size and y.min() < 0:
-        raise ValueError(
-            f"{path!r}: `{key}` must hold class ids >= 0, but "
-            f"{key}[{int(np.argmin(y))}] = {y.min().item()!r}."
-        )
-    return y.astype("int32")
-
-
-def _npz_split(arrays, name, path):
-    """The `(x, y)` of split `name` ("train", "val", "test"), checked, or None."""
-    x_key, y_key = f"x_{name}", f"y_{name}"
-    if x_key not in arrays and y_key not in arrays:
-        return None
-    for have, need in ((x_key, y_key), (y_key, x_key)):
-        if have in arrays and need not in arrays:
-            raise ValueError(
-                f"{path!r} has `{have}` but no `{need}`: a split needs both its "
-                f"inputs and its labels. The file has {sorted(arrays)}."
-            )
-    x = _npz_images(arrays[x_key], x_key, path)
-    y = _npz_labels(arrays[y_key], y_key, path)
-    if len(x) != len(y):
-        raise ValueError(
-            f"{path!r}: `{x_key}` has {len(x)} examples but `{y_key}` has "
-            f"{len(y)} labels; they must have one label per example."
-        )
-    return x, y
-
-
-def npz_arrays(path, val_fraction=0.1, seed=0):
-    """Reads an `.npz` file with `x_train`, `y_train` (and optionally `x_val`,
-    `y_val`, `x_test`, `y_test`) into split arrays.
-
-    Images are scaled to [0, 1]: `uint8` by 255, `uint16` by 65535, other
-    integer types by 255 when their values are in [0, 255] (refused
-    otherwise); floats are kept. 3-D image arrays get a channel axis. Labels
-    are whole class ids >= 0 (fractional labels are refused, never
-    truncated) or one-hot rows (turned into ids). Each split needs both its
-    arrays, of the same length. Without `x_val`, `val_fraction` of the
-    training arrays (a random subset fixed by `seed`) is held out.
-
-    Returns:
-        A dict with `"train"`, `"val"` and `"test"` (`None` when absent)
-        `(x, y)` tuples of float32 inputs and int32 labels.
-
-    Example:
-
-    ```python
-    arrays = kd.data.npz_arrays("mnist.npz")
-    x_train, y_train = arrays["train"]
-    ```
-    """
-    with np.load(path) as archive:
-        arrays = {}
-        for key in archive.files:
-            try:
-                arrays[key] = archive[key]
-            except ValueError as error:  # an object array: loading runs pickle
-                raise ValueError(
-                    f"{path!r}: `{key}` is an array of Python objects, which is "
-                    "never unpickled (it could run code). Save numbers: images as "
-                    "uint8, uint16 or float32 and labels as integers."
-                ) from error
-    missing = [k for k in ("x_train", "y_train") if k not in arrays]
-    if missing:
-        raise KeyError(
-            f"{path!r} must contain arrays {missing}; it has {sorted(arrays)}."
-        )
-    x, y = _npz_split(arrays, "train", path)
-    val = _npz_split(arrays, "val", path)
-    if val is None:
-        if (
-            isinstance(val_fraction, bool)
-            or not isinstance(val_fraction, int | float)
-            or not 0 <= val_fraction < 1
-        ):
-            raise ValueError(
-                "`val_fraction` must be a number in [0, 1) (the share of x_train "
-                f"held out). Received: val_fraction={val_fraction!r}"
-            )
-        order = np.random.default_rng(seed).permutation(len(x))
-        cut = int(len(x) * (1 - val_fraction))
-        if cut == 0:
-            raise ValueError(
-                f"{path!r}: holding out val_fraction={val_fraction} of its "
-                f"{len(x)} training examples leaves none to train on. Add "
-                "examples, lower `val_fraction`, or save `x_val`/`y_val`."
-            )
-        val = (x[order[cut:]], y[order[cut:]])
-        x, y = x[order[:cut]], y[order[:cut]]
-    test = _npz_split(arrays, "test", path)
-    for name, split in (("val", val), ("test", test)):
-        if split is not None and split[0].shape[1:] != x.shape[1:]:
-            raise ValueError(
-                f"{path!r}: `x_{name}` examples have shape {split[0].shape[1:]}, "
-                f"but `x_train`'s have {x.shape[1:]}; every split must hold "
-                "inputs of one shape."
-            )
-    return {"train": (x, y), "val": val, "test": test}
-
-
-def load_npz(path, batch_size=64, val_fraction=0.1, seed=0):
-    """Loads an `.npz` file (see `npz_arrays`) as batched `Splits`."""
-    import tensorflow as tf
-
-    arrays = npz_arrays(path, val_fraction=val_fraction, seed=seed)
-    (x, y), val, test = arrays["train"], arrays["val"], arrays["test"]
-    make = tf.data.Dataset.from_tensor_slices
-    return Splits(
-        _batched(make((x, y)), batch_size, True, seed),
-        _batched(make(val), batch_size, False, seed),
-        None if test is None else _batched(make(test), batch_size, False, seed),
-        int(max(y.max(), val[1].max()) + 1),
-        tuple(x.shape[1:]),
-        f"npz:{path}",
-    )
-
-
 def load_arrays(source="digits", seed=0, **kwargs):
     """Split arrays of an in-memory source: `"digits"`, `"mnist1d"`, `"mnist"`,
     `"fashion_mnist"` or `"npz:PATH"`.
@@ -608,147 +385,6 @@ def _movie_review_arrays(seed=0, **kwargs):
     }
 
 
-# The files `image_dataset_from_directory` reads, by extension, and how each
-# format's files begin.
-_IMAGE_SIGNATURES = {
-    ".png": (b"\x89PNG\r\n\x1a\n",),
-    ".jpg": (b"\xff\xd8\xff",),
-    ".jpeg": (b"\xff\xd8\xff",),
-    ".gif": (b"GIF87a", b"GIF89a"),
-    ".bmp": (b"BM",),
-}
-
-
-def _count_images(directory):
-    """The image files Keras reads under `directory` (its extensions)."""
-    return sum(
-        name.lower().endswith(tuple(_IMAGE_SIGNATURES))
-        for _, _, files in os.walk(directory)
-        for name in files
-    )
-
-
-def _check_image_folder(directory):
-    """Refuses what would make the image pipeline fail mid-training, or read
-    outside `directory`: a missing folder, a symbolic link leading out of it
-    (or into a loop, or nowhere), an image file that is not the image its name says.
-    Files of other extensions are skipped, as Keras skips them.
-    """
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(
-            f"Image folder {directory!r} does not exist or is not a folder; it "
-            "must hold one sub-folder of images per class."
-        )
-    root = os.path.realpath(directory)
-    for folder, subfolders, files in os.walk(directory):
-        for name in subfolders + files:
-            path = os.path.join(folder, name)
-            if os.path.islink(path):
-                target = os.path.realpath(path)
-                inside = os.path.commonpath([root, target]) == root
-                loop = os.path.isdir(path) and (
-                    os.path.commonpath([target, os.path.realpath(folder)]) == target
-                )
-                if not os.path.exists(path):
-                    raise FileNotFoundError(
-                        f"{path!r} is a broken symbolic link (to {target!r}) in the "
-                        f"image folder {directory!r}. Remove it or restore its target."
-                    )
-                if not inside or loop:
-                    raise ValueError(
-                        f"{path!r} is a symbolic link to {target!r}, "
-                        + ("outside" if not inside else "a folder containing it in")
-                        + f" the image folder {directory!r}; the loader would "
-                        "read those files as training images. Remove the link, or "
-                        "copy the images it should add into the folder."
-                    )
-                if os.path.isdir(path):
-                    continue  # os.walk does not follow it; its target is inside.
-            if name not in files:
-                continue
-            signatures = _IMAGE_SIGNATURES.get(os.path.splitext(name)[1].lower())
-            if signatures is None:
-                continue
-            try:
-                with open(path, "rb") as f:
-                    head = f.read(8)
-            except OSError as error:
-                raise OSError(f"Cannot read image file {path!r}: {error}") from None
-            if not head.startswith(signatures):
-                raise ValueError(
-                    f"{path!r} is not a {os.path.splitext(name)[1][1:].upper()} "
-                    f"image (its first bytes are {head!r}); the image loader would "
-                    "fail on it mid-training. Remove or replace the file."
-                )
-
-
-def load_image_folder(
-    directory, batch_size=64, image_size=(64, 64), val_fraction=0.1, seed=0
-):
-    """Loads `directory/<class>/*.png|jpg` (or `train/`, `val/`, `test/` sub-folders).
-
-    Uses `keras.utils.image_dataset_from_directory`; images are resized to
-    `image_size` and scaled to [0, 1]. The folder is checked first: a
-    symbolic link that leads out of it (or into a loop) and a `.png`,
-    `.jpg`, `.jpeg`, `.gif` or `.bmp` file that is not such an image are
-    refused, naming the path. Returns `Splits`.
-    """
-    import keras
-
-    directory = os.fspath(directory)
-    size = tuple(image_size) if isinstance(image_size, list | tuple) else ()
-    if len(size) != 2 or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size
-    ):
-        raise ValueError(
-            "`image_size` must be (height, width), two whole numbers >= 1. "
-            f"Received: image_size={image_size!r}"
-        )
-    _check_image_folder(directory)
-
-    def folder(path, **kwargs):
-        return keras.utils.image_dataset_from_directory(
-            path, batch_size=batch_size, image_size=image_size, seed=seed, **kwargs
-        )
-
-    if os.path.isdir(os.path.join(directory, "train")):
-        train = folder(os.path.join(directory, "train"))
-        val_dir = os.path.join(directory, "val")
-        val = folder(val_dir, shuffle=False) if os.path.isdir(val_dir) else None
-        test_dir = os.path.join(directory, "test")
-        test = folder(test_dir, shuffle=False) if os.path.isdir(test_dir) else None
-    else:
-        try:
-            train = folder(directory, validation_split=val_fraction, subset="training")
-            val = folder(directory, validation_split=val_fraction, subset="validation")
-        except ValueError as error:  # Keras: "No images found" (of a split)
-            count = _count_images(directory)
-            if not count:
-                raise
-            raise ValueError(
-                f"{directory!r}: val_fraction={val_fraction} of its {count} images "
-                "leaves a split with none (Keras says 'No images found'). Add "
-                "images, change `val_fraction`, or give `train/` and `val/` "
-                "sub-folders."
-            ) from error
-        test = None
-    num_classes = len(train.class_names)
-    scale = keras.layers.Rescaling(1.0 / 255)
-
-    def prepare(ds):
-        return None if ds is None else ds.map(lambda x, y: (scale(x), y))
-
-    channels = train.element_spec[0].shape[-1]
-    return Splits(
-        prepare(train),
-        prepare(val),
-        prepare(test),
-        num_classes,
-        (*image_size, channels),
-        f"images:{directory}",
-    )
-
-
 def load(source="digits", batch_size=64, seed=0, **kwargs):
     """Loads data by name: `"digits"`, `"mnist1d"`, `"mnist"`, `"fashion_mnist"`,
     `"tfds:…"`, `"npz:…"`, `"images:…"`.
@@ -792,7 +428,7 @@ def load(source="digits", batch_size=64, seed=0, **kwargs):
         make = tf.data.Dataset.from_tensor_slices
         return Splits(
             *(
-                _batched(make(arrays[name]), batch_size, name == "train", seed)
+                batched(make(arrays[name]), batch_size, name == "train", seed)
                 for name in ("train", "val", "test")
             ),
             arrays["num_classes"],
@@ -810,9 +446,9 @@ def load(source="digits", batch_size=64, seed=0, **kwargs):
         d = loader(seed=seed)
         make = tf.data.Dataset.from_tensor_slices
         return Splits(
-            _batched(make(d["train"]), batch_size, True, seed),
-            _batched(make(d["val"]), batch_size, False, seed),
-            _batched(make(d["test"]), batch_size, False, seed),
+            batched(make(d["train"]), batch_size, True, seed),
+            batched(make(d["val"]), batch_size, False, seed),
+            batched(make(d["test"]), batch_size, False, seed),
             num_classes,
             shape,
             source,

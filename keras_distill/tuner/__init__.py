@@ -16,7 +16,6 @@ than a few epochs of a small student).
 """
 
 import contextlib
-import hashlib
 import json
 import os
 import warnings
@@ -30,6 +29,7 @@ from keras_distill import models as kd_models
 from keras_distill import params as kd_params
 from keras_distill.distiller import Distiller
 from keras_distill.targets import TEACHER_LOGITS_KEY
+from keras_distill.tuner import checks, search_folder
 from keras_distill.version import require
 
 
@@ -46,40 +46,6 @@ class TrialDistiller(Distiller):
 
     def load_weights(self, filepath, **kwargs):
         self.student.load_weights(filepath, **kwargs)
-
-
-def _check_range(values, name, low, high=None, low_inclusive=True):
-    try:
-        lo, hi = (float(v) for v in values)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"`{name}` must be a (min, max) pair of numbers. "
-            f"Received: {name}={values!r}"
-        ) from None
-    if not (np.isfinite(lo) and np.isfinite(hi)):  # NaN passes every comparison
-        raise ValueError(
-            f"`{name}` must be a (min, max) pair of finite numbers. "
-            f"Received: {name}={values!r}"
-        )
-    below = lo < low if low_inclusive else lo <= low
-    if below or (high is not None and hi > high) or lo > hi:
-        bounds = f"[{low}, {high}]" if high is not None else f"> {low}"
-        raise ValueError(
-            f"`{name}` must satisfy min <= max within {bounds}. "
-            f"Received: {name}={values!r}"
-        )
-    return lo, hi
-
-
-def _param_range(values, name, param):
-    """A search range of a declared Distiller parameter, within its rule."""
-    spec = kd_params.SPECS[param]
-    low, high = _check_range(
-        values, name, spec.low, spec.high, low_inclusive=not spec.low_open
-    )
-    for value in (low, high):
-        kd_params.check(param, value, where=f"`{name}`")
-    return low, high
 
 
 def _hypermodel_class():
@@ -159,17 +125,19 @@ def _hypermodel_class():
             self.temperature_range = (
                 None
                 if temperature_range is None
-                else _param_range(temperature_range, "temperature_range", "temperature")
+                else checks.param_range(
+                    temperature_range, "temperature_range", "temperature"
+                )
             )
             self.alpha_range = (
                 None
                 if alpha_range is None
-                else _param_range(alpha_range, "alpha_range", "alpha")
+                else checks.param_range(alpha_range, "alpha_range", "alpha")
             )
             self.learning_rate_range = (
                 None
                 if learning_rate_range is None
-                else _check_range(
+                else checks.check_range(
                     learning_rate_range, "learning_rate_range", 0.0, low_inclusive=False
                 )
             )
@@ -297,7 +265,7 @@ def _hypermodel_class():
             Keyed on the array's contents (`_content_key`), so an array
             changed in place gets its own outputs, never stale ones.
             """
-            key = _content_key(x)
+            key = checks.content_key(x)
             if key not in self._targets:
                 self.teacher_calls += 1
                 outputs = self.teacher.predict(x, batch_size=256, verbose=0)
@@ -313,7 +281,7 @@ def _hypermodel_class():
             # The arrays are copied into the pipeline once per search, not
             # once per trial; each trial gets its own shuffle (the same
             # order in every trial, as with a new pipeline).
-            key = (_content_key(x), _content_key(y))
+            key = (checks.content_key(x), checks.content_key(y))
             if key not in self._datasets:
                 logits = self.teacher_logits(x)
                 slices = tf.data.Dataset.from_tensor_slices(
@@ -349,151 +317,6 @@ def _hypermodel_class():
                 )
 
     return DistillerHyperModel
-
-
-def _content_key(array) -> tuple:
-    """A key of an array's contents: shape, dtype and a BLAKE2 digest.
-
-    Hashing runs at about 1 GB/s, far less than the teacher's pass over the
-    array it saves.
-    """
-    import hashlib
-
-    array = np.ascontiguousarray(array)
-    digest = hashlib.blake2b(memoryview(array).cast("B"), digest_size=16)
-    return (array.shape, str(array.dtype), digest.hexdigest())
-
-
-def _check_split(split, name: str) -> None:
-    """Refuses an `(x, y)` split of two lengths or with NaN/inf inputs.
-
-    Either fails every trial, and the search would end in a missing trial
-    checkpoint instead of the reason.
-    """
-    if not isinstance(split, tuple | list) or len(split) != 2:
-        raise ValueError(f"`{name}` must be an `(x, y)` pair of arrays.")
-    x, y = split
-    if len(x) != len(y):
-        raise ValueError(
-            f"`{name}` must hold as many inputs as labels. Received: {len(x)} "
-            f"inputs and {len(y)} labels."
-        )
-    values = np.asarray(x)
-    if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
-        index = int(
-            np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(1))[0]
-        )
-        raise ValueError(
-            f"`{name}` holds NaN or infinite inputs (the first at example {index}); "
-            "every trial would fail on them. Fix or drop those examples."
-        )
-
-
-def _search_settings(
-    tuner, epochs, batch_size, seed, factor, hypermodel_kwargs, train, val
-) -> dict:
-    """What makes two `kd.tune` calls one search (`max_trials` may grow)."""
-    digest = hashlib.sha256()
-    for part in (*train, *(val or ())):
-        array = np.ascontiguousarray(part)
-        digest.update(str((array.shape, array.dtype.str)).encode())
-        digest.update(array.tobytes())
-    return json.loads(
-        json.dumps(
-            {
-                "tuner": tuner,
-                "epochs": int(epochs),
-                "batch_size": batch_size,
-                "seed": seed,
-                "hyperband_factor": factor if tuner == "hyperband" else None,
-                "search_space": _stable(hypermodel_kwargs),
-                "data": digest.hexdigest(),
-            },
-            default=str,
-        )
-    )
-
-
-SEARCH_FILE = "kd_search.json"
-
-
-def _stable(value):
-    """`value` as JSON that is the same in every process (no object addresses)."""
-    if isinstance(value, dict):
-        return {str(k): _stable(v) for k, v in sorted(value.items(), key=str)}
-    if isinstance(value, list | tuple):
-        return [_stable(v) for v in value]
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, np.generic):
-        return value.item()
-    if hasattr(value, "get_config"):
-        return {type(value).__name__: _stable(value.get_config())}
-    name = getattr(value, "__qualname__", None)
-    return (
-        f"{getattr(value, '__module__', '')}.{name}" if name else type(value).__name__
-    )
-
-
-def _check_same_search(folder, settings, overwrite) -> None:
-    """Refuses to resume a search folder that holds another search.
-
-    Keras Tuner reloads the folder's oracle and trials whatever the new
-    arguments: another search space or other data would silently return the
-    old search's results. The settings are written beside the oracle.
-    """
-    path = os.path.join(folder, SEARCH_FILE)
-    if not overwrite and os.path.isfile(path):
-        with open(path) as f:
-            saved = json.load(f)
-        differ = sorted(k for k in settings if saved.get(k) != settings[k])
-        if differ:
-            raise ValueError(
-                f"The tuner folder {folder!r} holds another search "
-                f"({', '.join(differ)} differ); resuming it would return that "
-                "search's trials. Pass "
-                "another `directory`/`project_name`, or `overwrite=True` to start "
-                "this search afresh."
-            )
-    os.makedirs(folder, exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(settings, f)
-    os.replace(path + ".tmp", path)
-
-
-def _check_some_trial_completed(search) -> None:
-    """Raises the trials' own error when none completed (else a missing checkpoint)."""
-    trials = list(search.oracle.trials.values())
-    if not trials or any(t.status == "COMPLETED" for t in trials):
-        return
-    message = next((t.message for t in trials if t.message), None)
-    last = str(message).strip().splitlines()[-1] if message else "no message"
-    raise RuntimeError(
-        f"Every trial of the search failed ({len(trials)} trials); the first "
-        f"error: {last}"
-    )
-
-
-def _check_labels(y, classes: int, what: str) -> None:
-    """Refuses integer labels outside `[0, classes)`, naming the first one."""
-    y = np.asarray(y)
-    if y.ndim > 1 and y.shape[-1] != 1:
-        return  # one-hot or soft labels: the loss checks their width
-    flat = y.reshape(-1)
-    if flat.size == 0 or not np.issubdtype(flat.dtype, np.number):
-        return
-    bad = np.flatnonzero((flat < 0) | (flat >= classes) | (flat != np.floor(flat)))
-    if bad.size:
-        index = int(bad[0])
-        value = flat[index].item()
-        hint = "Fix the labels"
-        if float(value).is_integer() and value >= classes:
-            hint += f" or use a teacher and students of {int(value) + 1} classes"
-        raise ValueError(
-            f"{what} label {value!r} (example {index}) is not a class of the "
-            f"teacher, which predicts {classes}: labels must be whole numbers "
-            f"in [0, {classes - 1}]. {hint}."
-        )
 
 
 def _class_count(hypermodel, x) -> int:
@@ -765,17 +588,17 @@ def tune(
     hypermodel = _hypermodel_class()(teacher, build_student, **hypermodel_kwargs)
     # Before the search: a bad label otherwise fails every trial, and the
     # search ends in a missing trial checkpoint.
-    _check_split(train, "train")
+    checks.check_split(train, "train")
     if val is not None:
-        _check_split(val, "val")
+        checks.check_split(val, "val")
     classes = _class_count(hypermodel, train[0])
-    _check_labels(train[1], classes, "A training")
+    checks.check_labels(train[1], classes, "A training")
     if val is not None:
-        _check_labels(val[1], classes, "A validation")
+        checks.check_labels(val[1], classes, "A validation")
     if role != "worker":
-        _check_same_search(
+        search_folder.check_same_search(
             os.path.join(directory, project_name),
-            _search_settings(
+            search_folder.search_settings(
                 tuner,
                 epochs,
                 batch_size,
@@ -827,7 +650,7 @@ def tune(
         return None, None, search
     if verbose:
         print(trial_table(search))
-    _check_some_trial_completed(search)
+    search_folder.check_some_trial_completed(search)
     best_hp = search.get_best_hyperparameters(1)[0]
     best = search.oracle.get_best_trials(1)[0]
     checkpoint = _compat.tuner_checkpoint_path(search, best.trial_id)
