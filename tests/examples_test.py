@@ -46,3 +46,26 @@ def test_there_are_examples():
         "multi_teacher.py",
         "feature_hints.py",
     } <= names
+
+
+def _code_lines(text):
+    """Code lines without blank lines and lint markers; `epochs(N)` read as N."""
+    import re
+
+    lines = []
+    for line in text.splitlines():
+        line = re.sub(r"\s+# (fmt: skip|noqa: E402)$", "", line)
+        line = re.sub(r"epochs=epochs\((\d+)\)", r"epochs=\1", line)
+        if line.strip():
+            lines.append(line.rstrip())
+    return lines
+
+
+def test_the_quickstart_example_is_the_readmes_quickstart():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    block = readme.split("## Quickstart", 1)[1].split("```python\n", 1)[1]
+    block = block.split("```", 1)[0]
+    with open(os.path.join(ROOT, "examples", "quickstart.py")) as f:
+        example = f.read().split("# --- the README's Quickstart ---\n", 1)[1]
+    assert _code_lines(example) == _code_lines(block)
