@@ -124,3 +124,43 @@ def test_tune_writes_plot_table_and_best_model(tmp_path):
     assert table.count("\n| ") >= 3 and "temperature" in table
     assert (out / "best_distiller.keras").stat().st_size > 0
     assert json.loads((out / "run.json").read_text())["trials"] == 2
+
+
+def _weights(path):
+    import keras
+
+    return [w.numpy() for w in keras.models.load_model(path).weights]
+
+
+@pytest.mark.slow
+def test_tune_distils_from_the_teacher_train_trained(tmp_path, capsys):
+    out = tmp_path / "run"
+    text = (
+        f"data: digits\noutput: {out}\nteacher: {{epochs: 1}}\n"
+        "distill: {epochs: 1}\nexport: false\n"
+    )
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(text + "tune: {max_trials: 1, epochs: 1}\n")
+    assert cli.main(["train", str(cfg)]) == 0
+    # Another search (not another teacher): the same teacher is reused.
+    cfg.write_text(text + "tune: {max_trials: 2, epochs: 1}\n")
+    capsys.readouterr()
+    assert cli.main(["tune", str(cfg)]) == 0
+    printed = capsys.readouterr().out
+    assert "(the `train` run's)" in printed and "training the teacher" not in printed
+    tuned = tmp_path / "run_tune" / "teacher.keras"
+    for a, b in zip(_weights(out / "teacher.keras"), _weights(tuned), strict=True):
+        assert (a == b).all()
+    # Another teacher setting: that teacher is trained, not the run's reused.
+    other = tmp_path / "other.yaml"
+    other.write_text(
+        text.replace("teacher: {epochs: 1}", "teacher: {epochs: 2}")
+        + f"tune: {{max_trials: 1, epochs: 1, output: {tmp_path / 'other_tune'}}}\n"
+    )
+    capsys.readouterr()
+    assert cli.main(["tune", str(other)]) == 0
+    assert "training the teacher (2 epochs)" in capsys.readouterr().out
+    # A second search of a finished one is refused, naming its folder and key.
+    assert cli.main(["tune", str(other)]) == 2
+    error = capsys.readouterr().err
+    assert "other_tune" in error and "another `tune.output`" in error

@@ -94,6 +94,48 @@ def sources_digest(cfg):
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
+# The config sections that do not change the teacher `train` trains: a `tune`
+# of a config differing only in these reuses that teacher (`trained_teacher`).
+# A section not named here counts, so a new one never reuses a wrong teacher.
+NOT_THE_TEACHER = (
+    "output",
+    "student",
+    "distill",
+    "schedules",
+    "curriculum",
+    "tune",
+    "export",
+    "token_reduction",
+)
+
+
+def teacher_digest(cfg):
+    """A fingerprint of what trains the teacher: the config less `NOT_THE_TEACHER`."""
+    return config_digest({k: v for k, v in cfg.items() if k not in NOT_THE_TEACHER})
+
+
+def trained_teacher(cfg):
+    """The `teacher.keras` that this config's `train` run trained, or None.
+
+    Only a run folder of this tool's `train` whose teacher was trained from
+    the same data, seed and teacher settings (`teacher_digest`), reading the
+    same files (`sources_digest`).
+    """
+    folder = cfg.get("output")
+    path = os.path.join(folder or "", "teacher.keras")
+    state = _read_state(folder) if folder else None
+    if (
+        state is not None
+        and state.get("command") == "train"
+        and state.get("teacher") == teacher_digest(cfg)
+        and state.get("sources") == sources_digest(cfg)
+        and os.path.isfile(path)
+        and not os.path.islink(path)
+    ):
+        return path
+    return None
+
+
 def _refused_folders(config_path):
     here = os.path.realpath(os.getcwd())
     home = os.path.realpath(os.path.expanduser("~"))
@@ -123,11 +165,13 @@ def prepare_output(path, cfg, command, overwrite=False):
     The current folder, the home folder and the config's folder are never
     used as outputs, and run folders that are symbolic links are refused.
     """
+    # The config key that names this folder, for the messages below.
+    key = "tune.output" if command == "tune" else "output"
     real = os.path.realpath(path)
     refused = _refused_folders(cfg.get("_source", "."))
     if real in refused:
         raise ValueError(
-            f"output {path!r} is {refused[real]}; a run writes and may later clear "
+            f"{key} {path!r} is {refused[real]}; a run writes and may later clear "
             "its output folder, so give it a folder of its own (e.g. "
             "distill_runs/NAME)."
         )
@@ -143,7 +187,7 @@ def prepare_output(path, cfg, command, overwrite=False):
         raise FileExistsError(
             f"The output folder {path!r} holds files keras-distill did not write "
             f"({', '.join(foreign[:3]) or ', '.join(sorted(entries)[:3])}); it never "
-            "deletes those. Choose another `output`."
+            f"deletes those. Choose another `{key}`."
         )
     elif (
         not overwrite
@@ -156,14 +200,14 @@ def prepare_output(path, cfg, command, overwrite=False):
                 f"The output folder {path!r} holds an unfinished run of this config, "
                 "but the files it reads changed since (the data file or a .keras "
                 f"model of {state.get('config_path')}); resuming would mix them. "
-                "Pass --overwrite to start the run again, or choose another `output`."
+                f"Pass --overwrite to start the run again, or choose another `{key}`."
             )
         mode = "resume"
     elif not overwrite:
         what = "a finished run" if state.get("finished") else "another run"
         raise FileExistsError(
             f"The output folder {path!r} holds {what} ({state.get('command')}, "
-            f"config {state.get('config_path')}); choose another `output` or pass "
+            f"config {state.get('config_path')}); choose another `{key}` or pass "
             "--overwrite to replace it."
         )
     else:
@@ -177,6 +221,7 @@ def prepare_output(path, cfg, command, overwrite=False):
                 "tool": "keras-distill",
                 "command": command,
                 "config": digest,
+                "teacher": teacher_digest(cfg),
                 "sources": sources,
                 "config_path": os.path.abspath(cfg.get("_source", "")),
                 "finished": False,

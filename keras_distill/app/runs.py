@@ -17,6 +17,7 @@ from keras_distill.app.run_folder import (
     RemoveIfEmpty,
     finish,
     prepare_output,
+    trained_teacher,
 )
 from keras_distill.distiller import Distiller
 
@@ -357,9 +358,16 @@ def _tune(cfg, out, mode, verbose):
     arrays = _arrays(cfg)
     splits = data.Splits(None, None, None, arrays["num_classes"], arrays["shape"], "")
     teacher_path = os.path.join(out, "teacher.keras")
+    trained = trained_teacher(cfg)
     if mode == "resume" and os.path.isfile(teacher_path):
         print(f"== the teacher is trained: loading {teacher_path}")
         teacher = keras.models.load_model(teacher_path)
+    elif trained is not None:
+        # `train` of this config trained this teacher: the search distils from
+        # it too (kept here, so a resumed search does not depend on that run).
+        print(f"== the teacher is trained: loading {trained} (the `train` run's)")
+        teacher = keras.models.load_model(trained)
+        _save_atomically(teacher, teacher_path)
     else:
         teacher, loaded = _model(cfg["teacher"], "teacher", splits)
         if not loaded:
