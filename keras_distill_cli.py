@@ -77,9 +77,16 @@ def _check_file(path, what):
 
 
 def _check_config(path):
-    """The config exists and PyYAML is installed (before TensorFlow)."""
+    """The config exists, PyYAML is installed, its values are valid (before TF).
+
+    Everything `config.parse(library=False)` checks; the terms and schedules
+    are checked once the library is imported.
+    """
     _check_file(path, "config")
     _package_info().require("yaml", "Reading a YAML run configuration")
+    from keras_distill.app import config
+
+    config.load(path, library=False)
 
 
 def _demo(args):
@@ -286,7 +293,14 @@ def _one_line(error):
     return text if len(text) <= 2000 else text[:2000] + " ..."
 
 
+# Set while a command runs: `import keras_distill` then leaves TensorFlow to
+# the command (`_import_library`), so config mistakes come before it loads.
+COMMAND_RUNNING = False
+
+
 def main(argv=None):
+    global COMMAND_RUNNING
+    COMMAND_RUNNING = True
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     _quiet_tensorflow()
     if getattr(args, "verbose", None) == "auto" and not sys.stdout.isatty():

@@ -48,6 +48,8 @@ def _started_as_command() -> bool:
     `-m` module. The command imports the library itself when a command runs,
     so `python -m keras_distill --help` answers without TensorFlow.
     """
+    if getattr(sys.modules.get("keras_distill_cli"), "COMMAND_RUNNING", False):
+        return True  # `keras-distill ...`: it checks its config before TensorFlow
     argv = list(getattr(sys, "orig_argv", ()))
     if sys.argv[:1] != ["-m"] or "-m" not in argv[:-1]:
         return False
@@ -61,6 +63,7 @@ if not _started_as_command():
 # `import keras_distill` works without the optional extras (keras-tuner,
 # tfds) and stays light.
 _LAZY_MODULES = (
+    "applications",
     "augment",
     "cache",
     "callbacks",

@@ -42,12 +42,21 @@ schedules:
 Errors name the key and its line, and unknown keys suggest the closest one.
 """
 
-import difflib
 import os
 
-from keras_distill.version import require
-
-yaml = require("yaml", "Reading a YAML run configuration")
+from keras_distill.app.yaml_schema import (
+    ConfigError,
+    Each,
+    check_node,
+    key_name,
+    reject_aliases,
+    short,
+    suggest,
+    where,
+    with_defaults,
+    yaml,
+    yaml_error,
+)
 
 # Configs are a few hundred bytes: anything much larger is a mistake (or an
 # attack), refused before parsing.
@@ -60,9 +69,11 @@ SCHEDULE_KEYS = {
     "cosine": ("start", "end", "steps"),
     "exponential": ("start", "end", "steps"),
 }
+# Either role may be any of these (or a .keras file, or a keras.applications
+# model: `keras_distill.applications.NAMES`); the first is the role's default.
 BUILTIN_MODELS = {
-    "teacher": ("teacher_cnn", "causal_lm"),
-    "student": ("student_mlp", "causal_lm"),
+    "teacher": ("teacher_cnn", "student_cnn", "student_mlp", "causal_lm"),
+    "student": ("student_mlp", "student_cnn", "teacher_cnn", "causal_lm"),
 }
 DATA_NAMES = ("digits", "mnist1d", "mnist", "fashion_mnist", "movie_reviews")
 # Token data for language models, and the models that read it.
@@ -70,33 +81,6 @@ TEXT_DATA = ("movie_reviews",)
 TEXT_MODELS = ("causal_lm",)
 IN_MEMORY_DATA = DATA_NAMES
 DATA_PREFIXES = ("tfds:", "npz:", "images:")
-
-
-class ConfigError(ValueError):
-    """A configuration file does not match the schema."""
-
-
-def _float(v):
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def _int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-_TYPES = {
-    "str": (lambda v: isinstance(v, str), "a string"),
-    "int": (_int, "an integer"),
-    "float": (_float, "a number"),
-    "bool": (lambda v: isinstance(v, bool), "true or false"),
-}
-
-
-class _Each:
-    """A mapping of any plain keys, each value checked against `schema`."""
-
-    def __init__(self, schema):
-        self.schema = schema
 
 
 _SCHEDULE = {
@@ -120,6 +104,8 @@ SCHEMA = {
         "epochs": ("int", 20),
         "learning_rate": ("float", 3e-3),
         "outputs": ("str", "logits"),
+        # keras.applications models: a weights file (without the top), or none.
+        "weights": ("str", None),
         # causal_lm: width and layers of the decoder.
         "width": ("int", 128),
         "layers": ("int", 4),
@@ -127,6 +113,7 @@ SCHEMA = {
     "student": {
         "model": ("str", "student_mlp"),
         "hidden": ("int", 16),
+        "weights": ("str", None),
         "width": ("int", 48),
         "layers": ("int", 2),
     },
@@ -143,7 +130,7 @@ SCHEMA = {
         "loss_weights": ("weights", None),
     },
     # Any parameter of the distiller (checked once the terms are known).
-    "schedules": _Each(_SCHEDULE),
+    "schedules": Each(_SCHEDULE),
     "curriculum": {
         "pacing": ("str", "linear"),
         "min_fraction": ("float", 0.25),
@@ -160,269 +147,40 @@ SCHEMA = {
     "export": ("bool", True),
 }
 REQUIRED = (("output",),)
-# Sections that switch a feature on: absent unless the file has them.
-OPTIONAL_SECTIONS = ("curriculum",)
 
 
-def _line(node):
-    return node.start_mark.line + 1
+def parse(text, source="<config>", library=True):
+    """Validates YAML `text` and returns the config dict with defaults filled in.
 
-
-def _at(source, node):
-    """`FILE:LINE` of a YAML node."""
-    return f"{source}:{_line(node)}"
-
-
-def _short(value, limit=80):
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "...'"
-
-
-def _suggest(value, choices):
-    close = difflib.get_close_matches(str(value), list(choices), n=1)
-    return f" Did you mean '{close[0]}'?" if close else ""
-
-
-def _items(node, path, source):
-    """`(key, key_node, value_node)` of a mapping node: plain keys, no repeats."""
-    if not isinstance(node, yaml.MappingNode):
-        where = _name(path) or "the file"
-        raise ConfigError(
-            f"{_at(source, node)}: {where} must be a mapping of keys to values."
-        )
-    seen = {}
-    for key_node, value_node in node.value:
-        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != (
-            "tag:yaml.org,2002:str"
-        ):
-            raise ConfigError(
-                f"{_at(source, key_node)}: keys must be plain names; received a "
-                f"{key_node.tag.rsplit(':', 1)[-1]} key."
-            )
-        key = key_node.value
-        where = _name(path) or "the top level"
-        if key in seen:
-            raise ConfigError(
-                f"{_at(source, key_node)}: the key '{key}' is given twice in {where} "
-                f"(first on line {seen[key]}); keep one."
-            )
-        seen[key] = _line(key_node)
-        KEY_LINES[(source, path + (key,))] = _line(key_node)
-        yield key, key_node, value_node
-
-
-def _name(path):
-    """`distill.loss[1].dkd` for the key path `("distill", "loss", 1, "dkd")`."""
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else part
-    return text
-
-
-def _value(node, path, source):
-    try:
-        return yaml.safe_load(yaml.serialize(node))
-    except yaml.YAMLError as error:
-        problem = getattr(error, "problem", None) or error
-        raise ConfigError(
-            f"{_at(source, node)}: {_name(path)}: {problem} (only plain YAML values "
-            "are allowed)."
-        ) from None
-    except ValueError:  # e.g. an integer of more than 4300 digits
-        raise ConfigError(
-            f"{_at(source, node)}: {_name(path)}: the value "
-            f"{_short(getattr(node, 'value', ''), 40)} is not a usable number."
-        ) from None
-
-
-def _check(node, schema, path, source):
-    result = {}
-    for key, key_node, value_node in _items(node, path, source):
-        if key not in schema:
-            where = _name(path) or "the top level"
-            raise ConfigError(
-                f"{_at(source, key_node)}: unknown key {_short(key)} in {where}."
-                f"{_suggest(key, schema)} Valid keys: {', '.join(schema)}."
-            )
-        spec = schema[key]
-        if isinstance(spec, _Each):
-            result[key] = {
-                name: _check(inner, spec.schema, path + (key, name), source)
-                for name, _, inner in _items(value_node, path + (key,), source)
-            }
-            continue
-        if isinstance(spec, dict):
-            result[key] = _check(value_node, spec, path + (key,), source)
-            continue
-        kind, _ = spec
-        LINES[(source, path + (key,))] = _line(value_node)
-        if kind == "terms":
-            result[key] = _check_terms(value_node, path + (key,), source)
-            continue
-        value = _value(value_node, path + (key,), source)
-        if kind == "weights":
-            result[key] = _check_weights(value_node, value, path + (key,), source)
-            continue
-        check, expected = _TYPES[kind]
-        if not check(value):
-            raise ConfigError(
-                f"{_at(source, value_node)}: {_name(path + (key,))} must "
-                f"be {expected}. Received: {_short(value)}{_number_hint(kind, value)}"
-            )
-        result[key] = float(value) if kind == "float" else value
-    return result
-
-
-def _number_hint(kind, value):
-    """YAML reads `1e-3` (no dot in the mantissa) as text: say how to write it."""
-    if kind != "float" or not isinstance(value, str):
-        return ""
-    try:
-        number = float(value)
-    except ValueError:
-        return ""
-    mantissa, _, exponent = value.lower().partition("e")
-    if exponent and "." not in mantissa:
-        return (
-            f" (YAML reads {value} as text: write {mantissa}.0e{exponent}, "
-            f"or {number!r})"
-        )
-    return ""
-
-
-_TERM_FORM = (
-    "a term name (e.g. kd), a term with options (e.g. {dkd: {beta: 2.0}}) or a "
-    "list of them"
-)
-
-
-def _check_terms(node, path, source):
-    """The shape of `distill.loss`; names and options are checked later."""
-    if isinstance(node, yaml.SequenceNode):
-        if not node.value:
-            raise ConfigError(
-                f"{_at(source, node)}: {_name(path)} must name at least one term."
-            )
-        return [
-            _check_term(item, path + (i,), source) for i, item in enumerate(node.value)
-        ]
-    return _check_term(node, path, source)
-
-
-def _check_term(node, path, source):
-    """One term: `name` or `{name: {option: value, ...}}` (a plain value)."""
-    LINES[(source, path)] = _line(node)
-    if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:str":
-        return node.value
-    if isinstance(node, yaml.MappingNode) and len(node.value) == 1:
-        ((name, _, options),) = _items(node, path, source)
-        if isinstance(options, yaml.ScalarNode) and options.tag.endswith(":null"):
-            return {name: {}}
-        checked = {}
-        for key, _, value_node in _items(options, path + (name,), source):
-            LINES[(source, path + (name, key))] = _line(value_node)
-            if key == "term" and isinstance(value_node, yaml.MappingNode):
-                # CTKD's wrapped term, itself a term with options.
-                checked[key] = _check_term(value_node, path + (name, key), source)
-            else:
-                checked[key] = _value(value_node, path + (name, key), source)
-        return {name: checked}
-    raise ConfigError(
-        f"{_at(source, node)}: {_name(path)} must be {_TERM_FORM}. Received: "
-        f"{_short(_value(node, path, source))}"
-    )
-
-
-def _check_weights(node, value, path, source):
-    """A number, or a list of numbers (their rule is checked with the terms)."""
-    values = value if isinstance(value, list) else [value]
-    items = node.value if isinstance(node, yaml.SequenceNode) else [node]
-    for i, (item, item_node) in enumerate(zip(values, items)):
-        here = path + (i,) if isinstance(value, list) else path
-        LINES[(source, here)] = _line(item_node)
-        if not _float(item):
-            raise ConfigError(
-                f"{_at(source, item_node)}: {_name(here)} must be a number or a list "
-                f"of numbers, one per term. Received: {_short(item)}"
-            )
-    return [float(v) for v in values] if isinstance(value, list) else float(value)
-
-
-# (source, key path) -> line, for errors found after parsing: of the value,
-# and of the key.
-LINES = {}
-KEY_LINES = {}
-
-
-def _where(source, *path):
-    """`FILE:LINE` of a key (its value's line), or `FILE` if unknown."""
-    line = LINES.get((source, tuple(path))) or KEY_LINES.get((source, tuple(path)))
-    return f"{source}:{line}" if line else source
-
-
-def _defaults(schema, given):
-    out = {}
-    for key, spec in schema.items():
-        if isinstance(spec, _Each):
-            out[key] = dict(given.get(key, {}))
-        elif isinstance(spec, dict):
-            if key in OPTIONAL_SECTIONS and key not in given:
-                continue
-            out[key] = _defaults(spec, given.get(key, {}))
-        elif key in given:
-            out[key] = given[key]
-        elif spec[1] is not None:
-            out[key] = spec[1]
-    return out
-
-
-def _reject_aliases(text, source):
-    """Anchors and aliases (`&a`, `*a`) can expand exponentially: not allowed."""
-    try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            anchor = getattr(event, "anchor", None)
-            if isinstance(event, yaml.AliasEvent) or anchor:
-                raise ConfigError(
-                    f"{source}:{event.start_mark.line + 1}: YAML anchors and aliases "
-                    "(&name, *name) are not supported in configs; write the values "
-                    "out."
-                )
-    except yaml.YAMLError as error:
-        raise ConfigError(_yaml_error(source, error)) from None
-
-
-def _yaml_error(source, error):
-    mark = getattr(error, "problem_mark", None)
-    where = f"{source}:{mark.line + 1}" if mark is not None else source
-    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-    return f"{where}: not valid YAML: {problem}."
-
-
-def parse(text, source="<config>"):
-    """Validates YAML `text` and returns the config dict with defaults filled in."""
+    `library=False` checks what needs no Keras (types, keys, ranges, files,
+    model names), so the command reports those mistakes before TensorFlow
+    loads; the terms, schedules and curriculum are checked with `True`.
+    """
     if len(text) > MAX_CONFIG_BYTES:
         raise ConfigError(
             f"{source}: a config is at most {MAX_CONFIG_BYTES // 1024} KiB; this one "
             f"has {len(text):,} characters."
         )
-    _reject_aliases(text, source)
+    reject_aliases(text, source)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as error:
-        raise ConfigError(_yaml_error(source, error)) from None
+        raise ConfigError(yaml_error(source, error)) from None
     if node is None:
         raise ConfigError(f"{source}: the file is empty.")
-    given = _check(node, SCHEMA, (), source)
+    given = check_node(node, SCHEMA, (), source)
     for path in REQUIRED:
         if path[0] not in given:
             raise ConfigError(f"{source}: the key '{'.'.join(path)}' is required.")
-    config = _defaults(SCHEMA, given)
-    _check_values(config, source)
+    config = with_defaults(SCHEMA, given)
+    _check_plain_values(config, source)
+    if library:
+        _check_values(config, source)
     return config
 
 
-def load(path):
-    """Reads and validates a YAML config file (`yaml.safe_load` rules)."""
+def load(path, library=True):
+    """Reads and validates a YAML config file (`yaml.safe_load` rules; `parse`)."""
     path = str(path)
     if not os.path.isfile(path):
         raise ConfigError(f"{path}: no such config file.")
@@ -432,41 +190,41 @@ def load(path):
             f"has {os.path.getsize(path):,} bytes."
         )
     with open(path, errors="replace") as f:
-        config = parse(f.read(MAX_CONFIG_BYTES + 1), source=path)
+        config = parse(f.read(MAX_CONFIG_BYTES + 1), source=path, library=library)
     config["_source"] = path
     return config
 
 
-def _check_values(config, source):
-    """Checks every value before anything runs (data, models, schedules, ...)."""
-    from keras_distill import params, schedules
+def _check_plain_values(config, source):
+    """The checks that need no Keras: ranges, data, output, models, text."""
+    from keras_distill import params
 
     for name in ("alpha", "temperature"):
         try:
             params.check(name, config["distill"][name])
         except ValueError as error:
             raise ConfigError(
-                f"{_where(source, 'distill', name)}: distill.{error}"
+                f"{where(source, 'distill', name)}: distill.{error}"
             ) from None
     for section in ("teacher", "distill"):
         _check_learning_rate(config[section]["learning_rate"], section, source)
     if config["batch_size"] < 1:
         raise ConfigError(
-            f"{_where(source, 'batch_size')}: batch_size must be >= 1. "
+            f"{where(source, 'batch_size')}: batch_size must be >= 1. "
             f"Received: {config['batch_size']}"
         )
     for section in ("teacher", "distill"):
         if config[section]["epochs"] < 0:
             raise ConfigError(
-                f"{_where(source, section, 'epochs')}: {section}.epochs must be >= 0."
+                f"{where(source, section, 'epochs')}: {section}.epochs must be >= 0."
             )
     if config["teacher"]["epochs"] == 0 and not str(
         config["teacher"]["model"]
     ).endswith(".keras"):
         raise ConfigError(
-            f"{_where(source, 'teacher', 'epochs')}: teacher.epochs must be >= 1 "
+            f"{where(source, 'teacher', 'epochs')}: teacher.epochs must be >= 1 "
             f"for a teacher trained here (teacher.model: "
-            f"{_short(config['teacher']['model'])}): with 0 epochs it keeps its "
+            f"{short(config['teacher']['model'])}): with 0 epochs it keeps its "
             "random weights and the student learns nothing. Received: 0. To use a "
             "trained teacher, set teacher.model to its .keras file."
         )
@@ -477,18 +235,24 @@ def _check_values(config, source):
     for key in ("max_trials", "epochs"):
         if config["tune"][key] < 1:
             raise ConfigError(
-                f"{_where(source, 'tune', key)}: tune.{key} must be >= 1. "
+                f"{where(source, 'tune', key)}: tune.{key} must be >= 1. "
                 f"Received: {config['tune'][key]}"
             )
     for role in ("teacher", "student"):
-        _check_model(config[role]["model"], role, source)
+        _check_model(config[role]["model"], role, source, config[role].get("weights"))
     _check_text(config, source)
     if config["teacher"]["outputs"] not in ("logits", "probabilities"):
         raise ConfigError(
-            f"{_where(source, 'teacher', 'outputs')}: teacher.outputs must be "
+            f"{where(source, 'teacher', 'outputs')}: teacher.outputs must be "
             "'logits' or 'probabilities'. Received: "
-            f"{_short(config['teacher']['outputs'])}"
+            f"{short(config['teacher']['outputs'])}"
         )
+
+
+def _check_values(config, source):
+    """The checks that build library objects: terms, curriculum, schedules."""
+    from keras_distill import params, schedules
+
     terms = build_terms(config["distill"]["loss"], source)
     _check_term_weights(config["distill"].get("loss_weights"), terms, source)
     known = ("alpha", "temperature", *term_parameters(terms))
@@ -502,27 +266,27 @@ def _check_values(config, source):
             curriculum.pacing(spec["pacing"], spec["min_fraction"], spec["epochs"])
         except ValueError as error:
             raise ConfigError(
-                f"{_where(source, 'curriculum')}: curriculum: {error}"
+                f"{where(source, 'curriculum')}: curriculum: {error}"
             ) from None
     for name, spec in config.get("schedules", {}).items():
         if name not in known:
             raise ConfigError(
-                f"{_where(source, 'schedules', name)}: unknown key {_short(name)} in "
+                f"{where(source, 'schedules', name)}: unknown key {short(name)} in "
                 f"schedules: this run has no parameter of that name."
-                f"{_suggest(name, known)} Valid keys: {', '.join(known)}."
+                f"{suggest(name, known)} Valid keys: {', '.join(known)}."
             )
         kind = spec.get("kind", "linear")
-        here = _where(source, "schedules", name, "kind")
+        here = where(source, "schedules", name, "kind")
         if kind not in SCHEDULE_KINDS:
             raise ConfigError(
                 f"{here}: schedules.{name}.kind must be one of "
-                f"{', '.join(SCHEDULE_KINDS)}. Received: {_short(kind)}"
-                f"{_suggest(kind, SCHEDULE_KINDS)}"
+                f"{', '.join(SCHEDULE_KINDS)}. Received: {short(kind)}"
+                f"{suggest(kind, SCHEDULE_KINDS)}"
             )
         missing = [k for k in SCHEDULE_KEYS[kind] if k not in spec]
         if missing:
             raise ConfigError(
-                f"{_where(source, 'schedules', name)}: a {kind} schedule needs "
+                f"{where(source, 'schedules', name)}: a {kind} schedule needs "
                 f"{', '.join(SCHEDULE_KEYS[kind])}; schedules.{name} has no "
                 f"{', '.join(missing)}."
             )
@@ -540,7 +304,7 @@ def _check_values(config, source):
             )
         except ValueError as error:
             raise ConfigError(
-                f"{_where(source, 'schedules', name)}: schedules.{name}: {error}"
+                f"{where(source, 'schedules', name)}: schedules.{name}: {error}"
             ) from None
 
 
@@ -559,21 +323,21 @@ def _build_term(spec, path, source):
     from keras_distill import terms
 
     name, options = (spec, {}) if isinstance(spec, str) else next(iter(spec.items()))
-    here = _where(source, *path)
+    here = where(source, *path)
     known = terms.names("logits")
     if name not in known:
         raise ConfigError(
-            f"{here}: {_name(path)}: unknown distillation term {_short(name)}."
-            f"{_suggest(name, known)} Known terms: {', '.join(known)}."
+            f"{here}: {key_name(path)}: unknown distillation term {short(name)}."
+            f"{suggest(name, known)} Known terms: {', '.join(known)}."
         )
     cls, defaults = terms.entry(name)
     allowed = [key for key in _term_options(cls) if key not in defaults]
     for key in options:
         if key not in allowed:
             raise ConfigError(
-                f"{_where(source, *path, name, key)}: {_name(path)}.{name}: unknown "
-                f"option {_short(key)} of the term {name}."
-                f"{_suggest(key, allowed)} Its options: {', '.join(allowed)}."
+                f"{where(source, *path, name, key)}: {key_name(path)}.{name}: unknown "
+                f"option {short(key)} of the term {name}."
+                f"{suggest(key, allowed)} Its options: {', '.join(allowed)}."
             )
     kwargs = dict(options)
     if isinstance(kwargs.get("term"), dict):
@@ -583,8 +347,8 @@ def _build_term(spec, path, source):
     except (ValueError, TypeError) as error:
         # The option the message names, if any, gives the line.
         named = [key for key in options if f"`{key}`" in str(error)]
-        where = _where(source, *path, name, named[0]) if named else here
-        raise ConfigError(f"{where}: {_name(path)}.{name}: {error}") from None
+        line = where(source, *path, name, named[0]) if named else here
+        raise ConfigError(f"{line}: {key_name(path)}.{name}: {error}") from None
 
 
 def build_terms(loss, source="<config>", path=("distill", "loss")):
@@ -608,7 +372,7 @@ def build_terms(loss, source="<config>", path=("distill", "loss")):
     for i, name in enumerate(names):
         if name in names[:i]:
             raise ConfigError(
-                f"{_where(source, *path, i)}: {_name(path + (i,))}: the "
+                f"{where(source, *path, i)}: {key_name(path + (i,))}: the "
                 f"term name '{name}' is used twice (it names the `{name}_loss` log "
                 f"and the `{name}_weight` parameter); give one a name, e.g. "
                 f"{{{type(terms[i]).default_name}: {{name: {name}_2}}}}."
@@ -616,7 +380,9 @@ def build_terms(loss, source="<config>", path=("distill", "loss")):
     try:
         distiller._check_term_names(terms)
     except ValueError as error:
-        raise ConfigError(f"{_where(source, *path)}: {_name(path)}: {error}") from None
+        raise ConfigError(
+            f"{where(source, *path)}: {key_name(path)}: {error}"
+        ) from None
     return terms
 
 
@@ -659,9 +425,9 @@ def _check_term_weights(weights, terms, source):
     if len(values) != len(terms):
         names = ", ".join(term.name for term in terms)
         raise ConfigError(
-            f"{_where(source, 'distill', 'loss_weights')}: distill.loss_weights "
+            f"{where(source, 'distill', 'loss_weights')}: distill.loss_weights "
             f"needs one weight per term of distill.loss ({len(terms)}: {names}). "
-            f"Received {len(values)}: {_short(weights)}"
+            f"Received {len(values)}: {short(weights)}"
         )
     for i, (term, value) in enumerate(zip(terms, values)):
         path = ("distill", "loss_weights") + ((i,) if many else ())
@@ -669,7 +435,7 @@ def _check_term_weights(weights, terms, source):
             params.check(params.term_weight_name(term.name), value)
         except ValueError as error:
             raise ConfigError(
-                f"{_where(source, *path)}: {_name(path)}: {error}"
+                f"{where(source, *path)}: {key_name(path)}: {error}"
             ) from None
 
 
@@ -677,7 +443,7 @@ def _check_learning_rate(value, section, source):
     """A learning rate must be finite and > 0 (a negative one ascends the loss)."""
     from keras_distill import params
 
-    here = _where(source, section, "learning_rate")
+    here = where(source, section, "learning_rate")
     try:
         number = params.check_finite(value, f"{section}.learning_rate")
     except ValueError as error:
@@ -690,14 +456,14 @@ def _check_learning_rate(value, section, source):
 
 
 def _check_data(value, source):
-    here = _where(source, "data")
+    here = where(source, "data")
     if value in DATA_NAMES:
         return
     kind, _, rest = value.partition(":")
     if f"{kind}:" not in DATA_PREFIXES or not rest:
         raise ConfigError(
             f"{here}: data must be {', '.join(DATA_NAMES)}, tfds:NAME, npz:PATH or "
-            f"images:DIR. Received: {_short(value)}{_suggest(value, DATA_NAMES)}"
+            f"images:DIR. Received: {short(value)}{suggest(value, DATA_NAMES)}"
         )
     if kind == "npz" and not os.path.isfile(rest):
         raise ConfigError(f"{here}: data: no such .npz file {rest!r}.")
@@ -706,7 +472,7 @@ def _check_data(value, source):
 
 
 def _check_output(value, source):
-    here = _where(source, "output")
+    here = where(source, "output")
     if not value.strip():
         raise ConfigError(f"{here}: output must name a folder. Received: ''")
     if os.path.exists(value) and not os.path.isdir(value):
@@ -723,32 +489,32 @@ def _check_text(config, source):
         if text != (model in TEXT_MODELS):
             wanted = "causal_lm" if text else BUILTIN_MODELS[role][0]
             raise ConfigError(
-                f"{_where(source, role, 'model')}: data {config['data']!r} needs "
+                f"{where(source, role, 'model')}: data {config['data']!r} needs "
                 f"a {'language model' if text else 'classifier'}: {role}.model: "
-                f"{wanted} (or a .keras file). Received: {_short(model)}"
+                f"{wanted} (or a .keras file). Received: {short(model)}"
             )
         if model in TEXT_MODELS:
             for key in ("width", "layers"):
                 if config[role][key] < 1:
                     raise ConfigError(
-                        f"{_where(source, role, key)}: {role}.{key} must be >= 1. "
+                        f"{where(source, role, key)}: {role}.{key} must be >= 1. "
                         f"Received: {config[role][key]}"
                     )
     if config["sequence_length"] < 2:
         raise ConfigError(
-            f"{_where(source, 'sequence_length')}: sequence_length must be >= 2. "
+            f"{where(source, 'sequence_length')}: sequence_length must be >= 2. "
             f"Received: {config['sequence_length']}"
         )
     if config["max_reviews"] != 0 and config["max_reviews"] < 3:
         raise ConfigError(
-            f"{_where(source, 'max_reviews')}: max_reviews must be 0 (all) or "
+            f"{where(source, 'max_reviews')}: max_reviews must be 0 (all) or "
             f">= 3. Received: {config['max_reviews']}"
         )
     if config["token_reduction"] not in ("tokens", "sequences"):
         raise ConfigError(
-            f"{_where(source, 'token_reduction')}: token_reduction must be "
-            f"'tokens' or 'sequences'. Received: {_short(config['token_reduction'])}"
-            f"{_suggest(config['token_reduction'], ('tokens', 'sequences'))}"
+            f"{where(source, 'token_reduction')}: token_reduction must be "
+            f"'tokens' or 'sequences'. Received: {short(config['token_reduction'])}"
+            f"{suggest(config['token_reduction'], ('tokens', 'sequences'))}"
         )
 
 
@@ -762,17 +528,33 @@ def data_options(config):
     return options
 
 
-def _check_model(value, role, source):
-    here = _where(source, role, "model")
+def _check_model(value, role, source, weights=None):
+    here = where(source, role, "model")
     if value.endswith(".keras"):
         if not os.path.isfile(value):
             raise ConfigError(f"{here}: {role}.model: no such file {value!r}.")
         return
+    from keras_distill import applications
+
+    if value.startswith(applications.PREFIX):
+        try:
+            applications.check(value, weights, f"{here}: {role}.model")
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        return
     builtin = BUILTIN_MODELS[role]
     if value not in builtin:
         raise ConfigError(
-            f"{here}: {role}.model must be a .keras file or one of "
-            f"{', '.join(builtin)}. Received: {_short(value)}{_suggest(value, builtin)}"
+            f"{here}: {role}.model must be a .keras file, "
+            f"keras.applications.NAME (e.g. keras.applications.MobileNetV3Small) "
+            f"or one of {', '.join(builtin)}. Received: "
+            f"{short(value)}{suggest(value, builtin)}"
+        )
+    if weights is not None:
+        raise ConfigError(
+            f"{where(source, role, 'weights')}: {role}.weights is for "
+            f"keras.applications models; {value!r} is built by this library. "
+            "Remove it, or load your weights into a .keras file."
         )
 
 

@@ -8,7 +8,7 @@ import warnings
 import keras
 import numpy as np
 
-from keras_distill import data, models
+from keras_distill import applications, data, models
 from keras_distill.app import config as kd_config
 from keras_distill.app import report
 from keras_distill.app.run_folder import (
@@ -96,7 +96,22 @@ def _model(spec, role, splits):
             ),
             False,
         )
-    builders = {"teacher_cnn": models.teacher_cnn, "student_mlp": models.student_mlp}
+    if name.startswith(applications.PREFIX):
+        return (
+            applications.build(
+                name,
+                splits.input_shape,
+                splits.num_classes,
+                weights=spec.get("weights"),
+                name=role,
+            ),
+            False,
+        )
+    builders = {
+        "teacher_cnn": models.teacher_cnn,
+        "student_cnn": models.student_cnn,
+        "student_mlp": models.student_mlp,
+    }
     if name not in builders:
         raise ValueError(
             f"{role}.model must be a .keras file or one of {sorted(builders)}. "
@@ -327,7 +342,7 @@ def tune(config_path, overwrite=False, verbose=0):
     cfg = kd_config.load(config_path)
     if cfg["data"] in kd_config.TEXT_DATA:
         raise ValueError(
-            f"{kd_config._where(cfg['_source'], 'data')}: `keras-distill tune` "
+            f"{kd_config.where(cfg['_source'], 'data')}: `keras-distill tune` "
             "searches classifiers; it does not tune language models yet "
             f"(data={cfg['data']!r}). Run `keras-distill train` with chosen "
             "`distill.alpha` and `distill.temperature`."
@@ -336,7 +351,7 @@ def tune(config_path, overwrite=False, verbose=0):
         "npz:"
     ):
         raise ValueError(
-            f"{kd_config._where(cfg['_source'], 'data')}: `keras-distill tune` needs "
+            f"{kd_config.where(cfg['_source'], 'data')}: `keras-distill tune` needs "
             "data that fits in memory: 'digits', 'mnist1d', 'mnist', "
             "'fashion_mnist' or 'npz:PATH'. "
             f"Received: data={cfg['data']!r}"
