@@ -146,11 +146,13 @@ def test_grouped_teacher_refuses_probabilities_declared_logits():
 # -- tuner -----------------------------------------------------------------------
 
 
+_TEACHER = _model()  # one teacher: a search of another teacher is another search
+
+
 def _tune(tmp_path, **kwargs):
-    teacher = _model()
     kwargs.setdefault("train", (X, Y))
     return kd.tune(
-        teacher,
+        _TEACHER,
         _model(),
         kwargs.pop("train"),
         (X, Y),

@@ -1,0 +1,82 @@
+"""Issue 29's probe (reliability, round 5): four silently wrong results."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_distill as kd
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(32, 8)).astype("float32")
+Y = RNG.integers(0, 10, 32)
+
+
+def _model(activation=None):
+    return keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(10, activation=activation)]
+    )
+
+
+# -- r16: kd.tune resumes only the same search ------------------------------------
+
+
+def _tune(tmp_path, teacher, build_student, **kwargs):
+    return kd.tune(
+        teacher,
+        build_student,
+        (X, Y),
+        (X, Y),
+        max_trials=kwargs.pop("max_trials", 1),
+        epochs=1,
+        directory=str(tmp_path),
+        verbose=0,
+        **kwargs,
+    )
+
+
+def _relu_student(hp):
+    return _model("relu")
+
+
+def _plain_student(hp):
+    return _model()
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        # Each was silently resumed on main: the old search's results came back.
+        ({"teacher": "other"}, r"another teacher"),
+        ({"build_student": _relu_student}, r"another student builder"),
+        ({"build_student": "model"}, r"another student builder"),
+        (
+            {"temperature_range": (1.0, 5.0)},
+            r"temperature_range was \[1.0, 20.0\], now \[1.0, 5.0\]",
+        ),
+    ],
+)
+def test_tune_refuses_another_search_space(tmp_path, change, match):
+    pytest.importorskip("keras_tuner")
+    teacher = _model()
+    _tune(tmp_path, teacher, _plain_student)
+    change = dict(change)
+    other_teacher = change.pop("teacher", None)
+    if other_teacher:
+        teacher = _model()  # the same architecture, other weights
+    builder = change.pop("build_student", _plain_student)
+    if builder == "model":  # the same shapes as the first builder's
+        builder = _model("relu")
+    with pytest.raises(ValueError, match=match):
+        _tune(tmp_path, teacher, builder, **change)
+
+
+def test_tune_resumes_the_same_search_space(tmp_path):
+    pytest.importorskip("keras_tuner")
+    teacher = _model()
+    _tune(tmp_path, teacher, _model())
+    # The defaults given explicitly, a student rebuilt (other layer names)
+    # and more trials: the same search resumes.
+    _, _, search = _tune(
+        tmp_path, teacher, _model(), temperature_range=(1, 20), max_trials=2
+    )
+    assert len(search.oracle.trials) == 2
