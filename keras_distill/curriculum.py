@@ -345,6 +345,12 @@ class Curriculum:
         )
         return cls(x, y, difficulty, sample_weight, seed=seed)
 
+    def __repr__(self):
+        return (
+            f"{type(self).__name__}({self.num_examples} examples, "
+            f"seed={self.seed}, fraction={self.fraction:g})"
+        )
+
     @property
     def fraction(self) -> float:
         """Fraction of the examples currently used."""

@@ -80,3 +80,58 @@ def test_tune_resumes_the_same_search_space(tmp_path):
         tmp_path, teacher, _model(), temperature_range=(1, 20), max_trials=2
     )
     assert len(search.oracle.trials) == 2
+
+
+# -- u07: two CurriculumSchedulers on one curriculum's fraction --------------------
+
+
+def _curriculum():
+    return kd.curriculum.Curriculum.from_teacher(_model(), X, Y, verbose=0, seed=1)
+
+
+def _distiller():
+    distiller = kd.Distiller(_model(), _model())
+    distiller.compile(optimizer="adam")
+    return distiller
+
+
+def test_schedulers_of_a_curriculum_and_its_copy_refused():
+    import copy
+
+    curriculum = _curriculum()
+    twin = copy.copy(curriculum)  # shares the fraction variable
+    schedulers = [
+        kd.callbacks.CurriculumScheduler(curriculum, 0.5),
+        kd.callbacks.CurriculumScheduler(twin, 1.0),
+    ]
+    distiller = _distiller()
+    before = [w.copy() for w in distiller.student.get_weights()]
+    # Was: trained at fraction 1.0 while the first logged 0.5.
+    with pytest.raises(
+        ValueError,
+        match=r"Two `CurriculumScheduler`s.*Constant\(value=0.5\).*"
+        r"Constant\(value=1.0\).*a copy of it",
+    ):
+        distiller.fit(curriculum.dataset(8), epochs=1, callbacks=schedulers, verbose=0)
+    assert all(
+        np.array_equal(a, b) for a, b in zip(before, distiller.student.get_weights())
+    )
+    # Each alone still trains.
+    distiller.fit(curriculum.dataset(8), epochs=1, callbacks=schedulers[:1], verbose=0)
+
+
+def test_two_curriculum_schedulers_are_named_in_the_refusal():
+    curriculum = _curriculum()
+    schedulers = [
+        kd.callbacks.CurriculumScheduler(curriculum, 0.5),
+        kd.callbacks.CurriculumScheduler(
+            curriculum, kd.curriculum.pacing("linear", 0.2, 3)
+        ),
+    ]
+    # Was: "<keras_distill.callbacks.CurriculumScheduler object at 0x...>".
+    with pytest.raises(
+        ValueError, match=r"CurriculumScheduler\(Curriculum\(32 examples.*Linear\("
+    ):
+        _distiller().fit(
+            curriculum.dataset(8), epochs=1, callbacks=schedulers, verbose=0
+        )
