@@ -109,7 +109,7 @@ def test_exemplar_memory_refuses_inputs_and_labels_of_two_lengths():
 def test_curriculum_refuses_nan_difficulty():
     x = X.copy()
     x[3] = np.nan
-    with pytest.raises(ValueError, match="first at index 3"):
+    with pytest.raises(ValueError, match="Received nan for example 3"):
         kd.curriculum.Curriculum.from_teacher(_model(), x, Y, verbose=0)
 
 

@@ -135,3 +135,44 @@ def test_two_curriculum_schedulers_are_named_in_the_refusal():
         _distiller().fit(
             curriculum.dataset(8), epochs=1, callbacks=schedulers, verbose=0
         )
+
+
+# -- u10: NaN or infinite difficulty scores ---------------------------------------
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_curriculum_names_the_first_bad_score(bad):
+    scores = np.linspace(0.0, 1.0, 32)
+    scores[[9, 20]] = bad
+    # Was: "Received np.float64(nan)", the NumPy repr.
+    with pytest.raises(ValueError, match=rf"Received {bad!r} for example 9 \(2 of 32"):
+        kd.curriculum.Curriculum(X, Y, difficulty=scores)
+    with pytest.raises(ValueError, match=rf"Received {bad!r} for example 9 \(2 of 32"):
+        kd.curriculum.StreamingCurriculum(_source(X), scores)
+
+
+def _source(x):
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices((x, Y))
+
+
+def test_streaming_scorer_names_the_teacher_and_the_example():
+    x = X.copy()
+    x[21] = np.nan  # in the scoring pass's third batch of 8
+    # Was: "`difficulty` must be finite", a score the user never gave.
+    with pytest.raises(
+        ValueError, match=r"The teacher's outputs .* Received nan for example 21"
+    ):
+        kd.curriculum.StreamingCurriculum.from_teacher(
+            _model(), _source(x), batch_size=8, verbose=0
+        )
+
+
+def test_streaming_curriculum_orders_by_the_scores_given():
+    # Distinct in float64, equal in float32: the order was the source's.
+    scores = 1.0 + (32 - np.arange(32)) * 1e-9
+    curriculum = kd.curriculum.StreamingCurriculum(_source(X), scores)
+    np.testing.assert_array_equal(curriculum.order, np.argsort(scores))
+    big = np.where(np.arange(32) == 4, 1e39, 0.0)  # finite: the hardest, not inf
+    assert kd.curriculum.StreamingCurriculum(_source(X), big).order[-1] == 4
