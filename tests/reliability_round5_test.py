@@ -176,3 +176,84 @@ def test_streaming_curriculum_orders_by_the_scores_given():
     np.testing.assert_array_equal(curriculum.order, np.argsort(scores))
     big = np.where(np.arange(32) == 4, 1e39, 0.0)  # finite: the hardest, not inf
     assert kd.curriculum.StreamingCurriculum(_source(X), big).order[-1] == 4
+
+
+# -- x07: a composite teacher's members under the plain teacher's rule ------------
+
+
+class _SoftmaxTeacher(keras.Model):
+    """Subclassed, so its last activation is unknown: ends in a softmax."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(4)
+
+    def call(self, x, training=False):
+        return keras.ops.softmax(self.dense(x))
+
+    @property
+    def output_shape(self):
+        return (None, 4)
+
+
+GROUPS = [[0, 1], [2, 3]]
+
+
+def _softmax_member():
+    member = _SoftmaxTeacher()
+    member(X[:1])
+    return member
+
+
+def _two_class_student():
+    return keras.Sequential([keras.Input((8,)), keras.layers.Dense(2)])
+
+
+@pytest.mark.parametrize("many", [False, True])
+def test_grouped_teacher_of_a_subclassed_softmax_read_as_logits_refused(many):
+    grouped = kd.transfer.GroupedTeacher(_softmax_member(), GROUPS)  # "logits"
+    teacher = [grouped, grouped] if many else grouped
+    distiller = kd.Distiller(_two_class_student(), teacher)
+    distiller.compile(optimizer="adam")
+    before = [w.copy() for w in distiller.student.get_weights()]
+    # Was: trained on the grouped log of softmax(probabilities), silently.
+    with pytest.raises(
+        ValueError,
+        match=r"inside GroupedTeacher '.*' \(.*\) returns probabilities, but "
+        r"teacher_outputs='logits'",
+    ):
+        distiller.fit(X, Y % 2, epochs=1, verbose=0)
+    assert all(
+        np.array_equal(a, b) for a, b in zip(before, distiller.student.get_weights())
+    )
+    # Declared as what it is, it trains.
+    right = kd.transfer.GroupedTeacher(
+        _softmax_member(), GROUPS, teacher_outputs="probabilities"
+    )
+    distiller = kd.Distiller(_two_class_student(), right)
+    distiller.compile(optimizer="adam")
+    distiller.fit(X, Y % 2, epochs=1, verbose=0)
+
+
+def test_teacher_cache_of_a_grouped_softmax_read_as_logits_refused(tmp_path):
+    grouped = kd.transfer.GroupedTeacher(_softmax_member(), GROUPS)
+    with pytest.raises(ValueError, match=r"inside GroupedTeacher .* probabilities"):
+        kd.cache.TeacherCache.build(grouped, X, str(tmp_path / "cache"), verbose=0)
+
+
+def test_a_softmax_model_nested_as_the_last_layer_is_seen():
+    inner = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(4, activation="softmax")]
+    )
+    wrapped = keras.Sequential([keras.Input((8,)), inner])
+    # Was: accepted as logits (the last layer, a model, has no activation).
+    with pytest.raises(ValueError, match="returns probabilities"):
+        kd.transfer.GroupedTeacher(wrapped, GROUPS)
+    with pytest.raises(ValueError, match="returns probabilities"):
+        kd.Distiller(_model(), keras.Sequential([keras.Input((8,)), _wrapped10()]))
+
+
+def _wrapped10():
+    return keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(10, activation="softmax")]
+    )
