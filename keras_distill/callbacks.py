@@ -379,14 +379,22 @@ class CurriculumScheduler(keras.callbacks.Callback):
             self.pacing(epoch), f"The curriculum fraction at epoch {epoch} (0-based)"
         )
 
+    def __repr__(self):
+        return f"CurriculumScheduler({self.curriculum!r}, {self.pacing!r})"
+
     def on_train_begin(self, logs=None):
-        owner = claim(self, ("curriculum", id(self.curriculum)))
+        # Claimed by the variable the fraction is set in: a copy of the
+        # curriculum (`copy.copy`) shares it, and two schedulers would fight.
+        owner = claim(self, ("curriculum", id(self.curriculum.count)))
         if owner is not None:
+            same = owner.curriculum is self.curriculum
             raise ValueError(
                 "Two `CurriculumScheduler`s set the fraction of one `Curriculum` in "
-                f"one fit(): {owner!r} and {self!r}; the later would override the "
-                "earlier every epoch. Keep one, with a single pacing schedule "
-                "(combine pieces with `kd.schedules.join`)."
+                f"one fit(): {owner!r} and {self!r}"
+                + ("" if same else " (a copy of it, sharing its fraction variable)")
+                + "; the later would override the earlier every epoch. Keep one, "
+                "with a single pacing schedule (combine pieces with "
+                "`kd.schedules.join`)."
             )
         epochs = (self.params or {}).get("epochs")
         schedules.check_over(self.pacing, epochs, self._fraction)

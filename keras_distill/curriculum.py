@@ -119,29 +119,39 @@ def teacher_difficulty(
             )
     outputs = teacher.predict(x, batch_size=batch_size, verbose=verbose)
     logits = kd_losses.to_logits(outputs, teacher_outputs)
-    log_probs = ops.convert_to_numpy(ops.log_softmax(logits, axis=-1))
-    bad = np.flatnonzero(~np.isfinite(log_probs).all(axis=-1))
-    if bad.size:
-        # A NaN score sorts anywhere: the "easiest" examples would be arbitrary.
-        raise ValueError(
-            f"The teacher's outputs are NaN or infinite for {bad.size} examples "
-            f"(the first at index {int(bad[0])}), so their difficulty cannot be "
-            "scored. Check the inputs there for NaN or infinite values."
-        )
-    if labels is None:
-        return (1.0 - np.exp(log_probs.max(axis=-1))).astype("float32")
-    classes = log_probs.shape[-1]
-    if labels.shape[0] != log_probs.shape[0]:
+    if labels is not None and labels.shape[0] != ops.shape(logits)[0]:
         raise ValueError(
             f"`x` and `y` must hold the same number of examples. Received: "
-            f"{log_probs.shape[0]} teacher outputs and {labels.shape[0]} labels."
+            f"{ops.shape(logits)[0]} teacher outputs and {labels.shape[0]} labels."
         )
-    if labels.size and (labels.min() < 0 or labels.max() >= classes):
-        raise ValueError(
-            f"Labels must be integers in [0, {classes}). Received labels from "
-            f"{labels.min()} to {labels.max()}."
-        )
-    return (-log_probs[np.arange(len(labels)), labels]).astype("float32")
+    return _scores_of_batch(logits, labels).astype("float32")
+
+
+def check_scores(scores, where: str = "`difficulty`", first_index: int = 0):
+    """Raises ValueError naming the first example whose score is NaN or infinite.
+
+    A NaN score sorts anywhere: the "easiest" examples would be arbitrary.
+    The one rule for the scores a user gives and the values a scorer
+    computes them from.
+
+    Args:
+        scores: One score per example (or one row of values per example).
+        where: What the scores are, for the message.
+        first_index: The index of `scores[0]` among all examples (a scorer
+            checks batch by batch). Defaults to `0`.
+    """
+    scores = np.asarray(scores)
+    finite = np.isfinite(scores).reshape(len(scores), -1).all(axis=-1)
+    if finite.all():
+        return
+    bad = np.flatnonzero(~finite)
+    row = scores[bad[0]].reshape(-1)
+    value = float(row[np.flatnonzero(~np.isfinite(row))[0]])
+    raise ValueError(
+        f"{where} must be finite. Received {value!r} for example "
+        f"{first_index + int(bad[0])} ({bad.size} of {len(scores)} examples "
+        "here are NaN or infinite)."
+    )
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")
@@ -297,12 +307,7 @@ class Curriculum:
 
         if len(difficulty) == 0:
             raise ValueError("A curriculum needs at least one example.")
-        if not np.all(np.isfinite(difficulty)):
-            bad = int(np.argmax(~np.isfinite(difficulty)))
-            raise ValueError(
-                f"`difficulty` must be finite. Received {difficulty[bad]!r} for "
-                f"example {bad}."
-            )
+        check_scores(difficulty)
         self.num_examples = len(difficulty)
         self.difficulty = difficulty
         self.seed = int(np.random.randint(2**31 - 1)) if seed is None else int(seed)
@@ -344,6 +349,12 @@ class Curriculum:
             teacher, x, y, batch_size, teacher_outputs, verbose=verbose
         )
         return cls(x, y, difficulty, sample_weight, seed=seed)
+
+    def __repr__(self):
+        return (
+            f"{type(self).__name__}({self.num_examples} examples, "
+            f"seed={self.seed}, fraction={self.fraction:g})"
+        )
 
     @property
     def fraction(self) -> float:
@@ -450,8 +461,16 @@ def _stream_parts(element):
     return element, None
 
 
-def _scores_of_batch(logits, labels):
+def _scores_of_batch(logits, labels, first_index=0):
+    """The difficulty scores of one batch of teacher logits (see
+    `teacher_difficulty`); `first_index` is the batch's first example."""
     log_probs = ops.convert_to_numpy(ops.log_softmax(logits, axis=-1))
+    check_scores(
+        log_probs,
+        "The teacher's outputs (as log-probabilities), from which the difficulty "
+        "is scored,",
+        first_index,
+    )
     if labels is None:
         return 1.0 - np.exp(log_probs.max(axis=-1))
     labels = np.asarray(labels)
@@ -544,7 +563,9 @@ class StreamingCurriculum(Curriculum):
                 "`shuffle_buffer` must be a whole number >= 1 (examples). "
                 f"Received: shuffle_buffer={shuffle_buffer!r}"
             )
-        difficulty = np.asarray(difficulty, dtype="float32").reshape(-1)
+        # float64, as `Curriculum`: float32 would make close scores ties and
+        # turn a score above 3.4e38 into inf.
+        difficulty = np.asarray(difficulty, dtype="float64").reshape(-1)
         if len(difficulty) == 0:
             raise ValueError("A curriculum needs at least one example.")
         count = int(source.cardinality())
@@ -622,9 +643,11 @@ class StreamingCurriculum(Curriculum):
         )
         scores, prints = [], []
         batches = source.batch(int(batch_size)).prefetch(2)
+        seen = 0
         for step, batch in enumerate(batches):
             x, y = _stream_parts(batch)
-            scores.append(_scores_of_batch(logits_of(x), y).astype("float32"))
+            scores.append(_scores_of_batch(logits_of(x), y, seen).astype("float32"))
+            seen += len(scores[-1])
             prints.append(kd_cache.fingerprints(ops.convert_to_numpy(x)))
             bar.update(step + 1)
         if not scores:

@@ -4,11 +4,11 @@ import keras
 from keras import ops
 
 from keras_distill import losses as kd_losses
-from keras_distill.distiller.wiring import _check_declared_outputs
+from keras_distill.distiller.wiring import ComposedTeacher, _check_declared_outputs
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")
-class GroupedTeacher(keras.Model):
+class GroupedTeacher(ComposedTeacher, keras.Model):
     """A teacher re-expressed in a target label space by grouping its classes.
 
     Target class `j` gets the teacher's total probability of the source
@@ -87,6 +87,10 @@ class GroupedTeacher(keras.Model):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], len(self.groups))
+
+    def member_teachers(self):
+        """The source-task teacher and the kind its outputs are read as."""
+        return [(self.teacher, self.teacher_outputs)]
 
     @property
     def output_shape(self):

@@ -109,7 +109,7 @@ def test_exemplar_memory_refuses_inputs_and_labels_of_two_lengths():
 def test_curriculum_refuses_nan_difficulty():
     x = X.copy()
     x[3] = np.nan
-    with pytest.raises(ValueError, match="first at index 3"):
+    with pytest.raises(ValueError, match="Received nan for example 3"):
         kd.curriculum.Curriculum.from_teacher(_model(), x, Y, verbose=0)
 
 
@@ -146,11 +146,13 @@ def test_grouped_teacher_refuses_probabilities_declared_logits():
 # -- tuner -----------------------------------------------------------------------
 
 
+_TEACHER = _model()  # one teacher: a search of another teacher is another search
+
+
 def _tune(tmp_path, **kwargs):
-    teacher = _model()
     kwargs.setdefault("train", (X, Y))
     return kd.tune(
-        teacher,
+        _TEACHER,
         _model(),
         kwargs.pop("train"),
         (X, Y),

@@ -22,7 +22,9 @@ from keras_distill.distiller.arguments import (  # noqa: F401
 from keras_distill.distiller.fit_checks import _warn_if_no_weight  # noqa: F401
 from keras_distill.distiller.model import Distiller
 from keras_distill.distiller.wiring import (  # noqa: F401
+    ComposedTeacher,
     _check_declared_outputs,
+    _check_declared_values,
     _last_activation,
     _looks_like,
     _outputs_message,

@@ -10,10 +10,8 @@ from keras_distill import _compat
 from keras_distill import targets as kd_targets
 from keras_distill.distiller.batch_checks import bool_labels_message
 from keras_distill.distiller.wiring import (
-    _last_activation,
-    _looks_like,
+    _check_declared_values,
     _num_classes,
-    _outputs_message,
 )
 
 
@@ -168,18 +166,7 @@ class FitChecks:
             declared = (
                 self.student_outputs if name == "student" else self.teacher_outputs
             )
-            if _last_activation(model) is not None:
-                continue  # Checked from the architecture at construction.
-            try:
-                outputs = model(sample, training=False)
-            except Exception:  # noqa: BLE001  (the step reports its own errors)
-                continue
-            if not hasattr(outputs, "shape"):
-                continue
-            values = np.asarray(ops.convert_to_numpy(outputs), "float64")
-            looks = _looks_like(values)
-            if looks is not None and looks != declared:
-                raise ValueError(_outputs_message(name, model, declared, looks))
+            _check_declared_values(name, model, declared, sample)
 
     def _check_labels(self, x, y, where):
         """Raises a ValueError naming the first out-of-range sparse label."""

@@ -64,10 +64,16 @@ class _Untracked:
 
 
 def _last_activation(model):
-    """`"softmax"`, `"linear"`, ... of a functional model's last layer, or None."""
+    """`"softmax"`, `"linear"`, ... of a functional model's last layer, or None.
+
+    A last layer that is itself a functional model (a `Sequential` wrapping
+    another) is looked into.
+    """
     if not _compat.is_functional(model) or not model.layers:
         return None
     layer = model.layers[-1]
+    if isinstance(layer, keras.Model):
+        return _last_activation(layer)
     if isinstance(layer, keras.layers.Softmax):
         return "softmax"
     activation = getattr(layer, "activation", None)
@@ -90,17 +96,72 @@ def _outputs_message(name, model, declared, actual):
     argument = "student_outputs" if name == "student" else "teacher_outputs"
     return (
         f"The {name} ({model.name}) returns {actual}, but {argument}="
-        f"{declared!r}. Pass {argument}={actual!r} (or change the {name}'s last "
-        "layer); training on a misread distribution gives a wrong student."
+        f"{declared!r}. Pass {argument}={actual!r} (or change the last layer of "
+        f"the {name}); training on a misread distribution gives a wrong student."
     )
 
 
-def _check_declared_outputs(name, model, declared):
-    """Raises if a functional model's last activation contradicts `declared`.
+class ComposedTeacher:
+    """A teacher computed from other teachers' outputs on the same inputs.
 
-    A sigmoid is refused whatever is declared: its outputs are one
-    independent probability per class, not a distribution over the classes.
+    A mixin (`transfer.GroupedTeacher` is one): its `member_teachers()`
+    names each member and the kind its outputs are read as, so the rule of
+    a plain teacher's declared outputs (`_check_declared_outputs` at
+    construction, `_check_declared_values` on the first batch) covers every
+    member too: a softmax member read as logits would be a wrong
+    distribution that the composite's own outputs no longer show.
     """
+
+    def member_teachers(self):
+        """`[(model, declared)]`: each member and `"logits"`/`"probabilities"`."""
+        raise NotImplementedError
+
+
+def _declared_models(name, model, declared):
+    """`(name, model, declared)` of `model` and of each member of a
+    `ComposedTeacher` (members of members too)."""
+    found = [(name, model, declared)]
+    if isinstance(model, ComposedTeacher):
+        inside = f"{name} inside {type(model).__name__} {model.name!r}"
+        for member, kind in model.member_teachers():
+            found += _declared_models(inside, member, kind)
+    return found
+
+
+def _check_declared_outputs(name, model, declared):
+    """Raises if a model's last activation contradicts `declared`.
+
+    The model's, and those of the members of a `ComposedTeacher`. A sigmoid
+    is refused whatever is declared: its outputs are one independent
+    probability per class, not a distribution over the classes.
+    """
+    for label, part, kind in _declared_models(name, model, declared):
+        _check_last_activation(label, part, kind)
+
+
+def _check_declared_values(name, model, declared, sample):
+    """Raises if `model`'s outputs on `sample` contradict `declared`.
+
+    For the models whose last activation is unknown (subclassed models),
+    `model` and each member of a `ComposedTeacher`: rows in [0, 1] summing
+    to 1 are probabilities, anything else logits. A model that fails on
+    `sample` is left to the step, which reports its own error.
+    """
+    for label, part, kind in _declared_models(name, model, declared):
+        if _last_activation(part) is not None:
+            continue  # Checked from the architecture at construction.
+        try:
+            outputs = part(sample, training=False)
+        except Exception:  # noqa: BLE001  (the step reports its own errors)
+            continue
+        if not hasattr(outputs, "shape"):
+            continue
+        looks = _looks_like(np.asarray(keras.ops.convert_to_numpy(outputs), "float64"))
+        if looks is not None and looks != kind:
+            raise ValueError(_outputs_message(label, part, kind, looks))
+
+
+def _check_last_activation(name, model, declared):
     activation = _last_activation(model)
     if activation == "sigmoid":
         argument = "student_outputs" if name == "student" else "teacher_outputs"

@@ -604,7 +604,7 @@ def tune(
                 batch_size,
                 seed,
                 hyperband_factor,
-                hypermodel_kwargs,
+                hypermodel,
                 train,
                 val,
             ),
