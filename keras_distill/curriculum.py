@@ -212,6 +212,7 @@ def pacing(
     >>> schedule = pacing("linear", 0.2, 4)
     >>> [round(schedule(e), 2) for e in range(6)]
     [0.2, 0.4, 0.6, 0.8, 1.0, 1.0]
+
     ```
     """
     min_fraction = check_fraction(min_fraction, "`min_fraction`")

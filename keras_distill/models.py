@@ -26,6 +26,7 @@ def teacher_cnn(
     >>> model = teacher_cnn()
     >>> model.output_shape
     (None, 10)
+
     ```
     """
     return keras.Sequential(
@@ -59,6 +60,7 @@ def teacher_cnn1d(
     >>> model = teacher_cnn1d()
     >>> model.output_shape
     (None, 10)
+
     ```
     """
     return keras.Sequential(
@@ -89,6 +91,7 @@ def student_mlp(
     >>> model = student_mlp()
     >>> model.output_shape
     (None, 10)
+
     ```
     """
     return keras.Sequential(
@@ -119,6 +122,7 @@ def student_cnn(
     >>> model = student_cnn()
     >>> model.get_layer("conv1").output.shape
     (None, 8, 8, 4)
+
     ```
     """
     return keras.Sequential(
@@ -185,6 +189,7 @@ def causal_lm(
     >>> model = causal_lm(258, 32, width=32, layers=1)
     >>> model.output_shape
     (None, 32, 258)
+
     ```
     """
     ids = keras.Input((sequence_length,), dtype="int32", name="token_ids")

@@ -402,6 +402,7 @@ def unusual_note(variables: dict) -> str:
     ```pycon
     >>> unusual_note({"temperature": 1e-30}).startswith("`temperature` holds")
     True
+
     ```
     """
     parts = []

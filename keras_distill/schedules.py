@@ -270,6 +270,7 @@ def constant(value: float) -> Constant:
     ```pycon
     >>> constant(4.0)(7)
     4.0
+
     ```
     """
     return Constant(value)
@@ -299,6 +300,7 @@ def linear(
     >>> schedule = linear(8.0, 2.0, 10)  # 8 at step 0 -> 2 at step 10
     >>> schedule(0), schedule(5), schedule(10), schedule(99)
     (8.0, 5.0, 2.0, 2.0)
+
     ```
     """
     return Linear(init_value, end_value, transition_steps, transition_begin)
@@ -329,6 +331,7 @@ def cosine(
     >>> schedule = cosine(0.1, 0.9, 10)
     >>> round(schedule(5), 6), schedule(10)
     (0.5, 0.9)
+
     ```
     """
     return Cosine(init_value, end_value, transition_steps, transition_begin)
@@ -358,6 +361,7 @@ def exponential(
     >>> schedule = exponential(8.0, 1.0, 3)  # 8, 4, 2, 1
     >>> schedule(1), schedule(2)
     (4.0, 2.0)
+
     ```
     """
     return Exponential(init_value, end_value, transition_steps, transition_begin)
@@ -379,6 +383,7 @@ def step(boundaries, values) -> PiecewiseConstant:
     >>> schedule = step([2, 5], [1.0, 0.5, 0.1])
     >>> schedule(1), schedule(2), schedule(5)
     (1.0, 0.5, 0.1)
+
     ```
     """
     return PiecewiseConstant(boundaries, values)
@@ -401,6 +406,7 @@ def join(schedules, boundaries) -> Join:
     >>> schedule = join([linear(8.0, 4.0, 4), 4.0, linear(4.0, 1.0, 3)], [4, 6])
     >>> schedule(2), schedule(5), schedule(7)
     (6.0, 4.0, 3.0)
+
     ```
     """
     return Join(schedules, boundaries)

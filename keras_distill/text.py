@@ -43,6 +43,7 @@ def encode(texts, sequence_length):
     >>> x, y, w = encode(["hi"], 4)
     >>> x.tolist(), y.tolist(), w.tolist()
     ([[1, 106, 107, 0]], [[106, 107, 0, 0]], [[1.0, 1.0, 0.0, 0.0]])
+
     ```
     """
     if int(sequence_length) != sequence_length or sequence_length < 1:

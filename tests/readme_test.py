@@ -52,3 +52,22 @@ def test_the_readme_names_every_registered_term():
     section = section[: section.index("\n## ", 1)]
     missing = [n for n in registry.names() if f'`"{n}"`' not in section]
     assert not missing, f"README.md's 'Distillation terms' lacks {missing}"
+
+
+@pytest.mark.slow
+def test_the_adding_a_method_page_runs_as_written(tmp_path):
+    """docs/adding_a_method.md's Python blocks, in order, in a fresh process."""
+    page = README.parent / "docs" / "adding_a_method.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+    assert len(blocks) >= 2
+    program = "\n\n".join(blocks) + "\nprint([type(t).__name__ for t in terms])\n"
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "'kd_loss', 'l1_loss'" in result.stdout
+    assert "['KDTerm', 'L1Logits']" in result.stdout

@@ -24,8 +24,8 @@ curriculum:               # optional: easiest examples first, scored by the teac
 export: true
 ```
 
-`distill.loss` is a term name (`losses.TERMS`: kd, mse, dkd, ctkd, rkd_distance,
-rkd_angle, pkt, sp, at), a term with options, or a list of them, weighted by
+`distill.loss` is a registered term name (`keras_distill.terms.TERMS`: kd,
+dkd, dist, reverse_kl, ...), a term with options, or a list of them, weighted by
 `distill.loss_weights`; `schedules` may also schedule the terms' parameters
 (`<term>_weight`, `<term>_reversal`, rules from `params`):
 

@@ -46,6 +46,7 @@ def alpha_for_lambda(lambda_old: float = 1.0, temperature: float = 2.0) -> float
     ```pycon
     >>> alpha_for_lambda(1.0, temperature=2.0)
     0.8
+
     ```
     """
     lambda_old = kd_params.check_finite(lambda_old, "lambda_old")
@@ -68,6 +69,7 @@ def lambda_for_alpha(alpha: float, temperature: float = 2.0) -> float:
     ```pycon
     >>> lambda_for_alpha(0.5, temperature=2.0)
     4.0
+
     ```
     """
     alpha = kd_params.check("alpha", alpha)
@@ -333,6 +335,7 @@ def holdout_split(y, validation_fraction=0.2, seed=0):
     >>> train, val = holdout_split([0, 0, 0, 0, 0, 1, 1, 1, 1, 1], 0.2, seed=0)
     >>> len(train), len(val)
     (8, 2)
+
     ```
     """
     fraction = kd_params.check_finite(validation_fraction, "validation_fraction")

@@ -32,6 +32,7 @@ def herding(features, count: int) -> np.ndarray:
     ```pycon
     >>> herding(np.eye(3), 2).shape
     (2,)
+
     ```
     """
     features = np.asarray(features, "float64").reshape(len(features), -1)

@@ -42,6 +42,7 @@ def accuracy_metrics(accuracy) -> dict:
     >>> metrics = accuracy_metrics(m)
     >>> [round(metrics[k], 2) for k in ("average_accuracy", "forgetting")]
     [0.85, 0.2]
+
     ```
     """
     a = np.asarray(accuracy, "float64")

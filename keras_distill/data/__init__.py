@@ -44,6 +44,7 @@ def load_digits(seed: int = 0, val_fraction: float = 0.15, test_fraction: float 
     >>> splits = load_digits()
     >>> splits["train"][0].shape[1:]
     (8, 8, 1)
+
     ```
     """
     sk_load_digits = require("sklearn.datasets", "The digits data").load_digits
@@ -132,6 +133,7 @@ def load_mnist1d(seed: int = 0, val_fraction: float = 0.1):
     >>> splits = load_mnist1d()
     >>> splits["train"][0].shape[1:], splits["test"][0].shape[0]
     ((40, 1), 1000)
+
     ```
     """
     train_test_split = _train_test_split()

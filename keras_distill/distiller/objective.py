@@ -297,7 +297,7 @@ class Objective:
                     "A top-k teacher cache holds one distribution per example; "
                     "this student outputs one per token "
                     f"({tuple(student_logits.shape)}). Cache dense logits "
-                    "(`top_k=None`) or distill online."
+                    "(`TeacherCache.build(..., k=None)`) or distill online."
                 )
             refused = [t.name for t in terms if not t.accepts_topk]
             if refused:
@@ -305,7 +305,7 @@ class Objective:
                     "Top-k cached teacher outputs hold only the teacher's k largest "
                     f"logits, which the terms {refused} cannot use (a term declares "
                     "`accepts_topk`; the plain KD term does). Cache dense logits "
-                    "(`top_k=None`) for these terms."
+                    "(`TeacherCache.build(..., k=None)`) for these terms."
                 )
             return [
                 kd_losses.reduce_per_example(

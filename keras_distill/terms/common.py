@@ -67,6 +67,7 @@ def mix_teachers(teacher_logits, weights, temperatures, temperature):
     >>> mixed = np.asarray(mix_teachers([z, z], [0.5, 0.5], [None, None], 4.0))
     >>> bool(np.allclose(mixed - mixed.max(), z - z.max(), atol=1e-5))
     True
+
     ```
     """
     temperature = ops.cast(temperature, "float32")
@@ -140,6 +141,7 @@ def sparse_ce_mean_loss(labels, logits):
     >>> logits = np.zeros((2, 4), "float32")
     >>> round(float(sparse_ce_mean_loss(np.array([0, 3]), logits)), 4)
     1.3863
+
     ```
     """
     import tensorflow as tf
@@ -191,6 +193,7 @@ def standardize_logits(logits, epsilon: float = _STD_EPSILON):
     >>> z = standardize_logits(np.array([[1.0, 2.0, 3.0]], "float32"))
     >>> [round(float(v), 4) for v in z[0]]
     [-1.2247, 0.0, 1.2247]
+
     ```
     """
     logits = ops.cast(logits, "float32")

@@ -54,9 +54,10 @@ def dist_loss(teacher_logits, student_logits, temperature=1.0, beta=1.0, gamma=1
 
     ```pycon
     >>> import numpy as np
-    >>> z = np.array([[2.0, 0.0, -1.0], [0.0, 1.0, 3.0]], "float32")
+    >>> z = np.array([[2.0, 0.0, -1.0], [0.0, 1.0, 3.0], [1.0, 3.0, 0.0]], "float32")
     >>> [round(float(v), 4) for v in dist_loss(z, z)]
-    [0.0, 0.0]
+    [0.0, 0.0, 0.0]
+
     ```
     """
     temperature = ops.cast(temperature, "float32")

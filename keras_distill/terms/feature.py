@@ -29,9 +29,11 @@ def feature_distance(teacher_features, student_features, distance: str = "mse"):
     Example:
 
     ```pycon
+    >>> import numpy as np
     >>> t = np.ones((2, 3), "float32")
     >>> [float(v) for v in feature_distance(t, -t, "cosine")]
     [2.0, 2.0]
+
     ```
     """
     if distance not in FEATURE_DISTANCES:

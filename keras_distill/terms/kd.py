@@ -49,6 +49,7 @@ def kd_loss(teacher_logits, student_logits, temperature=1.0, closed_form_gradien
     >>> t = np.array([[2.0, 0.0, -1.0]])
     >>> float(kd_loss(t, t, temperature=4.0)[0])
     0.0
+
     ```
     """
     temperature = ops.cast(temperature, "float32")
@@ -131,6 +132,7 @@ def kd_mean_loss(teacher_logits, student_logits, temperature=1.0):
     >>> t = np.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
     >>> float(kd_mean_loss(t, t, temperature=4.0))
     0.0
+
     ```
     """
     temperature = ops.cast(temperature, "float32")

@@ -52,6 +52,7 @@ def hint_loss(teacher_features, student_features):
     >>> t = np.ones((2, 4, 4, 3), "float32")
     >>> [float(v) for v in hint_loss(t, 0.5 * t)]
     [0.25, 0.25]
+
     ```
     """
     teacher = ops.cast(teacher_features, "float32")

@@ -39,6 +39,7 @@ def reverse_kl_loss(teacher_logits, student_logits, temperature=1.0):
     >>> t = np.array([[2.0, 0.0, -1.0]])
     >>> float(reverse_kl_loss(t, t)[0])
     0.0
+
     ```
     """
     temperature = ops.cast(temperature, "float32")

@@ -40,6 +40,7 @@ def tvd_loss(teacher_logits, student_logits, temperature=1.0):
     >>> s = np.array([[0.0, 20.0]])
     >>> round(float(tvd_loss(t, s)[0]), 4)
     1.0
+
     ```
     """
     temperature = ops.cast(temperature, "float32")
