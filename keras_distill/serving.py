@@ -33,7 +33,11 @@ print(speeds["student"].latency_p50_ms, speeds["teacher"].latency_p50_ms)
 ```
 """
 
+import contextlib
 import os
+import re
+import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -331,7 +335,8 @@ def quantize_int8(
     converter.representative_dataset = calibration
     converter.target_spec.supported_ops = [lite.OpsSet.TFLITE_BUILTINS_INT8]
     try:
-        flatbuffer = converter.convert()
+        with _quiet_native_logs():
+            flatbuffer = converter.convert()
     except Exception as error:  # the converter raises its own error types
         raise ValueError(
             f"The SavedModel at {saved_model_path!r} could not be converted to "
@@ -342,6 +347,38 @@ def quantize_int8(
         f.write(flatbuffer)
     os.replace(tmp, output_path)
     return QuantizedModel(output_path, len(flatbuffer), len(representative))
+
+
+# What the TFLite converter and interpreter print from C++ on every use: their
+# settings and the delegate they pick, not news for the user.
+_NATIVE_NOISE = re.compile(
+    r"^(fully_quantize: |INFO: Created TensorFlow Lite .*delegate"
+    r"|WARNING: All log messages before absl::InitializeLog)"
+)
+
+
+@contextlib.contextmanager
+def _quiet_native_logs():
+    """Drops `_NATIVE_NOISE` lines written to file descriptor 2; keeps the rest."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stderr (a notebook)
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), fd)
+        try:
+            yield
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines()
+            kept = [line for line in lines if not _NATIVE_NOISE.match(line)]
+            if kept:
+                print("\n".join(kept), file=sys.stderr)
 
 
 def tflite_predictor(path, signature=SIGNATURE_NAME, num_threads=None):
@@ -380,7 +417,13 @@ def tflite_predictor(path, signature=SIGNATURE_NAME, num_threads=None):
         )
     name = names[0]
 
+    first = [True]
+
     def predict(batch):
+        if first[0]:  # the delegate's INFO line comes with the first call
+            first[0] = False
+            with _quiet_native_logs():
+                return runner(**{name: np.asarray(batch, "float32")})
         return runner(**{name: np.asarray(batch, "float32")})
 
     predict.interpreter = interpreter

@@ -289,7 +289,7 @@ def _teacher_logits(model, x):
     """The teacher's logits on `x` (the training images), once per process."""
     key = (id(model), len(x))
     if key not in _TEACHER_LOGITS:
-        _TEACHER_LOGITS[key] = model.predict(x, batch_size=512, verbose=0)
+        _TEACHER_LOGITS[key] = logits_of(model, x)
     return _TEACHER_LOGITS[key]
 
 
@@ -361,10 +361,25 @@ def teacher(setup, seed=0, verbose=0):
     return model, accuracy(model, x_test, y_test), seconds
 
 
+def logits_of(model, x, batch_size=512):
+    """`model(x)` in batches, eagerly.
+
+    Not `predict()`: each row's new model would trace a new predict function,
+    and TensorFlow warns about retracing after a few (the demo's rows).
+    """
+    import keras
+
+    return np.concatenate(
+        [
+            keras.ops.convert_to_numpy(model(x[i : i + batch_size], training=False))
+            for i in range(0, len(x), batch_size)
+        ]
+    )
+
+
 def accuracy(model, x, y):
     """Test accuracy of a logits model."""
-    logits = model.predict(x, batch_size=512, verbose=0)
-    return float(np.mean(np.argmax(logits, axis=-1) == y))
+    return float(np.mean(np.argmax(logits_of(model, x), axis=-1) == y))
 
 
 def _few_labels_split(y, fraction, seed):
