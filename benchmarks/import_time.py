@@ -70,6 +70,48 @@ def probe(module):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+# The command, timed as a user sees it (the whole process): its help, and a
+# config mistake, which it reports before TensorFlow loads.
+COMMANDS = {
+    "keras-distill --help": ["keras-distill", "--help"],
+    "python -m keras_distill --help": [sys.executable, "-m", "keras_distill", "--help"],
+    "keras-distill train BAD.yaml (a config mistake)": [
+        "keras-distill",
+        "train",
+        "BAD_CONFIG",
+    ],
+}
+
+
+def time_commands(rounds):
+    """`{label: [seconds]}` of each command's wall time, alternating."""
+    import tempfile
+    import time
+
+    script = os.path.join(os.path.dirname(sys.executable), "keras-distill")
+    bad = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
+    bad.write("output: runs/x\ndistill: {alpha: 7}\n")
+    bad.close()
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    times = {label: [] for label in COMMANDS}
+    for round_index in range(rounds):
+        labels = list(COMMANDS) if round_index % 2 == 0 else list(COMMANDS)[::-1]
+        for label in labels:
+            command = [
+                script if part == "keras-distill" else part for part in COMMANDS[label]
+            ]
+            command = [bad.name if part == "BAD_CONFIG" else part for part in command]
+            start = time.perf_counter()
+            done = subprocess.run(command, capture_output=True, text=True, env=env)
+            times[label].append(time.perf_counter() - start)
+            if done.returncode != (2 if "BAD_CONFIG" in COMMANDS[label] else 0):
+                raise AssertionError(f"{label}: exit {done.returncode}: {done.stderr}")
+            if "oneDNN" in done.stderr:
+                raise AssertionError(f"{label} printed TensorFlow's logs")
+    os.unlink(bad.name)
+    return times
+
+
 def main():
     times = {"keras": [], "keras_distill": [], "increment": []}
     modules = {}
@@ -117,6 +159,18 @@ def main():
         f"{loaded_optional or 'none'} (already loaded by `import keras`: "
         f"{by_keras or 'none'})"
     )
+    commands = time_commands(RUNS)
+    print(
+        f"\nThe command, whole process (interpreter start-up included), median of "
+        f"{RUNS} alternating runs; none imports TensorFlow or prints its banner:"
+    )
+    print("\n| command | median (s) | min (s) | max (s) |")
+    print("|---|---:|---:|---:|")
+    for label, values in commands.items():
+        print(
+            f"| `{label}` | {statistics.median(values):.2f} | {min(values):.2f} | "
+            f"{max(values):.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -422,3 +422,23 @@ def test_the_built_wheel_installs_and_runs_in_a_fresh_venv(tmp_path):
     assert command.stdout.strip() == f"keras-distill {version.__version__}"
     helped = run([str(python), "-m", "keras_distill", "--help"], env=env)
     assert helped.returncode == 0 and "train" in helped.stdout, helped.stderr
+
+    # Each extra's requirements resolve (offline: against the packages the
+    # venv sees), so `pip install "keras-distill[EXTRA]"` asks for nothing
+    # that does not exist.
+    for extra in ("", "[data]", "[app]", "[tuner]", "[tfds]", "[lm]", "[docs]"):
+        resolved = run(
+            [sys.executable, "-m", "pip", "--python", str(python), "install"]
+            + ["--dry-run", "--no-index", "--quiet", f"{wheel}{extra}"],
+            env=env,
+        )
+        assert resolved.returncode == 0, (extra, resolved.stderr[-2000:])
+    # The Quickstart (the README's program, 2 epochs) on the installed wheel.
+    quick = run(
+        [str(python), os.path.join(ROOT, "examples", "quickstart.py")],
+        cwd=tmp_path,
+        env=dict(env, KERAS_DISTILL_QUICK="1"),
+    )
+    assert quick.returncode == 0, quick.stderr[-2000:]
+    assert "'accuracy':" in quick.stdout
+    assert (tmp_path / "serving" / "digits" / "1" / "saved_model.pb").is_file()
