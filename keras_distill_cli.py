@@ -131,6 +131,15 @@ def _tune(args):
     return 0
 
 
+def _compare(args):
+    _check_config(args.config)
+    _import_library()
+    from keras_distill.app import compare
+
+    compare.compare(args.config, seeds=args.seeds, overwrite=args.overwrite)
+    return 0
+
+
 def _evaluate(args):
     _check_file(args.model, "model")
     if args.teacher is not None:
@@ -201,6 +210,25 @@ def build_parser():
         help="Replace an existing search folder (the run's teacher is kept).",
     )
     tune.set_defaults(func=_tune)
+
+    compare = sub.add_parser(
+        "compare",
+        help="Does distillation help on this config's data? Scratch, scratch with "
+        "augmentation and the config's KD, over seeds, with intervals.",
+    )
+    compare.add_argument("config", help="A YAML run configuration.")
+    compare.add_argument(
+        "--seeds",
+        type=int,
+        default=3,
+        help="Seeds per row (>= 2; default 3). Each seed trains 4 students.",
+    )
+    compare.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Replace an existing comparison folder (<output>_compare).",
+    )
+    compare.set_defaults(func=_compare)
 
     evaluate = sub.add_parser(
         "evaluate",

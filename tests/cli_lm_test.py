@@ -89,4 +89,4 @@ def test_text_config_mistakes_end_in_one_line(tmp_path, capsys, old, new, expect
 def test_tune_refuses_language_models_in_one_line(tmp_path, capsys):
     path, _ = _config(tmp_path)
     assert cli.main(["tune", str(path)]) != 0
-    assert "does not tune language models" in capsys.readouterr().err
+    assert "does not handle language models" in capsys.readouterr().err

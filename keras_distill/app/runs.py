@@ -80,7 +80,7 @@ def load_keras_file(path, what):
     return keras.models.load_model(path, safe_mode=True)
 
 
-def _model(spec, role, splits):
+def build_model(spec, role, splits):
     name = spec["model"]
     if name.endswith(".keras"):
         return load_keras_file(name, f"{role}.model"), True
@@ -158,7 +158,7 @@ def _train(cfg, out, mode, verbose):
         print(f"== the teacher is trained: loading {teacher_path}")
         teacher, loaded = keras.models.load_model(teacher_path), True
     else:
-        teacher, loaded = _model(cfg["teacher"], "teacher", splits)
+        teacher, loaded = build_model(cfg["teacher"], "teacher", splits)
         if not loaded:
             _compile(teacher, cfg["teacher"]["learning_rate"])
             print(f"== training the teacher ({cfg['teacher']['epochs']} epochs)")
@@ -174,27 +174,12 @@ def _train(cfg, out, mode, verbose):
         _compile(teacher, cfg["teacher"]["learning_rate"])
     teacher_val = teacher.evaluate(splits.val, verbose=0, return_dict=True)
     keras.utils.set_random_seed(cfg["seed"] + 1)
-    student, _ = _model(cfg["student"], "student", splits)
-    terms = kd_config.build_terms(cfg["distill"]["loss"], cfg.get("_source", ""))
-    distiller = Distiller(
-        student,
-        teacher,
-        alpha=cfg["distill"]["alpha"],
-        temperature=cfg["distill"]["temperature"],
-        teacher_outputs=cfg["teacher"]["outputs"],
-        distillation_loss=terms
-        if isinstance(cfg["distill"]["loss"], list)
-        else terms[0],
-        distillation_loss_weights=kd_config.term_weights(cfg, terms),
-        token_reduction=cfg["token_reduction"],
-    )
+    student, _ = build_model(cfg["student"], "student", splits)
+    distiller = config_distiller(cfg, student, teacher)
     _compile(distiller, cfg["distill"]["learning_rate"])
-    from keras_distill.callbacks import AtomicBackupAndRestore, ParameterScheduler
+    from keras_distill.callbacks import AtomicBackupAndRestore
 
-    callbacks = [
-        ParameterScheduler(name, kd_config.build_schedule(spec))
-        for name, spec in cfg.get("schedules", {}).items()
-    ]
+    callbacks = schedule_callbacks(cfg)
     history_csv = os.path.join(out, "history.csv")
     callbacks += [
         LogParameters(),
@@ -340,22 +325,7 @@ def tune(config_path, overwrite=False, verbose=0):
             "`kd.tune` from a script (docs/tuning.md), or unset the variable."
         )
     cfg = kd_config.load(config_path)
-    if cfg["data"] in kd_config.TEXT_DATA:
-        raise ValueError(
-            f"{kd_config.where(cfg['_source'], 'data')}: `keras-distill tune` "
-            "searches classifiers; it does not tune language models yet "
-            f"(data={cfg['data']!r}). Run `keras-distill train` with chosen "
-            "`distill.alpha` and `distill.temperature`."
-        )
-    if cfg["data"] not in kd_config.IN_MEMORY_DATA and not cfg["data"].startswith(
-        "npz:"
-    ):
-        raise ValueError(
-            f"{kd_config.where(cfg['_source'], 'data')}: `keras-distill tune` needs "
-            "data that fits in memory: 'digits', 'mnist1d', 'mnist', "
-            "'fashion_mnist' or 'npz:PATH'. "
-            f"Received: data={cfg['data']!r}"
-        )
+    check_in_memory(cfg, "tune")
     # Its own folder, so that `train` and `tune` of one config never collide.
     out = cfg["tune"].get("output") or cfg["output"].rstrip("/") + "_tune"
     with RemoveIfEmpty(out):
@@ -370,35 +340,15 @@ def _tune(cfg, out, mode, verbose):
     if mode == "resume":
         print(f"== resuming the search in {out}")
     keras.utils.set_random_seed(cfg["seed"])
-    arrays = _arrays(cfg)
+    arrays = in_memory_arrays(cfg)
     splits = data.Splits(None, None, None, arrays["num_classes"], arrays["shape"], "")
-    teacher_path = os.path.join(out, "teacher.keras")
-    trained = trained_teacher(cfg)
-    if mode == "resume" and os.path.isfile(teacher_path):
-        print(f"== the teacher is trained: loading {teacher_path}")
-        teacher = keras.models.load_model(teacher_path)
-    elif trained is not None:
-        # `train` of this config trained this teacher: the search distils from
-        # it too (kept here, so a resumed search does not depend on that run).
-        print(f"== the teacher is trained: loading {trained} (the `train` run's)")
-        teacher = keras.models.load_model(trained)
-        _save_atomically(teacher, teacher_path)
-    else:
-        teacher, loaded = _model(cfg["teacher"], "teacher", splits)
-        if not loaded:
-            _compile(teacher, cfg["teacher"]["learning_rate"])
-            print(f"== training the teacher ({cfg['teacher']['epochs']} epochs)")
-            teacher.fit(
-                *arrays["train"], epochs=cfg["teacher"]["epochs"], verbose=verbose
-            )
-            # Kept, so that a search killed or interrupted resumes with it.
-            _save_atomically(teacher, teacher_path)
+    teacher = in_memory_teacher(cfg, out, mode, arrays, splits, verbose)
     student_spec = dict(cfg["student"])
 
     def build_student(hp):
         if student_spec["model"] == "student_mlp":
             student_spec["hidden"] = hp.Choice("hidden", [8, 16, 32])
-        return _model(student_spec, "student", splits)[0]
+        return build_model(student_spec, "student", splits)[0]
 
     terms = cfg["tune"].get("terms")
     if terms is not None:
@@ -455,7 +405,83 @@ def _tune(cfg, out, mode, verbose):
     return result
 
 
-def _arrays(cfg):
+def check_in_memory(cfg, command):
+    """`tune` and `compare` train many students: classifiers, data in memory."""
+    if cfg["data"] in kd_config.TEXT_DATA:
+        raise ValueError(
+            f"{kd_config.where(cfg['_source'], 'data')}: `keras-distill {command}` "
+            "works with classifiers; it does not handle language models yet "
+            f"(data={cfg['data']!r}). Run `keras-distill train` with chosen "
+            "`distill.alpha` and `distill.temperature`."
+        )
+    if cfg["data"] not in kd_config.IN_MEMORY_DATA and not cfg["data"].startswith(
+        "npz:"
+    ):
+        raise ValueError(
+            f"{kd_config.where(cfg['_source'], 'data')}: `keras-distill {command}` "
+            "needs data that fits in memory: 'digits', 'mnist1d', 'mnist', "
+            "'fashion_mnist' or 'npz:PATH'. "
+            f"Received: data={cfg['data']!r}"
+        )
+
+
+def in_memory_teacher(cfg, out, mode, arrays, splits, verbose):
+    """The teacher of `tune` and `compare` (in-memory data), saved in `out`.
+
+    A resumed run's own `teacher.keras`; else the one `train` trained for the
+    same data, seed and teacher settings (`trained_teacher`); else the
+    config's `.keras` file, or a teacher trained here on `arrays["train"]`.
+    """
+    teacher_path = os.path.join(out, "teacher.keras")
+    trained = trained_teacher(cfg)
+    if mode == "resume" and os.path.isfile(teacher_path):
+        print(f"== the teacher is trained: loading {teacher_path}")
+        return keras.models.load_model(teacher_path)
+    if trained is not None:
+        # `train` of this config trained this teacher: distil from it too
+        # (kept here, so a resumed run does not depend on that run's folder).
+        print(f"== the teacher is trained: loading {trained} (the `train` run's)")
+        teacher = keras.models.load_model(trained)
+        _save_atomically(teacher, teacher_path)
+        return teacher
+    teacher, loaded = build_model(cfg["teacher"], "teacher", splits)
+    if not loaded:
+        _compile(teacher, cfg["teacher"]["learning_rate"])
+        print(f"== training the teacher ({cfg['teacher']['epochs']} epochs)")
+        teacher.fit(*arrays["train"], epochs=cfg["teacher"]["epochs"], verbose=verbose)
+        # Kept, so that a run killed or interrupted resumes with it.
+        _save_atomically(teacher, teacher_path)
+    return teacher
+
+
+def schedule_callbacks(cfg):
+    """A `ParameterScheduler` per entry of the config's `schedules`."""
+    from keras_distill.callbacks import ParameterScheduler
+
+    return [
+        ParameterScheduler(name, kd_config.build_schedule(spec))
+        for name, spec in cfg.get("schedules", {}).items()
+    ]
+
+
+def config_distiller(cfg, student, teacher):
+    """The `Distiller` a config describes (alpha, temperature, terms, weights)."""
+    terms = kd_config.build_terms(cfg["distill"]["loss"], cfg.get("_source", ""))
+    return Distiller(
+        student,
+        teacher,
+        alpha=cfg["distill"]["alpha"],
+        temperature=cfg["distill"]["temperature"],
+        teacher_outputs=cfg["teacher"]["outputs"],
+        distillation_loss=terms
+        if isinstance(cfg["distill"]["loss"], list)
+        else terms[0],
+        distillation_loss_weights=kd_config.term_weights(cfg, terms),
+        token_reduction=cfg["token_reduction"],
+    )
+
+
+def in_memory_arrays(cfg):
     # The same loader (and /255 scaling of integer images) as `train` uses.
     return data.load_arrays(
         cfg["data"], seed=cfg["seed"], **kd_config.data_options(cfg)
