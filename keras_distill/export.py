@@ -193,6 +193,51 @@ def _serving_fn(student, student_outputs):
     return serve
 
 
+# A token language model (`(batch, length)` int ids -> `(batch, length,
+# vocab)` logits) also serves greedy continuation of its prompts.
+GREEDY_SIGNATURE = "greedy"
+
+
+def _greedy_spec(student, spec):
+    """The greedy signature's inputs for a fixed-length token LM, else None."""
+    import tensorflow as tf
+
+    shape = tuple(student.output_shape) if hasattr(student, "output_shape") else ()
+    if (
+        spec.dtype.is_integer
+        and len(spec.shape) == 2
+        and spec.shape[1] is not None
+        and len(shape) == 3
+        and shape[1] == spec.shape[1]
+    ):
+        return [
+            tf.TensorSpec((None, spec.shape[1]), tf.int32, name=spec.name),
+            tf.TensorSpec((None,), tf.int32, name="prompt_lengths"),
+        ]
+    return None
+
+
+def _verify_greedy(path, student, greedy, sample):
+    """The served greedy continuation equals `decoding.greedy_continue`'s."""
+    import tensorflow as tf
+
+    from keras_distill import decoding
+
+    ids = tf.constant(np.asarray(sample), tf.int32)
+    lengths = tf.fill([tf.shape(ids)[0]], max(1, int(greedy[0].shape[1]) // 2))
+    loaded = tf.saved_model.load(path)
+    served = loaded.signatures[GREEDY_SIGNATURE](
+        **{greedy[0].name: ids, "prompt_lengths": lengths}
+    )["token_ids"].numpy()
+    expected = decoding.greedy_continue(student, ids, lengths).numpy()
+    if not np.array_equal(served, expected):
+        raise ExportVerificationError(
+            f"The exported greedy signature continues prompts differently from "
+            f"the student ({int((served != expected).sum())} tokens differ); "
+            "nothing was written to the version folder."
+        )
+
+
 def _random_rows(spec, count, seed=0):
     """`count` random inputs of the signature's shape, in [0, 1] for floats."""
     shape = (count, *spec.shape[1:])
@@ -412,9 +457,13 @@ def export_student(
 ):
     """Exports the student as a TF Serving SavedModel in `base_dir/<version>/`.
 
-    The SavedModel has one signature, `serving_default`, with one named input
-    and the outputs `probabilities` (softmax at temperature 1), `classes`
-    (int64 argmax) and, for a student that outputs logits, `logits`. A
+    The SavedModel's signature `serving_default` has one named input and
+    the outputs `probabilities` (softmax at temperature 1), `classes` (int64
+    argmax) and, for a student that outputs logits, `logits`. A token
+    language model (fixed-length int ids -> per-token logits) also gets the
+    signature `greedy`: `(token_ids, prompt_lengths) -> {"token_ids"}`, each
+    prompt continued greedily to the window (`decoding.greedy_continue`,
+    one graph), verified token for token after reloading. A
     student that returns probabilities (a `Distiller` with
     `student_outputs="probabilities"`, or a model ending in softmax) serves
     them as `probabilities`, without `logits`; a student ending in a sigmoid
@@ -494,8 +543,19 @@ def export_student(
             _serving_fn(student, student_outputs),
             input_signature=[spec],
         )
+        greedy = _greedy_spec(student, spec)
+        if greedy is not None:
+            from keras_distill import decoding
+
+            archive.add_endpoint(
+                GREEDY_SIGNATURE,
+                decoding.greedy_endpoint(student),
+                input_signature=greedy,
+            )
         archive.write_out(tmp, verbose=False)
         diff, outputs = _verify(tmp, student, student_outputs, spec, sample)
+        if greedy is not None:
+            _verify_greedy(tmp, student, greedy, sample)
         if warmup_requests:
             _write_warmup(
                 tmp,
