@@ -251,6 +251,16 @@ def _deferred(values) -> bool:
     return not any(tf.is_tensor(value) for value in values)
 
 
+def _formatted(array) -> str:
+    """A concrete value as `tf.strings.format` writes it (`-1`, `0.376222372`)."""
+    if array.size != 1:
+        return str(array)
+    value = array.item()
+    if isinstance(value, float):
+        return f"{value:.9g}"
+    return str(value)
+
+
 class Message:
     """A check's message whose values are known only after the step.
 
@@ -285,7 +295,7 @@ class Message:
                 parts.append(value)
             else:
                 array = np.asarray(next(leaves))
-                parts.append(str(array.item() if array.size == 1 else array))
+                parts.append(_formatted(array))
         return self.template.format(*parts)
 
 

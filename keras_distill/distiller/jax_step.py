@@ -36,7 +36,7 @@ class JaxStep(StepLogs):
 
         trainable, non_trainable, optimizer_values, metric_values = state
         x, y, sample_weight, teacher_targets = self.unpack_batch(data)
-        layout = []
+        layout, named_order = [], []
 
         def loss_fn(trainable_values):
             mapping = [
@@ -55,6 +55,7 @@ class JaxStep(StepLogs):
                 _current(s, v, old)
                 for v, old in zip(self.non_trainable_variables, non_trainable)
             ]
+            named_order[:] = list(report.logs())
             aux = (y_pred, report.logs(), fixed_y, weights, checks, step, updated)
             return scaled, aux
 
@@ -81,10 +82,15 @@ class JaxStep(StepLogs):
             (new_trainable, updated, new_optimizer, new_metrics),
             (trainable, non_trainable, optimizer_values, metric_values),
         )
+        # The values a failure reports, in the TensorFlow step's order (a
+        # dict through JAX comes back with its keys sorted).
+        names = list(named_order)
+        values = [named[name] for name in names]
         if gradient_sum is not None:
-            named = {**named, "gradients": gradient_sum}
-        logs[_GUARD] = {"ok": ok, "checks": checks, "named": named, "step": step}
-        self._jax_layouts["train"] = layout
+            names.append("gradients")
+            values.append(gradient_sum)
+        logs[_GUARD] = {"ok": ok, "checks": checks, "named": values, "step": step}
+        self._jax_layouts["train"] = (layout, names)
         return logs, new_state
 
     def test_step(self, state, data):
@@ -107,8 +113,8 @@ class JaxStep(StepLogs):
         )
         ok = ops.logical_not(_any(checks[0]))
         new_metrics = _select(ok, new_metrics, metric_values)
-        logs[_GUARD] = {"ok": ok, "checks": checks, "named": named, "step": 0}
-        self._jax_layouts["test"] = layout
+        logs[_GUARD] = {"ok": ok, "checks": checks, "named": [], "step": 0}
+        self._jax_layouts["test"] = (layout, [])
         return logs, (trainable, non_trainable, new_metrics)
 
     def _batch_losses(self, x, y, sample_weight, teacher_targets, training, step):
@@ -203,7 +209,7 @@ class JaxStep(StepLogs):
     def _failure_message(self, guard, kind):
         """The TensorFlow step's message for a failed step's outputs."""
         flags, leaves = guard["checks"]
-        layout = self._jax_layouts[kind]
+        layout, names = self._jax_layouts[kind]
         messages = []
         for failed, (message, _count), values in zip(flags, layout, leaves):
             if bool(failed):
@@ -211,7 +217,7 @@ class JaxStep(StepLogs):
         if messages:
             return " ".join(m.strip() for m in messages).strip()
         step = int(guard["step"]) + 1
-        values = {name: float(value) for name, value in guard["named"].items()}
+        values = {name: float(v) for name, v in zip(names, guard["named"])}
         return kd_checks.nonfinite_message(
             values, lambda: f"training step {step}", self._parameter_note
         )
