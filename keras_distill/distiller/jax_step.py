@@ -142,6 +142,20 @@ class JaxStep(StepLogs):
         ]
         return logs, new
 
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        # The JAX trainer builds the compiled metrics and loss symbolically
+        # from the first batch before training; a batch without labels
+        # (Hinton's transfer set) has nothing to build them with: they wait
+        # for a labelled batch, as on TensorFlow.
+        if y is None:
+            return self.get_metrics_result()
+        return super().compute_metrics(x, y, y_pred, sample_weight)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, **kwargs):
+        if y is None:  # only called to build the compiled loss (see above)
+            return ops.zeros((), "float32")
+        return super().compute_loss(x, y, y_pred, sample_weight, **kwargs)
+
     # -- The functions `fit()` calls -----------------------------------------
 
     @property
