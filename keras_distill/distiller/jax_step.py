@@ -77,7 +77,7 @@ class JaxStep(StepLogs):
             flags.append(ops.isfinite(gradient_sum))
         finite = ops.all(ops.stack(flags))
         ok = ops.logical_and(finite, ops.logical_not(_any(checks[0])))
-        new_state = _select(
+        new_state = self._guarded(
             ok,
             (new_trainable, updated, new_optimizer, new_metrics),
             (trainable, non_trainable, optimizer_values, metric_values),
@@ -92,6 +92,10 @@ class JaxStep(StepLogs):
         logs[_GUARD] = {"ok": ok, "checks": checks, "named": values, "step": step}
         self._jax_layouts["train"] = (layout, names)
         return logs, new_state
+
+    def _guarded(self, ok, new, old):
+        """The guard: the step's new state where `ok`, else the old one."""
+        return _select(ok, new, old)
 
     def test_step(self, state, data):
         trainable, non_trainable, metric_values = state
@@ -147,6 +151,10 @@ class JaxStep(StepLogs):
         # from the first batch before training; a batch without labels
         # (Hinton's transfer set) has nothing to build them with: they wait
         # for a labelled batch, as on TensorFlow.
+        # Keras's unpacking reads a batch's precomputed teacher outputs (a
+        # dict, see `targets`) as its sample weights.
+        if isinstance(sample_weight, dict):
+            sample_weight = None
         if y is None:
             return self.get_metrics_result()
         return super().compute_metrics(x, y, y_pred, sample_weight)
@@ -154,6 +162,8 @@ class JaxStep(StepLogs):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, **kwargs):
         if y is None:  # only called to build the compiled loss (see above)
             return ops.zeros((), "float32")
+        if isinstance(sample_weight, dict):  # teacher outputs (see above)
+            sample_weight = None
         return super().compute_loss(x, y, y_pred, sample_weight, **kwargs)
 
     # -- The functions `fit()` calls -----------------------------------------
