@@ -292,3 +292,28 @@ def test_tf_distribute_fails_with_one_clear_error(data, teacher):
     with pytest.raises(ValueError, match=r"steps_per_execution=2"):
         distiller.compile(optimizer="adam", steps_per_execution=2)
         distiller.fit(x, y, epochs=1, verbose=0)
+
+
+def test_hints_and_the_streamed_curriculum_train(data, teacher):
+    import tensorflow as tf
+
+    x, y, _, _ = data
+    keras.utils.set_random_seed(1)
+    student = kd.models.student_mlp(hidden=8)
+    hint = kd.hints.Hint(teacher_layer="dense", student_layer=student.layers[1].name)
+    distiller = kd.Distiller(student=student, teacher=teacher, hints=[hint])
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-2))
+    history = distiller.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    assert history.history["hint_loss"][-1] < history.history["hint_loss"][0]
+    source = tf.data.Dataset.from_tensor_slices((x, y))
+    curriculum = kd.curriculum.StreamingCurriculum.from_teacher(
+        teacher, source, verbose=0
+    )
+    pacing = kd.curriculum.pacing("linear", 0.3, 2)
+    history = distiller.fit(
+        curriculum.dataset(batch_size=32),
+        epochs=2,
+        verbose=0,
+        callbacks=[kd.callbacks.CurriculumScheduler(curriculum, pacing)],
+    )
+    assert history.history["curriculum_examples"][0] < len(x)
