@@ -113,4 +113,9 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import docblocks
+
+    # `--docs` also writes the report into docs/backends.md's block.
+    with docblocks.report("docs/backends.md", "backend-quickstart"):
+        main()

@@ -495,7 +495,11 @@ if __name__ == "__main__":
                 "--backend must be jax (TensorFlow alone is the default run). "
                 f"Received: --backend {backend}"
             )
-        both_backends()
+        import docblocks
+
+        # `--docs` also writes the report into docs/backends.md's block.
+        with docblocks.report("docs/backends.md", "backend-steps"):
+            both_backends()
         sys.exit(0)
     import docblocks
 
