@@ -175,11 +175,44 @@ def _input_spec(student, input_signature, input_name):
     return tf.TensorSpec((None, *spec.shape[1:]), spec.dtype, name=name)
 
 
-def _serving_fn(student, student_outputs):
+def _add_serving_endpoint(archive, student, student_outputs, spec):
+    """Adds `serving_default`, the same signature on every backend.
+
+    On TensorFlow the student runs in the serving function itself. On JAX
+    it is converted to TensorFlow (jax2tf, as `ExportArchive` does) and
+    the serving function computes the same outputs from its logits in
+    TensorFlow (so `classes` is int64 there too, which JAX computes only
+    with 64-bit mode on).
+    """
+    import tensorflow as tf
+
+    if keras.backend.backend() == "tensorflow":
+        serve = _serving_fn(student, student_outputs)
+        archive.add_endpoint(SIGNATURE_NAME, serve, input_signature=[spec])
+        return
+    from keras_distill import _compat
+
+    def outputs(inputs):
+        return keras.ops.cast(student(inputs, training=False), "float32")
+
+    converted = _compat.jax_endpoint(archive, "student_outputs", outputs, [spec])
+    serve = tf.function(
+        _serving_fn(converted, student_outputs, call=lambda f, x: f(x)),
+        input_signature=[spec],
+        autograph=False,
+    )
+    serve.get_concrete_function()
+    archive.add_endpoint(SIGNATURE_NAME, serve)
+
+
+def _serving_fn(student, student_outputs, call=None):
     import tensorflow as tf
 
     def serve(inputs):
-        outputs = student(inputs, training=False)
+        if call is None:
+            outputs = student(inputs, training=False)
+        else:
+            outputs = call(student, inputs)
         outputs = tf.cast(outputs, tf.float32)
         result = {}
         if student_outputs == "logits":
@@ -199,9 +232,14 @@ GREEDY_SIGNATURE = "greedy"
 
 
 def _greedy_spec(student, spec):
-    """The greedy signature's inputs for a fixed-length token LM, else None."""
+    """The greedy signature's inputs for a fixed-length token LM, else None.
+
+    TensorFlow backend only: the loop is a `tf.while_loop` calling the model.
+    """
     import tensorflow as tf
 
+    if keras.backend.backend() != "tensorflow":
+        return None
     shape = tuple(student.output_shape) if hasattr(student, "output_shape") else ()
     if (
         spec.dtype.is_integer
@@ -538,11 +576,7 @@ def export_student(
     try:
         archive = keras.export.ExportArchive()
         archive.track(student)
-        archive.add_endpoint(
-            SIGNATURE_NAME,
-            _serving_fn(student, student_outputs),
-            input_signature=[spec],
-        )
+        _add_serving_endpoint(archive, student, student_outputs, spec)
         greedy = _greedy_spec(student, spec)
         if greedy is not None:
             from keras_distill import decoding

@@ -8,6 +8,7 @@ from keras import ops
 
 from keras_distill import _compat
 from keras_distill import targets as kd_targets
+from keras_distill.distiller.backends import check_no_tf_strategy
 from keras_distill.distiller.batch_checks import bool_labels_message
 from keras_distill.distiller.wiring import (
     _check_declared_values,
@@ -30,6 +31,7 @@ class FitChecks:
             return self._checked_fit(x, y, *args, **kwargs)
 
     def _checked_fit(self, x, y, *args, **kwargs):
+        check_no_tf_strategy("fit")
         self._warn_if_checks_off("fit")
         _check_fit_counts(args, kwargs)
         _check_not_empty(x, "training data")
@@ -80,6 +82,7 @@ class FitChecks:
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         with self._readable_errors(lambda: "an evaluation batch"):
+            check_no_tf_strategy("evaluate")
             self._warn_if_checks_off("evaluate")
             _check_not_empty(x, "evaluation data")
             _check_whole_inputs(self.student, x, "evaluation data")

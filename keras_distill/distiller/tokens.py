@@ -245,7 +245,7 @@ def term_losses(
             lambda t, s, y: _sparse_ce(y, s, hard_label_loss["from_logits"])
         )
     fused = [not term.weights for term in terms] + [hard_label_loss is not None]
-    chunk = chunk_size(student.shape[-1])
+    chunk = chunk_size(student.shape[-1]) if _chunks_here() else 0
     values = [None] * len(functions)
     together = [i for i, f in enumerate(fused) if f and chunk]
     if together:
@@ -267,6 +267,17 @@ def term_losses(
     if hard_label_loss is None:
         return losses, None
     return losses[:-1], losses[-1]
+
+
+def _chunks_here() -> bool:
+    """Whether large vocabularies go through `chunked_values` (TensorFlow only).
+
+    Another backend (JAX) computes every token at once: the same values,
+    with `(tokens, vocab)` temporaries for the whole batch.
+    """
+    import keras
+
+    return keras.backend.backend() == "tensorflow"
 
 
 def _sparse_ce(labels, logits, from_logits):
