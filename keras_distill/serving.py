@@ -316,6 +316,15 @@ def quantize_int8(
     representative = _inputs(representative_inputs, "representative_inputs")
     calibration_examples = _whole(calibration_examples, "calibration_examples")
     representative = representative[:calibration_examples].astype("float32")
+    bad = ~np.isfinite(representative)
+    if bad.any():
+        # The calibrator would take the NaN into the int8 ranges, without a word.
+        index = np.unravel_index(int(np.argmax(bad)), representative.shape)
+        raise ValueError(
+            "`representative_inputs` must be finite: the int8 ranges are "
+            f"calibrated on them. Example {index[0]} holds "
+            f"{representative[index]} at index {tuple(int(i) for i in index[1:])}."
+        )
     output_path = os.fspath(
         output_path or saved_model_path.rstrip(os.sep) + "_int8.tflite"
     )

@@ -170,11 +170,13 @@ def _train(cfg, out, mode, verbose):
                 shuffle=False,  # the input pipeline shuffles itself
             )
             _save_atomically(teacher, teacher_path)
-    if teacher.optimizer is None:
+    _check_takes_data("teacher", teacher, splits, cfg["data"])
+    if getattr(teacher, "optimizer", None) is None:  # a file saved uncompiled
         _compile(teacher, cfg["teacher"]["learning_rate"])
     teacher_val = teacher.evaluate(splits.val, verbose=0, return_dict=True)
     keras.utils.set_random_seed(cfg["seed"] + 1)
     student, _ = _model(cfg["student"], "student", splits)
+    _check_takes_data("student", student, splits, cfg["data"])
     terms = kd_config.build_terms(cfg["distill"]["loss"], cfg.get("_source", ""))
     distiller = Distiller(
         student,
@@ -497,8 +499,8 @@ def _check_takes_data(name, model, splits, source):
     ):
         raise ValueError(
             f"The {name} ({model.name}) takes inputs of shape {expected}, but the "
-            f"data {source!r} has examples of shape {given}. Pass the data it was "
-            "trained on (--data)."
+            f"data {source!r} has examples of shape {given}. Pass data of the "
+            "shape it takes (`data:` in a config, `--data` to evaluate)."
         )
 
 

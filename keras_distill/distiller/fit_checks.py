@@ -32,6 +32,14 @@ class FitChecks:
     def _checked_fit(self, x, y, *args, **kwargs):
         self._warn_if_checks_off("fit")
         _check_fit_counts(args, kwargs)
+        steps = args[10] if len(args) > 10 else kwargs.get("steps_per_epoch")
+        _check_finite_dataset(x, steps, "training data", "steps_per_epoch")
+        _check_finite_dataset(
+            kwargs.get("validation_data"),
+            kwargs.get("validation_steps"),
+            "validation_data",
+            "validation_steps",
+        )
         _check_not_empty(x, "training data")
         _check_whole_inputs(self.student, x, "training data")
         self._check_precomputed_teacher(x)
@@ -81,6 +89,8 @@ class FitChecks:
     def evaluate(self, x=None, y=None, *args, **kwargs):
         with self._readable_errors(lambda: "an evaluation batch"):
             self._warn_if_checks_off("evaluate")
+            steps = args[3] if len(args) > 3 else kwargs.get("steps")
+            _check_finite_dataset(x, steps, "evaluation data", "steps")
             _check_not_empty(x, "evaluation data")
             _check_whole_inputs(self.student, x, "evaluation data")
             self._check_precomputed_teacher(x)
@@ -88,6 +98,11 @@ class FitChecks:
             self._check_output_kinds(x)
             with _producers_errors(x):
                 return super().evaluate(x, y, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        steps = args[2] if len(args) > 2 else kwargs.get("steps")
+        _check_finite_dataset(x, steps, "prediction data", "steps")
+        return super().predict(x, *args, **kwargs)
 
     def train_on_batch(self, x, y=None, *args, **kwargs):
         with self._readable_errors(self._training_step_name):
@@ -291,6 +306,23 @@ def _check_whole_inputs(model, x, where):
         )
 
 
+def _check_finite_dataset(x, steps, where, steps_name):
+    """Raises if `x` is an endless `tf.data.Dataset` and no step count ends it.
+
+    Keras would read it for ever (its first epoch never ends), without a word.
+    """
+    import tensorflow as tf
+
+    if steps is not None or not isinstance(x, tf.data.Dataset):
+        return
+    if int(x.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
+        raise ValueError(
+            f"The {where} is an endless `tf.data.Dataset` (e.g. `.repeat()` "
+            f"without a count), so it would never end. Pass `{steps_name}=` "
+            f"(batches to read), or repeat a set number of times. Received: {x!r}"
+        )
+
+
 def _check_not_empty(x, where):
     """Raises if `x` holds no examples (arrays) or no batches (a known-size Dataset)."""
     import tensorflow as tf
@@ -318,6 +350,18 @@ def _check_class_weight(class_weight, num_classes):
                 f"`class_weight` names class {key!r}, but the student has "
                 f"{num_classes} classes (0 to {num_classes - 1}). Give weights "
                 f"only for integer classes in [0, {num_classes}). Received: "
+                f"class_weight={class_weight!r}"
+            )
+        value = class_weight[key]
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = float("nan")
+        if isinstance(value, bool) or not np.isfinite(number) or number < 0:
+            # Was refused only in the step, as a `sample_weight` the user never gave.
+            raise ValueError(
+                f"`class_weight` gives class {key!r} the weight {value!r}; class "
+                "weights must be finite numbers >= 0. Received: "
                 f"class_weight={class_weight!r}"
             )
 
