@@ -139,3 +139,79 @@ def test_int8_calibration_refuses_non_finite_inputs(tmp_path):
         ValueError, match=r"finite.*Example 5 holds nan at index \(2,\)"
     ):
         kd.serving.quantize_int8(exported.path, inputs)
+
+
+# -- p5b-6: a 2-output student with a 1-output teacher: a rank error about tokens --
+
+
+def test_a_two_output_student_with_a_one_output_teacher_is_refused():
+    inputs = keras.Input((8,))
+    student = keras.Model(
+        inputs, [keras.layers.Dense(10)(inputs), keras.layers.Dense(10)(inputs)]
+    )
+    teacher = _model()
+    teacher(X[:1])
+    with pytest.raises(ValueError, match=r"student .* has 2 outputs.*teacher .* has 1"):
+        kd.Distiller(student, teacher)
+
+
+# -- p5b-7: evaluate with every sample weight 0 reported losses of 0 ------------
+
+
+def test_evaluate_with_every_sample_weight_zero_warns():
+    distiller = _distiller()
+    with pytest.warns(
+        UserWarning, match=r"Every `sample_weight` is 0.*measure nothing"
+    ):
+        distiller.evaluate(X, Y, sample_weight=np.zeros(32), verbose=0)
+
+
+# -- p5b-8: GroupedTeacher refused NumPy class ids as classes it lacks ------------
+
+
+def test_grouped_teacher_takes_numpy_class_ids_and_refuses_bools():
+    teacher = _model()
+    teacher(X[:1])
+    grouped = kd.transfer.GroupedTeacher(
+        teacher, [list(np.arange(0, 10, 2)), list(np.arange(1, 10, 2))]
+    )
+    assert grouped.groups == [[0, 2, 4, 6, 8], [1, 3, 5, 7, 9]]
+    with pytest.raises(ValueError, match=r"references source classes \[True\]"):
+        kd.transfer.GroupedTeacher(teacher, [[0, True], [2, 3]])
+    with pytest.raises(ValueError, match=r"`groups` must be a list of lists"):
+        kd.transfer.GroupedTeacher(teacher, "even,odd")
+
+
+# -- p5b-9: TeacherCache.build(rows_per_shard=0) wrote empty shards for ever -------
+
+
+@pytest.mark.parametrize("name", ["rows_per_shard", "batch_size"])
+@pytest.mark.parametrize("value", [0, -1, 2.5, True])
+def test_cache_build_counts_are_whole_numbers(tmp_path, name, value):
+    teacher = _model()
+    teacher(X[:1])
+    with pytest.raises(ValueError, match=rf"`{name}` must be a whole number >= 1"):
+        kd.cache.TeacherCache.build(
+            teacher, X, str(tmp_path / "c"), verbose=0, **{name: value}
+        )
+    assert not (tmp_path / "c").exists()
+
+
+# -- p5b-10: a build_student without `hp`: Python's "takes 0 positional arguments" --
+
+
+def test_tune_names_a_student_builder_without_hp(tmp_path):
+    pytest.importorskip("keras_tuner")
+    teacher = _model()
+    teacher(X[:1])
+    with pytest.raises(TypeError, match=r"`build_student` must take one argument.*hp"):
+        kd.tune(
+            teacher,
+            lambda: _model(),
+            (X, Y),
+            (X, Y),
+            max_trials=1,
+            epochs=1,
+            directory=str(tmp_path),
+            verbose=0,
+        )

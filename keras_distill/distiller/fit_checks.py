@@ -96,6 +96,9 @@ class FitChecks:
             self._check_precomputed_teacher(x)
             self._check_labels(x, y, "evaluation data")
             self._check_output_kinds(x)
+            # A weight of 0 everywhere gives losses of a made-up 0.
+            positional = args[2] if len(args) > 2 else None
+            _warn_if_no_weight(kwargs.get("sample_weight", positional), "evaluate")
             with _producers_errors(x):
                 return super().evaluate(x, y, *args, **kwargs)
 
@@ -366,8 +369,8 @@ def _check_class_weight(class_weight, num_classes):
             )
 
 
-def _warn_if_no_weight(sample_weight):
-    """Warns once (per call) when every sample weight is 0: nothing would train."""
+def _warn_if_no_weight(sample_weight, call="fit"):
+    """Warns once (per call) when every sample weight is 0: nothing would count."""
     if sample_weight is None or isinstance(sample_weight, dict):
         return
     try:
@@ -377,10 +380,15 @@ def _warn_if_no_weight(sample_weight):
     if values.size and not np.any(values):
         import warnings
 
+        effect = (
+            "training changes nothing. Give the examples to learn from a weight > 0."
+            if call == "fit"
+            else "the losses reported (0) measure nothing. Give the examples to "
+            "evaluate a weight > 0."
+        )
         warnings.warn(
             f"Every `sample_weight` is 0 ({values.size} weights), so every loss "
-            "is 0 and training changes nothing. Give the examples to learn from a "
-            "weight > 0.",
+            f"is 0 and {effect}",
             UserWarning,
             stacklevel=3,
         )
