@@ -215,3 +215,112 @@ def test_tune_names_a_student_builder_without_hp(tmp_path):
             directory=str(tmp_path),
             verbose=0,
         )
+
+
+# -- p5b-11: weights of another student architecture: Keras's variable counts ----
+
+
+def test_weights_of_another_architecture_are_named(tmp_path):
+    distiller = _distiller()
+    distiller.fit(X, Y, epochs=1, verbose=0)
+    path = str(tmp_path / "w.weights.h5")
+    distiller.save_weights(path)
+    teacher = _model()
+    teacher(X[:1])
+    student = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(4), keras.layers.Dense(10)]
+    )
+    other = kd.Distiller(student, teacher)
+    other.compile(optimizer="adam")
+    other.fit(X, Y, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"w\.weights\.h5' do not fit this distiller"):
+        other.load_weights(path)
+
+
+# -- p5b-12: image folders: an empty class folder, a split missing a class --------
+
+
+def _images(root, classes, n=4):
+    from PIL import Image
+
+    for name in classes:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            pixels = RNG.integers(0, 255, size=(8, 8, 3)).astype("uint8")
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+
+
+def test_an_empty_class_folder_is_refused(tmp_path):
+    _images(tmp_path, ["a", "b"], n=6)
+    (tmp_path / "c").mkdir()
+    # Was a 3-class dataset, class 'c' without a single example.
+    with pytest.raises(ValueError, match=r"class folder .*/c' holds no images"):
+        kd.data.load_image_folder(tmp_path, image_size=(8, 8))
+
+
+def test_a_split_missing_a_class_is_refused(tmp_path):
+    _images(tmp_path / "train", ["a", "b", "c"])
+    _images(tmp_path / "val", ["a", "c"])
+    # Was silent: Keras numbered val's 'c' as 1, the label of 'b'.
+    with pytest.raises(ValueError, match=r"val' has the classes \['a', 'c'\]"):
+        kd.data.load_image_folder(tmp_path, image_size=(8, 8))
+    _images(tmp_path / "val", ["b"])
+    splits = kd.data.load_image_folder(tmp_path, image_size=(8, 8))
+    assert splits.num_classes == 3
+
+
+# -- p5b-13: string labels ended in optree's "Invalid dtype: str352" --------------
+
+
+def test_string_labels_are_named():
+    distiller = _distiller()
+    with pytest.raises(ValueError, match=r"labels of the training data are <U\d+ .*'"):
+        distiller.fit(X, Y.astype(str), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"not numbers"):
+        distiller.evaluate(X, Y.astype(str), verbose=0)
+
+
+# -- p5b-14: a manifest whose counts were edited was accepted ---------------------
+
+
+@pytest.mark.parametrize("key, value", [("num_classes", 11), ("num_examples", 31)])
+def test_a_manifest_with_edited_counts_is_corrupt(tmp_path, key, value):
+    import json
+
+    teacher = _model()
+    teacher(X[:1])
+    directory = tmp_path / "c"
+    kd.cache.TeacherCache.build(teacher, X, str(directory), verbose=0)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest[key] = value
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(kd.cache.CacheCorruptError, match=rf"corrupt.*{value}"):
+        kd.cache.TeacherCache(str(directory))
+
+
+# -- p5b-15: npz: a test/val label the training labels never reach ---------------
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_an_npz_label_beyond_the_training_classes_is_refused(tmp_path, split):
+    path = tmp_path / "d.npz"
+    x = RNG.random((40, 4, 4)).astype("float32")
+    y = np.arange(40) % 10
+    other = y.copy()
+    other[3] = 12
+    np.savez(path, x_train=x, y_train=y, **{f"x_{split}": x, f"y_{split}": other})
+    # Was: a test label failed only after training; a val label added classes.
+    with pytest.raises(ValueError, match=rf"`y_{split}` holds the label 12.*0\.\.9"):
+        kd.data.load(f"npz:{path}")
+
+
+# -- p5b-16: a frozen student: "not enough values to unpack (expected 2, got 0)" --
+
+
+def test_a_frozen_student_is_named():
+    distiller = _distiller()
+    distiller.student.trainable = False
+    with pytest.raises(ValueError, match=r"no trainable weights.*trainable = True"):
+        distiller.fit(X, Y, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"no trainable weights"):
+        distiller.train_on_batch(X, Y)

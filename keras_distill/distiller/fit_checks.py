@@ -32,6 +32,7 @@ class FitChecks:
     def _checked_fit(self, x, y, *args, **kwargs):
         self._warn_if_checks_off("fit")
         _check_fit_counts(args, kwargs)
+        self._check_something_trains()
         steps = args[10] if len(args) > 10 else kwargs.get("steps_per_epoch")
         _check_finite_dataset(x, steps, "training data", "steps_per_epoch")
         _check_finite_dataset(
@@ -109,6 +110,7 @@ class FitChecks:
 
     def train_on_batch(self, x, y=None, *args, **kwargs):
         with self._readable_errors(self._training_step_name):
+            self._check_something_trains()
             self._check_output_kinds_once(x)
             self._check_labels(x, y, "batch")
             self._check_labels_given(x, y)
@@ -121,6 +123,21 @@ class FitChecks:
             self._check_output_kinds_once(x)
             self._check_labels(x, y, "batch")
             return super().test_on_batch(x, y, *args, **kwargs)
+
+    def _check_something_trains(self):
+        """Raises if nothing would train (a frozen student, built).
+
+        The step ended in Python's "not enough values to unpack (expected 2,
+        got 0)".
+        """
+        if self.student.built and not self.student.trainable_weights:
+            if not any(v.trainable for v in self.variables):
+                raise ValueError(
+                    f"The student ({self.student.name}) has no trainable weights "
+                    f"(student.trainable={self.student.trainable}), so training "
+                    "would change nothing. Set `student.trainable = True` (or "
+                    "unfreeze the layers to train) before `fit()`."
+                )
 
     def _check_output_kinds_once(self, x):
         """`_check_output_kinds` on the first batch given to `*_on_batch` only.
@@ -197,6 +214,13 @@ class FitChecks:
         if labels is None:
             return
         labels = np.asarray(labels)
+        if labels.dtype.kind in "USO":  # Keras: "Invalid dtype: str352"
+            raise ValueError(
+                f"The labels of the {where} are {labels.dtype} values (e.g. "
+                f"{labels.reshape(-1)[:1].tolist()}), not numbers. Pass integer "
+                f"class ids in [0, {num_classes}) (e.g. map each class name to "
+                "its index)."
+            )
         if labels.dtype == bool and self._sparse_loss() is not None:
             raise ValueError(bool_labels_message(where, num_classes))
         is_sparse = labels.ndim <= 1 or (labels.ndim == 2 and labels.shape[-1] == 1)
