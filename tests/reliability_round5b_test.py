@@ -324,3 +324,28 @@ def test_a_frozen_student_is_named():
         distiller.fit(X, Y, epochs=1, verbose=0)
     with pytest.raises(ValueError, match=r"no trainable weights"):
         distiller.train_on_batch(X, Y)
+
+
+# -- p5b-17: export with an input_signature of another shape: Keras's layer error --
+
+
+def test_export_names_an_input_signature_of_another_shape(tmp_path):
+    student = _model()
+    student(X[:1])
+    signature = tf.TensorSpec((None, 7), tf.float32)
+    with pytest.raises(
+        ValueError, match=r"`input_signature` has examples of shape \(7,\)"
+    ):
+        kd.export_student(
+            student, str(tmp_path / "s"), input_signature=signature, verbose=False
+        )
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
+
+
+def test_int8_calibration_names_inputs_of_another_shape(tmp_path):
+    student = _model()
+    student(X[:1])
+    exported = kd.export_student(student, str(tmp_path / "s"), verbose=False)
+    # Was the converter's "Attempting to resize dimension 1 of tensor 0".
+    with pytest.raises(ValueError, match=r"shape \(7,\), but the SavedModel .* \(8,\)"):
+        kd.serving.quantize_int8(exported.path, np.zeros((10, 7), "float32"))
