@@ -92,12 +92,21 @@ def test_a_teacher_file_of_another_input_shape_is_named(tmp_path):
         runs.train(_config(tmp_path, path), verbose=0)
 
 
-def test_an_uncompiled_teacher_file_trains(tmp_path):
+def test_an_uncompiled_teacher_file_trains_and_an_untrained_one_is_refused(tmp_path):
     pytest.importorskip("yaml")
     from keras_distill.app import runs
 
     path = tmp_path / "teacher.keras"
-    _uncompiled_teacher((8, 8, 1)).save(path)
+    untrained = _uncompiled_teacher((8, 8, 1))
+    untrained.save(path)
+    with pytest.raises(ValueError, match=r"about chance for 10 classes.*untrained"):
+        runs.train(_config(tmp_path, path), verbose=0)
+    digits = kd.data.load_digits()
+    untrained.compile(
+        "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    untrained.fit(*digits["train"], epochs=20, verbose=0)
+    keras.Sequential(untrained.layers).save(path)  # saved uncompiled again
     runs.train(_config(tmp_path, path), verbose=0)
     assert (tmp_path / "run" / "student.keras").is_file()
 
@@ -349,3 +358,17 @@ def test_int8_calibration_names_inputs_of_another_shape(tmp_path):
     # Was the converter's "Attempting to resize dimension 1 of tensor 0".
     with pytest.raises(ValueError, match=r"shape \(7,\), but the SavedModel .* \(8,\)"):
         kd.serving.quantize_int8(exported.path, np.zeros((10, 7), "float32"))
+
+
+def test_a_teacher_file_of_another_class_count_is_named(tmp_path):
+    pytest.importorskip("yaml")
+    from keras_distill.app import runs
+
+    teacher = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(5)]
+    )
+    path = tmp_path / "teacher.keras"
+    teacher.save(path)
+    # Was the sparse cross-entropy kernel's error in the teacher's evaluation.
+    with pytest.raises(ValueError, match=r"teacher .* outputs 5 classes.*has 10"):
+        runs.train(_config(tmp_path, path), verbose=0)
