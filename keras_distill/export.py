@@ -147,6 +147,20 @@ def _input_spec(student, input_signature, input_name):
                 "`input_signature` must be a `tf.TensorSpec` (or a list of one). "
                 f"Received: {input_signature!r}"
             )
+        inputs = getattr(student, "inputs", None) or []
+        if len(inputs) == 1:
+            # Keras's "Exception encountered when calling Sequential.call()"
+            # named a layer, not the signature.
+            takes = tuple(inputs[0].shape[1:])
+            given = tuple(spec.shape[1:])
+            if len(takes) != len(given) or any(
+                t is not None and g is not None and t != g for t, g in zip(takes, given)
+            ):
+                raise ValueError(
+                    f"`input_signature` has examples of shape {given}, but student "
+                    f"'{student.name}' takes {takes}. Pass "
+                    f"`tf.TensorSpec((None, *{takes}), dtype)` or leave it out."
+                )
     else:
         inputs = getattr(student, "inputs", None)
         if not inputs:

@@ -95,6 +95,16 @@ def build(
         raise ValueError(
             f"`dtype` must be 'float16' or 'float32'. Received: dtype={dtype!r}"
         )
+    for name, value in (("rows_per_shard", rows_per_shard), ("batch_size", batch_size)):
+        # `rows_per_shard=0` opened empty shards for ever (a hang).
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | np.integer)
+            or value < 1
+        ):
+            raise ValueError(
+                f"`{name}` must be a whole number >= 1. Received: {name}={value!r}"
+            )
     num_classes = teacher.output_shape[-1] if hasattr(teacher, "output_shape") else None
     if hasattr(teacher, "output_shape"):
         _check_one_distribution_per_example(teacher.output_shape)

@@ -187,6 +187,16 @@ def npz_arrays(path, val_fraction=0.1, seed=0):
                 f"but `x_train`'s have {x.shape[1:]}; every split must hold "
                 "inputs of one shape."
             )
+        if split is not None and len(split[1]) and len(y) and split[1].max() > y.max():
+            # The class count is read from the training labels: a larger
+            # label is a class the student never trains on (a test label
+            # failed only after training; a val label added a class).
+            raise ValueError(
+                f"{path!r}: `y_{name}` holds the label {int(split[1].max())}, but "
+                f"`y_train`'s labels are 0..{int(y.max())}, so the student would "
+                "have no training example of it. Give every class training "
+                "examples, or drop those examples."
+            )
     return {"train": (x, y), "val": val, "test": test}
 
 
@@ -281,6 +291,27 @@ def _check_image_folder(directory):
                 )
 
 
+def _class_folders(directory):
+    """The class sub-folders of one split folder, refusing one without images.
+
+    Keras makes every sub-folder a class: an empty one (or a stray
+    `.ipynb_checkpoints`) became a class the student learns to never predict.
+    """
+    names = sorted(
+        name
+        for name in os.listdir(directory)
+        if os.path.isdir(os.path.join(directory, name))
+    )
+    for name in names:
+        if not _count_images(os.path.join(directory, name)):
+            raise ValueError(
+                f"The class folder {os.path.join(directory, name)!r} holds no "
+                f"images ({', '.join(sorted(_IMAGE_SIGNATURES))}), so it would be "
+                "a class without examples. Add its images or remove the folder."
+            )
+    return names
+
+
 def load_image_folder(
     directory, batch_size=64, image_size=(64, 64), val_fraction=0.1, seed=0
 ):
@@ -311,12 +342,25 @@ def load_image_folder(
         )
 
     if os.path.isdir(os.path.join(directory, "train")):
+        classes = _class_folders(os.path.join(directory, "train"))
+        for split in ("val", "test"):
+            split_dir = os.path.join(directory, split)
+            if os.path.isdir(split_dir) and _class_folders(split_dir) != classes:
+                # Keras numbers each split's folders alone: a missing class
+                # would shift the labels of the classes after it.
+                raise ValueError(
+                    f"{split_dir!r} has the classes {_class_folders(split_dir)}, "
+                    f"but 'train' has {classes}; every split needs the same class "
+                    "folders (an empty one is refused too), or its labels "
+                    "would name other classes."
+                )
         train = folder(os.path.join(directory, "train"))
         val_dir = os.path.join(directory, "val")
         val = folder(val_dir, shuffle=False) if os.path.isdir(val_dir) else None
         test_dir = os.path.join(directory, "test")
         test = folder(test_dir, shuffle=False) if os.path.isdir(test_dir) else None
     else:
+        _class_folders(directory)
         try:
             train = folder(directory, validation_split=val_fraction, subset="training")
             val = folder(directory, validation_split=val_fraction, subset="validation")

@@ -30,6 +30,7 @@ from keras_distill.distiller.wiring import (
     _output_count,
     _Untracked,
     check_models,
+    check_output_counts,
     check_output_shapes,
 )
 from keras_distill.terms import common as kd_losses
@@ -186,6 +187,8 @@ class Distiller(
             )
         outputs = _output_count(student)
         per_output = outputs > 1 and all(_output_count(t) == outputs for t in teachers)
+        if type(self).soft_predictions is Objective.soft_predictions:
+            check_output_counts(student, teachers)
         if per_output:
             if len(teachers) > 1:
                 raise ValueError(
