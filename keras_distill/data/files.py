@@ -228,6 +228,28 @@ _IMAGE_SIGNATURES = {
 }
 
 
+# How much of a file's end `_complete` reads.
+_TAIL_BYTES = 1024
+
+
+def _complete(kind, head, tail, size):
+    """Whether an image file ends as its format ends (not truncated).
+
+    PNG ends with its `IEND` chunk, JPEG with the end-of-image marker (some
+    writers add a few bytes after it, so the last KiB is searched), GIF with
+    its `;` trailer; a BMP is at least the size its header gives.
+    """
+    if kind == "PNG":
+        return tail.endswith(b"IEND\xaeB`\x82")
+    if kind in ("JPG", "JPEG"):
+        return b"\xff\xd9" in tail
+    if kind == "GIF":
+        return tail.rstrip(b"\x00").endswith(b";")
+    if kind == "BMP" and len(head) >= 6:
+        return size >= int.from_bytes(head[2:6], "little")
+    return True
+
+
 def _count_images(directory):
     """The image files Keras reads under `directory` (its extensions)."""
     return sum(
@@ -281,13 +303,24 @@ def _check_image_folder(directory):
             try:
                 with open(path, "rb") as f:
                     head = f.read(8)
+                    size = f.seek(0, os.SEEK_END)
+                    f.seek(max(0, size - _TAIL_BYTES))
+                    tail = f.read()
             except OSError as error:
                 raise OSError(f"Cannot read image file {path!r}: {error}") from None
+            kind = os.path.splitext(name)[1][1:].upper()
             if not head.startswith(signatures):
                 raise ValueError(
-                    f"{path!r} is not a {os.path.splitext(name)[1][1:].upper()} "
-                    f"image (its first bytes are {head!r}); the image loader would "
-                    "fail on it mid-training. Remove or replace the file."
+                    f"{path!r} is not a {kind} image (its first bytes are "
+                    f"{head!r}); the image loader would fail on it mid-training. "
+                    "Remove or replace the file."
+                )
+            if not _complete(kind, head, tail, size):
+                raise ValueError(
+                    f"{path!r} is a {kind} image cut short ({size} bytes, without "
+                    "the end its format writes): decoders fill the missing part "
+                    "with grey or fail mid-training. Replace the file with a whole "
+                    "copy, or remove it."
                 )
 
 
