@@ -76,6 +76,14 @@ class _SkewTerm(DistillationTerm):
     def __init__(self, skew=0.1, name=None, **kwargs):
         super().__init__(name=name, **kwargs)
         self.skew = kd_params.Param("skew", 0.1, 0.0, 1.0).check(skew)
+        if self.skew == 1.0:
+            # The mixture is then the first distribution itself: KL 0 for any
+            # student, so the term would teach nothing without a word.
+            raise ValueError(
+                f"`skew` must be in [0, 1) for a {self.default_name} term: at 1 the "
+                "divergence is 0 for every student (nothing is distilled). The "
+                "paper uses 0.1. Received: skew=1.0"
+            )
 
     def call(self, teacher, student, labels=None, temperature=None):
         temperature = 1.0 if temperature is None else temperature
