@@ -26,7 +26,8 @@ before the first step), 3 steps. Time: floor, KD and reverse KL alternate
 in one process, `STEPS` (20) steps each after warm-up, median per step.
 The machine may be shared: memory ratios are robust, time ratios less so.
 
-Run: `.venv/bin/python benchmarks/lm_cost.py` (about 6 minutes on 2 cores).
+Run: `.venv/bin/python benchmarks/lm_cost.py` (about 6 minutes on 2 cores);
+with `--docs`, it also writes its table into docs/performance.md.
 """
 
 import json
@@ -173,7 +174,7 @@ def main():
         peaks = {mode: memory(mode, b, seq, vocab) for mode in MODES}
         seconds = timing(b, seq, vocab)
         rows.append((b, seq, vocab, peaks, seconds))
-        print(f"done {b}x{seq}x{vocab}", flush=True)
+        print(f"done {b}x{seq}x{vocab}", file=sys.stderr, flush=True)
     print(
         "\nOne token-level distillation step against the floor (student train step "
         f"+ teacher forward), {os.cpu_count()} CPU cores; memory: peak RSS growth "
@@ -204,4 +205,8 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--memory":
         run_memory(sys.argv[2], *map(int, sys.argv[3:6]))
     else:
-        main()
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import docblocks
+
+        with docblocks.report("docs/performance.md", "lm-cost"):
+            main()

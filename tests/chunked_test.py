@@ -159,3 +159,30 @@ def test_chunked_fit_steps_match_the_unchunked_ones(term, monkeypatch):
         weights.append(student.get_weights())
     for a, b in zip(*weights):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_the_general_pass_computes_a_declared_cross_entropy_in_closed_form():
+    rng = np.random.default_rng(6)
+    teacher = tf.constant(rng.normal(size=(23, 17)) * 3, "float32")
+    student = tf.constant(rng.normal(size=(23, 17)) * 3, "float32")
+    labels = tf.constant(rng.integers(0, 17, 23))
+    weights = tf.constant(rng.random((2, 23)), "float32")
+    reverse = kd.terms.make("reverse_kl")
+    cross_entropy = tokens._SparseCrossEntropy(from_logits=True)
+    assert cross_entropy.closed_form == "cross_entropy"
+    assert tokens._SparseCrossEntropy(from_logits=False).closed_form is None
+    results = []
+    for chunk in (None, 5):
+        with tf.GradientTape() as tape:
+            tape.watch(student)
+            functions = [lambda t, s, y: reverse.compute(t, s, y), cross_entropy]
+            if chunk is None:
+                values = tf.stack([f(teacher, student, labels) for f in functions])
+            else:
+                values = chunked.chunked_values(
+                    functions, teacher, student, labels, chunk
+                )
+            loss = tf.reduce_sum(values * weights)
+        results.append((values.numpy(), tape.gradient(loss, student).numpy()))
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-5, atol=1e-6)

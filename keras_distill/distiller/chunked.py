@@ -93,6 +93,20 @@ class _Chunks:
         return result
 
 
+def _cross_entropy(s, y):
+    """The sparse cross-entropy of `(rows, vocab)` logits, from one softmax."""
+    lse = tf.reduce_max(s, -1) - tf.math.log(tf.reduce_max(tf.nn.softmax(s), -1))
+    return lse - tf.gather(s, tf.cast(y, "int32"), batch_dims=1)
+
+
+def _add_cross_entropy_gradient(gradient, s, y, u):
+    """`gradient + u * (softmax(s) - onehot(y))`, `u` one scale per row."""
+    gradient = gradient + tf.nn.softmax(s) * u[:, None]
+    y = tf.cast(y, "int32")
+    index = tf.stack([tf.range(tf.shape(y)[0]), y], 1)
+    return tf.tensor_scatter_nd_sub(gradient, index, u)
+
+
 def _as_float32(teacher, student):
     teacher = tf.stop_gradient(tf.cast(teacher, "float32"))
     return teacher, tf.cast(student, "float32")
@@ -107,27 +121,62 @@ def chunked_values(functions, teacher, student, labels, chunk):
     but their temporaries exist for one chunk at a time: the forward pass
     keeps only the values, and the backward pass recomputes each chunk and
     writes one gradient for all the functions in place (see the module
-    docstring).
+    docstring). A function with `closed_form = "cross_entropy"` (the
+    hard-label loss, `sparse_categorical_crossentropy(labels, student,
+    from_logits=True)`) is computed from its closed form instead, value and
+    gradient, without the cross-entropy kernel or autodiff.
     """
     teacher, student = _as_float32(teacher, student)
     chunks = _Chunks(tf.shape(student)[0], chunk)
     count = len(functions)
+    closed = [
+        i
+        for i, f in enumerate(functions)
+        if getattr(f, "closed_form", None) == CROSS_ENTROPY
+    ]
+    general = [i for i in range(count) if i not in closed]
 
-    def evaluate(t, s, y):  # `(rows, len(functions))`
-        return tf.stack([f(t, s, y) for f in functions], 1)
+    def evaluate(t, s, y, rows=range(count)):  # `(rows, len(rows))`
+        return tf.stack(
+            [
+                _cross_entropy(s, y) if i in closed else functions[i](t, s, y)
+                for i in rows
+            ],
+            1,
+        )
+
+    def gradient_of(t, s, y, upstream):
+        if general:
+            with tf.GradientTape() as tape:
+                tape.watch(s)
+                value = evaluate(t, s, y, general)
+            gradient = tape.gradient(
+                value,
+                s,
+                output_gradients=tf.gather(upstream, general, axis=1),
+                unconnected_gradients=tf.UnconnectedGradients.ZERO,
+            )
+        else:
+            gradient = tf.zeros_like(s)
+        if closed:
+            u = tf.reduce_sum(tf.gather(upstream, closed, axis=1), 1)
+            gradient = _add_cross_entropy_gradient(gradient, s, y, u)
+        return gradient
 
     @tf.custom_gradient
     def values(student):
-        def forward(i, array):
+        # The teacher passes through the loop as the buffer the backward
+        # pass writes into (taken here, where this is its last use).
+        def forward(i, array, buffer):
             rows = evaluate(
-                chunks.piece(teacher, i),
+                chunks.piece(buffer, i),
                 chunks.piece(student, i),
                 chunks.piece(labels, i),
             )
-            return i + 1, array.write(i, rows)
+            return i + 1, array.write(i, rows), buffer
 
         array = tf.TensorArray("float32", size=chunks.size, infer_shape=False)
-        (array,) = chunks.loop(forward, (array,))
+        array, buffer = chunks.loop(forward, (array, _exclusive(teacher)))
         result = chunks.stack(array, student[:, :count])
 
         def grad(upstream):
@@ -136,19 +185,12 @@ def chunked_values(functions, teacher, student, labels, chunk):
             def backward(i, buffer):
                 t = chunks.copy(buffer, i)
                 s = chunks.piece(student, i)
-                with tf.GradientTape() as tape:
-                    tape.watch(s)
-                    value = evaluate(t, s, chunks.piece(labels, i))
-                gradient = tape.gradient(
-                    value,
-                    s,
-                    output_gradients=chunks.piece(upstream, i),
-                    unconnected_gradients=tf.UnconnectedGradients.ZERO,
-                )
+                y = chunks.piece(labels, i)
+                gradient = gradient_of(t, s, y, chunks.piece(upstream, i))
                 return i + 1, _write_rows(buffer, chunks.start(i), gradient, [t])
 
-            (buffer,) = chunks.loop(backward, (_exclusive(teacher),))
-            return buffer
+            (out,) = chunks.loop(backward, (buffer,))
+            return out
 
         return tf.transpose(result), grad
 

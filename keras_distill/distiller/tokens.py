@@ -241,9 +241,7 @@ def term_losses(
         for term in terms
     ]
     if hard_label_loss is not None:
-        functions.append(
-            lambda t, s, y: _sparse_ce(y, s, hard_label_loss["from_logits"])
-        )
+        functions.append(_SparseCrossEntropy(hard_label_loss["from_logits"]))
     fused = [not term.weights for term in terms] + [hard_label_loss is not None]
     chunk = chunk_size(student.shape[-1])
     values = [None] * len(functions)
@@ -281,6 +279,21 @@ def term_losses(
     if hard_label_loss is None:
         return losses, None
     return losses[:-1], losses[-1]
+
+
+class _SparseCrossEntropy:
+    """The hard-label loss per token, `f(teacher, student, labels)`.
+
+    From logits, it declares `closed_form = "cross_entropy"`, so a chunked
+    pass may compute its value and gradient itself (`chunked_values`).
+    """
+
+    def __init__(self, from_logits):
+        self.from_logits = from_logits
+        self.closed_form = "cross_entropy" if from_logits else None
+
+    def __call__(self, teacher, student, labels):
+        return _sparse_ce(labels, student, self.from_logits)
 
 
 def _sparse_ce(labels, logits, from_logits):
