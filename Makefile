@@ -19,8 +19,11 @@ demo: $(STAMP)
 
 # Two pytest workers (pytest-xdist): much of a test's time is single-threaded tracing,
 # so two processes use the two cores better than one.
+# Then the JAX backend's run: the tests marked `jax` (tests/jax_backend_test.py), which the
+# TensorFlow run skips.
 test: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -p no:cacheprovider -n 2 --durations=15 tests
+	KERAS_BACKEND=jax TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -p no:cacheprovider -m jax tests/jax_backend_test.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check keras_distill tests examples benchmarks

@@ -12,6 +12,13 @@ another, the streamed step with a third):
 - peak RSS while building and reading a cache for data much larger than a batch
 
 Run: `.venv/bin/python benchmarks/step_cost.py` (about 3 minutes on 2 CPU cores).
+
+`--backend jax` measures the steps (not the cache build or memory) on both
+backends, one after the other in two child processes (`KERAS_BACKEND=tensorflow`
+and `KERAS_BACKEND=jax`, each `--steps-only`), and prints their step times
+side by side and the two ratios for each backend. On JAX a step is Keras's
+compiled `train_function(state, batch)` on batches already on the device,
+as `fit()` gives them.
 """
 
 import gc
@@ -38,6 +45,7 @@ CLASSES = 10
 BATCH = 64
 STEPS = int(os.environ.get("STEPS", 200))
 WARMUP = 50  # untimed interleaved rounds per group
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def teacher_model():
@@ -83,6 +91,60 @@ def median_ms(times):
     return 1000 * statistics.median(times)
 
 
+def _jax_timer(model, dataset, fit=True):
+    """`_timer` on the JAX backend: the compiled step, state passed along."""
+    import jax
+
+    batches = (
+        jax.tree.map(jax.numpy.asarray, batch)
+        for batch in dataset.repeat().as_numpy_iterator()
+    )
+    if fit:
+        model.fit(dataset.take(2), epochs=1, verbose=0, shuffle=False)
+        # Copies: the step donates its state, and the teacher's arrays are
+        # shared by the candidates.
+        state = [
+            jax.tree.map(
+                jax.numpy.copy,
+                model._get_jax_state(
+                    trainable_variables=True,
+                    non_trainable_variables=True,
+                    optimizer_variables=True,
+                    metrics_variables=True,
+                ),
+            )
+        ]
+        function = model.train_function
+
+        def run():
+            logs, state[0] = function(state[0], batches)
+            return logs
+
+    else:
+        variables = jax.tree.map(
+            jax.numpy.copy,
+            (
+                [v.value for v in model.trainable_variables],
+                [v.value for v in model.non_trainable_variables],
+            ),
+        )
+        forward = jax.jit(
+            lambda tv, ntv, x: model.stateless_call(tv, ntv, x, training=False)[0]
+        )
+
+        def run():
+            return forward(*variables, next(batches))
+
+    run()  # compiles
+
+    def step():
+        start = time.perf_counter()
+        jax.block_until_ready(run())
+        return time.perf_counter() - start
+
+    return step
+
+
 def _timer(model, dataset, fit=True):
     """Returns a function timing one compiled step of `model` on `dataset`.
 
@@ -91,6 +153,8 @@ def _timer(model, dataset, fit=True):
     the Distiller's label check) is left out since it does not scale with
     the number of steps.
     """
+    if keras.backend.backend() == "jax":
+        return _jax_timer(model, dataset, fit)
     iterator = iter(dataset.repeat())
     if fit:
         # Builds and traces the step that `fit()` runs.
@@ -125,6 +189,8 @@ def checks_off(distiller):
     """
     distiller._check_all = lambda problems, guard=(): None
     distiller._check_finite = lambda losses, gradients, guard: None
+    # JAX: the new state whatever the flags (they are still computed).
+    distiller._guarded = lambda ok, new, old: new
     return distiller
 
 
@@ -345,8 +411,96 @@ def main():
     )
 
 
+def steps_only():
+    """The step times of this process's backend, as one JSON line."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(4096, *SHAPE)).astype("float32")
+    y = rng.integers(0, CLASSES, size=4096)
+    with tempfile.TemporaryDirectory() as directory:
+        ms = step_costs(teacher_model(), x, y, directory)
+    print(json.dumps({"backend": keras.backend.backend(), "ms": ms}))
+
+
+def ratios(ms):
+    """`{name: value}` of the step ratios of one backend's step times."""
+    return {
+        "online distill step / (student step + teacher forward)": ms[
+            "online distill step"
+        ]
+        / (ms["student step #2"] + ms["teacher forward"]),
+        "cached distill step / student step": ms["cached distill step"]
+        / ms["student step"],
+        "cost of the in-step checks: cached step on / off": ms["cached distill step"]
+        / ms["cached distill step, checks off"],
+        "cached distill step, streamed from the shards / student step": ms[
+            "streamed distill step"
+        ]
+        / ms["student step #3"],
+    }
+
+
+def both_backends():
+    """TensorFlow and JAX, one after the other in child processes, side by side."""
+    found = {}
+    for backend in ("tensorflow", "jax"):
+        out = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "--steps-only"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={
+                **os.environ,
+                "KERAS_BACKEND": backend,
+                "PYTHONPATH": ROOT,
+            },
+        )
+        found[backend] = json.loads(out.stdout.strip().splitlines()[-1])["ms"]
+    import jax
+
+    print(
+        f"batch {BATCH}; medians of {5 * STEPS} (student-sized) and {STEPS} "
+        f"(teacher-sized) interleaved steps per backend, the backends one after "
+        f"the other; {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}, "
+        f"JAX {jax.__version__}, Keras {keras.__version__}"
+    )
+    print()
+    print("| step | TensorFlow ms | JAX ms | JAX / TF |")
+    print("|---|---:|---:|---:|")
+    for name, value in found["tensorflow"].items():
+        other = found["jax"][name]
+        print(f"| {name} | {value:.2f} | {other:.2f} | {other / value:.2f} |")
+    print()
+    print("| ratio | TensorFlow | JAX | goal |")
+    print("|---|---:|---:|---:|")
+    goals = {
+        "online distill step / (student step + teacher forward)": "<= 1.05",
+        "cached distill step / student step": "<= 1.10",
+    }
+    tf_ratios, jax_ratios = ratios(found["tensorflow"]), ratios(found["jax"])
+    for name, value in tf_ratios.items():
+        goal = goals.get(name, "")
+        print(f"| {name} | {value:.2f} | {jax_ratios[name]:.2f} | {goal} |")
+
+
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    if "--steps-only" in sys.argv:
+        steps_only()
+        sys.exit(0)
+    if "--backend" in sys.argv:
+        backend = sys.argv[sys.argv.index("--backend") + 1]
+        if backend != "jax":
+            raise SystemExit(
+                "--backend must be jax (TensorFlow alone is the default run). "
+                f"Received: --backend {backend}"
+            )
+        import docblocks
+
+        # `--docs` also writes the report into docs/backends.md's block.
+        with docblocks.report("docs/backends.md", "backend-steps"):
+            both_backends()
+        sys.exit(0)
     import docblocks
 
     # `--docs` also writes the report into docs/performance.md's block.

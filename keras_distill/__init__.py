@@ -80,6 +80,7 @@ _LAZY_MODULES = (
     "params",
     "recipes",
     "schedules",
+    "sequence_kd",
     "serving",
     "targets",
     "text",

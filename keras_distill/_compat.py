@@ -293,3 +293,101 @@ def dataset_inputs(dataset):
         return list(dataset._inputs())
     except (AttributeError, NotImplementedError, TypeError):
         return []
+
+
+# The names of the JAX trainer's state groups, in the order of its tuples.
+_JAX_STATE_KEYS = {
+    "train": (
+        "trainable_variables",
+        "non_trainable_variables",
+        "optimizer_variables",
+        "metrics_variables",
+    ),
+    "test": ("trainable_variables", "non_trainable_variables", "metrics_variables"),
+}
+
+
+class JaxLiveVariables:
+    """Keeps a few variables readable and assignable during a JAX `fit()`.
+
+    Keras's JAX trainer moves every variable's value into the state it
+    passes from step to step and leaves the variables empty until the epoch
+    ends (`_purge_model_variables`: `_value = None`, which reads as the
+    initial value), so a callback that reads `optimizer.iterations` or sets
+    `distiller.temperature = 2.0` mid-epoch would read a wrong value and its
+    assignment would be lost. For the variables given (a few scalars):
+    `after(state)` makes each hold its value in the step's new state (the
+    same array, no copy), and `before(state)` puts a value assigned since
+    into the state the next step gets. `into_trainer(model)` does the same
+    for the state Keras assigns back at the end of an epoch.
+
+    Relies on the JAX trainer's state tuples (`_JAX_STATE_KEYS`), on a JAX
+    variable holding its array in `_value`, and on `model._jax_state`.
+    """
+
+    def __init__(self, model, variables, kind):
+        groups = [model.trainable_variables, model.non_trainable_variables]
+        if kind == "train":
+            groups.append(model.optimizer.variables)
+        groups.append(model.metrics_variables)
+        where = {
+            id(v): (g, i) for g, group in enumerate(groups) for i, v in enumerate(group)
+        }
+        self.kind = kind
+        self.slots = [(v, *where[id(v)]) for v in variables if id(v) in where]
+        self._given = {}  # id(variable) -> the array `after` gave it
+
+    def before(self, state):
+        """`state` with the values assigned since the last step."""
+        changed = [
+            (v, g, i)
+            for v, g, i in self.slots
+            if v._value is not None and v._value is not self._given.get(id(v))
+        ]
+        if not changed:
+            return state
+        state = [list(group) for group in state]
+        for variable, g, i in changed:
+            state[g][i] = variable._value
+        return tuple(state)
+
+    def after(self, state):
+        """Makes each variable hold its value in `state` (the step's new state)."""
+        for variable, g, i in self.slots:
+            variable._value = state[g][i]
+            self._given[id(variable)] = state[g][i]
+
+    def into_trainer(self, model):
+        """Puts the variables' values into the state Keras assigns back."""
+        state = getattr(model, "_jax_state", None)
+        if not state:
+            return
+        keys = _JAX_STATE_KEYS[self.kind]
+        for variable, g, i in self.slots:
+            group = state.get(keys[g])
+            if variable._value is not None and group is not None:
+                group = list(group)
+                group[i] = variable._value
+                state[keys[g]] = group
+
+
+def set_jax_trainer_state(model, state, kind):
+    """Makes `state` (a step's state tuple) what `fit()` assigns back at its end.
+
+    The JAX trainer keeps the last step's state in `model._jax_state` and
+    assigns it to the variables when `fit()`/`evaluate()` ends, also when a
+    step raised; a failed step's state (the old values, selected) must be
+    that one, as the arrays of the state before it were donated to it.
+    """
+    model._jax_state = dict(zip(_JAX_STATE_KEYS[kind], state))
+    model._jax_state_synced = False
+
+
+def jax_endpoint(archive, name, fn, input_signature):
+    """`fn` (of JAX arrays) as a `tf.function` bound to `archive`'s variables.
+
+    What `ExportArchive.add_endpoint` makes on the JAX backend (jax2tf),
+    without adding the endpoint: the caller wraps it in its own serving
+    function. Relies on `ExportArchive._backend_add_endpoint`.
+    """
+    return archive._backend_add_endpoint(name, fn, input_signature)

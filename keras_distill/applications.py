@@ -100,12 +100,22 @@ def build(model, input_shape, num_classes, weights=None, name=None):
         x = keras.layers.Concatenate(name="to_rgb")([x, x, x])
     if size != (height, width):
         x = keras.layers.Resizing(*size, name="resize")(x)
-    backbone = getattr(keras.applications, app)(
-        include_top=False,
-        weights=weights,
-        input_shape=(*size, 3),
-        pooling="avg",
-    )
+    try:
+        backbone = getattr(keras.applications, app)(
+            include_top=False,
+            weights=weights,
+            input_shape=(*size, 3),
+            pooling="avg",
+        )
+    except (OSError, ValueError) as error:
+        if weights is None:
+            raise
+        # h5py's "file signature not found" names neither the file nor the fix.
+        raise ValueError(
+            f"{PREFIX}{app}: the weights file {weights!r} could not be loaded "
+            f"({error}). Pass the application's weights without its top "
+            f"(Keras's '..._notop.h5' file for {app}), or leave `weights` out."
+        ) from error
     x = backbone(x)
     outputs = keras.layers.Dense(num_classes, name="logits")(x)
     return keras.Model(inputs, outputs, name=name or app.lower())

@@ -164,7 +164,21 @@ def _nonfinite_message(text, error_text, where=None, note=None):
     found = re.findall(r"\[([-+0-9.eEinfa]+)\]", tail)[: len(names)]
     if len(found) != len(names):
         return None
-    values = dict(zip(names, (float(value) for value in found)))
+    return nonfinite_message(
+        dict(zip(names, (float(value) for value in found))), where, note
+    )
+
+
+def nonfinite_message(values: dict, where=None, note=None) -> str:
+    """The message of a step whose loss or gradients are not finite.
+
+    Args:
+        values: `{name: float}`: each logged loss of the step and, under
+            `"gradients"`, the sum of every gradient.
+        where: Optional callable naming the step.
+        note: Optional callable giving advice that replaces the generic one.
+    """
+    values = dict(values)
     gradients = values.pop("gradients", None)
     gradients_bad = gradients is not None and not math.isfinite(gradients)
     loss_finite = all(math.isfinite(value) for value in values.values())
@@ -200,7 +214,14 @@ def _nonfinite_message(text, error_text, where=None, note=None):
 
 
 def format_message(template, *values):
-    """`template` with `{}` placeholders filled from tensors (in graph)."""
+    """`template` with `{}` placeholders filled from tensors (in graph).
+
+    On TensorFlow a string tensor; on another backend (a JAX step, which
+    formats nothing while traced) a `Message`, formatted after the step from
+    the values it returns.
+    """
+    if _deferred(values):
+        return Message(template, values)
     import tensorflow as tf
 
     return tf.strings.format(template, tuple(values), summarize=8)
@@ -208,9 +229,74 @@ def format_message(template, *values):
 
 def first(values, mask):
     """The first element of `values` where `mask` holds (flattened)."""
+    if _deferred((values,)):
+        from keras import ops
+
+        flat = ops.reshape(values, [-1])
+        return flat[ops.argmax(ops.cast(ops.reshape(mask, [-1]), "int32"))]
     import tensorflow as tf
 
     return tf.boolean_mask(tf.reshape(values, [-1]), tf.reshape(mask, [-1]))[0]
+
+
+def _deferred(values) -> bool:
+    """Whether a message of `values` is formatted after the step (not TF)."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        return False
+    import tensorflow as tf
+
+    # A `tf.data` pipeline's check formats TensorFlow tensors on any backend.
+    return not any(tf.is_tensor(value) for value in values)
+
+
+def _formatted(array) -> str:
+    """A concrete value as `tf.strings.format` writes it (`-1`, `0.376222372`)."""
+    if array.size != 1:
+        return str(array)
+    value = array.item()
+    if isinstance(value, float):
+        return f"{value:.9g}"
+    return str(value)
+
+
+class Message:
+    """A check's message whose values are known only after the step.
+
+    A traced JAX step can neither format strings nor stop itself: it
+    returns the values (`leaves()`) with its outputs, and `render()` fills
+    the template with their concrete values when the check failed.
+    """
+
+    def __init__(self, template, values):
+        self.template = template
+        self.values = tuple(values)
+
+    def leaves(self):
+        """The tensor values, depth first (nested messages included)."""
+        found = []
+        for value in self.values:
+            if isinstance(value, Message):
+                found += value.leaves()
+            elif not isinstance(value, str):
+                found.append(value)
+        return found
+
+    def render(self, leaves):
+        """The message, `leaves` (an iterator of concrete values) filled in."""
+        import numpy as np
+
+        parts = []
+        for value in self.values:
+            if isinstance(value, Message):
+                parts.append(value.render(leaves))
+            elif isinstance(value, str):
+                parts.append(value)
+            else:
+                array = np.asarray(next(leaves))
+                parts.append(_formatted(array))
+        return self.template.format(*parts)
 
 
 def message_of(error):

@@ -637,6 +637,14 @@ class StreamingCurriculum(Curriculum):
         def logits_of(x):
             return kd_losses.to_logits(teacher(x, training=False), teacher_outputs)
 
+        if keras.backend.backend() != "tensorflow":  # JAX: compiled by predict
+
+            def logits_of(x):
+                outputs = teacher.predict_on_batch(ops.convert_to_numpy(x))
+                return ops.convert_to_numpy(
+                    kd_losses.to_logits(outputs, teacher_outputs)
+                )
+
         cardinality = int(source.cardinality())
         steps = -(-cardinality // int(batch_size)) if cardinality > 0 else None
         bar = keras.utils.Progbar(

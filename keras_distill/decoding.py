@@ -63,3 +63,16 @@ def greedy_continue(model, token_ids, prompt_lengths):
     start = tf.maximum(tf.reduce_min(lengths), 1)
     _, ids = tf.while_loop(lambda i, _: i < length, body, (start, ids))
     return ids
+
+
+def greedy_endpoint(model):
+    """`greedy(token_ids, prompt_lengths) -> {"token_ids": ...}` for export.
+
+    The function an exported SavedModel serves as its `greedy` signature
+    (`kd.export_student` adds it for a token language model).
+    """
+
+    def greedy(token_ids, prompt_lengths):
+        return {"token_ids": greedy_continue(model, token_ids, prompt_lengths)}
+
+    return greedy

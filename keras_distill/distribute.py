@@ -15,6 +15,7 @@ import keras
 import tensorflow as tf
 
 from keras_distill import callbacks as kd_callbacks
+from keras_distill.distiller.backends import check_supported
 
 _CHECKPOINT_PREFIX = "ckpt"
 
@@ -106,6 +107,13 @@ def fit(
     )
     ```
     """
+    check_supported(
+        "`kd.distribute.fit` (`tf.distribute` strategies)",
+        "On JAX, train with `distiller.fit()` and distribute with "
+        "`keras.distribution` (e.g. `keras.distribution.set_distribution("
+        "keras.distribution.DataParallel())` before building the models), or "
+        "use KERAS_BACKEND=tensorflow.",
+    )
     if strategy is None:
         if tf.distribute.has_strategy():
             strategy = tf.distribute.get_strategy()

@@ -147,6 +147,20 @@ def _input_spec(student, input_signature, input_name):
                 "`input_signature` must be a `tf.TensorSpec` (or a list of one). "
                 f"Received: {input_signature!r}"
             )
+        inputs = getattr(student, "inputs", None) or []
+        if len(inputs) == 1:
+            # Keras's "Exception encountered when calling Sequential.call()"
+            # named a layer, not the signature.
+            takes = tuple(inputs[0].shape[1:])
+            given = tuple(spec.shape[1:])
+            if len(takes) != len(given) or any(
+                t is not None and g is not None and t != g for t, g in zip(takes, given)
+            ):
+                raise ValueError(
+                    f"`input_signature` has examples of shape {given}, but student "
+                    f"'{student.name}' takes {takes}. Pass "
+                    f"`tf.TensorSpec((None, *{takes}), dtype)` or leave it out."
+                )
     else:
         inputs = getattr(student, "inputs", None)
         if not inputs:
@@ -175,11 +189,44 @@ def _input_spec(student, input_signature, input_name):
     return tf.TensorSpec((None, *spec.shape[1:]), spec.dtype, name=name)
 
 
-def _serving_fn(student, student_outputs):
+def _add_serving_endpoint(archive, student, student_outputs, spec):
+    """Adds `serving_default`, the same signature on every backend.
+
+    On TensorFlow the student runs in the serving function itself. On JAX
+    it is converted to TensorFlow (jax2tf, as `ExportArchive` does) and
+    the serving function computes the same outputs from its logits in
+    TensorFlow (so `classes` is int64 there too, which JAX computes only
+    with 64-bit mode on).
+    """
+    import tensorflow as tf
+
+    if keras.backend.backend() == "tensorflow":
+        serve = _serving_fn(student, student_outputs)
+        archive.add_endpoint(SIGNATURE_NAME, serve, input_signature=[spec])
+        return
+    from keras_distill import _compat
+
+    def outputs(inputs):
+        return keras.ops.cast(student(inputs, training=False), "float32")
+
+    converted = _compat.jax_endpoint(archive, "student_outputs", outputs, [spec])
+    serve = tf.function(
+        _serving_fn(converted, student_outputs, call=lambda f, x: f(x)),
+        input_signature=[spec],
+        autograph=False,
+    )
+    serve.get_concrete_function()
+    archive.add_endpoint(SIGNATURE_NAME, serve)
+
+
+def _serving_fn(student, student_outputs, call=None):
     import tensorflow as tf
 
     def serve(inputs):
-        outputs = student(inputs, training=False)
+        if call is None:
+            outputs = student(inputs, training=False)
+        else:
+            outputs = call(student, inputs)
         outputs = tf.cast(outputs, tf.float32)
         result = {}
         if student_outputs == "logits":
@@ -191,6 +238,56 @@ def _serving_fn(student, student_outputs):
         return result
 
     return serve
+
+
+# A token language model (`(batch, length)` int ids -> `(batch, length,
+# vocab)` logits) also serves greedy continuation of its prompts.
+GREEDY_SIGNATURE = "greedy"
+
+
+def _greedy_spec(student, spec):
+    """The greedy signature's inputs for a fixed-length token LM, else None.
+
+    TensorFlow backend only: the loop is a `tf.while_loop` calling the model.
+    """
+    import tensorflow as tf
+
+    if keras.backend.backend() != "tensorflow":
+        return None
+    shape = tuple(student.output_shape) if hasattr(student, "output_shape") else ()
+    if (
+        spec.dtype.is_integer
+        and len(spec.shape) == 2
+        and spec.shape[1] is not None
+        and len(shape) == 3
+        and shape[1] == spec.shape[1]
+    ):
+        return [
+            tf.TensorSpec((None, spec.shape[1]), tf.int32, name=spec.name),
+            tf.TensorSpec((None,), tf.int32, name="prompt_lengths"),
+        ]
+    return None
+
+
+def _verify_greedy(path, student, greedy, sample):
+    """The served greedy continuation equals `decoding.greedy_continue`'s."""
+    import tensorflow as tf
+
+    from keras_distill import decoding
+
+    ids = tf.constant(np.asarray(sample), tf.int32)
+    lengths = tf.fill([tf.shape(ids)[0]], max(1, int(greedy[0].shape[1]) // 2))
+    loaded = tf.saved_model.load(path)
+    served = loaded.signatures[GREEDY_SIGNATURE](
+        **{greedy[0].name: ids, "prompt_lengths": lengths}
+    )["token_ids"].numpy()
+    expected = decoding.greedy_continue(student, ids, lengths).numpy()
+    if not np.array_equal(served, expected):
+        raise ExportVerificationError(
+            f"The exported greedy signature continues prompts differently from "
+            f"the student ({int((served != expected).sum())} tokens differ); "
+            "nothing was written to the version folder."
+        )
 
 
 def _random_rows(spec, count, seed=0):
@@ -412,9 +509,13 @@ def export_student(
 ):
     """Exports the student as a TF Serving SavedModel in `base_dir/<version>/`.
 
-    The SavedModel has one signature, `serving_default`, with one named input
-    and the outputs `probabilities` (softmax at temperature 1), `classes`
-    (int64 argmax) and, for a student that outputs logits, `logits`. A
+    The SavedModel's signature `serving_default` has one named input and
+    the outputs `probabilities` (softmax at temperature 1), `classes` (int64
+    argmax) and, for a student that outputs logits, `logits`. A token
+    language model (fixed-length int ids -> per-token logits) also gets the
+    signature `greedy`: `(token_ids, prompt_lengths) -> {"token_ids"}`, each
+    prompt continued greedily to the window (`decoding.greedy_continue`,
+    one graph), verified token for token after reloading. A
     student that returns probabilities (a `Distiller` with
     `student_outputs="probabilities"`, or a model ending in softmax) serves
     them as `probabilities`, without `logits`; a student ending in a sigmoid
@@ -489,13 +590,20 @@ def export_student(
     try:
         archive = keras.export.ExportArchive()
         archive.track(student)
-        archive.add_endpoint(
-            SIGNATURE_NAME,
-            _serving_fn(student, student_outputs),
-            input_signature=[spec],
-        )
+        _add_serving_endpoint(archive, student, student_outputs, spec)
+        greedy = _greedy_spec(student, spec)
+        if greedy is not None:
+            from keras_distill import decoding
+
+            archive.add_endpoint(
+                GREEDY_SIGNATURE,
+                decoding.greedy_endpoint(student),
+                input_signature=greedy,
+            )
         archive.write_out(tmp, verbose=False)
         diff, outputs = _verify(tmp, student, student_outputs, spec, sample)
+        if greedy is not None:
+            _verify_greedy(tmp, student, greedy, sample)
         if warmup_requests:
             _write_warmup(
                 tmp,

@@ -271,6 +271,26 @@ class QuantizedModel:
     calibration_examples: int
 
 
+def _check_takes(tf, path, signature, given):
+    """Raises if the SavedModel's one input takes examples of another shape.
+
+    The converter said only "Attempting to resize dimension 1 of tensor 0".
+    """
+    function = tf.saved_model.load(path).signatures.get(signature)
+    specs = list(function.structured_input_signature[1].values()) if function else []
+    if len(specs) != 1:
+        return
+    takes = tuple(specs[0].shape[1:])
+    if len(takes) != len(given) or any(
+        t is not None and t != g for t, g in zip(takes, given)
+    ):
+        raise ValueError(
+            f"`representative_inputs` has examples of shape {tuple(given)}, but the "
+            f"SavedModel at {path!r} takes {takes}. Pass examples of its input "
+            "(e.g. training inputs)."
+        )
+
+
 def quantize_int8(
     saved_model_path,
     representative_inputs,
@@ -320,6 +340,16 @@ def quantize_int8(
     representative = _inputs(representative_inputs, "representative_inputs")
     calibration_examples = _whole(calibration_examples, "calibration_examples")
     representative = representative[:calibration_examples].astype("float32")
+    _check_takes(tf, saved_model_path, signature, representative.shape[1:])
+    bad = ~np.isfinite(representative)
+    if bad.any():
+        # The calibrator would take the NaN into the int8 ranges, without a word.
+        index = np.unravel_index(int(np.argmax(bad)), representative.shape)
+        raise ValueError(
+            "`representative_inputs` must be finite: the int8 ranges are "
+            f"calibrated on them. Example {index[0]} holds "
+            f"{representative[index]} at index {tuple(int(i) for i in index[1:])}."
+        )
     output_path = os.fspath(
         output_path or saved_model_path.rstrip(os.sep) + "_int8.tflite"
     )

@@ -1,6 +1,7 @@
 """Transfer distillation: a teacher from a source label space, a student for another."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_distill import losses as kd_losses
@@ -43,7 +44,19 @@ class GroupedTeacher(ComposedTeacher, keras.Model):
         # group a wrong distribution, which no later check can see.
         _check_declared_outputs("teacher", teacher, teacher_outputs)
         num_source = teacher.output_shape[-1]
-        groups = [list(g) for g in groups]
+        if isinstance(groups, str | bytes | dict):
+            raise ValueError(
+                "`groups` must be a list of lists of source class ids, one list "
+                f"per target class. Received: groups={groups!r}"
+            )
+        # NumPy integers are class ids too (a bool is not one).
+        groups = [
+            [
+                int(c) if isinstance(c, np.integer) and not isinstance(c, bool) else c
+                for c in g
+            ]
+            for g in groups
+        ]
         if not groups:
             raise ValueError("`groups` must name at least one target class.")
         seen = {}
@@ -53,7 +66,10 @@ class GroupedTeacher(ComposedTeacher, keras.Model):
                     f"Target class {j} has an empty group of source classes."
                 )
             missing = [
-                c for c in group if not (isinstance(c, int) and 0 <= c < num_source)
+                c
+                for c in group
+                if isinstance(c, bool)
+                or not (isinstance(c, int) and 0 <= c < num_source)
             ]
             if missing:
                 raise ValueError(

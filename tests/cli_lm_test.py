@@ -55,6 +55,17 @@ def test_train_distills_a_language_model_per_token_and_exports_it(tmp_path):
     np.testing.assert_allclose(
         logits.numpy(), student.predict(x, verbose=0), rtol=1e-4, atol=1e-5
     )
+    # And greedy continuation, one graph, as `kd.decoding.greedy_continue`.
+    from keras_distill import decoding
+
+    prompt = [1 + len("a fine film")]
+    continued = served.signatures["greedy"](
+        token_ids=tf.constant(x), prompt_lengths=tf.constant(prompt, tf.int32)
+    )["token_ids"].numpy()
+    np.testing.assert_array_equal(
+        continued, decoding.greedy_continue(student, x, prompt).numpy()
+    )
+    assert (continued[:, : prompt[0]] == x[:, : prompt[0]]).all()
 
 
 @pytest.mark.parametrize(

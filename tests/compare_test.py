@@ -29,8 +29,9 @@ def test_compare_trains_every_row_and_judges_it_against_the_control(tmp_path):
     for row, entry in result["rows"].items():
         assert len(entry["values"]) == 2
         assert all(0.0 <= v <= 1.0 for v in entry["values"])
-        if row != compare.CONTROL:
-            gain = np.subtract(entry["values"], result["rows"]["scratch_aug"]["values"])
+        control = result["rows"][result["control"]]["values"]
+        if row != result["control"]:
+            gain = np.subtract(entry["values"], control)
             assert entry["gain"]["mean"] == pytest.approx(gain.mean())
             assert entry["verdict"] in ("helps", "hurts", "no clear difference")
     folder = tmp_path / "run_compare"
@@ -61,8 +62,11 @@ def test_an_interrupted_comparison_resumes_where_it_stopped(tmp_path, monkeypatc
     result = compare.compare(config, seeds=2)
     # The two finished rows are not trained again; the rest are.
     assert len(calls) == 6 and ("scratch", 0) not in calls
+    # The better row without a teacher is the control: scratch_aug here.
+    assert result["control"] == "scratch_aug"
     kd = result["rows"]["kd"]
     assert kd["gain"]["mean"] == pytest.approx(0.1) and kd["verdict"] == "helps"
+    assert result["rows"]["scratch"]["verdict"] == "hurts"
     # A finished comparison is refused without --overwrite (nothing replaced).
     with pytest.raises(FileExistsError, match="run_compare"):
         compare.compare(config, seeds=2)

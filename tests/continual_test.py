@@ -497,6 +497,12 @@ def test_class_incremental_sequence_resumes_after_kill_9(tmp_path):
     memory = kd.continual.ExemplarMemory(12)
     memory.load(os.path.join(out, "memory_3.npz"))
     assert np.bincount(memory.arrays()[1]).tolist() == [2] * 6
+    # iCaRL's nearest-mean-of-exemplars classifier, beside the head's rows
+    # (the killed run's first two rows kept, the third computed on resume).
+    nme = result.nme_accuracy
+    assert nme.shape == (3, 3) and np.all(np.isnan(nme[np.triu_indices(3, 1)]))
+    assert np.all((nme[np.tril_indices(3)] >= 0) & (nme[np.tril_indices(3)] <= 1))
+    np.testing.assert_array_equal(nme[:2], np.asarray(state["nme_accuracy"]))
     # Everything done: a third call trains nothing and gives the same matrix.
     again = kd.continual.learn(
         tasks, build_mlp, out, method="icarl", memory_size=12, epochs=5
@@ -589,3 +595,21 @@ def test_learn_bad_input(tmp_path):
     with pytest.raises(ValueError, match="one output of `num_classes` logits"):
         learn(tasks, lambda n: build_mlp(n + 1), tmp_path / "wrong")
     assert not os.path.exists(tmp_path / "run.json")  # nothing ran
+
+
+def test_nearest_mean_of_exemplars_picks_the_class_of_the_nearest_mean():
+    # Features are the head's inputs: here the model's own inputs.
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(inputs))
+    memory = kd.continual.ExemplarMemory(6, selection="random")
+    x = np.asarray([[1, 0], [2, 0.1], [0, 1], [0.1, 2], [-1, 0], [-2, -0.1]], "f4")
+    memory.update(model, x, np.asarray([0, 0, 1, 1, 2, 2]))
+    queries = np.asarray([[5, 1], [1, 5], [-3, 0.5]], "float32")
+    scores = memory.nearest_mean_scores(model, queries, [0, 1, 2])
+    assert scores.shape == (3, 3)
+    assert np.argmax(scores, axis=1).tolist() == [0, 1, 2]
+    # Columns follow the order asked for.
+    swapped = memory.nearest_mean_scores(model, queries, [2, 1, 0])
+    assert np.argmax(swapped, axis=1).tolist() == [2, 1, 0]
+    with pytest.raises(ValueError, match=r"has none of \[7\]"):
+        memory.nearest_mean_scores(model, queries, [0, 7])

@@ -27,6 +27,7 @@ LAYERS = {
         "data",
         "text",
         "decoding",
+        "sequence_kd",
         "models",
         "applications",
         "cache",

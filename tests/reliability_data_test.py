@@ -284,3 +284,16 @@ def test_a_task_class_without_examples_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"classes \[7\] that have no example"):
         kd.continual.learn([ghost], _mlp, tmp_path, epochs=1)
     assert not os.path.exists(tmp_path / "run.json")
+
+
+@pytest.mark.parametrize("ext", ["png", "jpg", "bmp", "gif"])
+def test_an_image_file_cut_short_is_refused(tmp_path, ext):
+    root = _image_folder(tmp_path / "images")
+    image = np.random.default_rng(1).integers(0, 256, size=(8, 8, 3)).astype("uint8")
+    path = root / "a" / f"cut.{ext}"
+    keras.utils.save_img(str(path), image)
+    data.load(f"images:{root}", image_size=(8, 8))  # whole: accepted
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) * 2 // 3])
+    with pytest.raises(ValueError, match=r"cut\.\w+' is a \w+ image cut short"):
+        data.load(f"images:{root}", image_size=(8, 8))

@@ -2,11 +2,11 @@
 
 Trains the config's student four ways, from the same seeds, for the same
 epochs, batch size and optimizer (only the training signal differs), and
-reports each against the control that matters, the student trained on the
-labels with the same label-preserving augmentation:
+reports each against the control that matters: the better of the two
+students trained without a teacher (with and without the augmentation):
 
 - `scratch`: the labels alone;
-- `scratch_aug`: the labels on augmented batches (the control);
+- `scratch_aug`: the labels on augmented batches;
 - `kd`: the config's distillation (alpha, temperature, terms and their
   `schedules`) on the data;
 - `kd_aug`: the same on the augmented batches, the teacher online on each
@@ -36,7 +36,8 @@ from keras_distill.app.run_folder import (
 )
 
 ROWS = ("scratch", "scratch_aug", "kd", "kd_aug")
-CONTROL = "scratch_aug"
+# The rows without a teacher; the better one is the control of the others.
+CONTROLS = ("scratch", "scratch_aug")
 PROGRESS = "progress.jsonl"
 
 
@@ -165,13 +166,19 @@ def _train_row(row, cfg, teacher, splits, train, evaluation, keep, seed):
 
 
 def _summary(done, seeds, on_test):
+    """Each row against the better of the two scratch rows (by mean accuracy).
+
+    What a user gets without a teacher is the better of training on the
+    labels with or without the augmentation (on small images a shift can
+    hurt), so KD must beat that one.
+    """
+    values = {row: [done[(row, s)] for s in range(seeds)] for row in ROWS}
+    control = max(CONTROLS, key=lambda row: np.mean(values[row]))
     rows = {}
-    control = [done[(CONTROL, s)] for s in range(seeds)]
     for row in ROWS:
-        values = [done[(row, s)] for s in range(seeds)]
-        entry = {"accuracy": quality.summarise(values), "values": values}
-        if row != CONTROL:
-            gain = quality.summarise(np.subtract(values, control))
+        entry = {"accuracy": quality.summarise(values[row]), "values": values[row]}
+        if row != control:
+            gain = quality.summarise(np.subtract(values[row], values[control]))
             entry["gain"] = gain
             entry["verdict"] = (
                 "helps"
@@ -181,7 +188,12 @@ def _summary(done, seeds, on_test):
                 else "no clear difference"
             )
         rows[row] = entry
-    return {"seeds": seeds, "split": "test" if on_test else "val", "rows": rows}
+    return {
+        "seeds": seeds,
+        "split": "test" if on_test else "val",
+        "control": control,
+        "rows": rows,
+    }
 
 
 def format_table(result):
@@ -189,10 +201,11 @@ def format_table(result):
     lines = [
         f"Accuracy on the {result['split']} split over {result['seeds']} seeds "
         f"(mean, 95% interval); gain: the mean of the per-seed differences from "
-        f"`{CONTROL}` and its 95% interval.",
+        f"`{result['control']}`, the better of the rows without a teacher, and "
+        "its 95% interval.",
         "",
-        "| row | accuracy | 95% interval | gain vs scratch_aug | 95% interval | "
-        "verdict |",
+        f"| row | accuracy | 95% interval | gain vs {result['control']} | "
+        "95% interval | verdict |",
         "|---|---:|---:|---:|---:|---|",
     ]
     for row, entry in result["rows"].items():

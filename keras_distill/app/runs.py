@@ -170,11 +170,14 @@ def _train(cfg, out, mode, verbose):
                 shuffle=False,  # the input pipeline shuffles itself
             )
             _save_atomically(teacher, teacher_path)
-    if teacher.optimizer is None:
+    _check_takes_data("teacher", teacher, splits, cfg["data"])
+    if getattr(teacher, "optimizer", None) is None:  # a file saved uncompiled
         _compile(teacher, cfg["teacher"]["learning_rate"])
     teacher_val = teacher.evaluate(splits.val, verbose=0, return_dict=True)
+    _check_teacher_learned(teacher_val, splits, cfg["teacher"]["model"])
     keras.utils.set_random_seed(cfg["seed"] + 1)
     student, _ = build_model(cfg["student"], "student", splits)
+    _check_takes_data("student", student, splits, cfg["data"])
     distiller = config_distiller(cfg, student, teacher)
     _compile(distiller, cfg["distill"]["learning_rate"])
     from keras_distill.callbacks import AtomicBackupAndRestore
@@ -511,8 +514,38 @@ def _arrays_of(dataset, limit=None):
     return np.concatenate(xs)[:limit], np.concatenate(ys)[:limit]
 
 
+def _check_teacher_learned(logs, splits, model):
+    """Raises if a `.keras` teacher scores about chance: random weights, not trained.
+
+    A never-trained teacher file was distilled from without a word.
+    """
+    accuracy = logs.get("accuracy")
+    classes = splits.num_classes
+    if not model.endswith(".keras") or accuracy is None or not classes or classes < 2:
+        return
+    if accuracy <= 1.5 / classes:
+        raise ValueError(
+            f"The teacher {model!r} scores {accuracy:.3f} accuracy on the validation "
+            f"split, about chance for {classes} classes ({1 / classes:.3f}): it looks "
+            "untrained (or trained on other data). Train it first, or let the run "
+            "train one (`teacher.model` a built-in architecture)."
+        )
+
+
 def _check_takes_data(name, model, splits, source):
-    """Raises if `model`'s input shape is not the shape of `source`'s examples."""
+    """Raises if `model`'s input shape (or class count) is not `source`'s."""
+    try:
+        shape = model.output_shape
+    except (AttributeError, ValueError):  # a subclassed model: not known
+        shape = None
+    classes = shape[-1] if isinstance(shape, tuple) and shape else None
+    if isinstance(classes, int) and splits.num_classes not in (None, classes):
+        # Was the loss kernel's error inside the teacher's evaluation.
+        raise ValueError(
+            f"The {name} ({model.name}) outputs {classes} classes, but the data "
+            f"{source!r} has {splits.num_classes}. Use a {name} of "
+            f"{splits.num_classes} classes, or the data it was trained on."
+        )
     inputs = getattr(model, "inputs", None) or []
     if len(inputs) != 1 or splits.input_shape is None:
         return
@@ -523,8 +556,8 @@ def _check_takes_data(name, model, splits, source):
     ):
         raise ValueError(
             f"The {name} ({model.name}) takes inputs of shape {expected}, but the "
-            f"data {source!r} has examples of shape {given}. Pass the data it was "
-            "trained on (--data)."
+            f"data {source!r} has examples of shape {given}. Pass data of the "
+            "shape it takes (`data:` in a config, `--data` to evaluate)."
         )
 
 

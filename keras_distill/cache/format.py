@@ -63,6 +63,7 @@ def _read_manifest(path):
         for key in ("num_examples", "num_classes", "k", "teacher_fingerprint"):
             if key not in manifest:
                 raise KeyError(key)
+        _check_counts(manifest)
     except CacheCorruptError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as error:
@@ -72,6 +73,34 @@ def _read_manifest(path):
             "`TeacherCache.build(..., overwrite=True)`."
         ) from None
     return manifest
+
+
+def _whole(value, low):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _check_counts(manifest):
+    """Raises ValueError if the manifest's counts contradict its parts.
+
+    An edited `num_classes` (or `num_examples`, `k`) was accepted and
+    reported by `TeacherCache.num_classes` while the shards held another.
+    """
+    examples, classes, k = (
+        manifest[key] for key in ("num_examples", "num_classes", "k")
+    )
+    if not _whole(examples, 0) or not _whole(classes, 1):
+        raise ValueError(f"num_examples={examples!r}, num_classes={classes!r}")
+    if k is not None and not (_whole(k, 1) and k <= classes):
+        raise ValueError(f"k={k!r} for num_classes={classes!r}")
+    for name, part in manifest["parts"].items():
+        rows = sum(shard["rows"] for shard in part["shards"])
+        if rows != examples:
+            raise ValueError(f"parts.{name} holds {rows} rows, num_examples={examples}")
+    widths = {"logits": classes} if k is None else {"indices": k}
+    for name, width in widths.items():
+        given = manifest["parts"].get(name, {}).get("width")
+        if given != width:
+            raise ValueError(f"parts.{name}.width={given!r}, expected {width}")
 
 
 class _ForeignFileError(CacheCorruptError):

@@ -95,6 +95,16 @@ def build(
         raise ValueError(
             f"`dtype` must be 'float16' or 'float32'. Received: dtype={dtype!r}"
         )
+    for name, value in (("rows_per_shard", rows_per_shard), ("batch_size", batch_size)):
+        # `rows_per_shard=0` opened empty shards for ever (a hang).
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | np.integer)
+            or value < 1
+        ):
+            raise ValueError(
+                f"`{name}` must be a whole number >= 1. Received: {name}={value!r}"
+            )
     num_classes = teacher.output_shape[-1] if hasattr(teacher, "output_shape") else None
     if hasattr(teacher, "output_shape"):
         _check_one_distribution_per_example(teacher.output_shape)
@@ -153,6 +163,8 @@ def build(
         rest_lse = tf.reduce_logsumexp(rest, axis=-1, keepdims=True)
         return {"values": tf.concat([values, rest_lse], -1), "indices": indices}
 
+    if keras.backend.backend() != "tensorflow":
+        run_teacher = _eager_teacher(teacher, teacher_outputs, k)
     total = len(x) if not isinstance(x, tf.data.Dataset) else None
     if total is None:
         cardinality = int(x.cardinality())
@@ -174,7 +186,9 @@ def build(
                 )
             _check_finite_inputs(batch, step * batch_size)
             data_digest.update(np.ascontiguousarray(batch).tobytes())
-            outputs = {n: v.numpy() for n, v in run_teacher(tf.constant(batch)).items()}
+            outputs = {
+                n: np.asarray(v) for n, v in run_teacher(tf.constant(batch)).items()
+            }
             if step == 0:
                 _check_one_distribution_per_example(
                     (None, *next(iter(outputs.values())).shape[1:])
@@ -322,3 +336,34 @@ def _check_finite_inputs(batch, start):
             "so the teacher's outputs there would be cached as targets that mean "
             "nothing. Fix or drop those examples before building the cache."
         )
+
+
+def _eager_teacher(teacher, teacher_outputs, k):
+    """`run_teacher` for the backends other than TensorFlow (JAX): NumPy outputs.
+
+    The teacher runs through `predict_on_batch` (compiled by the backend);
+    the top-k form is computed in NumPy as `tf.math.top_k` does (the `k`
+    largest, ties to the lower index) with the log-sum-exp of the rest.
+    """
+
+    def run_teacher(batch):
+        raw = teacher.predict_on_batch(np.asarray(batch))
+        logits = keras.ops.convert_to_numpy(kd_losses.to_logits(raw, teacher_outputs))
+        logits = logits.astype("float32")
+        if k is None:
+            return {"logits": logits}
+        indices = np.argsort(-logits, axis=-1, kind="stable")[:, :k]
+        values = np.take_along_axis(logits, indices, axis=-1)
+        rest = logits.copy()
+        np.put_along_axis(rest, indices, -np.inf, axis=-1)
+        top = rest.max(axis=-1, keepdims=True)
+        finite = np.where(np.isfinite(top), top, 0.0)
+        with np.errstate(divide="ignore"):
+            rest_lse = np.log(np.exp(rest - finite).sum(-1, keepdims=True)) + finite
+        rest_lse = rest_lse.astype("float32")
+        return {
+            "values": np.concatenate([values, rest_lse], -1),
+            "indices": indices.astype("int32"),
+        }
+
+    return run_teacher

@@ -144,6 +144,43 @@ class ExemplarMemory:
         ).astype("int64")
         return x, y
 
+    def nearest_mean_scores(self, model, x, classes):
+        """iCaRL's nearest-mean-of-exemplars classifier: `(len(x), len(classes))`.
+
+        The exemplars and `x` are mapped into the model's feature space (the
+        input of its head), L2-normalised; each class's mean of its
+        exemplars' features is normalised again, and an example's score for
+        a class is minus its distance to that mean (Rebuffi et al. 2017,
+        Algorithm 1), so `argmax` picks the nearest mean.
+
+        Args:
+            model: The model whose features classify.
+            x: Inputs to classify.
+            classes: The class ids, in the order of the score columns; each
+                must have exemplars.
+        """
+        missing = [c for c in classes if len(self._by_class.get(c, ())) == 0]
+        if missing:
+            raise ValueError(
+                f"The nearest-mean classifier needs exemplars of every class; "
+                f"the memory has none of {missing} (its budget of {self.size} "
+                f"gives {self.size // max(1, len(self._by_class))} per class)."
+            )
+        _, feature_tensor = _heads(model)
+        extract = keras.Model(_inputs(model), feature_tensor)
+
+        def features(inputs):
+            values = extract.predict(inputs, batch_size=256, verbose=0)
+            values = values.reshape(len(values), -1).astype("float64")
+            return values / np.maximum(
+                np.linalg.norm(values, axis=1, keepdims=True), 1e-12
+            )
+
+        means = np.stack([features(self._by_class[c]).mean(axis=0) for c in classes])
+        means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+        queries = features(x)
+        return -np.linalg.norm(queries[:, None, :] - means[None, :, :], axis=-1)
+
     def save(self, path):
         """Writes the memory to an `.npz` file (atomically)."""
         x, y = self.arrays()

@@ -187,6 +187,9 @@ class SequenceResult:
         warmup_epochs: Per task, the epochs of the new head's warm-up its
             weights come from (the best epoch with `"auto"`), `None` where
             there was none.
+        nme_accuracy: For `"icarl"`, the `(T, T)` accuracy matrix of iCaRL's
+            nearest-mean-of-exemplars classifier
+            (`ExemplarMemory.nearest_mean_scores`); `None` otherwise.
     """
 
     accuracy: np.ndarray
@@ -196,6 +199,7 @@ class SequenceResult:
     directory: str
     trained: list
     warmup_epochs: list = dataclasses.field(default_factory=list)
+    nme_accuracy: np.ndarray | None = None
 
     def metrics(self):
         """`accuracy_metrics(self.accuracy)`."""

@@ -113,6 +113,20 @@ def _evaluate(model, tasks, step, scenario, class_order):
     return row
 
 
+def _evaluate_nme(model, memory, tasks, step, class_order):
+    """Row `step` of the nearest-mean-of-exemplars classifier's accuracy."""
+    seen = sorted(
+        {c for task in tasks[: step + 1] for c in task.classes}, key=class_order.get
+    )
+    row = [float("nan")] * len(tasks)
+    for j, task in enumerate(tasks[: step + 1]):
+        x, y = task.test
+        scores = memory.nearest_mean_scores(model, x, seen)
+        labels = np.asarray([class_order[c] for c in np.asarray(y).reshape(-1)])
+        row[j] = _accuracy(scores, labels)
+    return row
+
+
 def _compile_plain(model, learning_rate):
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
@@ -167,8 +181,8 @@ def learn(
     - `"icarl"`: class-incremental LwF.MC trained on task `i` plus an
       `ExemplarMemory` of `memory_size` stored old examples (iCaRL's memory
       and distillation on old classes; softmax KD rather than iCaRL's
-      sigmoids, and the network's head rather than nearest-mean-of-exemplars
-      classifies);
+      sigmoids; the network's head classifies in `accuracy`, and iCaRL's
+      nearest-mean-of-exemplars classifier in `nme_accuracy`);
     - `"joint"`: a new model trained on every task so far (the upper bound).
 
     After each step its model is saved to `directory/task_<i+1>.keras` (and
@@ -349,6 +363,10 @@ def learn(
         _save_model(model, os.path.join(directory, f"task_{step + 1}.keras"))
         row = _evaluate(model, tasks, step, scenario, class_order)
         state["accuracy"].append(row)
+        if method == "icarl":
+            state.setdefault("nme_accuracy", [None] * step).append(
+                _evaluate_nme(model, memory, tasks, step, class_order)
+            )
         state["warmup_epochs_run"].append(notes.get("warmup_epochs"))
         state["finished"] = step + 1
         _write_json(state_path, state)
@@ -361,6 +379,11 @@ def learn(
         directory=directory,
         trained=trained,
         warmup_epochs=list(state["warmup_epochs_run"]),
+        nme_accuracy=(
+            np.asarray(state["nme_accuracy"], "float64")
+            if "nme_accuracy" in state and None not in state["nme_accuracy"]
+            else None
+        ),
     )
 
 

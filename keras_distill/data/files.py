@@ -187,6 +187,16 @@ def npz_arrays(path, val_fraction=0.1, seed=0):
                 f"but `x_train`'s have {x.shape[1:]}; every split must hold "
                 "inputs of one shape."
             )
+        if split is not None and len(split[1]) and len(y) and split[1].max() > y.max():
+            # The class count is read from the training labels: a larger
+            # label is a class the student never trains on (a test label
+            # failed only after training; a val label added a class).
+            raise ValueError(
+                f"{path!r}: `y_{name}` holds the label {int(split[1].max())}, but "
+                f"`y_train`'s labels are 0..{int(y.max())}, so the student would "
+                "have no training example of it. Give every class training "
+                "examples, or drop those examples."
+            )
     return {"train": (x, y), "val": val, "test": test}
 
 
@@ -216,6 +226,28 @@ _IMAGE_SIGNATURES = {
     ".gif": (b"GIF87a", b"GIF89a"),
     ".bmp": (b"BM",),
 }
+
+
+# How much of a file's end `_complete` reads.
+_TAIL_BYTES = 1024
+
+
+def _complete(kind, head, tail, size):
+    """Whether an image file ends as its format ends (not truncated).
+
+    PNG ends with its `IEND` chunk, JPEG with the end-of-image marker (some
+    writers add a few bytes after it, so the last KiB is searched), GIF with
+    its `;` trailer; a BMP is at least the size its header gives.
+    """
+    if kind == "PNG":
+        return tail.endswith(b"IEND\xaeB`\x82")
+    if kind in ("JPG", "JPEG"):
+        return b"\xff\xd9" in tail
+    if kind == "GIF":
+        return tail.rstrip(b"\x00").endswith(b";")
+    if kind == "BMP" and len(head) >= 6:
+        return size >= int.from_bytes(head[2:6], "little")
+    return True
 
 
 def _count_images(directory):
@@ -271,14 +303,46 @@ def _check_image_folder(directory):
             try:
                 with open(path, "rb") as f:
                     head = f.read(8)
+                    size = f.seek(0, os.SEEK_END)
+                    f.seek(max(0, size - _TAIL_BYTES))
+                    tail = f.read()
             except OSError as error:
                 raise OSError(f"Cannot read image file {path!r}: {error}") from None
+            kind = os.path.splitext(name)[1][1:].upper()
             if not head.startswith(signatures):
                 raise ValueError(
-                    f"{path!r} is not a {os.path.splitext(name)[1][1:].upper()} "
-                    f"image (its first bytes are {head!r}); the image loader would "
-                    "fail on it mid-training. Remove or replace the file."
+                    f"{path!r} is not a {kind} image (its first bytes are "
+                    f"{head!r}); the image loader would fail on it mid-training. "
+                    "Remove or replace the file."
                 )
+            if not _complete(kind, head, tail, size):
+                raise ValueError(
+                    f"{path!r} is a {kind} image cut short ({size} bytes, without "
+                    "the end its format writes): decoders fill the missing part "
+                    "with grey or fail mid-training. Replace the file with a whole "
+                    "copy, or remove it."
+                )
+
+
+def _class_folders(directory):
+    """The class sub-folders of one split folder, refusing one without images.
+
+    Keras makes every sub-folder a class: an empty one (or a stray
+    `.ipynb_checkpoints`) became a class the student learns to never predict.
+    """
+    names = sorted(
+        name
+        for name in os.listdir(directory)
+        if os.path.isdir(os.path.join(directory, name))
+    )
+    for name in names:
+        if not _count_images(os.path.join(directory, name)):
+            raise ValueError(
+                f"The class folder {os.path.join(directory, name)!r} holds no "
+                f"images ({', '.join(sorted(_IMAGE_SIGNATURES))}), so it would be "
+                "a class without examples. Add its images or remove the folder."
+            )
+    return names
 
 
 def load_image_folder(
@@ -311,12 +375,25 @@ def load_image_folder(
         )
 
     if os.path.isdir(os.path.join(directory, "train")):
+        classes = _class_folders(os.path.join(directory, "train"))
+        for split in ("val", "test"):
+            split_dir = os.path.join(directory, split)
+            if os.path.isdir(split_dir) and _class_folders(split_dir) != classes:
+                # Keras numbers each split's folders alone: a missing class
+                # would shift the labels of the classes after it.
+                raise ValueError(
+                    f"{split_dir!r} has the classes {_class_folders(split_dir)}, "
+                    f"but 'train' has {classes}; every split needs the same class "
+                    "folders (an empty one is refused too), or its labels "
+                    "would name other classes."
+                )
         train = folder(os.path.join(directory, "train"))
         val_dir = os.path.join(directory, "val")
         val = folder(val_dir, shuffle=False) if os.path.isdir(val_dir) else None
         test_dir = os.path.join(directory, "test")
         test = folder(test_dir, shuffle=False) if os.path.isdir(test_dir) else None
     else:
+        _class_folders(directory)
         try:
             train = folder(directory, validation_split=val_fraction, subset="training")
             val = folder(directory, validation_split=val_fraction, subset="validation")

@@ -6,6 +6,11 @@
   calls; it binds the terms to the outputs and teachers.
 - `tf_step`: the TensorFlow train and test steps (the guard, deferred
   updates, packed logs).
+- `jax_step`: the JAX train and test steps (stateless; the guard selects
+  the old state and raises after the step).
+- `backends`: picks the step of the running backend; the one error for what
+  needs TensorFlow (`BackendNotSupportedError`).
+- `step_logs`: the loss trackers and metric results both steps update.
 - `batch_checks`: the in-step checks of every batch.
 - `fit_checks`: the checks of whole inputs before `fit()`/`evaluate()`.
 - `serialization`: config, saving and loading.

@@ -35,8 +35,6 @@ class BatchChecks:
             replaced by harmless ones, so the loss ops cannot fail before
             the check reports them.
         """
-        import tensorflow as tf
-
         for name, model in self._named_models():
             _check_input_shape(name, model, x)
         where = where if callable(where) else (lambda: where)
@@ -51,14 +49,14 @@ class BatchChecks:
             and not isinstance(y, list | tuple | dict)
             and self._labels_are_sparse()
         ):
-            labels = tf.convert_to_tensor(y)
-            if labels.dtype == tf.bool:
+            labels = _as_tensor(y)
+            if _dtype(labels) == "bool":
                 raise ValueError(
                     bool_labels_message("batch", _num_classes(self.student))
                 )
             if sequence:
                 kd_tokens.check_token_labels(labels, self.student.output_shape)
-            elif labels.shape.rank == 2 and labels.shape[-1] not in (None, 1):
+            elif len(labels.shape) == 2 and labels.shape[-1] not in (None, 1):
                 raise ValueError(
                     f"The labels have shape {tuple(labels.shape)}: they look one-hot "
                     "(or multi-label), but the loss is sparse categorical "
@@ -69,7 +67,7 @@ class BatchChecks:
             # Integer labels are left to the loss's kernel where it refuses
             # them itself (and no ignored class needs naming in the message).
             kernel_checks = (
-                labels.dtype.is_integer
+                "int" in _dtype(labels)
                 and self._sparse_loss()[1] is None
                 and _kernel_checks_labels()
             )
@@ -95,13 +93,16 @@ class BatchChecks:
         Returns no problem when `classes` is unknown or the labels are not
         numbers; the labels come back with bad entries replaced by 0.
         """
-        import tensorflow as tf
-
-        labels = tf.convert_to_tensor(labels)
-        if classes is None or not (labels.dtype.is_floating or labels.dtype.is_integer):
+        labels = _as_tensor(labels)
+        dtype = _dtype(labels)
+        if classes is None or not ("float" in dtype or "int" in dtype):
             return [], labels
         sparse = self._sparse_loss()
         ignore = sparse[1] if sparse else None
+        if keras.backend.backend() != "tensorflow":
+            return _label_problem_ops(labels, classes, ignore, where, head)
+        import tensorflow as tf
+
         if labels.dtype.is_integer:  # the common case: one clip, one test
             values = labels
             clipped = tf.clip_by_value(labels, 0, classes - 1)
@@ -180,6 +181,8 @@ class BatchChecks:
 
     def _weight_problem(self, sample_weight, where, problems):
         """Appends the sample-weight check to `problems`; the repaired weights."""
+        if sample_weight is not None and keras.backend.backend() != "tensorflow":
+            return _weight_problem_ops(sample_weight, where, problems)
         import tensorflow as tf
 
         if sample_weight is not None:
@@ -212,8 +215,15 @@ class BatchChecks:
         return kd_checks.check_all(problems, guard)
 
     def _checks_off(self):
-        """Whether the step is compiled with XLA, so without its checks."""
-        return getattr(self, "jit_compile", False) is True
+        """Whether the step is compiled with XLA, so without its checks.
+
+        TensorFlow only: the JAX step checks under `jax.jit` too (it selects
+        the old state and raises after the step, see `jax_step`).
+        """
+        return (
+            getattr(self, "jit_compile", False) is True
+            and keras.backend.backend() == "tensorflow"
+        )
 
     def _warn_if_checks_off(self, method):
         """Warns once per `fit()`/`evaluate()` call when XLA turns the checks off."""
@@ -357,6 +367,73 @@ def _check_dense_loss_labels(loss, labels, output_shape):
             f"(`keras.utils.to_categorical(y, {classes})`), or compile with "
             "`loss=None` (sparse categorical cross-entropy of the class ids)."
         )
+
+
+def _as_tensor(value):
+    """`value` as a tensor of the backend (`tf.convert_to_tensor` on TF)."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.convert_to_tensor(value)
+    return keras.ops.convert_to_tensor(value)
+
+
+def _dtype(tensor) -> str:
+    """The dtype of `tensor` as Keras names it (`"int32"`, `"bool"`, ...)."""
+    return keras.backend.standardize_dtype(tensor.dtype)
+
+
+def _label_problem_ops(labels, classes, ignore, where, head):
+    """`_label_problem` in `keras.ops`, for the backends other than TF."""
+    ops = keras.ops
+    integer = "int" in _dtype(labels)
+    if integer:
+        values = labels
+        clipped = ops.clip(labels, 0, classes - 1)
+        bad = ops.not_equal(clipped, labels)
+    else:
+        values = ops.cast(labels, "float32")
+        bad = (values < 0) | (values >= classes) | (values != ops.floor(values))
+    if ignore is not None:
+        kept = ops.equal(values, ops.cast(ignore, values.dtype))
+        bad = bad & ops.logical_not(kept)
+        if integer:
+            clipped = ops.where(kept, labels, clipped)
+    problem = (
+        ops.any(bad),
+        lambda: kd_checks.format_message(
+            "Labels must be integers in [0, {}) for a student with {} classes"
+            + head
+            + ("" if ignore is None else f" (or {ignore}, the ignored class)")
+            + ". Received a label value of {} in {}.",
+            classes,
+            classes,
+            kd_checks.first(values, bad),
+            where(),
+        ),
+    )
+    fixed = clipped if integer else ops.where(bad, ops.zeros_like(labels), labels)
+    return [problem], fixed
+
+
+def _weight_problem_ops(sample_weight, where, problems):
+    """`_weight_problem` in `keras.ops`, for the backends other than TF."""
+    ops = keras.ops
+    raw = ops.convert_to_tensor(sample_weight)
+    weights = ops.cast(raw, "float32")
+    bad = ops.logical_not(ops.isfinite(weights)) | (weights < 0)
+    problems.append(
+        (
+            ops.any(bad),
+            lambda: kd_checks.format_message(
+                "`sample_weight` must be finite and >= 0. Received a weight "
+                "of {} in {}.",
+                kd_checks.first(weights, bad),
+                where(),
+            ),
+        )
+    )
+    return ops.where(bad, ops.zeros_like(raw), raw)
 
 
 def _sparse_loss_of(loss):

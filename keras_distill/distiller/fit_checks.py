@@ -8,6 +8,7 @@ from keras import ops
 
 from keras_distill import _compat
 from keras_distill import targets as kd_targets
+from keras_distill.distiller.backends import check_no_tf_strategy
 from keras_distill.distiller.batch_checks import bool_labels_message
 from keras_distill.distiller.wiring import (
     _check_declared_values,
@@ -30,8 +31,18 @@ class FitChecks:
             return self._checked_fit(x, y, *args, **kwargs)
 
     def _checked_fit(self, x, y, *args, **kwargs):
+        check_no_tf_strategy("fit")
         self._warn_if_checks_off("fit")
         _check_fit_counts(args, kwargs)
+        self._check_something_trains()
+        steps = args[10] if len(args) > 10 else kwargs.get("steps_per_epoch")
+        _check_finite_dataset(x, steps, "training data", "steps_per_epoch")
+        _check_finite_dataset(
+            kwargs.get("validation_data"),
+            kwargs.get("validation_steps"),
+            "validation_data",
+            "validation_steps",
+        )
         _check_not_empty(x, "training data")
         _check_whole_inputs(self.student, x, "training data")
         self._check_precomputed_teacher(x)
@@ -80,17 +91,29 @@ class FitChecks:
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         with self._readable_errors(lambda: "an evaluation batch"):
+            check_no_tf_strategy("evaluate")
             self._warn_if_checks_off("evaluate")
+            steps = args[3] if len(args) > 3 else kwargs.get("steps")
+            _check_finite_dataset(x, steps, "evaluation data", "steps")
             _check_not_empty(x, "evaluation data")
             _check_whole_inputs(self.student, x, "evaluation data")
             self._check_precomputed_teacher(x)
             self._check_labels(x, y, "evaluation data")
             self._check_output_kinds(x)
+            # A weight of 0 everywhere gives losses of a made-up 0.
+            positional = args[2] if len(args) > 2 else None
+            _warn_if_no_weight(kwargs.get("sample_weight", positional), "evaluate")
             with _producers_errors(x):
                 return super().evaluate(x, y, *args, **kwargs)
 
+    def predict(self, x, *args, **kwargs):
+        steps = args[2] if len(args) > 2 else kwargs.get("steps")
+        _check_finite_dataset(x, steps, "prediction data", "steps")
+        return super().predict(x, *args, **kwargs)
+
     def train_on_batch(self, x, y=None, *args, **kwargs):
         with self._readable_errors(self._training_step_name):
+            self._check_something_trains()
             self._check_output_kinds_once(x)
             self._check_labels(x, y, "batch")
             self._check_labels_given(x, y)
@@ -103,6 +126,21 @@ class FitChecks:
             self._check_output_kinds_once(x)
             self._check_labels(x, y, "batch")
             return super().test_on_batch(x, y, *args, **kwargs)
+
+    def _check_something_trains(self):
+        """Raises if nothing would train (a frozen student, built).
+
+        The step ended in Python's "not enough values to unpack (expected 2,
+        got 0)".
+        """
+        if self.student.built and not self.student.trainable_weights:
+            if not any(v.trainable for v in self.variables):
+                raise ValueError(
+                    f"The student ({self.student.name}) has no trainable weights "
+                    f"(student.trainable={self.student.trainable}), so training "
+                    "would change nothing. Set `student.trainable = True` (or "
+                    "unfreeze the layers to train) before `fit()`."
+                )
 
     def _check_output_kinds_once(self, x):
         """`_check_output_kinds` on the first batch given to `*_on_batch` only.
@@ -179,6 +217,13 @@ class FitChecks:
         if labels is None:
             return
         labels = np.asarray(labels)
+        if labels.dtype.kind in "USO":  # Keras: "Invalid dtype: str352"
+            raise ValueError(
+                f"The labels of the {where} are {labels.dtype} values (e.g. "
+                f"{labels.reshape(-1)[:1].tolist()}), not numbers. Pass integer "
+                f"class ids in [0, {num_classes}) (e.g. map each class name to "
+                "its index)."
+            )
         if labels.dtype == bool and self._sparse_loss() is not None:
             raise ValueError(bool_labels_message(where, num_classes))
         is_sparse = labels.ndim <= 1 or (labels.ndim == 2 and labels.shape[-1] == 1)
@@ -291,6 +336,23 @@ def _check_whole_inputs(model, x, where):
         )
 
 
+def _check_finite_dataset(x, steps, where, steps_name):
+    """Raises if `x` is an endless `tf.data.Dataset` and no step count ends it.
+
+    Keras would read it for ever (its first epoch never ends), without a word.
+    """
+    import tensorflow as tf
+
+    if steps is not None or not isinstance(x, tf.data.Dataset):
+        return
+    if int(x.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
+        raise ValueError(
+            f"The {where} is an endless `tf.data.Dataset` (e.g. `.repeat()` "
+            f"without a count), so it would never end. Pass `{steps_name}=` "
+            f"(batches to read), or repeat a set number of times. Received: {x!r}"
+        )
+
+
 def _check_not_empty(x, where):
     """Raises if `x` holds no examples (arrays) or no batches (a known-size Dataset)."""
     import tensorflow as tf
@@ -320,10 +382,22 @@ def _check_class_weight(class_weight, num_classes):
                 f"only for integer classes in [0, {num_classes}). Received: "
                 f"class_weight={class_weight!r}"
             )
+        value = class_weight[key]
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = float("nan")
+        if isinstance(value, bool) or not np.isfinite(number) or number < 0:
+            # Was refused only in the step, as a `sample_weight` the user never gave.
+            raise ValueError(
+                f"`class_weight` gives class {key!r} the weight {value!r}; class "
+                "weights must be finite numbers >= 0. Received: "
+                f"class_weight={class_weight!r}"
+            )
 
 
-def _warn_if_no_weight(sample_weight):
-    """Warns once (per call) when every sample weight is 0: nothing would train."""
+def _warn_if_no_weight(sample_weight, call="fit"):
+    """Warns once (per call) when every sample weight is 0: nothing would count."""
     if sample_weight is None or isinstance(sample_weight, dict):
         return
     try:
@@ -333,10 +407,15 @@ def _warn_if_no_weight(sample_weight):
     if values.size and not np.any(values):
         import warnings
 
+        effect = (
+            "training changes nothing. Give the examples to learn from a weight > 0."
+            if call == "fit"
+            else "the losses reported (0) measure nothing. Give the examples to "
+            "evaluate a weight > 0."
+        )
         warnings.warn(
             f"Every `sample_weight` is 0 ({values.size} weights), so every loss "
-            "is 0 and training changes nothing. Give the examples to learn from a "
-            "weight > 0.",
+            f"is 0 and {effect}",
             UserWarning,
             stacklevel=3,
         )

@@ -20,16 +20,17 @@ from keras_distill.distiller.arguments import (
     check_loss_weights_have_loss,
     check_temperature,
 )
+from keras_distill.distiller.backends import step_class
 from keras_distill.distiller.batch_checks import BatchChecks
 from keras_distill.distiller.fit_checks import FitChecks
 from keras_distill.distiller.objective import Objective
 from keras_distill.distiller.serialization import Serialization
-from keras_distill.distiller.tf_step import TensorFlowStep
 from keras_distill.distiller.wiring import (
     _inference_view,
     _output_count,
     _Untracked,
     check_models,
+    check_output_counts,
     check_output_shapes,
 )
 from keras_distill.terms import common as kd_losses
@@ -37,7 +38,7 @@ from keras_distill.terms import common as kd_losses
 
 @keras.saving.register_keras_serializable(package="keras_distill")
 class Distiller(
-    Objective, BatchChecks, FitChecks, TensorFlowStep, Serialization, keras.Model
+    Objective, BatchChecks, FitChecks, step_class(), Serialization, keras.Model
 ):
     """Trains a student model to match a frozen teacher, with `fit()`.
 
@@ -186,6 +187,8 @@ class Distiller(
             )
         outputs = _output_count(student)
         per_output = outputs > 1 and all(_output_count(t) == outputs for t in teachers)
+        if type(self).soft_predictions is Objective.soft_predictions:
+            check_output_counts(student, teachers)
         if per_output:
             if len(teachers) > 1:
                 raise ValueError(

@@ -18,6 +18,20 @@ class Serialization:
         if getattr(self, "optimizer", None) is not None and self.built:
             self.optimizer.build(self.trainable_variables)
 
+    def load_weights(self, filepath, *args, **kwargs):
+        try:
+            return super().load_weights(filepath, *args, **kwargs)
+        except ValueError as error:
+            if "could not be loaded" not in str(error):
+                raise
+            # Keras lists layers and variable counts, not what went wrong.
+            raise ValueError(
+                f"The weights in {str(filepath)!r} do not fit this distiller: they "
+                "were saved by one whose student, teacher or hint adaptors have "
+                "other layers or shapes. Build the distiller as the one that saved "
+                f"them, then load. Keras's error: {error}"
+            ) from error
+
     def load_own_variables(self, store):
         # Loading assigns every variable, and the parameter variables refuse
         # a bad value as it is assigned: nothing is left to check afterwards.

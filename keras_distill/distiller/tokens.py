@@ -243,7 +243,7 @@ def term_losses(
     if hard_label_loss is not None:
         functions.append(_SparseCrossEntropy(hard_label_loss["from_logits"]))
     fused = [not term.weights for term in terms] + [hard_label_loss is not None]
-    chunk = chunk_size(student.shape[-1])
+    chunk = chunk_size(student.shape[-1]) if _chunks_here() else 0
     values = [None] * len(functions)
     together = [i for i, f in enumerate(fused) if f and chunk]
     kinds = [term.closed_form for term in terms] + ["cross_entropy"]
@@ -279,6 +279,17 @@ def term_losses(
     if hard_label_loss is None:
         return losses, None
     return losses[:-1], losses[-1]
+
+
+def _chunks_here() -> bool:
+    """Whether large vocabularies go through `chunked_values` (TensorFlow only).
+
+    Another backend (JAX) computes every token at once: the same values,
+    with `(tokens, vocab)` temporaries for the whole batch.
+    """
+    import keras
+
+    return keras.backend.backend() == "tensorflow"
 
 
 class _SparseCrossEntropy:

@@ -256,6 +256,29 @@ def _check_output_structures(student, teachers):
             )
 
 
+def check_output_counts(student, teachers):
+    """Raises if the student has several outputs and a teacher another number.
+
+    A `Distiller` distils output `i` from the teacher's output `i` (a subclass
+    that maps the outputs itself, such as LwF's, overrides
+    `soft_predictions`). A 2-output student with a 1-output teacher failed
+    only in the step, with a rank error about tokens.
+    """
+    outputs = _output_count(student)
+    for i, teacher in enumerate(teachers):
+        count = _output_count(teacher)
+        if outputs > 1 and count != outputs:
+            name = "teacher" if len(teachers) == 1 else f"teacher[{i}]"
+            raise ValueError(
+                f"The student ({student.name}) has {outputs} outputs "
+                f"{student.output_shape}, but the {name} ({teacher.name}) has "
+                f"{count}, {teacher.output_shape}. Several outputs are distilled "
+                f"output by output: give the {name} one output per student "
+                "output, or distil a single-output view of the student (e.g. "
+                "`keras.Model(student.inputs, student.outputs[0])`)."
+            )
+
+
 def check_models(student, teachers, from_config=False):
     """Checks the models a `Distiller` is given; returns `[(name, model)]`.
 

@@ -122,6 +122,8 @@ def _hypermodel_class():
                     "`build_student` must be a callable `build_student(hp)` or a "
                     f"keras.Model. Received: {build_student!r}"
                 )
+            if not isinstance(build_student, keras.Model):
+                checks.check_builder(build_student)
             self.temperature_range = (
                 None
                 if temperature_range is None
@@ -207,6 +209,7 @@ def _hypermodel_class():
                 student = keras.models.clone_model(self.build_student)
             else:
                 student = self.build_student(hp)
+                checks.check_student(student, self.build_student)
             key = _architecture_key(student) if self._reuse_depth else None
             if key is not None:
                 # A reused distiller keeps its traced step, so the term is part

@@ -102,3 +102,36 @@ def check_labels(y, classes: int, what: str) -> None:
             f"teacher, which predicts {classes}: labels must be whole numbers "
             f"in [0, {classes - 1}]. {hint}."
         )
+
+
+def check_builder(build_student):
+    """Raises if `build_student` cannot be called with one argument, `hp`.
+
+    Every trial would fail inside Keras Tuner with Python's "takes 0
+    positional arguments but 1 was given", naming neither `hp` nor the fix.
+    """
+    import inspect
+
+    try:
+        signature = inspect.signature(build_student)
+    except (TypeError, ValueError):  # a builtin or C callable: cannot tell
+        return
+    try:
+        signature.bind(None)
+    except TypeError:
+        raise TypeError(
+            "`build_student` must take one argument, the trial's hyperparameters "
+            f"`hp` (e.g. `lambda hp: make_student()`), but its signature is "
+            f"{signature}. Received: {build_student!r}"
+        ) from None
+
+
+def check_student(student, build_student):
+    """Raises if `build_student(hp)` did not return a `keras.Model`."""
+    import keras
+
+    if not isinstance(student, keras.Model):
+        raise TypeError(
+            f"`build_student(hp)` must return a keras.Model; {build_student!r} "
+            f"returned {student!r}."
+        )
