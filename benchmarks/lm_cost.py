@@ -11,15 +11,23 @@ teacher twice as wide. Per setting `(batch, seq, vocab)`:
 
 - **floor**: one compiled function running the teacher forward and the
   student's train step (sparse cross-entropy, Adam), both logits alive;
-- **KD**: `Distiller(student, teacher, alpha=0.5)` trained by `fit()` (the
-  KD term per token, masked, chunked over tokens from a vocabulary of 4096);
-- **KD, unchunked**: the same with chunking off (for comparison).
+- **KD**: `Distiller(student, teacher, alpha=0.5)` trained by
+  `train_on_batch()` (the KD term per token and the hard-label
+  cross-entropy, masked, chunked over tokens from a vocabulary of 4096: the
+  closed-form pass, `distiller/chunked.closed_form_values`);
+- **reverse KL**: the same with `distillation_loss="reverse_kl"`, a term
+  without a closed form (the general chunked pass, `chunked_values`: the
+  backward pass recomputes each chunk under a tape; JSD, skew KL, TVD, ...
+  take the same path);
+- **KD, unchunked**: KD with chunking off (for comparison; memory only).
 
 Memory: each run in a fresh process (`ru_maxrss`, minus the process's peak
-before the first step), 3 steps. Time: floor and KD alternate in one
-process, 20 steps each after warm-up, median per step.
+before the first step), 3 steps. Time: floor, KD and reverse KL alternate
+in one process, `STEPS` (20) steps each after warm-up, median per step.
+The machine may be shared: memory ratios are robust, time ratios less so.
 
-Run: `.venv/bin/python benchmarks/lm_cost.py` (about 5 minutes on 2 cores).
+Run: `.venv/bin/python benchmarks/lm_cost.py` (about 6 minutes on 2 cores);
+with `--docs`, it also writes its table into docs/performance.md.
 """
 
 import json
@@ -81,7 +89,7 @@ def floor_step(student, teacher):
     return step
 
 
-def distiller_step(student, teacher, chunked=True):
+def distiller_step(student, teacher, chunked=True, term="kd"):
     import keras
 
     import keras_distill as kd
@@ -89,7 +97,9 @@ def distiller_step(student, teacher, chunked=True):
 
     if not chunked:
         tokens.CHUNK_VOCAB = 10**9
-    distiller = kd.Distiller(student, teacher, alpha=0.5, temperature=1.0)
+    distiller = kd.Distiller(
+        student, teacher, alpha=0.5, temperature=1.0, distillation_loss=term
+    )
     distiller.compile(optimizer=keras.optimizers.Adam(1e-3))
 
     def step(ids, labels, mask):
@@ -101,11 +111,11 @@ def distiller_step(student, teacher, chunked=True):
 def run_memory(mode, b, seq, vocab):
     student, teacher = models(seq, vocab)
     ids, labels, mask = batch(b, seq, vocab)
-    step = (
-        floor_step(student, teacher)
-        if mode == "floor"
-        else distiller_step(student, teacher, chunked=mode == "kd")
-    )
+    if mode == "floor":
+        step = floor_step(student, teacher)
+    else:
+        term = "reverse_kl" if mode == "reverse_kl" else "kd"
+        step = distiller_step(student, teacher, mode != "unchunked", term)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     for _ in range(3):
         step(ids, labels, mask)
@@ -128,13 +138,14 @@ def memory(mode, b, seq, vocab):
 
 
 def timing(b, seq, vocab):
-    """Median seconds per step of the floor and the KD step, alternating."""
+    """Median seconds per step of the floor, KD and reverse KL, alternating."""
     import numpy as np
 
     ids, labels, mask = batch(b, seq, vocab)
     steps = {
         "floor": floor_step(*models(seq, vocab)),
         "kd": distiller_step(*models(seq, vocab)),
+        "reverse_kl": distiller_step(*models(seq, vocab), term="reverse_kl"),
     }
     for step in steps.values():
         for _ in range(3):  # trace and warm up
@@ -148,41 +159,54 @@ def timing(b, seq, vocab):
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
+MODES = ("floor", "kd", "reverse_kl", "unchunked")
+LABELS = {
+    "floor": "floor",
+    "kd": "KD (closed form)",
+    "reverse_kl": "reverse KL (general)",
+    "unchunked": "KD, unchunked",
+}
+
+
 def main():
     rows = []
     for b, seq, vocab in SETTINGS:
-        peaks = {
-            mode: memory(mode, b, seq, vocab) for mode in ("floor", "kd", "unchunked")
-        }
+        peaks = {mode: memory(mode, b, seq, vocab) for mode in MODES}
         seconds = timing(b, seq, vocab)
         rows.append((b, seq, vocab, peaks, seconds))
-        print(f"done {b}x{seq}x{vocab}", flush=True)
+        print(f"done {b}x{seq}x{vocab}", file=sys.stderr, flush=True)
     print(
-        "\nOne token-level KD step against the floor (student train step + teacher "
-        f"forward), {os.cpu_count()} CPU cores; memory: peak RSS growth over 3 steps, "
-        "each run in a fresh process; time: median of "
+        "\nOne token-level distillation step against the floor (student train step "
+        f"+ teacher forward), {os.cpu_count()} CPU cores; memory: peak RSS growth "
+        "over 3 steps, each run in a fresh process; time: median of "
         f"{STEPS} alternating steps"
     )
     print(
-        "| batch x seq x vocab | logits (MiB) | floor (MiB) | KD (MiB) | KD / floor "
-        "| unchunked (MiB) | unchunked / floor | floor step (ms) | KD step (ms) "
-        "| KD / floor time |"
+        "| batch x seq x vocab | logits (MiB) | step | peak (MiB) | / floor "
+        "| step (ms) | / floor |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---|---:|---:|---:|---:|")
     for b, seq, vocab, peaks, seconds in rows:
         grow = {m: p["peak_mib"] - p["before_mib"] for m, p in peaks.items()}
         logits = b * seq * vocab * 4 / 2**20
-        print(
-            f"| {b} x {seq} x {vocab} | {logits:.0f} | {grow['floor']:.0f} "
-            f"| {grow['kd']:.0f} | {grow['kd'] / grow['floor']:.2f} "
-            f"| {grow['unchunked']:.0f} | {grow['unchunked'] / grow['floor']:.2f} "
-            f"| {1000 * seconds['floor']:.1f} | {1000 * seconds['kd']:.1f} "
-            f"| {seconds['kd'] / seconds['floor']:.2f} |"
-        )
+        for mode in MODES:
+            ms = f"{1000 * seconds[mode]:.1f}" if mode in seconds else "-"
+            ratio = (
+                f"{seconds[mode] / seconds['floor']:.2f}" if mode in seconds else "-"
+            )
+            print(
+                f"| {b} x {seq} x {vocab} | {logits:.0f} | {LABELS[mode]} "
+                f"| {grow[mode]:.0f} | {grow[mode] / grow['floor']:.2f} "
+                f"| {ms} | {ratio} |"
+            )
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--memory":
         run_memory(sys.argv[2], *map(int, sys.argv[3:6]))
     else:
-        main()
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import docblocks
+
+        with docblocks.report("docs/performance.md", "lm-cost"):
+            main()

@@ -60,6 +60,12 @@ class DistillationTerm(keras.layers.Layer):
     - `relational`: whether an example's value depends on the other
       examples of the batch (RKD, PKT, SP, DIST's inter-class relation):
       the teacher cache still works; a shuffled batch gives other values.
+    - `closed_form`: None, or the name of a closed form the engine may
+      compute in the term's place, value and student gradient, where it
+      is the same term: `"forward_kl"`, `T^2 * KL(softmax(t / T) ||
+      softmax(s / T))` with the student gradient `T * (softmax(s / T) -
+      softmax(t / T))` (the plain KD term; the token-level pass then needs
+      no autodiff, `distiller.chunked`).
 
     And what it owns: `parameter_variables()` (schedulable variables, e.g.
     CTKD's reversal strength), `epoch_logs()` (values written into each
@@ -95,6 +101,7 @@ class DistillationTerm(keras.layers.Layer):
     uses_temperature = False
     accepts_topk = False
     relational = False
+    closed_form = None
 
     def __init__(self, name=None, **kwargs):
         kwargs.setdefault("dtype", "float32")

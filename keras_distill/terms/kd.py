@@ -249,6 +249,19 @@ class KDTerm(DistillationTerm):
     def accepts_topk(self):
         return not self.standardize
 
+    @property
+    def closed_form(self):
+        # Only where the value is exactly Hinton's KL of the logits and no
+        # gradient should reach the temperature (as in `reduced`).
+        plain = (
+            type(self).call is KDTerm.call
+            and type(self).compute is DistillationTerm.compute
+            and self.compute_dtype == "float32"
+            and not self.standardize
+            and self.closed_form_gradient
+        )
+        return "forward_kl" if plain else None
+
     def matches_keras_loss(self, loss):
         is_kl = isinstance(loss, keras.losses.KLDivergence) or (
             loss in ("kl_divergence", "kld", "KLD", keras.losses.kl_divergence)
