@@ -372,3 +372,38 @@ def test_a_teacher_file_of_another_class_count_is_named(tmp_path):
     # Was the sparse cross-entropy kernel's error in the teacher's evaluation.
     with pytest.raises(ValueError, match=r"teacher .* outputs 5 classes.*has 10"):
         runs.train(_config(tmp_path, path), verbose=0)
+
+
+def test_per_token_weights_of_shape_batch_seq_1_count_as_batch_seq():
+    import keras
+
+    import keras_distill as kd
+
+    vocab, length = 12, 6
+
+    def lm(width, seed):
+        keras.utils.set_random_seed(seed)
+        inputs = keras.Input((length,), dtype="int32")
+        hidden = keras.layers.Embedding(vocab, width)(inputs)
+        return keras.Model(inputs, keras.layers.Dense(vocab)(hidden))
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, vocab, (64, length)).astype("int32")
+    mask = np.ones((64, length), "float32")
+    mask[:, 4:] = 0
+    teacher = lm(32, 0)
+    losses = []
+    for weights in (mask, mask[..., None]):
+        distiller = kd.Distiller(lm(16, 1), teacher, temperature=1.0)
+        distiller.compile("adam")
+        logs = distiller.evaluate(
+            ids, np.roll(ids, -1, 1), sample_weight=weights, verbose=0,
+            batch_size=64, return_dict=True,
+        )  # fmt: skip
+        losses.append(logs["loss"])
+    assert losses[0] == pytest.approx(losses[1], abs=1e-6)
+    # Another rank in a later call of the same distiller: named, not a crash.
+    with pytest.raises(ValueError, match="Pass one shape in every call"):
+        distiller.evaluate(
+            ids, np.roll(ids, -1, 1), sample_weight=mask, verbose=0, batch_size=64
+        )

@@ -84,8 +84,18 @@ def token_weights(x, sample_weight, token_shape):
         else:
             return None
     weights = ops.cast(sample_weight, "float32")
-    rank = len(weights.shape)
     expected = tuple(token_shape)
+    if getattr(weights.shape, "rank", 0) is None:
+        raise ValueError(
+            "`sample_weight` reached the step with an unknown rank: Keras relaxes "
+            "a traced step after calls with sample weights of different ranks. "
+            "Pass one shape in every call: (batch, "
+            f"{', '.join(str(d) for d in expected[1:])}) per token, or (batch,) "
+            "per sequence."
+        )
+    if len(weights.shape) == len(expected) + 1 and weights.shape[-1] == 1:
+        weights = ops.squeeze(weights, -1)  # (batch, seq, 1): one per token
+    rank = len(weights.shape)
     if rank == 1:
         return ops.reshape(weights, (-1,) + (1,) * (len(expected) - 1))
     if rank == len(expected) and all(d == 1 for d in weights.shape[1:]):
