@@ -407,3 +407,15 @@ def test_per_token_weights_of_shape_batch_seq_1_count_as_batch_seq():
         distiller.evaluate(
             ids, np.roll(ids, -1, 1), sample_weight=mask, verbose=0, batch_size=64
         )
+
+
+def test_an_npz_class_id_far_past_the_labels_is_refused(tmp_path):
+    from keras_distill import data
+
+    x = np.random.default_rng(0).random((40, 8, 8, 1)).astype("float32")
+    y = np.arange(40) % 10
+    y[3] = 10**12
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=x, y_train=y.astype("int64"))
+    with pytest.raises(ValueError, match=r"class id 1000000000000 \(y_train\[3\]\)"):
+        data.load(f"npz:{path}", batch_size=8)

@@ -94,7 +94,20 @@ def _npz_labels(y, key, path):
             f"{path!r}: `{key}` must hold class ids >= 0, but "
             f"{key}[{int(np.argmin(y))}] = {y.min().item()!r}."
         )
+    # Class ids count the classes (the student's outputs): one far above the
+    # others makes a model of that many outputs (or wraps past int32).
+    if y.size and y.max() >= max(_MAX_CLASSES, len(y)):
+        raise ValueError(
+            f"{path!r}: `{key}` holds the class id {y.max().item()!r} "
+            f"({key}[{int(np.argmax(y))}]), which would make a model of that many "
+            f"outputs for {len(y)} labels. Class ids must be 0, 1, ..., "
+            "classes - 1; renumber them (e.g. `np.unique(y, return_inverse=True)`)."
+        )
     return y.astype("int32")
+
+
+# A label space larger than this (and than the number of labels) is a mistake.
+_MAX_CLASSES = 100_000
 
 
 def _npz_split(arrays, name, path):
