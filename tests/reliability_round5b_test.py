@@ -419,3 +419,20 @@ def test_an_npz_class_id_far_past_the_labels_is_refused(tmp_path):
     np.savez(path, x_train=x, y_train=y.astype("int64"))
     with pytest.raises(ValueError, match=r"class id 1000000000000 \(y_train\[3\]\)"):
         data.load(f"npz:{path}", batch_size=8)
+
+
+def test_the_same_builder_written_elsewhere_is_the_same_search():
+    from keras_distill.tuner import search_folder
+
+    def build(hp):
+        return hp
+
+    def nested():
+        return lambda hp: build(hp)
+
+    assert search_folder.builder_fingerprint(
+        lambda hp: build(hp)
+    ) == search_folder.builder_fingerprint(nested())
+    assert search_folder.builder_fingerprint(
+        lambda hp: build(hp)
+    ) != search_folder.builder_fingerprint(lambda hp: build(None))

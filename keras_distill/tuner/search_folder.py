@@ -141,8 +141,9 @@ def builder_fingerprint(build_student) -> str:
                 and getattr(named, "__module__", None) == module
             ):
                 names[name] = part(named)
+        # Not its name: `lambda hp: ...` nested in another function has another
+        # `__qualname__` and builds the same student.
         return [
-            getattr(value, "__qualname__", ""),
             _code(code),
             [part(d) for d in (value.__defaults__ or ())],
             cells,
