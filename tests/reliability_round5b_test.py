@@ -436,3 +436,27 @@ def test_the_same_builder_written_elsewhere_is_the_same_search():
     assert search_folder.builder_fingerprint(
         lambda hp: build(hp)
     ) != search_folder.builder_fingerprint(lambda hp: build(None))
+
+
+def test_validation_freq_below_one_is_refused_before_training():
+    import keras_distill as kd
+    from tests.helpers import digits_subset, tiny_student, trained_teacher
+
+    x, y = digits_subset()
+    distiller = kd.Distiller(tiny_student(), trained_teacher())
+    distiller.compile("adam")
+    for freq in (0, -1, 1.5):
+        with pytest.raises(ValueError, match=f"validation_freq={freq!r}"):
+            distiller.fit(x, y, validation_data=(x, y), validation_freq=freq, verbose=0)
+
+
+def test_tune_refuses_an_empty_split():
+    import keras_distill as kd
+    from tests.helpers import digits_subset, tiny_student, trained_teacher
+
+    x, y = digits_subset()
+    with pytest.raises(ValueError, match="`val` holds no examples"):
+        kd.tune(
+            trained_teacher(), lambda hp: tiny_student(), (x, y), (x[:0], y[:0]),
+            max_trials=1, epochs=1, verbose=0,
+        )  # fmt: skip

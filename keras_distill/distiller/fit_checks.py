@@ -66,6 +66,13 @@ class FitChecks:
                 _check_not_empty(validation_data, "validation_data")
                 self._check_precomputed_teacher(validation_data)
                 self._check_labels(validation_data, None, "validation_data")
+        freq = kwargs.get("validation_freq", 1)
+        if isinstance(freq, bool) or not isinstance(freq, int) or freq < 1:
+            # Keras divides by it after the first epoch.
+            raise ValueError(
+                "`validation_freq` must be a whole number of epochs >= 1 (validate "
+                f"every N epochs). Received: validation_freq={freq!r}"
+            )
         import tensorflow as tf
 
         if isinstance(x, tf.data.Dataset) and len(args) < 7 and "shuffle" not in kwargs:

@@ -66,6 +66,11 @@ def check_split(split, name: str) -> None:
     if not isinstance(split, tuple | list) or len(split) != 2:
         raise ValueError(f"`{name}` must be an `(x, y)` pair of arrays.")
     x, y = split
+    if len(x) == 0:
+        raise ValueError(
+            f"`{name}` holds no examples (inputs of shape {np.shape(x)}); every "
+            "trial would train or score on nothing. Pass a non-empty split."
+        )
     if len(x) != len(y):
         raise ValueError(
             f"`{name}` must hold as many inputs as labels. Received: {len(x)} "
