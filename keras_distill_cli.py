@@ -214,7 +214,8 @@ def build_parser():
     compare = sub.add_parser(
         "compare",
         help="Does distillation help on this config's data? Scratch, scratch with "
-        "augmentation and the config's KD, over seeds, with intervals.",
+        "augmentation, the config's KD and KD on the augmented batches, over seeds, "
+        "with intervals.",
     )
     compare.add_argument("config", help="A YAML run configuration.")
     compare.add_argument(
