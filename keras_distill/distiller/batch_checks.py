@@ -99,42 +99,7 @@ class BatchChecks:
             return [], labels
         sparse = self._sparse_loss()
         ignore = sparse[1] if sparse else None
-        if keras.backend.backend() != "tensorflow":
-            return _label_problem_ops(labels, classes, ignore, where, head)
-        import tensorflow as tf
-
-        if labels.dtype.is_integer:  # the common case: one clip, one test
-            values = labels
-            clipped = tf.clip_by_value(labels, 0, classes - 1)
-            bad = tf.not_equal(clipped, labels)
-        else:
-            values = tf.cast(labels, "float32")
-            bad = (values < 0) | (values >= classes) | (values != tf.floor(values))
-        if ignore is not None:
-            # The label the loss ignores is legal (and kept as it is).
-            kept = tf.equal(values, tf.cast(ignore, values.dtype))
-            bad = bad & tf.logical_not(kept)
-            if labels.dtype.is_integer:
-                clipped = tf.where(kept, labels, clipped)
-        problem = (
-            tf.reduce_any(bad),
-            lambda: kd_checks.format_message(
-                "Labels must be integers in [0, {}) for a student with {} classes"
-                + head
-                + ("" if ignore is None else f" (or {ignore}, the ignored class)")
-                + ". Received a label value of {} in {}.",
-                classes,
-                classes,
-                kd_checks.first(values, bad),
-                where(),
-            ),
-        )
-        fixed = (
-            clipped
-            if labels.dtype.is_integer
-            else tf.where(bad, tf.zeros_like(labels), labels)
-        )
-        return [problem], fixed
+        return _sparse_label_problem(labels, classes, ignore, where, head)
 
     def _labels_checked_early(self, y):
         """Whether `check_batch` checked these labels (a static class count)."""
@@ -181,27 +146,9 @@ class BatchChecks:
 
     def _weight_problem(self, sample_weight, where, problems):
         """Appends the sample-weight check to `problems`; the repaired weights."""
-        if sample_weight is not None and keras.backend.backend() != "tensorflow":
-            return _weight_problem_ops(sample_weight, where, problems)
-        import tensorflow as tf
-
-        if sample_weight is not None:
-            raw = tf.convert_to_tensor(sample_weight)
-            weights = tf.cast(raw, "float32")
-            bad = tf.logical_not(tf.math.is_finite(weights)) | (weights < 0)
-            problems.append(
-                (
-                    tf.reduce_any(bad),
-                    lambda: kd_checks.format_message(
-                        "`sample_weight` must be finite and >= 0. Received a weight "
-                        "of {} in {}.",
-                        kd_checks.first(weights, bad),
-                        where(),
-                    ),
-                )
-            )
-            sample_weight = tf.where(bad, tf.zeros_like(raw), raw)
-        return sample_weight
+        if sample_weight is None:
+            return None
+        return _sample_weight_problem(sample_weight, where, problems)
 
     def _check_all(self, problems, guard=()):
         """`checks.check_all`, or nothing under XLA.
@@ -383,8 +330,10 @@ def _dtype(tensor) -> str:
     return keras.backend.standardize_dtype(tensor.dtype)
 
 
-def _label_problem_ops(labels, classes, ignore, where, head):
-    """`_label_problem` in `keras.ops`, for the backends other than TF."""
+def _sparse_label_problem(labels, classes, ignore, where, head):
+    """The sparse-label check in `keras.ops` (every backend): integer labels
+    with one clip and one test, float labels by range and wholeness; the
+    label the loss ignores is legal and kept."""
     ops = keras.ops
     integer = "int" in _dtype(labels)
     if integer:
@@ -416,8 +365,9 @@ def _label_problem_ops(labels, classes, ignore, where, head):
     return [problem], fixed
 
 
-def _weight_problem_ops(sample_weight, where, problems):
-    """`_weight_problem` in `keras.ops`, for the backends other than TF."""
+def _sample_weight_problem(sample_weight, where, problems):
+    """The sample-weight check in `keras.ops` (every backend): appends it to
+    `problems`; returns the weights with bad entries replaced by 0."""
     ops = keras.ops
     raw = ops.convert_to_tensor(sample_weight)
     weights = ops.cast(raw, "float32")
@@ -469,3 +419,30 @@ def _kernel_checks_labels():
     import tensorflow as tf
 
     return not tf.config.list_logical_devices("GPU")
+
+
+def nonfinite_problem(x, total, where):
+    """`(failed, message_fn)`: an evaluation batch's inputs or loss not finite.
+
+    A training step checks its loss and gradients; an evaluation step has no
+    gradients, and a layer that swallows a NaN input (`relu(nan) = 0` on
+    some CPU kernels) can leave its loss finite: the inputs are checked too.
+    In `keras.ops`, for every backend's test step.
+    """
+    ops = keras.ops
+    total = ops.cast(total, "float32")
+    flags = [ops.logical_not(ops.isfinite(total))]
+    for tensor in keras.tree.flatten(x):
+        if tensor is not None and "float" in _dtype(tensor):
+            flags.append(ops.logical_not(ops.all(ops.isfinite(tensor))))
+    failed = ops.any(ops.stack(flags))
+    return (
+        failed,
+        lambda: kd_checks.format_message(
+            "The inputs or the loss of {} are NaN or infinite (loss {}), so its "
+            "results would mean nothing. Remove or repair the non-finite inputs "
+            "(e.g. keep the rows where `np.isfinite(x).all(axis=1)`).",
+            where(),
+            total,
+        ),
+    )

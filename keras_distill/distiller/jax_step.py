@@ -23,6 +23,7 @@ from keras import ops
 
 from keras_distill import _compat
 from keras_distill import checks as kd_checks
+from keras_distill.distiller.batch_checks import nonfinite_problem
 from keras_distill.distiller.step_logs import StepLogs
 
 _GUARD = "keras_distill/guard"  # the key of the step's own outputs in its logs
@@ -109,7 +110,9 @@ class JaxStep(StepLogs):
             problems, fixed_y, weights, y_pred, report = self._batch_losses(
                 x, y, sample_weight, teacher_targets, False, None
             )
-            problems.append(_nonfinite_problem(x, report.total))
+            problems.append(
+                nonfinite_problem(x, report.total, lambda: "an evaluation batch")
+            )
             checks = _problem_outputs(problems, layout)
         named = report.logs()
         logs, new_metrics = self._stateless_logs(
@@ -294,28 +297,3 @@ def _render(message, values):
     if isinstance(message, kd_checks.Message):
         return message.render(iter(values))
     return str(message)
-
-
-def _nonfinite_problem(x, total):
-    """`(failed, message_fn)`: an evaluation batch's inputs or loss not finite.
-
-    The TensorFlow step's check of the same name (see `tf_step`), in
-    `keras.ops`.
-    """
-    total = ops.cast(total, "float32")
-    flags = [ops.logical_not(ops.isfinite(total))]
-    for tensor in keras.tree.flatten(x):
-        dtype = keras.backend.standardize_dtype(getattr(tensor, "dtype", "int32"))
-        if tensor is not None and "float" in dtype:
-            flags.append(ops.logical_not(ops.all(ops.isfinite(tensor))))
-    failed = ops.any(ops.stack(flags))
-    return (
-        failed,
-        lambda: kd_checks.format_message(
-            "The inputs or the loss of {} are NaN or infinite (loss {}), so its "
-            "results would mean nothing. Remove or repair the non-finite inputs "
-            "(e.g. keep the rows where `np.isfinite(x).all(axis=1)`).",
-            "an evaluation batch",
-            total,
-        ),
-    )

@@ -5,10 +5,9 @@ control dependencies, `_compat.packed_logs_function`); another backend's
 step is one more module beside it.
 """
 
-import keras
-
 from keras_distill import _compat
 from keras_distill import checks as kd_checks
+from keras_distill.distiller.batch_checks import nonfinite_problem
 from keras_distill.distiller.step_logs import StepLogs
 
 
@@ -103,36 +102,9 @@ class TensorFlowStep(StepLogs):
         y_pred, report = self.compute_step_losses(
             x, y, sample_weight, teacher_targets, False, problems, where
         )
-        problems.append(_nonfinite_problem(x, report.total, where))
+        problems.append(nonfinite_problem(x, report.total, where))
         check = self._check_all(problems)
         # The trackers wait for the check: a failed batch is not counted.
         with tf.control_dependencies([check] if check is not None else []):
             self._update_loss_trackers(x, report)
         return self._metrics_result(x, y, y_pred, sample_weight)
-
-
-def _nonfinite_problem(x, total, where):
-    """`(failed, message_fn)`: an evaluation batch's inputs or loss not finite.
-
-    A training step checks its loss and gradients; an evaluation step has no
-    gradients, and a layer that swallows a NaN input (`relu(nan) = 0` on
-    some CPU kernels) can leave its loss finite: the inputs are checked too.
-    """
-    import tensorflow as tf
-
-    total = tf.cast(total, "float32")
-    flags = [tf.logical_not(tf.math.is_finite(total))]
-    for tensor in keras.tree.flatten(x):
-        if tensor is not None and tf.as_dtype(tensor.dtype).is_floating:
-            flags.append(tf.logical_not(tf.reduce_all(tf.math.is_finite(tensor))))
-    failed = tf.reduce_any(tf.stack(flags))
-    return (
-        failed,
-        lambda: kd_checks.format_message(
-            "The inputs or the loss of {} are NaN or infinite (loss {}), so its "
-            "results would mean nothing. Remove or repair the non-finite inputs "
-            "(e.g. keep the rows where `np.isfinite(x).all(axis=1)`).",
-            where(),
-            total,
-        ),
-    )
