@@ -10,8 +10,21 @@ import pytest
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 
 
-def python_blocks():
-    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+def python_blocks(page=README):
+    return re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+
+
+def run_program(program, cwd, timeout):
+    """`program` in a fresh Python process; the completed process, checked."""
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
 
 
 def test_the_readme_has_a_complete_quickstart():
@@ -24,15 +37,7 @@ def test_the_readme_has_a_complete_quickstart():
 
 @pytest.mark.slow
 def test_readme_python_blocks_run_as_written(tmp_path):
-    program = "\n\n".join(python_blocks())
-    result = subprocess.run(
-        [sys.executable, "-c", program],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_program("\n\n".join(python_blocks()), tmp_path, timeout=900)
     # The first accuracy printed is the Quickstart's distilled student.
     accuracy = float(re.findall(r"'accuracy': ([0-9.]+)", result.stdout)[0])
     assert accuracy > 0.85  # about 0.93
@@ -57,17 +62,9 @@ def test_the_readme_names_every_registered_term():
 @pytest.mark.slow
 def test_the_adding_a_method_page_runs_as_written(tmp_path):
     """docs/adding_a_method.md's Python blocks, in order, in a fresh process."""
-    page = README.parent / "docs" / "adding_a_method.md"
-    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+    blocks = python_blocks(README.parent / "docs" / "adding_a_method.md")
     assert len(blocks) >= 2
     program = "\n\n".join(blocks) + "\nprint([type(t).__name__ for t in terms])\n"
-    result = subprocess.run(
-        [sys.executable, "-c", program],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_program(program, tmp_path, timeout=600)
     assert "'kd_loss', 'l1_loss'" in result.stdout
     assert "['KDTerm', 'L1Logits']" in result.stdout
